@@ -1,0 +1,80 @@
+"""The point head: a small MLP applied to every point independently."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PointHead"]
+
+
+class PointHead(nn.Module):
+    """Predict logits at points from fine-grained features and the coarse prediction there.
+
+    The MLP is written as 1x1 ``Conv1d`` layers so that it runs on ``N x C x P`` point features
+    with shared weights for every point: ``num_fc`` hidden layers of ``fc_dim`` channels with ReLU,
+    then a linear predictor. With ``coarse_pred_each_layer`` the coarse logits are concatenated
+    again to the input of every layer (SPEC.md, on by default for instances).
+
+    Args:
+        in_channels: channels of the fine-grained point features.
+        num_classes: K, the number of classes of the coarse prediction and of the output.
+        fc_dim: width of the hidden layers.
+        num_fc: number of hidden layers.
+        coarse_pred_each_layer: concatenate the coarse logits to every layer's input.
+        cls_agnostic: predict one logit per point instead of K (the coarse input then has one
+            channel as well).
+
+    Shapes:
+        ``forward(fine_grained_features N x C x P, coarse_features N x K x P) -> N x K' x P``
+        with ``K' = 1`` when class-agnostic, else K.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        fc_dim: int = 256,
+        num_fc: int = 3,
+        coarse_pred_each_layer: bool = True,
+        cls_agnostic: bool = False,
+    ):
+        super().__init__()
+        if num_classes < 1 or in_channels < 1 or fc_dim < 1 or num_fc < 0:
+            raise ValueError(
+                f"invalid PointHead sizes: in_channels={in_channels}, num_classes={num_classes}, "
+                f"fc_dim={fc_dim}, num_fc={num_fc}"
+            )
+        self.num_classes = num_classes
+        self.coarse_channels = 1 if cls_agnostic else num_classes
+        self.coarse_pred_each_layer = coarse_pred_each_layer
+        self.cls_agnostic = cls_agnostic
+
+        extra = self.coarse_channels if coarse_pred_each_layer else 0
+        layers = []
+        width = in_channels + self.coarse_channels
+        for _ in range(num_fc):
+            layers.append(nn.Conv1d(width, fc_dim, kernel_size=1))
+            width = fc_dim + extra
+        self.fc_layers = nn.ModuleList(layers)
+        self.predictor = nn.Conv1d(width, self.coarse_channels, kernel_size=1)
+
+        for layer in self.fc_layers:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, fine_grained_features: Tensor, coarse_features: Tensor) -> Tensor:
+        if coarse_features.shape[1] != self.coarse_channels:
+            raise ValueError(
+                f"PointHead expects {self.coarse_channels} coarse channels, got "
+                f"coarse_features of shape {tuple(coarse_features.shape)}"
+            )
+        coarse_features = coarse_features.to(fine_grained_features.dtype)
+        x = torch.cat([fine_grained_features, coarse_features], dim=1)
+        for layer in self.fc_layers:
+            x = torch.relu(layer(x))
+            if self.coarse_pred_each_layer:
+                x = torch.cat([x, coarse_features], dim=1)
+        return self.predictor(x)
