@@ -1,0 +1,158 @@
+"""Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers, so that loading one
+from a stranger cannot run code. Writing goes to a temporary file in the same directory, is
+flushed and fsync'ed, then renamed over the target: a crash leaves either the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "atomic_save",
+    "atomic_write",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "checkpoint_path",
+    "capture_rng_state",
+    "restore_rng_state",
+    "load_model_weights",
+]
+
+_PATTERN = re.compile(r"^model_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read; the message names the file."""
+
+
+def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
+    """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, fsync,
+    rename over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; a clear error names a missing/corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt, truncated, or holding objects that need code to load
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def checkpoint_path(output_dir: str | Path, iteration: int) -> Path:
+    return Path(output_dir) / f"model_{iteration:07d}.pt"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The training checkpoint with the highest iteration in ``output_dir``, if any."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def capture_rng_state() -> dict:
+    """The RNG states of torch (CPU and CUDA), numpy and Python, as plain containers."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
+    )
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load model weights from a training checkpoint or a bare state dict (``weights_only``).
+
+    Returns the checkpoint dict. Mismatched keys or shapes raise an error naming the file.
+    """
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("model", ckpt)
+    state = {
+        k: (v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v)
+        for k, v in state.items()
+    }
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {path} do not fit the model: {err}") from err
+    return ckpt

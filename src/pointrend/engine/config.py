@@ -1,0 +1,202 @@
+"""Training configs: YAML files loaded into dataclasses, overridable with ``key.sub=value``.
+
+Unknown keys are errors that name the key and the file, so a typo never silently falls back to a
+default. The number of classes comes from the dataset unless the config sets it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DatasetConfig",
+    "ModelConfig",
+    "SolverConfig",
+    "TrainConfig",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the file."""
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build. ``name`` is ``pointrend`` or the baseline of the task (``maskrcnn``
+    for instances, ``coarse`` for semantic); ``arch`` is the semantic coarse model
+    (``semantic_fpn`` or ``deeplabv3``). ``options`` go to the builder as keyword arguments."""
+
+    task: str = "instance"
+    name: str = "pointrend"
+    arch: str = "fpn"
+    backbone: str = "resnet50"
+    num_classes: int | None = None
+    weights: str | None = None
+    weights_backbone: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetConfig:
+    """Where the data comes from. ``format``: ``synthetic`` (generated from ``seed``),
+    ``coco`` (``images`` dir + ``annotations`` json), ``folder`` (``images`` + ``labels`` dirs),
+    ``cityscapes`` (``root`` + ``split``)."""
+
+    format: str = "synthetic"
+    images: str | None = None
+    annotations: str | None = None
+    labels: str | None = None
+    root: str | None = None
+    split: str = "train"
+    num_images: int = 64
+    image_size: int = 256
+    seed: int = 0
+    min_size: list[int] = field(default_factory=lambda: [256])
+    max_size: int = 1333
+    crop_size: list[int] | None = None
+    flip: bool = True
+    color_jitter: float = 0.0
+
+
+@dataclass
+class SolverConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    images_per_batch: int = 16
+    max_iter: int = 90000
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    schedule: str = "step"
+    steps: list[int] = field(default_factory=lambda: [60000, 80000])
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    clip_grad_norm: float | None = None
+    amp: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_data: DatasetConfig = field(default_factory=DatasetConfig)
+    val_data: DatasetConfig | None = None
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    output_dir: str = "outputs/train"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    log_period: int = 20
+    checkpoint_period: int = 5000
+    eval_period: int = 0
+    deterministic: bool = False
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _unwrap_optional(tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _convert(value: Any, tp, where: str):
+    """Check and convert a YAML value to the annotated type; ``where`` names the key and file."""
+    tp = _unwrap_optional(tp)
+    if value is None:
+        return None
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(values: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key!r}: {part!r} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    values: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    values = apply_overrides(values, list(overrides or []))
+    return _build(TrainConfig, values, where)
