@@ -138,7 +138,7 @@ def _move(obj, device):
 
 
 def _check_finite(losses: dict[str, torch.Tensor], iteration: int, last_good: Path | None) -> None:
-    bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v).all()}
+    bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v).all()}
     flag = torch.tensor([1.0 if bad else 0.0])
     if is_distributed():
         torch.distributed.all_reduce(flag)
