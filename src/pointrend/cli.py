@@ -1,4 +1,8 @@
-"""The ``pointrend`` command."""
+"""The ``pointrend`` command: ``pointrend COMMAND --help`` for each command.
+
+Handlers stay thin: they parse arguments and call library functions. Expected failures (bad
+config, missing file, corrupt checkpoint, non-finite loss) print one clear line and exit 1.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,56 @@ import sys
 from . import __version__
 
 
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config (torchrun for many processes)"
+    )
+    p.add_argument("config", help="YAML config, e.g. configs/synthetic_instance_pointrend_r18.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set solver.max_iter=100 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in the output dir",
+    )
+    p.add_argument("--out", help="output directory (overrides output_dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .engine import load_config, train
+    from .engine.distributed import is_main_process
+
+    overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if is_main_process():
+        print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
+        if result.last_losses:
+            print(
+                "last losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
+            )
+        if result.metrics:
+            from .engine.evaluate import format_metrics
+
+            print(format_metrics(result.metrics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
     )
     parser.add_argument("--version", action="version", version=f"pointrend {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train_parser,):
+        add(sub)
     return parser
 
 
@@ -23,4 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    from .engine import CheckpointError, ConfigError, NonFiniteLossError
+
+    try:
+        return int(args.func(args) or 0)
+    except (
+        ConfigError,
+        CheckpointError,
+        NonFiniteLossError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        print(f"pointrend {args.command}: error: {err}", file=sys.stderr)
+        return 1
