@@ -1,0 +1,36 @@
+"""PointRend for box-based instance segmentation: torchvision's Mask R-CNN with PointRend's mask
+branch (coarse 7x7 head on point-sampled P2 features, point head, adaptive subdivision to
+224x224, masks pasted at full resolution)."""
+
+from .builders import (
+    coco_weights,
+    fpn_backbone,
+    load_torchvision_maskrcnn_weights,
+    map_torchvision_maskrcnn_state_dict,
+    maskrcnn,
+    pointrend_maskrcnn,
+    pointrend_maskrcnn_resnet50_fpn,
+)
+from .mask_head import CoarseMaskHead, PointRendMaskBranch, PointRendMaskConfig
+from .paste import FlatMasks, paste_masks, sample_masks_at_points
+from .roi_heads import PointRendRoIHeads, check_training_targets
+from .transform import PointRendTransform
+
+__all__ = [
+    "CoarseMaskHead",
+    "FlatMasks",
+    "PointRendMaskBranch",
+    "PointRendMaskConfig",
+    "PointRendRoIHeads",
+    "PointRendTransform",
+    "check_training_targets",
+    "coco_weights",
+    "fpn_backbone",
+    "load_torchvision_maskrcnn_weights",
+    "map_torchvision_maskrcnn_state_dict",
+    "maskrcnn",
+    "paste_masks",
+    "pointrend_maskrcnn",
+    "pointrend_maskrcnn_resnet50_fpn",
+    "sample_masks_at_points",
+]

@@ -1,0 +1,312 @@
+"""PointRend's mask branch for box-based instance segmentation (SPEC.md, "Instance segmentation").
+
+* :class:`CoarseMaskHead`: ``R x C x 14 x 14`` box features (a regular grid of cell centres over
+  each box, sampled from P2) -> 2x2 stride-2 conv + ReLU -> ``num_fc`` fully connected layers +
+  ReLU -> ``R x K x 7 x 7`` class-specific coarse logits.
+* :class:`PointRendMaskBranch`: the coarse head plus a :class:`~pointrend.head.PointHead` on
+  fine P2 features and the K coarse logits, with the two things Mask R-CNN asks of a mask branch:
+  :meth:`~PointRendMaskBranch.losses` (training) and :meth:`~PointRendMaskBranch.render`
+  (inference, adaptive subdivision).
+
+Boxes are given per image (``N`` tensors ``R_i x 4`` in the pixels of the padded batch, as
+torchvision passes proposals); all work is done for the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..head import PointHead
+from ..points import (
+    calculate_uncertainty,
+    generate_regular_grid_point_coords,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+    point_sample_fine_grained_features,
+)
+from ..render import subdivision_inference
+from .paste import FlatMasks, sample_masks_at_points
+
+__all__ = [
+    "PointRendMaskConfig",
+    "CoarseMaskHead",
+    "PointRendMaskBranch",
+    "select_class",
+    "infer_stride",
+    "box_grid_features",
+    "coarse_mask_targets",
+]
+
+
+@dataclass(frozen=True)
+class PointRendMaskConfig:
+    """Options of PointRend's mask branch; the defaults are SPEC.md's (COCO, R50-FPN).
+
+    Attributes:
+        feature_key: the FPN level of the fine-grained features (``"0"`` = P2, stride 4).
+        coarse_grid: points per side sampled over each box for the coarse head (14).
+        conv_dim: channels of the coarse head's 2x2 stride-2 conv (256).
+        fc_dim, num_fc: the coarse head's fully connected layers (2 x 1024).
+        point_fc_dim, point_num_fc: the point head's hidden layers (3 x 256).
+        train_num_points: points per box in training (14 x 14 = 196).
+        oversample_ratio, importance_sample_ratio: the training sampler's k (3) and beta (0.75).
+        output_size: side of the rendered mask at inference (224 = 7 * 2**5).
+        subdivision_steps: at most this many 2x steps (``None``: as many as ``output_size``
+            needs).
+        subdivision_num_points: points predicted per step (28 x 28 = 784).
+    """
+
+    feature_key: str = "0"
+    coarse_grid: int = 14
+    conv_dim: int = 256
+    fc_dim: int = 1024
+    num_fc: int = 2
+    point_fc_dim: int = 256
+    point_num_fc: int = 3
+    train_num_points: int = 196
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    output_size: int = 224
+    subdivision_steps: int | None = None
+    subdivision_num_points: int = 784
+
+    def __post_init__(self):
+        if self.coarse_grid < 2 or self.coarse_grid % 2:
+            raise ValueError(f"coarse_grid must be even and >= 2, got {self.coarse_grid}")
+        if self.output_size < self.coarse_grid // 2:
+            raise ValueError(
+                f"output_size {self.output_size} is smaller than the coarse mask "
+                f"({self.coarse_grid // 2})"
+            )
+        if self.train_num_points < 1 or self.subdivision_num_points < 1:
+            raise ValueError("train_num_points and subdivision_num_points must be >= 1")
+
+
+class CoarseMaskHead(nn.Module):
+    """Coarse class-specific mask logits from box features.
+
+    Shapes: ``forward(R x C x S x S) -> R x K x S/2 x S/2`` (S = 14 by default).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        input_size: int = 14,
+        conv_dim: int = 256,
+        fc_dim: int = 1024,
+        num_fc: int = 2,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.output_size = input_size // 2
+        self.reduce = nn.Conv2d(in_channels, conv_dim, kernel_size=2, stride=2)
+        fcs = []
+        width = conv_dim * self.output_size**2
+        for _ in range(num_fc):
+            fcs.append(nn.Linear(width, fc_dim))
+            width = fc_dim
+        self.fcs = nn.ModuleList(fcs)
+        self.predictor = nn.Linear(width, num_classes * self.output_size**2)
+
+        nn.init.kaiming_normal_(self.reduce.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.reduce.bias)
+        for fc in self.fcs:
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(self.reduce(x)).flatten(1)
+        for fc in self.fcs:
+            x = torch.relu(fc(x))
+        s = self.output_size
+        return self.predictor(x).view(-1, self.num_classes, s, s)
+
+
+def select_class(logits: Tensor, classes: Tensor) -> Tensor:
+    """``R x K x ...`` -> ``R x 1 x ...``: channel ``classes[r]`` of region ``r``."""
+    index = classes.to(torch.long).view(-1, *([1] * (logits.dim() - 1)))
+    return torch.gather(logits, 1, index.expand(-1, 1, *logits.shape[2:]))
+
+
+def infer_stride(feature_size: Sequence[int], image_sizes: Sequence[Sequence[int]]) -> float:
+    """Stride of a feature map: the power of two nearest ``max image side / map side``.
+
+    torchvision pads a batch to a multiple of 32 before the backbone, so the ratio of the largest
+    image to the map is close to (at most) the stride.
+    """
+    ratio = max(max(int(s[0]) for s in image_sizes) / int(feature_size[0]), 1e-6)
+    ratio = max(ratio, max(int(s[1]) for s in image_sizes) / int(feature_size[1]))
+    return float(2 ** round(math.log2(ratio)))
+
+
+def box_grid_features(
+    features: Tensor, stride: float, boxes: Sequence[Tensor], side: int
+) -> Tensor:
+    """Features at the cell centres of a ``side x side`` grid over every box.
+
+    This is RoIAlign (aligned) with one sample per bin, done with the project's point sampling.
+
+    Args:
+        features: ``N x C x H x W`` one feature map of the batch.
+        stride: its stride in image pixels.
+        boxes: ``N`` tensors ``R_i x 4`` in image pixels.
+
+    Returns:
+        ``R x C x side x side``, ``R = sum(R_i)``.
+    """
+    R = sum(int(b.shape[0]) for b in boxes)
+    grid = generate_regular_grid_point_coords(R, side, device=features.device)
+    sampled, _ = point_sample_fine_grained_features([features], [stride], boxes, grid)
+    return sampled.view(R, features.shape[1], side, side)
+
+
+def coarse_mask_targets(
+    gt: FlatMasks, mask_index: Tensor, boxes: Tensor, size: int, samples: int = 4
+) -> Tensor:
+    """Soft ``size x size`` targets for the coarse head: each cell's mean of ``samples^2`` points.
+
+    Args:
+        gt: the batch's ground-truth masks.
+        mask_index: ``R`` global index of each box's matched mask.
+        boxes: ``R x 4`` in image pixels.
+
+    Returns:
+        ``R x size x size`` float32 in ``[0, 1]`` (the fraction of each cell inside the mask).
+    """
+    R = boxes.shape[0]
+    fine = size * samples
+    grid = generate_regular_grid_point_coords(R, fine, device=boxes.device)
+    points = boxes[:, None, 0:2] + grid * (boxes[:, None, 2:4] - boxes[:, None, 0:2])
+    values = sample_masks_at_points(gt, mask_index, points).view(R, 1, fine, fine)
+    return F.avg_pool2d(values, samples).view(R, size, size)
+
+
+class PointRendMaskBranch(nn.Module):
+    """Coarse mask head + point head: the whole PointRend mask branch of Mask R-CNN.
+
+    Args:
+        in_channels: channels of the fine-grained feature map (256 for an FPN).
+        num_classes: K, including the background (as torchvision counts).
+        config: :class:`PointRendMaskConfig`.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, config: PointRendMaskConfig | None = None
+    ):
+        super().__init__()
+        self.config = config = config or PointRendMaskConfig()
+        self.num_classes = num_classes
+        self.coarse_head = CoarseMaskHead(
+            in_channels,
+            num_classes,
+            input_size=config.coarse_grid,
+            conv_dim=config.conv_dim,
+            fc_dim=config.fc_dim,
+            num_fc=config.num_fc,
+        )
+        self.point_head = PointHead(
+            in_channels,
+            num_classes,
+            fc_dim=config.point_fc_dim,
+            num_fc=config.point_num_fc,
+            coarse_pred_each_layer=True,
+        )
+
+    def coarse_logits(self, features: Tensor, stride: float, boxes: Sequence[Tensor]) -> Tensor:
+        """``R x K x 7 x 7`` coarse logits of all boxes."""
+        grid = box_grid_features(features, stride, boxes, self.config.coarse_grid)
+        return self.coarse_head(grid)
+
+    def point_logits(
+        self,
+        features: Tensor,
+        stride: float,
+        boxes: Sequence[Tensor],
+        coarse: Tensor,
+        points: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Point head logits ``R x K x P`` at box-relative ``points`` (``R x P x 2``).
+
+        Also returns the points in image pixels (``R x P x 2``).
+        """
+        fine, image_points = point_sample_fine_grained_features([features], [stride], boxes, points)
+        return self.point_head(fine, point_sample(coarse, points)), image_points
+
+    def losses(
+        self,
+        features: Tensor,
+        stride: float,
+        boxes: Sequence[Tensor],
+        gt_classes: Tensor,
+        gt_masks: FlatMasks,
+        mask_index: Tensor,
+    ) -> dict[str, Tensor]:
+        """``loss_mask`` (coarse, 7x7) and ``loss_mask_point`` for the positive boxes.
+
+        Args:
+            features: ``N x C x H x W`` fine feature map (P2).
+            boxes: ``N`` tensors ``R_i x 4`` of positive boxes (image pixels).
+            gt_classes: ``R`` ground-truth class of each box (``R = sum(R_i)``).
+            gt_masks: the batch's ground-truth masks; ``mask_index`` (``R``) picks each box's.
+
+        With no positive box both losses are 0 (still connected to the parameters).
+        """
+        cfg = self.config
+        all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
+        coarse = self.coarse_logits(features, stride, boxes)  # R x K x 7 x 7
+        if all_boxes.shape[0] == 0:
+            zero = coarse.sum() * 0.0 + sum(p.sum() * 0.0 for p in self.point_head.parameters())
+            return {"loss_mask": zero, "loss_mask_point": zero.clone()}
+
+        coarse_gt = select_class(coarse, gt_classes)  # R x 1 x 7 x 7
+        targets = coarse_mask_targets(gt_masks, mask_index, all_boxes, coarse.shape[-1])
+        loss_mask = F.binary_cross_entropy_with_logits(coarse_gt[:, 0], targets)
+
+        points = get_uncertain_point_coords_with_randomness(
+            coarse_gt,
+            calculate_uncertainty,
+            cfg.train_num_points,
+            cfg.oversample_ratio,
+            cfg.importance_sample_ratio,
+        )
+        logits, image_points = self.point_logits(features, stride, boxes, coarse, points)
+        point_gt = select_class(logits, gt_classes)[:, 0]  # R x P
+        labels = sample_masks_at_points(gt_masks, mask_index, image_points)
+        loss_point = F.binary_cross_entropy_with_logits(point_gt, labels)
+        return {"loss_mask": loss_mask, "loss_mask_point": loss_point}
+
+    def render(
+        self, features: Tensor, stride: float, boxes: Sequence[Tensor], classes: Tensor
+    ) -> Tensor:
+        """Mask logits of the predicted classes by adaptive subdivision: ``R x 1 x M x M``.
+
+        ``M = config.output_size``; the point head still sees all K coarse logits, but only the
+        ``classes`` channel is carried through the steps (uncertainty of the predicted class).
+        """
+        cfg = self.config
+        coarse = self.coarse_logits(features, stride, boxes)
+        R = coarse.shape[0]
+        if R == 0:
+            return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
+
+        def predict(points: Tensor) -> Tensor:
+            logits, _ = self.point_logits(features, stride, boxes, coarse, points)
+            return select_class(logits, classes)
+
+        return subdivision_inference(
+            select_class(coarse, classes),
+            predict,
+            calculate_uncertainty,
+            steps=cfg.subdivision_steps,
+            num_points=cfg.subdivision_num_points,
+            output_size=(cfg.output_size, cfg.output_size),
+        )

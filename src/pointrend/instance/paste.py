@@ -1,0 +1,200 @@
+"""Pasting box-relative masks into images, and reading ground-truth masks at points.
+
+Both follow the project's one coordinate convention (SPEC.md): pixel ``i`` of a map of width
+``W`` has its centre at ``(i + 0.5) / W`` (``grid_sample(..., align_corners=False)``), and a
+point relative to a box ``(x0, y0, x1, y1)`` is ``x0 + u * (x1 - x0)`` in image pixels.
+
+Everything here works on all boxes of an image (or of a batch) at once; the only Python loop is
+over chunks of boxes, to bound the memory of the paste.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["paste_masks", "box_pixel_ranges", "FlatMasks", "sample_masks_at_points"]
+
+
+def box_pixel_ranges(boxes: Tensor, size: int, axis: int) -> tuple[Tensor, Tensor]:
+    """Pixels whose centres lie inside each box along one axis, clipped to ``[0, size)``.
+
+    Args:
+        boxes: ``R x 4`` boxes ``(x0, y0, x1, y1)`` in pixels.
+        size: the image's width (``axis=0``) or height (``axis=1``).
+
+    Returns:
+        ``(start, end)``, each ``R`` int64: pixel ``i`` is inside iff ``start <= i < end``, i.e.
+        ``lo <= i + 0.5 < hi``. Empty (``start == end``) for boxes of zero extent.
+    """
+    lo, hi = boxes[:, axis], boxes[:, axis + 2]
+    start = torch.ceil(lo - 0.5).clamp(0, size).to(torch.int64)
+    end = torch.ceil(hi - 0.5).clamp(0, size).to(torch.int64)
+    return start, torch.maximum(start, end)
+
+
+def paste_masks(
+    masks: Tensor,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    max_elements: int = 1 << 24,
+) -> Tensor:
+    """Paste box-relative masks (e.g. 224 x 224 rendered probabilities) into an image.
+
+    A pixel whose centre lies inside a box gets the mask's bilinear value at that centre
+    (box-relative cell-centre convention, values clamped to the mask's border cells near the
+    box edge); a pixel whose centre is outside the box gets 0. Boxes may be partly or wholly
+    outside the image and may have zero width or height (their masks are all zero).
+
+    Args:
+        masks: ``R x 1 x M x M'`` box-relative values (probabilities or logits; any M).
+        boxes: ``R x 4`` boxes ``(x0, y0, x1, y1)`` in the pixels of the target image.
+        image_size: ``(H, W)`` of the target image.
+        max_elements: bound on the number of sampled values computed at once; boxes are
+            processed in chunks of this many window pixels.
+
+    Returns:
+        ``R x 1 x H x W`` in ``masks``' floating dtype.
+
+    Only each box's own pixel window is sampled (one ``grid_sample`` per chunk of boxes, the
+    windows padded to the chunk's largest); values are written with one ``scatter_add``.
+    """
+    H, W = int(image_size[0]), int(image_size[1])
+    R = masks.shape[0]
+    if masks.dim() != 4 or masks.shape[1] != 1:
+        raise ValueError(f"masks must be R x 1 x M x M, got shape {tuple(masks.shape)}")
+    if boxes.shape != (R, 4):
+        raise ValueError(f"boxes must be {R} x 4 to match masks, got shape {tuple(boxes.shape)}")
+    dtype = masks.dtype if masks.is_floating_point() else torch.float32
+    out = torch.zeros(R, H * W, dtype=dtype, device=masks.device)
+    if R == 0 or H == 0 or W == 0:
+        return out.view(R, 1, H, W)
+
+    boxes = boxes.to(torch.float32)
+    x_start, x_end = box_pixel_ranges(boxes, W, axis=0)
+    y_start, y_end = box_pixel_ranges(boxes, H, axis=1)
+    win_w = max(int((x_end - x_start).max()), 1)
+    win_h = max(int((y_end - y_start).max()), 1)
+    chunk = max(1, max_elements // (win_w * win_h))
+    for first in range(0, R, chunk):
+        sl = slice(first, first + chunk)
+        _paste_chunk(
+            out[sl],
+            masks[sl].to(dtype),
+            boxes[sl],
+            (x_start[sl], x_end[sl]),
+            (y_start[sl], y_end[sl]),
+            W,
+        )
+    return out.view(R, 1, H, W)
+
+
+def _paste_chunk(
+    out: Tensor,
+    masks: Tensor,
+    boxes: Tensor,
+    xr: tuple[Tensor, Tensor],
+    yr: tuple[Tensor, Tensor],
+    W: int,
+) -> None:
+    """One chunk of :func:`paste_masks`: adds into ``out`` (``r x (H * W)``, zeros, a view)."""
+    r = masks.shape[0]
+    H = out.shape[1] // W
+    (x_start, x_end), (y_start, y_end) = xr, yr
+    win_w = max(int((x_end - x_start).max()), 1)
+    win_h = max(int((y_end - y_start).max()), 1)
+    cols = x_start[:, None] + torch.arange(win_w, device=boxes.device)  # r x w
+    rows = y_start[:, None] + torch.arange(win_h, device=boxes.device)  # r x h
+    col_ok = cols < x_end[:, None]
+    row_ok = rows < y_end[:, None]
+    width = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6)
+    height = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
+    u = (cols.to(torch.float32) + 0.5 - boxes[:, 0:1]) / width[:, None]  # r x w, in [0, 1]
+    v = (rows.to(torch.float32) + 0.5 - boxes[:, 1:2]) / height[:, None]  # r x h
+    grid = torch.stack(
+        [u[:, None, :].expand(r, win_h, win_w), v[:, :, None].expand(r, win_h, win_w)], dim=-1
+    )
+    values = F.grid_sample(
+        masks, (2 * grid - 1).to(masks.dtype), padding_mode="border", align_corners=False
+    )[:, 0]  # r x h x w
+    inside = row_ok[:, :, None] & col_ok[:, None, :]
+    values = values * inside.to(values.dtype)
+    # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
+    index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
+    out.scatter_add_(1, index.reshape(r, -1), values.reshape(r, -1))
+
+
+class FlatMasks:
+    """The ground-truth masks of a batch, flattened into one buffer to be read at points.
+
+    Images of a batch have different sizes and different numbers of instances; instead of
+    padding, every mask is stored flat, back to back, with its offset and size. Reading stays in
+    the masks' own dtype (``uint8`` / ``bool`` / float) until the four neighbours are gathered.
+
+    Args:
+        masks: one ``N_i x H_i x W_i`` tensor per image (``N_i`` may be 0).
+
+    Attributes:
+        values: ``sum(N_i * H_i * W_i)`` flat buffer.
+        offsets, heights, widths: ``G`` int64, one per mask (``G = sum(N_i)``).
+        first: ``len(masks)`` int64, the global index of each image's first mask.
+    """
+
+    def __init__(self, masks: Sequence[Tensor]):
+        device = masks[0].device if len(masks) else torch.device("cpu")
+        counts = [int(m.shape[0]) for m in masks]
+        self.values = (
+            torch.cat([m.reshape(-1) for m in masks]) if masks else torch.zeros(0, device=device)
+        )
+        sizes = torch.tensor(
+            [[n, m.shape[-2], m.shape[-1]] for n, m in zip(counts, masks)],
+            dtype=torch.int64,
+            device=device,
+        ).reshape(-1, 3)
+        per_mask = torch.repeat_interleave(sizes, sizes[:, 0], dim=0)
+        self.heights, self.widths = per_mask[:, 1], per_mask[:, 2]
+        areas = self.heights * self.widths
+        self.offsets = torch.cumsum(areas, 0) - areas
+        counts_t = sizes[:, 0]
+        self.first = torch.cumsum(counts_t, 0) - counts_t
+
+
+def sample_masks_at_points(flat: FlatMasks, mask_index: Tensor, points: Tensor) -> Tensor:
+    """Bilinearly sample ground-truth masks at points given in image pixels.
+
+    Same values as ``point_sample(mask[None, None], points / (W, H))`` (``align_corners=False``,
+    zero outside the mask), for many masks of different sizes at once.
+
+    Args:
+        flat: the batch's masks (:class:`FlatMasks`).
+        mask_index: ``R`` int64 global mask index per region (``flat.first[image] + matched``).
+        points: ``R x P x 2`` points ``(x, y)`` in image pixels.
+
+    Returns:
+        ``R x P`` float32 values in ``[0, 1]`` for binary masks.
+    """
+    R, P = points.shape[0], points.shape[1]
+    if R == 0:
+        return points.new_zeros(0, P)
+    H = flat.heights[mask_index][:, None]  # R x 1
+    W = flat.widths[mask_index][:, None]
+    offset = flat.offsets[mask_index][:, None]
+    px = points[..., 0].to(torch.float32) - 0.5  # pixel-centre coordinates
+    py = points[..., 1].to(torch.float32) - 0.5
+    x0 = torch.floor(px)
+    y0 = torch.floor(py)
+    wx1, wy1 = px - x0, py - y0
+    x0, y0 = x0.to(torch.int64), y0.to(torch.int64)
+    result = points.new_zeros(R, P, dtype=torch.float32)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        index = offset + yi.clamp(min=0) * W + xi.clamp(min=0)
+        index = torch.where(ok, index, torch.zeros_like(index))
+        value = flat.values[index].to(torch.float32) * ok.to(torch.float32)
+        weight = (wx1 if dx else 1 - wx1) * (wy1 if dy else 1 - wy1)
+        result = result + weight * value
+    return result

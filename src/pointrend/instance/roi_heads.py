@@ -1,0 +1,173 @@
+"""RoI heads for torchvision's Mask R-CNN with PointRend's mask branch.
+
+:class:`PointRendRoIHeads` is a :class:`torchvision.models.detection.roi_heads.RoIHeads`: the box
+branch (sampling, box head, ``fastrcnn_loss``, ``postprocess_detections``) is torchvision's; the
+mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
+
+* Training: returns ``loss_classifier``, ``loss_box_reg`` (torchvision's), ``loss_mask`` (coarse
+  7x7) and ``loss_mask_point`` (196 points per positive box).
+* Inference: per image ``boxes``, ``labels``, ``scores`` and ``masks``, the latter ``N x 1 x M x M``
+  box-relative probabilities (M = 224 by default) that the model's transform pastes into the
+  image (:class:`~pointrend.instance.transform.PointRendTransform`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+
+from .mask_head import PointRendMaskBranch, infer_stride
+from .paste import FlatMasks
+
+__all__ = ["PointRendRoIHeads", "check_training_targets"]
+
+
+def check_training_targets(
+    targets: list[dict[str, Tensor]], num_classes: int | None = None
+) -> None:
+    """Raise a ``ValueError`` naming the image, field and shape of the first bad target.
+
+    Checks: ``boxes`` is ``N x 4`` float and finite, ``labels`` is ``N`` int64 (and in
+    ``[1, num_classes)`` when given), ``masks`` (when present) is ``N x H x W``.
+    """
+    for i, t in enumerate(targets):
+        for key in ("boxes", "labels"):
+            if key not in t:
+                raise ValueError(f"targets[{i}] has no {key!r} (keys: {sorted(t)})")
+        boxes, labels = t["boxes"], t["labels"]
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"targets[{i}]['boxes'] must be N x 4, got shape {tuple(boxes.shape)}")
+        if not boxes.is_floating_point():
+            raise ValueError(f"targets[{i}]['boxes'] must be floating point, got {boxes.dtype}")
+        if not torch.isfinite(boxes).all():
+            bad = torch.where(~torch.isfinite(boxes).all(dim=1))[0][0]
+            raise ValueError(
+                f"targets[{i}]['boxes'][{int(bad)}] is not finite: {boxes[bad].tolist()}"
+            )
+        if labels.dtype != torch.int64:
+            raise ValueError(f"targets[{i}]['labels'] must be int64, got {labels.dtype}")
+        if labels.shape != (boxes.shape[0],):
+            raise ValueError(
+                f"targets[{i}]['labels'] has shape {tuple(labels.shape)} but there are "
+                f"{boxes.shape[0]} boxes"
+            )
+        if num_classes is not None and labels.numel():
+            bad_labels = (labels < 1) | (labels >= num_classes)
+            if bad_labels.any():
+                j = int(torch.where(bad_labels)[0][0])
+                raise ValueError(
+                    f"targets[{i}]['labels'][{j}] = {int(labels[j])} is outside [1, {num_classes}) "
+                    "(0 is the background; num_classes counts it)"
+                )
+        if "masks" in t:
+            masks = t["masks"]
+            if masks.dim() != 3 or masks.shape[0] != boxes.shape[0]:
+                raise ValueError(
+                    f"targets[{i}]['masks'] must be N x H x W with N = {boxes.shape[0]} boxes, "
+                    f"got shape {tuple(masks.shape)}"
+                )
+
+
+class PointRendRoIHeads(RoIHeads):
+    """torchvision's RoI heads with PointRend's mask branch (``self.mask_branch``).
+
+    Build it from an existing :class:`RoIHeads` with :meth:`from_roi_heads` (that is what the
+    builders do), or with the same arguments as :class:`RoIHeads` plus ``mask_branch``.
+    """
+
+    def __init__(self, *args, mask_branch: PointRendMaskBranch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mask_branch = mask_branch
+
+    @classmethod
+    def from_roi_heads(cls, heads: RoIHeads, mask_branch: PointRendMaskBranch) -> PointRendRoIHeads:
+        """Take over the box branch (modules and settings) of ``heads``; drop its mask head."""
+        new = cls(
+            heads.box_roi_pool,
+            heads.box_head,
+            heads.box_predictor,
+            heads.proposal_matcher.high_threshold,
+            heads.proposal_matcher.low_threshold,
+            heads.fg_bg_sampler.batch_size_per_image,
+            heads.fg_bg_sampler.positive_fraction,
+            heads.box_coder.weights,
+            heads.score_thresh,
+            heads.nms_thresh,
+            heads.detections_per_img,
+            mask_branch=mask_branch,
+        )
+        return new
+
+    def has_mask(self) -> bool:
+        return True
+
+    def check_targets(self, targets):
+        if targets is None:
+            raise ValueError("targets should not be None in training")
+        check_training_targets(targets, self.mask_branch.num_classes)
+        for i, t in enumerate(targets):
+            if "masks" not in t:
+                raise ValueError(f"targets[{i}] has no 'masks' (keys: {sorted(t)})")
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Same contract as :meth:`RoIHeads.forward` (features, proposals per image, sizes)."""
+        if self.training:
+            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
+                proposals, targets
+            )
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        fine = features[self.mask_branch.config.feature_key]
+        stride = infer_stride(fine.shape[-2:], image_shapes)
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(
+                class_logits, box_regression, labels, regression_targets
+            )
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+            losses.update(self._mask_losses(fine, stride, proposals, labels, matched_idxs, targets))
+            return [], losses
+
+        boxes, scores, labels = self.postprocess_detections(
+            class_logits, box_regression, proposals, image_shapes
+        )
+        all_labels = torch.cat(labels)
+        logits = self.mask_branch.render(fine, stride, boxes, all_labels)
+        masks = logits.sigmoid().split([len(b) for b in boxes])
+        result = [
+            {"boxes": b, "labels": lab, "scores": s, "masks": m}
+            for b, lab, s, m in zip(boxes, labels, scores, masks)
+        ]
+        return result, {}
+
+    def _mask_losses(
+        self,
+        fine: Tensor,
+        stride: float,
+        proposals: list[Tensor],
+        labels: list[Tensor],
+        matched_idxs: list[Tensor],
+        targets: list[dict[str, Tensor]],
+    ) -> dict[str, Tensor]:
+        """The mask branch's losses on the positive proposals of the whole batch."""
+        counts = [len(p) for p in proposals]
+        all_labels = torch.cat(labels)
+        positive = all_labels > 0
+        device = all_labels.device
+        image_of = torch.repeat_interleave(
+            torch.arange(len(proposals), device=device), torch.tensor(counts, device=device)
+        )[positive]
+        gt = FlatMasks([t["masks"] for t in targets])
+        mask_index = gt.first.to(device)[image_of] + torch.cat(matched_idxs)[positive]
+        per_image = torch.bincount(image_of, minlength=len(proposals)).tolist()
+        pos_boxes = torch.cat(proposals)[positive].split(per_image)
+        return self.mask_branch.losses(
+            fine, stride, pos_boxes, all_labels[positive], gt, mask_index
+        )

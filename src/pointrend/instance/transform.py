@@ -1,0 +1,110 @@
+"""The model transform: torchvision's resize / normalise / batch, with PointRend's checks and paste.
+
+:class:`PointRendTransform` is a :class:`GeneralizedRCNNTransform` that
+
+* checks training targets before anything else and raises a ``ValueError`` that names the
+  image, the field and the shape (masks whose size differs from their image, labels outside
+  ``[1, num_classes)``, non-finite boxes, ...);
+* drops ground-truth instances whose box has zero width or height (they have no area; left in,
+  they make the box-regression targets infinite and match every anchor in the RPN);
+* pastes the rendered ``M x M`` masks into the original image with
+  :func:`~pointrend.instance.paste.paste_masks` (vectorised over boxes, the project's pixel-centre
+  convention), instead of torchvision's per-box loop over 28x28 masks.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+
+from .paste import paste_masks
+from .roi_heads import check_training_targets
+
+__all__ = ["PointRendTransform", "drop_degenerate_instances", "check_mask_sizes"]
+
+PER_INSTANCE_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "keypoints", "scores")
+
+
+def check_mask_sizes(images: list[Tensor], targets: list[dict[str, Tensor]]) -> None:
+    """Raise a ``ValueError`` if any ``targets[i]["masks"]`` is not ``N x H x W`` of image ``i``."""
+    if len(images) != len(targets):
+        raise ValueError(f"got {len(images)} images but {len(targets)} targets")
+    for i, (image, t) in enumerate(zip(images, targets)):
+        if "masks" in t and tuple(t["masks"].shape[-2:]) != tuple(image.shape[-2:]):
+            raise ValueError(
+                f"targets[{i}]['masks'] has shape {tuple(t['masks'].shape)} but image {i} is "
+                f"{tuple(image.shape[-2:])} (H x W): masks must be N x H x W at the image's size"
+            )
+
+
+def drop_degenerate_instances(target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A copy of ``target`` without the instances whose box has zero (or negative) extent."""
+    boxes = target["boxes"]
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if bool(keep.all()):
+        return target
+    n = boxes.shape[0]
+    return {
+        k: (v[keep] if k in PER_INSTANCE_KEYS and v.dim() >= 1 and v.shape[0] == n else v)
+        for k, v in target.items()
+    }
+
+
+class PointRendTransform(GeneralizedRCNNTransform):
+    """torchvision's transform with target checks and the vectorised mask paste.
+
+    Args:
+        num_classes: K (including the background), to check labels; ``None`` skips that check.
+        paste_max_elements: memory bound of the paste (see :func:`paste_masks`).
+        Other arguments: those of :class:`GeneralizedRCNNTransform`.
+    """
+
+    def __init__(
+        self, *args, num_classes: int | None = None, paste_max_elements: int = 1 << 24, **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.num_classes = num_classes
+        self.paste_max_elements = paste_max_elements
+
+    @classmethod
+    def from_transform(
+        cls, transform: GeneralizedRCNNTransform, num_classes: int | None
+    ) -> PointRendTransform:
+        return cls(
+            transform.min_size,
+            transform.max_size,
+            transform.image_mean,
+            transform.image_std,
+            size_divisible=transform.size_divisible,
+            fixed_size=transform.fixed_size,
+            num_classes=num_classes,
+        )
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
+        if targets is not None:
+            check_training_targets(targets, self.num_classes)
+            check_mask_sizes(images, targets)
+            targets = [drop_degenerate_instances(t) for t in targets]
+        return super().forward(images, targets)
+
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Boxes back to the original image size; masks pasted there (``N x 1 x H x W``)."""
+        if self.training:
+            return result
+        # One image at a time: every image has its own output size. The paste is batched
+        # over the image's boxes.
+        for pred, size, original in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], size, original)
+            if "masks" in pred:
+                pred["masks"] = paste_masks(
+                    pred["masks"], pred["boxes"], original, self.paste_max_elements
+                )
+        return result
