@@ -138,14 +138,16 @@ def select_class(logits: Tensor, classes: Tensor) -> Tensor:
 
 
 def infer_stride(feature_size: Sequence[int], image_sizes: Sequence[Sequence[int]]) -> float:
-    """Stride of a feature map: the power of two nearest ``max image side / map side``.
+    """Stride of a feature map of a batch, from the batch's image sizes (before padding).
 
-    torchvision pads a batch to a multiple of 32 before the backbone, so the ratio of the largest
-    image to the map is close to (at most) the stride.
+    torchvision pads a batch to a multiple of 32 before the backbone, so ``r = max image side /
+    map side`` lies in ``(stride / 2, stride]`` whenever the largest image side is over half its
+    padded size (any side >= 17 pixels): the stride is the power of two at or just above ``r``.
     """
-    ratio = max(max(int(s[0]) for s in image_sizes) / int(feature_size[0]), 1e-6)
-    ratio = max(ratio, max(int(s[1]) for s in image_sizes) / int(feature_size[1]))
-    return float(2 ** round(math.log2(ratio)))
+    ratio_h = max(int(s[0]) for s in image_sizes) / int(feature_size[0])
+    ratio_w = max(int(s[1]) for s in image_sizes) / int(feature_size[1])
+    ratio = max(ratio_h, ratio_w, 1.0)
+    return float(2 ** math.ceil(math.log2(ratio) - 1e-6))
 
 
 def box_grid_features(

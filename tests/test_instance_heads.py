@@ -1,0 +1,184 @@
+"""PointRend's mask branch: coarse head, training losses, rendering, pure helpers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from pointrend import (
+    box_to_image_coords,
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    grid_cell_centres,
+    point_sample,
+)
+from pointrend.instance import FlatMasks, PointRendMaskBranch, PointRendMaskConfig
+from pointrend.instance.mask_head import (
+    CoarseMaskHead,
+    box_grid_features,
+    coarse_mask_targets,
+    infer_stride,
+    select_class,
+)
+
+SMALL = PointRendMaskConfig(conv_dim=16, fc_dim=32, point_fc_dim=16)
+
+
+def test_coarse_head_shapes_and_layers():
+    head = CoarseMaskHead(8, num_classes=5)
+    assert head(torch.rand(3, 8, 14, 14)).shape == (3, 5, 7, 7)
+    assert head(torch.rand(0, 8, 14, 14)).shape == (0, 5, 7, 7)
+    assert head.reduce.kernel_size == (2, 2) and head.reduce.stride == (2, 2)
+    assert [fc.out_features for fc in head.fcs] == [1024, 1024]
+    assert head.predictor.out_features == 5 * 49
+
+
+def test_box_grid_features_is_aligned_roi_align_with_one_sample_per_bin():
+    torch.manual_seed(0)
+    features = torch.rand(2, 3, 20, 24)
+    boxes = [
+        torch.tensor([[8.0, 6.0, 60.0, 50.0]]),
+        torch.tensor([[4.0, 4.0, 30.0, 70.0], [20.0, 10.0, 90.0, 40.0]]),
+    ]
+    ours = box_grid_features(features, 4.0, boxes, 14)
+    rois = torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)]
+    )
+    ref = roi_align(features, rois, 14, spatial_scale=0.25, sampling_ratio=1, aligned=True)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_infer_stride():
+    assert infer_stride((16, 16), [(33, 40)]) == 4  # padded to 64: nearest power would say 2
+    assert infer_stride((200, 336), [(800, 1333)]) == 4
+    assert infer_stride((24, 24), [(64, 80), (96, 64)]) == 4
+    assert infer_stride((25, 42), [(800, 1333)]) == 32
+
+
+def test_coarse_mask_targets_are_cell_fractions():
+    mask = torch.zeros(1, 40, 40, dtype=torch.uint8)
+    mask[0, :, :20] = 1  # left half
+    flat = FlatMasks([mask])
+    t = coarse_mask_targets(flat, torch.tensor([0]), torch.tensor([[6.0, 0.0, 34.0, 28.0]]), 7)
+    # box x from 6 to 34, 4 px per cell: cells 0..2 fully inside (6..18), cell 3 (18..22) half
+    assert t.shape == (1, 7, 7)
+    torch.testing.assert_close(t[0, :, :3], torch.ones(7, 3))
+    torch.testing.assert_close(t[0, :, 3], torch.full((7,), 0.5), atol=0.13, rtol=0)
+    torch.testing.assert_close(t[0, :, 4:], torch.zeros(7, 3))
+
+
+def _branch_inputs(seed=0):
+    torch.manual_seed(seed)
+    features = torch.randn(2, 8, 16, 16)  # stride 4: 64 x 64 images
+    boxes = [
+        torch.tensor([[4.0, 6.0, 40.0, 50.0]]),
+        torch.tensor([[10.0, 3.0, 60.0, 30.0], [0.0, 0.0, 64.0, 64.0]]),
+    ]
+    masks = [torch.zeros(1, 64, 64, dtype=torch.uint8), torch.zeros(2, 64, 60, dtype=torch.uint8)]
+    masks[0][0, 10:40, 8:30] = 1
+    masks[1][0, 5:25, 15:50] = 1
+    masks[1][1, 20:60, 0:40] = 1
+    return features, boxes, masks
+
+
+def test_point_loss_uses_gt_class_and_labels_at_the_same_points_in_image_coordinates():
+    """Recompute ``loss_mask_point`` by hand with the same random draws."""
+    features, boxes, masks = _branch_inputs()
+    branch = PointRendMaskBranch(8, 4, SMALL)
+    classes = torch.tensor([3, 1, 2])
+    mask_index = torch.tensor([0, 1, 2])
+    torch.manual_seed(123)
+    losses = branch.losses(features, 4.0, boxes, classes, FlatMasks(masks), mask_index)
+    assert set(losses) == {"loss_mask", "loss_mask_point"}
+
+    torch.manual_seed(123)
+    coarse = branch.coarse_logits(features, 4.0, boxes)
+    points = get_uncertain_point_coords_with_randomness(
+        select_class(coarse, classes), calculate_uncertainty, 196, 3.0, 0.75
+    )
+    assert points.shape == (3, 196, 2)
+    logits, image_points = branch.point_logits(features, 4.0, boxes, coarse, points)
+    all_boxes = torch.cat(boxes)
+    torch.testing.assert_close(image_points, box_to_image_coords(all_boxes, points))
+    gt_per_box = [masks[0][0], masks[1][0], masks[1][1]]
+    labels = torch.stack(
+        [
+            point_sample(m[None, None].float(), (p / torch.tensor([m.shape[1], m.shape[0]]))[None])[
+                0, 0
+            ]
+            for m, p in zip(gt_per_box, image_points)
+        ]
+    )
+    chosen = logits[torch.arange(3), classes]  # R x P: the gt class channel only
+    expected = F.binary_cross_entropy_with_logits(chosen, labels)
+    torch.testing.assert_close(losses["loss_mask_point"], expected)
+
+    targets = coarse_mask_targets(FlatMasks(masks), mask_index, all_boxes, 7)
+    expected_mask = F.binary_cross_entropy_with_logits(coarse[torch.arange(3), classes], targets)
+    torch.testing.assert_close(losses["loss_mask"], expected_mask)
+
+
+def test_losses_without_positive_boxes_are_zero_and_differentiable():
+    features, _, masks = _branch_inputs()
+    features.requires_grad_(True)
+    branch = PointRendMaskBranch(8, 4, SMALL)
+    empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
+    losses = branch.losses(
+        features,
+        4.0,
+        empty,
+        torch.zeros(0, dtype=torch.long),
+        FlatMasks(masks),
+        torch.zeros(0, dtype=torch.long),
+    )
+    assert all(v.item() == 0 for v in losses.values())
+    sum(losses.values()).backward()
+    assert branch.point_head.predictor.weight.grad is not None
+
+
+def test_losses_with_zero_size_and_outside_boxes_are_finite():
+    features, _, masks = _branch_inputs()
+    branch = PointRendMaskBranch(8, 4, SMALL)
+    boxes = [
+        torch.tensor([[10.0, 10.0, 10.0, 30.0]]),
+        torch.tensor([[20.0, 5.0, 40.0, 5.0], [-30.0, 40.0, 30.0, 90.0]]),
+    ]
+    losses = branch.losses(
+        features, 4.0, boxes, torch.tensor([1, 2, 3]), FlatMasks(masks), torch.tensor([0, 1, 2])
+    )
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_render_dense_output_is_the_point_head_on_every_cell_of_the_predicted_class():
+    """With output 28 (<= 784 points) the shortcut predicts every cell: check the plumbing."""
+    features, boxes, _ = _branch_inputs()
+    config = PointRendMaskConfig(conv_dim=16, fc_dim=32, point_fc_dim=16, output_size=28)
+    branch = PointRendMaskBranch(8, 4, config)
+    classes = torch.tensor([2, 0, 3])
+    with torch.no_grad():
+        out = branch.render(features, 4.0, boxes, classes)
+        coarse = branch.coarse_logits(features, 4.0, boxes)
+        cells = grid_cell_centres(28, 28).expand(3, -1, -1)
+        logits, _ = branch.point_logits(features, 4.0, boxes, coarse, cells)
+    assert out.shape == (3, 1, 28, 28)
+    expected = logits[torch.arange(3), classes].view(3, 1, 28, 28)
+    torch.testing.assert_close(out, expected)
+
+
+def test_render_default_is_224_and_empty_input():
+    features, boxes, _ = _branch_inputs()
+    branch = PointRendMaskBranch(8, 4, SMALL)
+    with torch.no_grad():
+        out = branch.render(features, 4.0, boxes, torch.tensor([1, 2, 3]))
+        empty = branch.render(
+            features, 4.0, [torch.zeros(0, 4), torch.zeros(0, 4)], torch.zeros(0, dtype=torch.long)
+        )
+    assert out.shape == (3, 1, 224, 224) and torch.isfinite(out).all()
+    assert empty.shape == (0, 1, 224, 224)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="coarse_grid"):
+        PointRendMaskConfig(coarse_grid=7)
+    with pytest.raises(ValueError, match="output_size"):
+        PointRendMaskConfig(output_size=3)
