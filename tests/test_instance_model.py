@@ -4,7 +4,8 @@ import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from pointrend.instance import PointRendRoIHeads, PointRendTransform, maskrcnn, pointrend_maskrcnn
+from pointrend.instance import PointRendRoIHeads, PointRendTransform
+from pointrend.models import maskrcnn, pointrend_maskrcnn
 
 NUM_CLASSES = 4
 TINY = dict(

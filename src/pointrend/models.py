@@ -5,3 +5,8 @@
 """
 
 __all__: list[str] = []
+
+# --- instance segmentation (pointrend.instance) ---
+from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn  # noqa: E402
+
+__all__ += ["maskrcnn", "pointrend_maskrcnn", "pointrend_maskrcnn_resnet50_fpn"]

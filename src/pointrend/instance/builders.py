@@ -51,7 +51,7 @@ def fpn_backbone(
     backbone_name: str,
     weights_backbone=None,
     trainable_layers: int | None = None,
-    frozen_bn: bool | None = None,
+    pretrained: bool | None = None,
 ) -> BackboneWithFPN:
     """A torchvision ResNet or MobileNetV3 with an FPN (256 channels; level ``"0"`` at stride 4).
 
@@ -60,7 +60,10 @@ def fpn_backbone(
         weights_backbone: ``None``, a torchvision weights enum or its name (``"DEFAULT"``).
         trainable_layers: stages left trainable, from the top (default: 3 with pretrained
             weights, all without).
-        frozen_bn: use ``FrozenBatchNorm2d`` (default: when weights are loaded, as torchvision).
+        pretrained: whether trained weights will be in the backbone (default: when
+            ``weights_backbone`` is given; the builders say so for COCO weights). As torchvision,
+            a pretrained backbone gets ``FrozenBatchNorm2d`` and 3 trainable stages by default,
+            a backbone trained from scratch ``BatchNorm2d`` and all stages.
     """
     if backbone_name not in RESNETS + MOBILENETS:
         raise ValueError(
@@ -70,9 +73,9 @@ def fpn_backbone(
         weights_backbone = torchvision.models.get_model_weights(backbone_name).verify(
             weights_backbone
         )
-    pretrained = weights_backbone is not None
-    frozen_bn = pretrained if frozen_bn is None else frozen_bn
-    norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    if pretrained is None:
+        pretrained = weights_backbone is not None
+    norm_layer = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     net = torchvision.models.get_model(
         backbone_name, weights=weights_backbone, norm_layer=norm_layer
     )
@@ -136,7 +139,7 @@ def maskrcnn(
         backbone_name,
         None if weights else weights_backbone,
         trainable_backbone_layers,
-        frozen_bn=True if weights else None,
+        pretrained=True if weights else None,
     )
     predictor = MaskRCNNPredictor(256, 256, num_classes)
     model = _maskrcnn_skeleton(backbone, num_classes, box_head_dim, predictor, **kwargs)
@@ -192,7 +195,7 @@ def pointrend_maskrcnn(
         backbone_name,
         None if weights else weights_backbone,
         trainable_backbone_layers,
-        frozen_bn=True if weights else None,
+        pretrained=True if weights else None,
     )
     model = _maskrcnn_skeleton(backbone, num_classes, box_head_dim, nn.Identity(), **kwargs)
     branch = PointRendMaskBranch(backbone.out_channels, num_classes, config)
