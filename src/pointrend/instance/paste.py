@@ -112,16 +112,20 @@ def _paste_chunk(
     row_ok = rows < y_end[:, None]
     width = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6)
     height = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
-    u = (cols.to(torch.float32) + 0.5 - boxes[:, 0:1]) / width[:, None]  # r x w, in [0, 1]
-    v = (rows.to(torch.float32) + 0.5 - boxes[:, 1:2]) / height[:, None]  # r x h
+    M_h, M_w = masks.shape[-2:]
+    # Box-relative centres, clamped to the mask's outer cell centres (border values near the box
+    # edge), then as grid_sample coordinates in [-1, 1]; pixels outside the box are sent far
+    # outside the mask, where zero padding makes them 0. All on r x w and r x h vectors.
+    u = (cols.to(torch.float32) + 0.5 - boxes[:, 0:1]) / width[:, None]
+    v = (rows.to(torch.float32) + 0.5 - boxes[:, 1:2]) / height[:, None]
+    u = 2 * u.clamp(0.5 / M_w, 1 - 0.5 / M_w) - 1
+    v = 2 * v.clamp(0.5 / M_h, 1 - 0.5 / M_h) - 1
+    u = torch.where(col_ok, u, torch.full_like(u, -3.0)).to(masks.dtype)
+    v = torch.where(row_ok, v, torch.full_like(v, -3.0)).to(masks.dtype)
     grid = torch.stack(
         [u[:, None, :].expand(r, win_h, win_w), v[:, :, None].expand(r, win_h, win_w)], dim=-1
     )
-    values = F.grid_sample(
-        masks, (2 * grid - 1).to(masks.dtype), padding_mode="border", align_corners=False
-    )[:, 0]  # r x h x w
-    inside = row_ok[:, :, None] & col_ok[:, None, :]
-    values = values * inside.to(values.dtype)
+    values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
     # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
     index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
     out.scatter_add_(1, index.reshape(r, -1), values.reshape(r, -1))

@@ -125,7 +125,10 @@ class PointRendRoIHeads(RoIHeads):
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
 
+        # Channels-last makes point sampling (grid_sample of 256 channels at scattered points)
+        # several times faster on CPU; the values are the same.
         fine = features[self.mask_branch.config.feature_key]
+        fine = fine.contiguous(memory_format=torch.channels_last)
         stride = infer_stride(fine.shape[-2:], image_shapes)
         if self.training:
             loss_classifier, loss_box_reg = fastrcnn_loss(
