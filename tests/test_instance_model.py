@@ -280,3 +280,13 @@ def test_mask_options_and_mobilenet_backbone():
     assert features["0"].shape[-2:] == (16, 16)  # a stride-4 level for the fine features
     with pytest.raises(ValueError, match="backbone_name"):
         pointrend_maskrcnn("vgg16", 3)
+
+
+def test_unknown_and_misplaced_options_are_refused():
+    """torchvision would silently drop an unknown keyword; the builders name it."""
+    with pytest.raises(ValueError, match="unknown option 'box_head_dims'"):
+        pointrend_maskrcnn("resnet18", 3, box_head_dims=16)
+    with pytest.raises(ValueError, match="'mask_output_size': a PointRend mask option"):
+        maskrcnn("resnet18", 3, mask_output_size=224)
+    baseline = maskrcnn("resnet18", 3, box_head_dim=16, min_size=100, box_detections_per_img=7)
+    assert baseline.transform.min_size == (100,) and baseline.roi_heads.detections_per_img == 7

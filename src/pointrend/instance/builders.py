@@ -12,6 +12,7 @@ box head, so that ``--model maskrcnn`` and ``--model pointrend`` differ only in 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 
 import torchvision
@@ -22,7 +23,7 @@ from torchvision.models.detection.backbone_utils import (
     _mobilenet_extractor,
     _resnet_fpn_extractor,
 )
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -96,6 +97,35 @@ def _trainable(value: int | None, pretrained: bool, max_layers: int) -> int:
     return value
 
 
+POINTREND_MASK_OPTIONS = (
+    "mask_config",
+    "mask_output_size",
+    "mask_subdivision_steps",
+    "mask_subdivision_points",
+)
+
+
+def _check_options(kwargs: dict, builder: str, extra: tuple[str, ...] = ()) -> None:
+    """torchvision passes unknown keyword arguments on and ignores them: refuse them instead."""
+    known = set(inspect.signature(FasterRCNN.__init__).parameters) - {
+        "self",
+        "backbone",
+        "num_classes",
+        "box_head",
+        "box_predictor",
+        "kwargs",
+    }
+    known |= {"size_divisible", "fixed_size", "_skip_resize", *extra}
+    for key in kwargs:
+        if key in POINTREND_MASK_OPTIONS:
+            raise ValueError(
+                f"{builder}() got {key!r}: a PointRend mask option; the baseline has "
+                "torchvision's 28x28 mask head (use pointrend_maskrcnn for PointRend)"
+            )
+        if key not in known:
+            raise ValueError(f"{builder}() got an unknown option {key!r}; known: {sorted(known)}")
+
+
 def _maskrcnn_skeleton(
     backbone: BackboneWithFPN,
     num_classes: int,
@@ -134,6 +164,7 @@ def maskrcnn(
     Same arguments as :func:`pointrend_maskrcnn` apart from the mask options; ``kwargs`` go to
     :class:`MaskRCNN` (``min_size``, ``max_size``, ``box_detections_per_img``, ...).
     """
+    _check_options(kwargs, "maskrcnn", extra=("mask_roi_pool", "mask_head"))
     weights = coco_weights(weights, backbone_name)
     backbone = fpn_backbone(
         backbone_name,
@@ -183,6 +214,7 @@ def pointrend_maskrcnn(
         A :class:`MaskRCNN` whose ``roi_heads`` is a :class:`PointRendRoIHeads` and whose
         ``transform`` is a :class:`PointRendTransform`.
     """
+    _check_options(kwargs, "pointrend_maskrcnn")
     config = mask_config or PointRendMaskConfig()
     overrides = {
         "output_size": mask_output_size,
