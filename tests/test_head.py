@@ -47,3 +47,13 @@ def test_trains_on_toy_task():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_forward_equals_conv1d_layers():
+    torch.manual_seed(0)
+    head = PointHead(6, 3, fc_dim=8, num_fc=2)
+    fine, coarse = torch.randn(2, 6, 11), torch.randn(2, 3, 11)
+    x = torch.cat([fine, coarse], 1)
+    for layer in head.fc_layers:
+        x = torch.cat([torch.relu(layer(x)), coarse], 1)
+    torch.testing.assert_close(head(fine, coarse), head.predictor(x))

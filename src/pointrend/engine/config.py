@@ -51,7 +51,8 @@ class ModelConfig:
 class DatasetConfig:
     """Where the data comes from. ``format``: ``synthetic`` (generated from ``seed``),
     ``coco`` (``images`` dir + ``annotations`` json), ``folder`` (``images`` + ``labels`` dirs),
-    ``cityscapes`` (``root`` + ``split``)."""
+    ``cityscapes`` (``root`` + ``split``). ``min_size`` / ``max_size`` / ``crop_size`` resize
+    and crop semantic data; instance models resize inside (``model.options.min_size``)."""
 
     format: str = "synthetic"
     images: str | None = None
@@ -62,7 +63,7 @@ class DatasetConfig:
     num_images: int = 64
     image_size: int = 256
     seed: int = 0
-    min_size: list[int] = field(default_factory=lambda: [256])
+    min_size: list[int] | None = None
     max_size: int = 1333
     crop_size: list[int] | None = None
     flip: bool = True

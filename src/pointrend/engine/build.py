@@ -1,0 +1,157 @@
+"""From a config to objects: datasets, models, collate and evaluation functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .config import DatasetConfig, ModelConfig, TrainConfig
+
+__all__ = [
+    "TrainObjects",
+    "build_dataset",
+    "build_model",
+    "build_train_objects",
+    "collate_fn_for",
+    "num_classes_of",
+]
+
+INSTANCE_MODELS = ("pointrend", "maskrcnn")
+SEMANTIC_MODELS = ("pointrend", "coarse")
+
+
+@dataclass
+class TrainObjects:
+    model: nn.Module
+    dataset: Dataset
+    collate_fn: Callable
+    evaluate_fn: Callable | None
+
+
+def detection_collate(batch):
+    """Lists of images and targets, as torchvision's detection models take them."""
+    images, targets = zip(*batch)
+    return list(images), list(targets)
+
+
+def semantic_collate(batch):
+    """``N x 3 x H x W`` images and ``N x H x W`` labels (crops of one size)."""
+    images, labels = zip(*batch)
+    return torch.stack(images), torch.stack(labels)
+
+
+def collate_fn_for(task: str) -> Callable:
+    return {"instance": detection_collate, "semantic": semantic_collate}[_check_task(task)]
+
+
+def _check_task(task: str) -> str:
+    if task not in ("instance", "semantic"):
+        raise ValueError(f"model.task must be 'instance' or 'semantic', got {task!r}")
+    return task
+
+
+def _require_path(value: str | None, field: str) -> Path:
+    if not value:
+        raise FileNotFoundError(f"{field} is not set in the config")
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"{field}: {path} does not exist")
+    return path
+
+
+def build_dataset(cfg: DatasetConfig, task: str, train: bool, field: str = "train_data") -> Dataset:
+    """The dataset a config describes, with training or evaluation transforms."""
+    from ..data import transforms as T
+
+    task = _check_task(task)
+    tf = T.build_transforms(task, train, cfg)
+    if cfg.format == "synthetic":
+        from ..data.synthetic import SyntheticInstanceDataset, SyntheticSemanticDataset
+
+        cls = SyntheticInstanceDataset if task == "instance" else SyntheticSemanticDataset
+        return cls(cfg.num_images, cfg.image_size, cfg.seed, transforms=tf)
+    if cfg.format == "coco":
+        from ..data.coco import CocoInstanceDataset
+
+        if task != "instance":
+            raise ValueError(f"{field}.format 'coco' is for instance segmentation")
+        images = _require_path(cfg.images, f"{field}.images")
+        annotations = _require_path(cfg.annotations, f"{field}.annotations")
+        return CocoInstanceDataset(images, annotations, transforms=tf)
+    if cfg.format in ("folder", "cityscapes"):
+        from ..data.semantic import CityscapesSemanticDataset, SemanticFolderDataset
+
+        if task != "semantic":
+            raise ValueError(f"{field}.format {cfg.format!r} is for semantic segmentation")
+        if cfg.format == "folder":
+            images = _require_path(cfg.images, f"{field}.images")
+            labels = _require_path(cfg.labels, f"{field}.labels")
+            return SemanticFolderDataset(images, labels, transforms=tf)
+        root = _require_path(cfg.root, f"{field}.root")
+        return CityscapesSemanticDataset(root, cfg.split, transforms=tf)
+    raise ValueError(
+        f"{field}.format must be synthetic, coco, folder or cityscapes, got {cfg.format!r}"
+    )
+
+
+def num_classes_of(dataset: Dataset) -> int:
+    """Classes a model needs for ``dataset`` (instance: categories + background)."""
+    n = getattr(dataset, "num_classes", None)
+    if n is None:
+        raise ValueError(
+            f"{type(dataset).__name__} does not say its num_classes; set model.num_classes"
+        )
+    return int(n)
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The model a config describes; ``num_classes`` from the dataset unless the config sets it."""
+    task = _check_task(cfg.task)
+    num_classes = cfg.num_classes or num_classes
+    if task == "instance":
+        from ..instance import maskrcnn, pointrend_maskrcnn
+
+        builders = {"pointrend": pointrend_maskrcnn, "maskrcnn": maskrcnn}
+        if cfg.name not in builders:
+            raise ValueError(
+                f"model.name must be one of {INSTANCE_MODELS} for instances, got {cfg.name!r}"
+            )
+        return builders[cfg.name](
+            cfg.backbone,
+            num_classes,
+            weights=cfg.weights,
+            weights_backbone=cfg.weights_backbone,
+            **cfg.options,
+        )
+    from .. import semantic
+
+    if cfg.name not in SEMANTIC_MODELS:
+        raise ValueError(
+            f"model.name must be one of {SEMANTIC_MODELS} for semantic, got {cfg.name!r}"
+        )
+    return semantic.build_semantic_model(
+        arch=cfg.arch,
+        backbone=cfg.backbone,
+        num_classes=num_classes,
+        pointrend=cfg.name == "pointrend",
+        weights=cfg.weights,
+        weights_backbone=cfg.weights_backbone,
+        **cfg.options,
+    )
+
+
+def build_train_objects(cfg: TrainConfig) -> TrainObjects:
+    dataset = build_dataset(cfg.train_data, cfg.model.task, train=True)
+    model = build_model(cfg.model, num_classes_of(dataset))
+    evaluate_fn = None
+    if cfg.val_data is not None:
+        from .evaluate import make_evaluate_fn
+
+        val = build_dataset(cfg.val_data, cfg.model.task, train=False, field="val_data")
+        evaluate_fn = make_evaluate_fn(cfg.model.task, val, cfg)
+    return TrainObjects(model, dataset, collate_fn_for(cfg.model.task), evaluate_fn)

@@ -1,0 +1,137 @@
+"""Evaluation loops: run a model over a dataset (sharded across ranks), gather, score on rank 0."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.coco import instance_annotations, make_coco
+from ..evaluation import InstanceEvaluator, SemanticEvaluator
+from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
+
+__all__ = [
+    "coco_ground_truth",
+    "evaluate_instances",
+    "evaluate_semantic",
+    "make_evaluate_fn",
+    "format_metrics",
+]
+
+
+def coco_ground_truth(dataset: Dataset):
+    """``(COCO, label_to_category_id)`` for a dataset: its own file, or one built from its targets."""
+    if hasattr(dataset, "coco"):
+        return dataset.coco, dataset.label_to_category_id
+    images, anns = [], []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        h, w = image.shape[-2:]
+        image_id = int(target["image_id"])
+        images.append(
+            {"id": image_id, "width": int(w), "height": int(h), "file_name": f"{image_id}.png"}
+        )
+        masks = target["masks"].bool().numpy()
+        anns += instance_annotations(masks, target["labels"].tolist(), image_id, len(anns) + 1)
+    names = getattr(dataset, "categories", None) or [str(k) for k in range(1, dataset.num_classes)]
+    categories = [{"id": k, "name": n} for k, n in enumerate(names, 1)]
+    return make_coco({"images": images, "annotations": anns, "categories": categories}), None
+
+
+def _shard(n: int) -> range:
+    return range(get_rank(), n, get_world_size())
+
+
+@torch.no_grad()
+def evaluate_instances(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 2,
+    progress: bool = False,
+    coco_gt=None,
+    device=None,
+) -> dict:
+    """Box AP, mask AP and Boundary AP of an instance model on ``dataset`` (all ranks call it)."""
+    gt, label_map = (
+        coco_ground_truth(dataset)
+        if coco_gt is None
+        else (coco_gt, getattr(dataset, "label_to_category_id", None))
+    )
+    evaluator = InstanceEvaluator(gt, label_map)
+    device = device or next(model.parameters()).device
+    model.eval()
+    indices = list(_shard(len(dataset)))
+    for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
+        batch = [dataset[i] for i in indices[start : start + batch_size]]
+        outputs = model([b[0].to(device) for b in batch])
+        evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
+    gathered = all_gather_objects(evaluator.results)
+    return evaluator.evaluate([r for part in gathered for r in part]) if is_main_process() else {}
+
+
+@torch.no_grad()
+def evaluate_semantic(
+    model: nn.Module, dataset: Dataset, batch_size: int = 1, progress: bool = False, device=None
+) -> dict:
+    """mIoU, boundary F-score and Boundary IoU of a semantic model on ``dataset``."""
+    names = getattr(dataset, "classes", None)
+    evaluator = SemanticEvaluator(
+        dataset.num_classes, getattr(dataset, "ignore_index", 255), class_names=names
+    )
+    device = device or next(model.parameters()).device
+    model.eval()
+    indices = list(_shard(len(dataset)))
+    for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
+        batch = [dataset[i] for i in indices[start : start + batch_size]]
+        for image, labels in batch:  # images of a semantic dataset may differ in size
+            logits = model(image[None].to(device))["out"]
+            evaluator.update(labels[None], logits.argmax(1).cpu())
+    states = all_gather_objects(evaluator.state())
+    if not is_main_process():
+        return {}
+    total = SemanticEvaluator(dataset.num_classes, evaluator.ignore_index, class_names=names)
+    for state in states:
+        total.merge(state)
+    return total.evaluate()
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not (enabled and is_main_process()):
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, dynamic_ncols=True)
+
+
+def make_evaluate_fn(task: str, dataset: Dataset, cfg) -> Callable[[nn.Module, int], dict]:
+    """``evaluate(model, iteration) -> metrics`` for the training loop's periodic evaluation."""
+    cache = {}
+
+    def evaluate(model: nn.Module, iteration: int) -> dict:
+        if task == "instance":
+            if "gt" not in cache:
+                cache["gt"] = coco_ground_truth(dataset)[0]
+            return evaluate_instances(model, dataset, coco_gt=cache["gt"])
+        return evaluate_semantic(model, dataset)
+
+    return evaluate
+
+
+def format_metrics(metrics: dict) -> str:
+    """A small text table of the headline numbers."""
+    rows = []
+    for group, values in metrics.items():
+        if isinstance(values, dict):
+            cells = [
+                f"{k} {v:.1f}"
+                for k, v in values.items()
+                if isinstance(v, float) and not math.isnan(v)
+            ]
+            if cells:
+                rows.append(f"{group:>10}: " + "  ".join(cells))
+        elif isinstance(values, float):
+            rows.append(f"{group:>10}: {values:.2f}")
+    return "\n".join(rows)
