@@ -54,13 +54,37 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_data_parser(sub) -> None:
+    p = sub.add_parser("data", help="datasets: generate the synthetic benchmarks")
+    data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    s = data_sub.add_parser("synth", help="write a synthetic high-resolution dataset to disk")
+    s.add_argument("--task", choices=["instance", "semantic"], required=True)
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--num-images", type=int, default=100)
+    s.add_argument("--size", type=int, default=256, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_run_data_synth)
+
+
+def _run_data_synth(args) -> int:
+    from .data.write import write_synthetic_dataset
+
+    path = write_synthetic_dataset(
+        args.task, args.out, args.num_images, args.size, args.seed, progress=True
+    )
+    print(
+        f"wrote {args.num_images} {args.task} images of {args.size}x{args.size} to {args.out} ({path.name})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
     )
     parser.add_argument("--version", action="version", version=f"pointrend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train_parser,):
+    for add in (_add_train_parser, _add_data_parser):
         add(sub)
     return parser
 

@@ -93,8 +93,8 @@ def boundary_f_score(gt_labels, pred_labels, tolerance: int = 2, ignore_index: i
             f"label maps differ in shape: gt {tuple(gt.shape)}, pred {tuple(pred.shape)}"
         )
     valid = gt != ignore_index
-    gt_edges = _label_edges(torch.where(valid, gt, -1)) & valid
-    pred_edges = _label_edges(pred) & valid
+    gt_edges = _label_edges(gt, valid)
+    pred_edges = _label_edges(pred, valid)
     n_gt, n_pred = int(gt_edges.sum()), int(pred_edges.sum())
     if n_gt == 0 and n_pred == 0:
         return 1.0
@@ -105,12 +105,15 @@ def boundary_f_score(gt_labels, pred_labels, tolerance: int = 2, ignore_index: i
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def _label_edges(labels: torch.Tensor) -> torch.Tensor:
-    """Pixels of an ``H x W`` label map with a different label among their 4-neighbours."""
+def _label_edges(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Pixels of an ``H x W`` label map with a different label among their valid 4-neighbours
+    (a pixel next to an ignored one is not an edge for that reason)."""
     x = labels.long()
     edge = torch.zeros_like(x, dtype=torch.bool)
-    edge[:, 1:] |= x[:, 1:] != x[:, :-1]
-    edge[:, :-1] |= x[:, :-1] != x[:, 1:]
-    edge[1:, :] |= x[1:, :] != x[:-1, :]
-    edge[:-1, :] |= x[:-1, :] != x[1:, :]
+    dx = (x[:, 1:] != x[:, :-1]) & valid[:, 1:] & valid[:, :-1]
+    dy = (x[1:, :] != x[:-1, :]) & valid[1:, :] & valid[:-1, :]
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
     return edge

@@ -1,0 +1,132 @@
+"""Semantic datasets on disk: folder pairs of images and label PNGs, and the Cityscapes layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .coco import DataError
+
+__all__ = ["SemanticFolderDataset", "CityscapesSemanticDataset", "CITYSCAPES_CLASSES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CITYSCAPES_CLASSES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+]  # fmt: skip
+
+
+def _read_rgb(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from err
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def _read_labels(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read label map {path}: {err}") from err
+    if array.ndim != 2:
+        raise DataError(f"label map {path} must be a single-channel PNG, got shape {array.shape}")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+class _PairDataset(Dataset):
+    """``(image 3 x H x W float in [0, 1], labels H x W int64)`` from lists of file pairs."""
+
+    def __init__(self, pairs, num_classes, classes, ignore_index, transforms):
+        self.pairs = pairs
+        self.num_classes = num_classes
+        self.classes = classes
+        self.ignore_index = ignore_index
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        image_path, label_path = self.pairs[index]
+        image, labels = _read_rgb(image_path), _read_labels(label_path)
+        if image.shape[-2:] != labels.shape:
+            raise DataError(
+                f"{label_path} is {tuple(labels.shape)} (H x W) but its image {image_path} is "
+                f"{tuple(image.shape[-2:])}"
+            )
+        bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_classes))
+        if bad.any():
+            raise DataError(
+                f"{label_path}: labels {torch.unique(labels[bad]).tolist()} are outside "
+                f"[0, {self.num_classes}) and not the ignore label {self.ignore_index}"
+            )
+        if self.transforms is not None:
+            image, labels = self.transforms(image, labels)
+        return image, labels
+
+
+class SemanticFolderDataset(_PairDataset):
+    """Images in ``image_dir`` and label PNGs of the same stem in ``label_dir``.
+
+    The class list comes from ``classes.json`` (a list of names) beside the label folder or in
+    its parent, or from ``classes``; labels are ``0..K-1``, ``ignore_index`` (255) is ignored.
+    """
+
+    def __init__(
+        self, image_dir, label_dir, classes=None, ignore_index: int = 255, transforms=None
+    ):
+        image_dir, label_dir = Path(image_dir), Path(label_dir)
+        for d in (image_dir, label_dir):
+            if not d.is_dir():
+                raise DataError(f"folder not found: {d}")
+        if classes is None:
+            for candidate in (label_dir / "classes.json", label_dir.parent / "classes.json"):
+                if candidate.is_file():
+                    classes = json.loads(candidate.read_text())
+                    break
+            else:
+                raise DataError(
+                    f"no classes.json in {label_dir} or {label_dir.parent}; pass classes="
+                )
+        labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() == ".png"}
+        images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        missing = [p.name for p in images if p.stem not in labels]
+        if missing:
+            raise DataError(f"{label_dir}: no label PNG for image(s) {missing[:5]}")
+        if not images:
+            raise DataError(f"{image_dir}: no images")
+        pairs = [(p, labels[p.stem]) for p in images]
+        super().__init__(pairs, len(classes), list(classes), ignore_index, transforms)
+
+
+class CityscapesSemanticDataset(_PairDataset):
+    """Cityscapes: ``root/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` with
+    ``root/gtFine/SPLIT/CITY/*_gtFine_labelTrainIds.png`` (19 classes, ignore 255)."""
+
+    def __init__(self, root, split: str = "train", transforms=None):
+        root = Path(root)
+        image_root, label_root = root / "leftImg8bit" / split, root / "gtFine" / split
+        if not image_root.is_dir():
+            raise DataError(f"Cityscapes images not found: {image_root}")
+        pairs = []
+        for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
+            stem = image.name[: -len("_leftImg8bit.png")]
+            label = label_root / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
+            if not label.is_file():
+                raise DataError(
+                    f"missing {label} (create the *_labelTrainIds.png files with cityscapesscripts' "
+                    f"createTrainIdLabelImgs)"
+                )
+            pairs.append((image, label))
+        if not pairs:
+            raise DataError(f"no *_leftImg8bit.png images under {image_root}")
+        super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms)

@@ -1,0 +1,131 @@
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.cocoeval import COCOeval
+
+from pointrend.data.coco import encode_masks, instance_annotations, make_coco
+from pointrend.data.synthetic import SyntheticInstanceDataset
+from pointrend.evaluation import (
+    InstanceEvaluator,
+    SemanticEvaluator,
+    boundary_f_score,
+    boundary_iou,
+    boundary_region,
+    confusion_matrix,
+)
+
+
+def square(size=20, lo=5, hi=15, shift=0):
+    m = np.zeros((size, size), bool)
+    m[lo:hi, lo + shift : hi + shift] = True
+    return m
+
+
+def test_boundary_iou_hand_computed():
+    a = square()
+    assert boundary_iou(a, a) == 1.0
+    assert boundary_iou(a, np.zeros_like(a)) == 0.0
+    assert boundary_iou(a, square(lo=0, hi=3)) == 0.0  # disjoint
+    # d = round(0.02 * hypot(20, 20)) = 1: one-pixel rings of 36 pixels each; shifted by one
+    # pixel they share 9 + 9 pixels of the top and bottom rows -> 18 / (72 - 18)
+    assert boundary_iou(a, square(shift=1)) == pytest.approx(18 / 54)
+
+
+def test_boundary_region_ignores_image_border():
+    m = np.zeros((10, 10), bool)
+    m[:, :5] = True  # touches the left, top and bottom borders
+    region = boundary_region(m, distance=1).numpy()
+    assert region.sum() == 10 and region[:, 4].all()
+
+
+def test_boundary_f_score():
+    gt = torch.zeros(20, 20, dtype=torch.long)
+    gt[5:15, 5:15] = 1
+    assert boundary_f_score(gt, gt) == 1.0
+    assert boundary_f_score(gt, torch.roll(gt, 1, 1), tolerance=1) == 1.0
+    assert boundary_f_score(gt, torch.roll(gt, 4, 1), tolerance=1) < 0.7
+    ignored = gt.clone()
+    ignored[:, :10] = 255
+    assert boundary_f_score(ignored, torch.where(ignored == 255, 0, ignored)) == 1.0
+
+
+def test_confusion_matrix_and_miou():
+    gt = torch.tensor([[0, 0, 1, 1], [0, 255, 1, 2]])
+    pred = torch.tensor([[0, 1, 1, 1], [0, 2, 1, 2]])
+    assert confusion_matrix(gt, pred, 3).tolist() == [[2, 1, 0], [0, 3, 0], [0, 0, 1]]
+    ev = SemanticEvaluator(3)
+    ev.update(gt, pred)
+    out = ev.evaluate()
+    assert out["mIoU"] == pytest.approx(100 * (2 / 3 + 3 / 4 + 1) / 3)
+    with pytest.raises(ValueError, match=r"labels \[7\] are outside \[0, 3\)"):
+        confusion_matrix(torch.tensor([7]), torch.tensor([0]), 3)
+
+
+def _ground_truth(n=5, size=96, seed=11):
+    ds = SyntheticInstanceDataset(n, size, seed)
+    images, anns, targets = [], [], []
+    for i in range(n):
+        _, t = ds[i]
+        images.append({"id": i, "width": size, "height": size, "file_name": f"{i}.png"})
+        anns += instance_annotations(
+            t["masks"].bool().numpy(), t["labels"].tolist(), i, len(anns) + 1
+        )
+        targets.append(t)
+    cats = [{"id": k, "name": n} for k, n in enumerate(ds.categories, 1)]
+    return make_coco({"images": images, "annotations": anns, "categories": cats}), targets
+
+
+def _outputs(targets, shift, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for t in targets:
+        n = len(t["labels"])
+        masks = torch.roll(t["masks"].float(), shift, -1)[:, None]
+        outs.append(
+            {
+                "boxes": t["boxes"],
+                "labels": t["labels"],
+                "scores": torch.rand(n, generator=g),
+                "masks": masks,
+            }
+        )
+    return outs
+
+
+def test_perfect_predictions_score_100():
+    coco, targets = _ground_truth()
+    ev = InstanceEvaluator(coco)
+    ev.update(range(len(targets)), _outputs(targets, 0))
+    m = ev.evaluate()
+    for key in ("bbox", "segm", "boundary"):
+        assert m[key]["AP"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("shift", [1, 3])
+def test_mask_ap_matches_plain_pycocotools_and_boundary_ap_is_lower(shift):
+    coco, targets = _ground_truth()
+    outs = _outputs(targets, shift, seed=shift)
+    ev = InstanceEvaluator(coco)
+    ev.update(range(len(targets)), outs)
+    m = ev.evaluate()
+    plain = []
+    for i, o in enumerate(outs):
+        for rle, s, label in zip(
+            encode_masks((o["masks"][:, 0] > 0.5).numpy()),
+            o["scores"].tolist(),
+            o["labels"].tolist(),
+        ):
+            plain.append({"image_id": i, "category_id": label, "segmentation": rle, "score": s})
+    with contextlib.redirect_stdout(io.StringIO()):
+        e = COCOeval(coco, coco.loadRes(plain), "segm")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    assert m["segm"]["AP"] == pytest.approx(e.stats[0] * 100, abs=1e-9)
+    assert m["segm"]["AP75"] == pytest.approx(e.stats[2] * 100, abs=1e-9)
+    for k in ("AP", "AP50", "AP75"):
+        assert m["boundary"][k] <= m["segm"][k] + 1e-9
+    assert m["boundary"]["AP"] < m["segm"]["AP"]
