@@ -10,3 +10,18 @@ __all__: list[str] = []
 from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn  # noqa: E402
 
 __all__ += ["maskrcnn", "pointrend_maskrcnn", "pointrend_maskrcnn_resnet50_fpn"]
+
+# --- semantic segmentation (pointrend.semantic) ---
+from .semantic import (  # noqa: E402
+    deeplabv3,
+    pointrend_deeplabv3_resnet50,
+    pointrend_semantic_fpn_resnet50,
+    semantic_fpn,
+)
+
+__all__ += [
+    "deeplabv3",
+    "pointrend_deeplabv3_resnet50",
+    "pointrend_semantic_fpn_resnet50",
+    "semantic_fpn",
+]

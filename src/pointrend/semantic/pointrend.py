@@ -1,0 +1,232 @@
+"""One PointRend wrapper for semantic models (Semantic FPN, DeepLabV3) and their plain baselines.
+
+Geometry (the package's one convention, see :mod:`pointrend.semantic.backbone`): a stride-``s``
+map of size ``h x w`` covers the top-left ``s*h x s*w`` pixels of the image, zero-padded at the
+bottom and right when ``H`` or ``W`` is not a multiple of ``s``. Points are ``(x, y)`` in
+``[0, 1]`` of that canvas for the coarse map; image pixels are ``x * s * w``. Refining from the
+coarse map to the canvas's full resolution takes ``log2(s)`` steps; the output is then cropped to
+exactly ``H x W``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..head import PointHead
+from ..points import (
+    calculate_semantic_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+from ..render import subdivision_inference
+
+__all__ = ["SemanticPointRendConfig", "SemanticSegmenter", "check_labels", "sample_labels_nearest"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class SemanticPointRendConfig:
+    """PointRend's semantic options (SPEC.md defaults).
+
+    ``train_num_points``: points per image in training (2048); ``oversample_ratio`` k (3) and
+    ``importance_sample_ratio`` beta (0.75); ``train_point_sampling``: ``"uncertain"`` (the
+    sampler of SPEC.md) or ``"grid"`` (a regular grid, the paper's ablation; no randomness);
+    ``subdivision_num_points``: points per step at inference (8192); ``fc_dim`` / ``num_fc`` /
+    ``coarse_pred_each_layer``: the point head (3 x 256; the coarse logits only at its input,
+    the paper's semantic head).
+    """
+
+    train_num_points: int = 2048
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    train_point_sampling: str = "uncertain"
+    subdivision_num_points: int = 8192
+    fc_dim: int = 256
+    num_fc: int = 3
+    coarse_pred_each_layer: bool = False
+
+    def __post_init__(self):
+        if self.train_point_sampling not in ("uncertain", "grid"):
+            raise ValueError(
+                f"train_point_sampling must be 'uncertain' or 'grid', got {self.train_point_sampling!r}"
+            )
+        if self.train_num_points < 1 or self.subdivision_num_points < 0:
+            raise ValueError("train_num_points must be >= 1 and subdivision_num_points >= 0")
+
+
+def check_labels(labels: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raise a ``ValueError`` naming the values of ``labels`` outside ``[0, K)`` and not ignored."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(labels[bad]).tolist()
+        raise ValueError(
+            f"targets hold labels {values[:10]} outside [0, {num_classes}) that are not the ignore "
+            f"label {ignore_index}"
+        )
+
+
+def sample_labels_nearest(labels: Tensor, image_points: Tensor, ignore_index: int) -> Tensor:
+    """Labels at points by nearest sampling; points outside the image get ``ignore_index``.
+
+    Args:
+        labels: ``N x H x W`` int64.
+        image_points: ``N x P x 2`` in image pixels.
+
+    Returns:
+        ``N x P`` int64.
+    """
+    N, H, W = labels.shape
+    x = torch.floor(image_points[..., 0]).long()
+    y = torch.floor(image_points[..., 1]).long()
+    inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    flat = (y.clamp(0, H - 1) * W + x.clamp(0, W - 1)).view(N, -1)
+    picked = torch.gather(labels.reshape(N, H * W), 1, flat)
+    return torch.where(inside, picked, torch.full_like(picked, ignore_index))
+
+
+def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+    """Mean cross-entropy over non-ignored entries; 0 (finite, with gradient) when all are."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
+class SemanticSegmenter(nn.Module):
+    """A coarse semantic model, with PointRend on top when ``point_head`` is given.
+
+    Args:
+        backbone: ``images N x 3 x H x W -> list of feature maps`` (normalised inputs).
+        coarse_head: ``list of feature maps -> N x K x h x w`` coarse logits.
+        coarse_stride: stride of the coarse logits (4 for Semantic FPN, 16 for DeepLabV3-OS16).
+        fine_index, fine_stride: which feature map gives the fine-grained features, and its
+            stride (res2 / P2: 4).
+        num_classes: K.
+        point_head: a :class:`~pointrend.head.PointHead` (``None``: the plain baseline, whose
+            output is the coarse logits bilinearly upsampled).
+        config: :class:`SemanticPointRendConfig`.
+        ignore_index: label left out of the losses (255).
+        coarse_inputs: which feature maps the coarse head takes (an index, a tuple of indices,
+            or ``None`` for all).
+
+    Inputs are images in ``[0, 1]`` (normalised inside with ImageNet statistics). Training:
+    ``model(images, targets N x H x W int64) -> {"loss_sem_seg", "loss_sem_seg_point"}``
+    (the baseline only the first). Eval: ``model(images) -> {"out": N x K x H x W}`` logits.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        coarse_head: nn.Module,
+        coarse_stride: int,
+        fine_index: int,
+        fine_stride: int,
+        num_classes: int,
+        point_head: PointHead | None = None,
+        config: SemanticPointRendConfig | None = None,
+        ignore_index: int = 255,
+        coarse_inputs: int | tuple[int, ...] | None = None,
+    ):
+        super().__init__()
+        if coarse_stride & (coarse_stride - 1):
+            raise ValueError(f"coarse_stride must be a power of two, got {coarse_stride}")
+        self.backbone, self.coarse_head, self.point_head = backbone, coarse_head, point_head
+        self.coarse_stride, self.fine_index, self.fine_stride = (
+            coarse_stride,
+            fine_index,
+            fine_stride,
+        )
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.config = config or SemanticPointRendConfig()
+        self.coarse_inputs = coarse_inputs
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        features = self.backbone((images - self.mean) / self.std)
+        if self.coarse_inputs is None:
+            inputs = features
+        elif isinstance(self.coarse_inputs, int):
+            inputs = features[self.coarse_inputs]
+        else:
+            inputs = [features[i] for i in self.coarse_inputs]
+        return features, self.coarse_head(inputs)
+
+    def _point_logits(self, fine: Tensor, coarse: Tensor, points: Tensor) -> Tensor:
+        """Point head logits ``N x K x P`` at canvas points ``N x P x 2`` (coarse-map relative)."""
+        s, (h, w) = self.coarse_stride, coarse.shape[-2:]
+        fh, fw = fine.shape[-2:]
+        scale = points.new_tensor(
+            [s * w / (self.fine_stride * fw), s * h / (self.fine_stride * fh)]
+        )
+        return self.point_head(point_sample(fine, points * scale), point_sample(coarse, points))
+
+    def forward(self, images: Tensor, targets: Tensor | None = None):
+        H, W = images.shape[-2:]
+        features, coarse = self._features(images)
+        s, (h, w) = self.coarse_stride, coarse.shape[-2:]
+        if self.training:
+            if targets is None:
+                raise ValueError(
+                    "in training mode the model needs targets (N x H x W int64 labels)"
+                )
+            if targets.shape != (images.shape[0], H, W):
+                raise ValueError(
+                    f"targets must be {(images.shape[0], H, W)} (N x H x W), got {tuple(targets.shape)}"
+                )
+            targets = targets.long()
+            check_labels(targets, self.num_classes, self.ignore_index)
+            up = F.interpolate(coarse, size=(s * h, s * w), mode="bilinear", align_corners=False)[
+                ..., :H, :W
+            ]
+            losses = {"loss_sem_seg": _masked_cross_entropy(up, targets, self.ignore_index)}
+            if self.point_head is not None:
+                losses["loss_sem_seg_point"] = self._point_loss(
+                    features[self.fine_index], coarse, targets
+                )
+            return losses
+        if self.point_head is None:
+            out = F.interpolate(coarse, size=(s * h, s * w), mode="bilinear", align_corners=False)
+        else:
+            out = self.render(features[self.fine_index], coarse)
+        return {"out": out[..., :H, :W]}
+
+    def _point_loss(self, fine: Tensor, coarse: Tensor, targets: Tensor) -> Tensor:
+        cfg = self.config
+        N, s, (h, w) = coarse.shape[0], self.coarse_stride, coarse.shape[-2:]
+        if cfg.train_point_sampling == "grid":
+            side = max(1, int(math.sqrt(cfg.train_num_points)))
+            from ..points import generate_regular_grid_point_coords
+
+            points = generate_regular_grid_point_coords(N, side, device=coarse.device)
+        else:
+            points = get_uncertain_point_coords_with_randomness(
+                coarse,
+                calculate_semantic_uncertainty,
+                cfg.train_num_points,
+                cfg.oversample_ratio,
+                cfg.importance_sample_ratio,
+            )
+        logits = self._point_logits(fine, coarse, points)
+        image_points = points * points.new_tensor([s * w, s * h])
+        labels = sample_labels_nearest(targets, image_points, self.ignore_index)
+        return _masked_cross_entropy(logits, labels, self.ignore_index)
+
+    def render(self, fine: Tensor, coarse: Tensor, return_steps: bool = False):
+        """Subdivide the coarse logits to the canvas resolution (``log2(stride)`` steps)."""
+        steps = int(math.log2(self.coarse_stride))
+        return subdivision_inference(
+            coarse,
+            lambda points: self._point_logits(fine, coarse, points),
+            calculate_semantic_uncertainty,
+            steps=steps,
+            num_points=self.config.subdivision_num_points,
+            return_steps=return_steps,
+        )
