@@ -78,13 +78,114 @@ def _run_data_synth(args) -> int:
     return 0
 
 
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate trained weights on the config's val_data (torchrun for many)"
+    )
+    p.add_argument("config", help="YAML config; its val_data is the evaluation set")
+    p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set val_data.num_images=20",
+    )
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    import json
+
+    from .engine.build import build_dataset
+    from .engine.checkpoint import atomic_write
+    from .engine.distributed import init_distributed, is_main_process
+    from .engine.evaluate import evaluate_instances, evaluate_semantic, format_metrics
+    from .engine.inference import load_trained_model
+
+    device = init_distributed("auto")
+    trained = load_trained_model(args.weights, args.config, args.set, device=device)
+    cfg = trained.config
+    if cfg.val_data is None:
+        raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
+    dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
+    evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
+    metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
+    if is_main_process():
+        print(f"{trained.task} model {args.weights} on {len(dataset)} images")
+        print(format_metrics(metrics))
+        if args.out:
+            text = json.dumps(metrics, indent=1, default=float)
+            atomic_write(args.out, lambda f: f.write(text), binary=False)
+            print(f"metrics written to {args.out}")
+    return 0
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="run trained weights on image files; write masks and overlays"
+    )
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
+    p.add_argument("--config", help="YAML config (default: the one the checkpoint holds)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.options.mask_output_size=112",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.5,
+        help="instances: keep detections scoring at least this (default 0.5)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .engine.inference import list_images, load_trained_model, predict_images
+
+    trained = load_trained_model(args.weights, args.config, args.set)
+    paths = list_images(args.images)
+    if not paths:
+        raise FileNotFoundError(f"no images found in {' '.join(args.images)}")
+    rows, failures = predict_images(
+        trained, paths, args.out, args.score_thresh, progress=not args.no_progress
+    )
+    if rows:
+        print(format_table(rows))
+    for path, error in failures:
+        print(f"pointrend predict: skipped {path}: {error}", file=sys.stderr)
+    print(f"{len(rows)} of {len(paths)} images written to {args.out}")
+    return 1 if failures else 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of equal keys as a plain text table (the summaries the commands print)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cells = [[str(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = "  ".join(k.ljust(w) for k, w in zip(keys, widths))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, rule, *body])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
     )
     parser.add_argument("--version", action="version", version=f"pointrend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train_parser, _add_data_parser):
+    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_data_parser):
         add(sub)
     return parser
 

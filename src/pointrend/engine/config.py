@@ -6,6 +6,7 @@ default. The number of classes comes from the dataset unless the config sets it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -200,4 +201,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     values = apply_overrides(values, list(overrides or []))
+    return _build(TrainConfig, values, where)
+
+
+def config_from_dict(
+    values: dict, overrides: list[str] | None = None, where: str = "checkpoint config"
+) -> TrainConfig:
+    """A :class:`TrainConfig` from a plain dict (e.g. the one a checkpoint holds), with overrides."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    values = apply_overrides(copy.deepcopy(values), list(overrides or []))
     return _build(TrainConfig, values, where)

@@ -265,6 +265,7 @@ def train(
             binary=False,
         )
     log = _MetricsLog(out, is_main_process())
+    about = _model_facts(model, dataset)
 
     def save(iteration: int) -> Path:
         states = all_gather_objects(capture_rng_state())
@@ -279,6 +280,7 @@ def train(
                     "rng": states,
                     "iteration": iteration,
                     "config": config_to_dict(cfg),
+                    **about,
                 },
                 path,
             )
@@ -356,6 +358,7 @@ def train(
                     "model": model.state_dict(),
                     "config": config_to_dict(cfg),
                     "iteration": iteration,
+                    **about,
                 },
                 final,
             )
@@ -367,6 +370,20 @@ def train(
             bar.close()
         log.close()
     return TrainResult(iteration, out, final, losses_float, metrics)
+
+
+def _model_facts(model: nn.Module, dataset: Dataset) -> dict:
+    """What inference needs besides the weights: the class count and the class names."""
+    facts = {}
+    n = getattr(dataset, "num_classes", None)
+    if n is not None:
+        facts["num_classes"] = int(n)
+    names = getattr(dataset, "classes", None)  # semantic: class 0 included
+    if not names and getattr(dataset, "categories", None):  # instance: label 0 is background
+        names = ["background", *dataset.categories]
+    if names:
+        facts["class_names"] = [str(x) for x in names]  # indexed by the model's labels
+    return facts
 
 
 def _flat_numbers(d: dict, prefix: str = "") -> dict:

@@ -1,0 +1,182 @@
+"""Pictures: overlays of masks and label maps, the subdivision steps, side-by-side comparisons.
+
+Arrays here are numpy ``H x W x 3`` uint8 images (RGB); masks ``N x H x W`` bool; label maps
+``H x W`` ints. The figure functions draw with matplotlib (Agg, no screen) and write PNGs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "palette",
+    "to_uint8_image",
+    "colorize_labels",
+    "overlay_instances",
+    "overlay_labels",
+    "plot_subdivision_steps",
+    "plot_panels",
+]
+
+
+def palette(n: int, seed: int = 3) -> np.ndarray:
+    """``n x 3`` uint8 colours, bright and well apart (golden-ratio hues)."""
+    import colorsys
+
+    hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
+    rgb = [colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]
+    return (np.asarray(rgb).reshape(n, 3) * 255).astype(np.uint8)
+
+
+def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A ``3 x H x W`` float tensor in [0, 1] (or an ``H x W x 3`` array) -> ``H x W x 3`` uint8."""
+    if torch.is_tensor(image):
+        image = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy()
+        return (image * 255 + 0.5).astype(np.uint8)
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return image
+
+
+def _edges(ids: np.ndarray) -> np.ndarray:
+    """Pixels of an ``H x W`` id map whose right or lower neighbour has another id."""
+    edge = np.zeros(ids.shape, dtype=bool)
+    diff_x = ids[:, 1:] != ids[:, :-1]
+    diff_y = ids[1:, :] != ids[:-1, :]
+    edge[:, 1:] |= diff_x
+    edge[:, :-1] |= diff_x
+    edge[1:, :] |= diff_y
+    edge[:-1, :] |= diff_y
+    return edge
+
+
+def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """``H x W`` class indices -> ``H x W x 3`` colours (class 0 black, ignored grey)."""
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(max(num_classes - 1, 1))])
+    labels = np.asarray(labels)
+    out = colours[np.clip(labels, 0, len(colours) - 1)]
+    out[labels == ignore_index] = 128
+    return out
+
+
+def _blend(image: np.ndarray, colours: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
+    out = image.astype(np.float32)
+    out[where] = (1 - alpha) * out[where] + alpha * colours[where].astype(np.float32)
+    return out.astype(np.uint8)
+
+
+def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Instances painted over the image, each in its own colour, with white outlines.
+
+    ``masks`` is ``N x H x W`` bool, drawn in order (a later instance covers an earlier one).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    image = to_uint8_image(image)
+    if masks.shape[0] == 0:
+        return image.copy()
+    n = masks.shape[0]
+    # id of the last instance covering each pixel (0 = none)
+    ids = np.where(masks.any(0), n - np.argmax(masks[::-1], axis=0), 0)
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(n)])[ids]
+    out = _blend(image, colours, ids > 0, alpha)
+    out[_edges(ids)] = 255
+    return out
+
+
+def overlay_labels(
+    image: np.ndarray, labels: np.ndarray, num_classes: int, alpha: float = 0.55
+) -> np.ndarray:
+    """A semantic label map painted over the image (class 0 left clear), class edges in white."""
+    image = to_uint8_image(image)
+    labels = np.asarray(labels)
+    out = _blend(image, colorize_labels(labels, num_classes), labels > 0, alpha)
+    out[_edges(labels)] = 255
+    return out
+
+
+def _figure(rows: int, cols: int, size: float = 2.6):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def _save(fig, path: str | Path, dpi: int = 110) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_subdivision_steps(
+    coarse: np.ndarray,
+    steps: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """The paper's picture: the coarse mask, then each step's map with the points it chose.
+
+    Args:
+        coarse: ``h x w`` probabilities of the coarse prediction.
+        steps: per step, ``(map, points)``: the ``H x W`` probabilities after the step and the
+            chosen points ``P x 2`` as (x, y) in [0, 1] of the map, or ``None`` for a step that
+            predicted every cell.
+    """
+    fig, axes = _figure(1, len(steps) + 1)
+    panels = [(coarse, None, f"coarse {coarse.shape[0]}x{coarse.shape[1]}")]
+    for prob, points in steps:
+        label = f"{prob.shape[0]}x{prob.shape[1]}"
+        label += " (every cell)" if points is None else f", {len(points)} points"
+        panels.append((prob, points, label))
+    for ax, (prob, points, label) in zip(axes[0], panels):
+        h, w = prob.shape
+        ax.imshow(prob, cmap="gray", vmin=0, vmax=1, extent=(0, w, h, 0), interpolation="nearest")
+        if points is not None and len(points):
+            ax.scatter(points[:, 0] * w, points[:, 1] * h, s=1.5, c="red", linewidths=0)
+        ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_panels(
+    rows: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[str],
+    path: str | Path,
+    row_labels: Sequence[str] | None = None,
+    size: float = 2.6,
+) -> Path:
+    """A grid of pictures: ``rows[i][j]`` is an ``H x W x 3`` image, ``titles`` head the columns."""
+    fig, axes = _figure(len(rows), len(titles), size)
+    for i, row in enumerate(rows):
+        for j, picture in enumerate(row):
+            axes[i, j].imshow(picture, interpolation="nearest")
+            if i == 0:
+                axes[i, j].set_title(titles[j], fontsize=9)
+        if row_labels:
+            axes[i, 0].text(
+                -0.04,
+                0.5,
+                row_labels[i],
+                transform=axes[i, 0].transAxes,
+                ha="right",
+                va="center",
+                rotation=90,
+                fontsize=9,
+            )
+    return _save(fig, path)
