@@ -146,11 +146,13 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
     Returns the checkpoint dict. Mismatched keys or shapes raise an error naming the file.
     """
     ckpt = load_checkpoint(path)
-    state = ckpt.get("model", ckpt)
-    state = {
-        k: (v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v)
-        for k, v in state.items()
-    }
+    state = dict(ckpt.get("model", ckpt))
+    scales = ckpt.get("int8_scales", {})  # shipped checkpoints: int8 weights, one scale a row
+    for k, v in state.items():
+        if k in scales:
+            state[k] = (v.float().reshape(v.shape[0], -1) * scales[k][:, None]).reshape(v.shape)
+        elif torch.is_tensor(v) and v.dtype == torch.float16:
+            state[k] = v.float()
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

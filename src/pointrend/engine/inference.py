@@ -230,3 +230,42 @@ def predict_images(
         text = json.dumps({"images": predictions}, indent=1)
         atomic_write(out_dir / "predictions.json", lambda f: f.write(text), binary=False)
     return rows, failures
+
+
+def quantize_state_dict(state: dict, min_elements: int = 4096) -> tuple[dict, dict]:
+    """Weights for shipping: large float tensors as int8 with one scale per output channel
+    (symmetric, ``w ~ q * scale``), other float tensors in fp16. Returns ``(state, scales)``;
+    :func:`~pointrend.engine.checkpoint.load_model_weights` undoes it."""
+    out, scales = {}, {}
+    for key, value in state.items():
+        if not (torch.is_tensor(value) and value.is_floating_point()):
+            out[key] = value
+        elif value.dim() >= 2 and value.numel() >= min_elements:
+            flat = value.float().reshape(value.shape[0], -1)
+            scale = flat.abs().amax(1).clamp_min(1e-12) / 127.0
+            out[key] = (flat / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+            out[key] = out[key].reshape(value.shape)
+            scales[key] = scale
+        else:
+            out[key] = value.half()
+    return out, scales
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path, quantize: bool = True) -> Path:
+    """A small inference checkpoint from a training one: weights (int8 per-channel for large
+    tensors, fp16 for the rest, when ``quantize``), config, iteration, class count and names;
+    no optimizer state. Loads with ``weights_only=True``."""
+    from .build import build_dataset
+    from .checkpoint import atomic_save
+    from .train import dataset_facts
+
+    ckpt = load_checkpoint(src)
+    cfg = config_from_dict(ckpt["config"], where=f"config in {src}")
+    state, scales = quantize_state_dict(ckpt["model"]) if quantize else (ckpt["model"], {})
+    facts = {k: ckpt[k] for k in ("num_classes", "class_names") if k in ckpt}
+    if not facts:
+        facts = dataset_facts(build_dataset(cfg.train_data, cfg.model.task, train=False))
+    slim = {"model": state, "config": ckpt["config"], "iteration": ckpt.get("iteration"), **facts}
+    if scales:
+        slim["int8_scales"] = scales
+    return atomic_save(slim, dst)

@@ -265,7 +265,7 @@ def train(
             binary=False,
         )
     log = _MetricsLog(out, is_main_process())
-    about = _model_facts(model, dataset)
+    about = dataset_facts(dataset)
 
     def save(iteration: int) -> Path:
         states = all_gather_objects(capture_rng_state())
@@ -372,7 +372,7 @@ def train(
     return TrainResult(iteration, out, final, losses_float, metrics)
 
 
-def _model_facts(model: nn.Module, dataset: Dataset) -> dict:
+def dataset_facts(dataset: Dataset) -> dict:
     """What inference needs besides the weights: the class count and the class names."""
     facts = {}
     n = getattr(dataset, "num_classes", None)

@@ -18,13 +18,16 @@ from collections.abc import Mapping
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN, MaskRCNN_ResNet50_FPN_Weights
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import (
     BackboneWithFPN,
     _mobilenet_extractor,
     _resnet_fpn_extractor,
 )
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
@@ -53,6 +56,8 @@ def fpn_backbone(
     weights_backbone=None,
     trainable_layers: int | None = None,
     pretrained: bool | None = None,
+    returned_layers: list[int] | None = None,
+    fpn_channels: int = 256,
 ) -> BackboneWithFPN:
     """A torchvision ResNet or MobileNetV3 with an FPN (256 channels; level ``"0"`` at stride 4).
 
@@ -65,6 +70,9 @@ def fpn_backbone(
             ``weights_backbone`` is given; the builders say so for COCO weights). As torchvision,
             a pretrained backbone gets ``FrozenBatchNorm2d`` and 3 trainable stages by default,
             a backbone trained from scratch ``BatchNorm2d`` and all stages.
+        returned_layers: ResNet stages feeding the FPN (default ``[1, 2, 3, 4]``). ``[1, 2, 3]``
+            drops ``layer4`` (3/4 of a ResNet-18's weights): a small CPU model.
+        fpn_channels: channels of every FPN level (torchvision: 256).
     """
     if backbone_name not in RESNETS + MOBILENETS:
         raise ValueError(
@@ -83,7 +91,22 @@ def fpn_backbone(
     if backbone_name in RESNETS:
         max_layers = 5
         trainable = _trainable(trainable_layers, pretrained, max_layers)
-        return _resnet_fpn_extractor(net, trainable)
+        returned = list(returned_layers or [1, 2, 3, 4])
+        if returned[0] != 1 or returned != sorted(set(returned)) or returned[-1] > 4:
+            raise ValueError(
+                f"backbone_returned_layers must be increasing stages from 1 (the stride-4 "
+                f"level PointRend samples) up to 4, got {returned}"
+            )
+        backbone = _resnet_fpn_extractor(net, trainable, returned_layers=returned)
+        if fpn_channels != 256:
+            in_channels = [net.inplanes // 8 * 2 ** (k - 1) for k in returned]
+            backbone.fpn = FeaturePyramidNetwork(
+                in_channels, fpn_channels, extra_blocks=LastLevelMaxPool()
+            )
+            backbone.out_channels = fpn_channels
+        return backbone
+    if returned_layers is not None or fpn_channels != 256:
+        raise ValueError("backbone_returned_layers / fpn_channels are for ResNet backbones")
     max_layers = 6
     trainable = _trainable(trainable_layers, pretrained, max_layers)
     return _mobilenet_extractor(net, True, trainable, returned_layers=MOBILENET_RETURNED_LAYERS)
@@ -102,6 +125,12 @@ POINTREND_MASK_OPTIONS = (
     "mask_output_size",
     "mask_subdivision_steps",
     "mask_subdivision_points",
+    "mask_train_num_points",
+    "mask_train_point_sampling",
+    "mask_oversample_ratio",
+    "mask_importance_sample_ratio",
+    "mask_fc_dim",
+    "mask_conv_dim",
 )
 
 
@@ -115,7 +144,7 @@ def _check_options(kwargs: dict, builder: str, extra: tuple[str, ...] = ()) -> N
         "box_predictor",
         "kwargs",
     }
-    known |= {"size_divisible", "fixed_size", "_skip_resize", *extra}
+    known |= {"size_divisible", "fixed_size", "_skip_resize", "rpn_anchor_sizes", *extra}
     for key in kwargs:
         if key in POINTREND_MASK_OPTIONS:
             raise ValueError(
@@ -131,14 +160,31 @@ def _maskrcnn_skeleton(
     num_classes: int,
     box_head_dim: int,
     mask_predictor: nn.Module,
+    rpn_anchor_sizes: list[int] | None = None,
     **kwargs,
 ) -> MaskRCNN:
-    """A torchvision MaskRCNN with a ``box_head_dim``-wide box head (torchvision's key names)."""
+    """A torchvision MaskRCNN with a ``box_head_dim``-wide box head (torchvision's key names).
+
+    ``rpn_anchor_sizes``: one anchor size per FPN level (default 32, 64, ... as torchvision).
+    """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     resolution = 7  # torchvision's box RoIAlign output
     box_head = TwoMLPHead(backbone.out_channels * resolution**2, box_head_dim)
     box_predictor = FastRCNNPredictor(box_head_dim, num_classes)
+    levels = [name for name in _level_names(backbone) if name != "pool"]
+    n = len(levels) + 1  # with the max-pool level
+    sizes = rpn_anchor_sizes or ([32 * 2**i for i in range(n)] if n != 5 else None)
+    if sizes is not None:  # torchvision's default has one size per level: 32 ... 512
+        if len(sizes) != n:
+            raise ValueError(f"rpn_anchor_sizes needs one size per FPN level ({n}), got {sizes}")
+        kwargs.setdefault(
+            "rpn_anchor_generator",
+            AnchorGenerator(tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * n),
+        )
+    if levels != ["0", "1", "2", "3"]:  # fewer FPN levels than torchvision's default
+        kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(levels, resolution, 2))
+        kwargs.setdefault("mask_roi_pool", MultiScaleRoIAlign(levels, 14, 2))
     return MaskRCNN(
         backbone,
         num_classes=None,
@@ -149,6 +195,10 @@ def _maskrcnn_skeleton(
     )
 
 
+def _level_names(backbone: BackboneWithFPN) -> list[str]:
+    return list(backbone.body.return_layers.values()) + ["pool"]
+
+
 def maskrcnn(
     backbone_name: str = "resnet50",
     num_classes: int = 91,
@@ -157,11 +207,15 @@ def maskrcnn(
     weights_backbone=None,
     trainable_backbone_layers: int | None = None,
     box_head_dim: int = 1024,
+    mask_head_dim: int = 256,
+    backbone_returned_layers: list[int] | None = None,
+    fpn_channels: int = 256,
     **kwargs,
 ) -> MaskRCNN:
     """The baseline: torchvision's Mask R-CNN (4x conv mask head, 28x28 masks) on any backbone.
 
-    Same arguments as :func:`pointrend_maskrcnn` apart from the mask options; ``kwargs`` go to
+    Same arguments as :func:`pointrend_maskrcnn` apart from the mask options; ``mask_head_dim``
+    is the width of the 4 convs and the deconv (torchvision: 256). ``kwargs`` go to
     :class:`MaskRCNN` (``min_size``, ``max_size``, ``box_detections_per_img``, ...).
     """
     _check_options(kwargs, "maskrcnn", extra=("mask_roi_pool", "mask_head"))
@@ -171,8 +225,14 @@ def maskrcnn(
         None if weights else weights_backbone,
         trainable_backbone_layers,
         pretrained=True if weights else None,
+        returned_layers=backbone_returned_layers,
+        fpn_channels=fpn_channels,
     )
-    predictor = MaskRCNNPredictor(256, 256, num_classes)
+    predictor = MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes)
+    if mask_head_dim != 256 or backbone.out_channels != 256:
+        kwargs.setdefault(
+            "mask_head", MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1)
+        )
     model = _maskrcnn_skeleton(backbone, num_classes, box_head_dim, predictor, **kwargs)
     if weights is not None:
         _load_coco(model, weights, keep_mask_head=True)
@@ -191,6 +251,14 @@ def pointrend_maskrcnn(
     mask_output_size: int | None = None,
     mask_subdivision_steps: int | None = None,
     mask_subdivision_points: int | None = None,
+    mask_train_num_points: int | None = None,
+    mask_train_point_sampling: str | None = None,
+    mask_oversample_ratio: float | None = None,
+    mask_importance_sample_ratio: float | None = None,
+    mask_fc_dim: int | None = None,
+    mask_conv_dim: int | None = None,
+    backbone_returned_layers: list[int] | None = None,
+    fpn_channels: int = 256,
     **kwargs,
 ) -> MaskRCNN:
     """PointRend Mask R-CNN on a torchvision ResNet / MobileNetV3 FPN backbone.
@@ -207,7 +275,12 @@ def pointrend_maskrcnn(
         trainable_backbone_layers: as torchvision (default 3 when pretrained, else all).
         box_head_dim: width of the two-layer box head (torchvision: 1024).
         mask_config: :class:`PointRendMaskConfig`; ``mask_output_size``,
-            ``mask_subdivision_steps`` and ``mask_subdivision_points`` override its fields.
+            ``mask_subdivision_steps`` and ``mask_subdivision_points`` (inference) and
+            ``mask_train_num_points``, ``mask_train_point_sampling`` (``"uncertain"`` or
+            ``"grid"``), ``mask_oversample_ratio`` (k) and ``mask_importance_sample_ratio``
+            (beta) (training), ``mask_fc_dim`` / ``mask_conv_dim`` (coarse head widths)
+            override its fields, so a YAML config can set them under ``model.options``.
+        backbone_returned_layers, fpn_channels: see :func:`fpn_backbone` (small CPU models).
         **kwargs: passed to :class:`MaskRCNN` (``min_size``, ``max_size``, RPN / box options).
 
     Returns:
@@ -220,6 +293,12 @@ def pointrend_maskrcnn(
         "output_size": mask_output_size,
         "subdivision_steps": mask_subdivision_steps,
         "subdivision_num_points": mask_subdivision_points,
+        "train_num_points": mask_train_num_points,
+        "train_point_sampling": mask_train_point_sampling,
+        "oversample_ratio": mask_oversample_ratio,
+        "importance_sample_ratio": mask_importance_sample_ratio,
+        "fc_dim": mask_fc_dim,
+        "conv_dim": mask_conv_dim,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     weights = coco_weights(weights, backbone_name)
@@ -228,6 +307,8 @@ def pointrend_maskrcnn(
         None if weights else weights_backbone,
         trainable_backbone_layers,
         pretrained=True if weights else None,
+        returned_layers=backbone_returned_layers,
+        fpn_channels=fpn_channels,
     )
     model = _maskrcnn_skeleton(backbone, num_classes, box_head_dim, nn.Identity(), **kwargs)
     branch = PointRendMaskBranch(backbone.out_channels, num_classes, config)

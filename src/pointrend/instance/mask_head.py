@@ -56,6 +56,9 @@ class PointRendMaskConfig:
         point_fc_dim, point_num_fc: the point head's hidden layers (3 x 256).
         train_num_points: points per box in training (14 x 14 = 196).
         oversample_ratio, importance_sample_ratio: the training sampler's k (3) and beta (0.75).
+        train_point_sampling: ``"uncertain"`` (the biased random sampler of SPEC.md, with k and
+            beta) or ``"grid"`` (the paper's ablation: the cell centres of a regular
+            ``s x s`` grid over each box, ``s = isqrt(train_num_points)``; no randomness).
         output_size: side of the rendered mask at inference (224 = 7 * 2**5).
         subdivision_steps: at most this many 2x steps (``None``: as many as ``output_size``
             needs).
@@ -72,6 +75,7 @@ class PointRendMaskConfig:
     train_num_points: int = 196
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    train_point_sampling: str = "uncertain"
     output_size: int = 224
     subdivision_steps: int | None = None
     subdivision_num_points: int = 784
@@ -86,6 +90,17 @@ class PointRendMaskConfig:
             )
         if self.train_num_points < 1 or self.subdivision_num_points < 1:
             raise ValueError("train_num_points and subdivision_num_points must be >= 1")
+        if self.train_point_sampling not in ("uncertain", "grid"):
+            raise ValueError(
+                "train_point_sampling must be 'uncertain' or 'grid', got "
+                f"{self.train_point_sampling!r}"
+            )
+        if self.oversample_ratio < 1:
+            raise ValueError(f"oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0 <= self.importance_sample_ratio <= 1:
+            raise ValueError(
+                f"importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}"
+            )
 
 
 class CoarseMaskHead(nn.Module):
@@ -165,7 +180,7 @@ def box_grid_features(
     Returns:
         ``R x C x side x side``, ``R = sum(R_i)``.
     """
-    R = sum(int(b.shape[0]) for b in boxes)
+    R = sum(b.shape[0] for b in boxes)  # no int(): symbolic under tracing (export)
     grid = generate_regular_grid_point_coords(R, side, device=features.device)
     sampled, _ = point_sample_fine_grained_features([features], [stride], boxes, grid)
     return sampled.view(R, features.shape[1], side, side)
@@ -262,7 +277,6 @@ class PointRendMaskBranch(nn.Module):
 
         With no positive box both losses are 0 (still connected to the parameters).
         """
-        cfg = self.config
         all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
         coarse = self.coarse_logits(features, stride, boxes)  # R x K x 7 x 7
         if all_boxes.shape[0] == 0:
@@ -273,42 +287,60 @@ class PointRendMaskBranch(nn.Module):
         targets = coarse_mask_targets(gt_masks, mask_index, all_boxes, coarse.shape[-1])
         loss_mask = F.binary_cross_entropy_with_logits(coarse_gt[:, 0], targets)
 
-        points = get_uncertain_point_coords_with_randomness(
-            coarse_gt,
-            calculate_uncertainty,
-            cfg.train_num_points,
-            cfg.oversample_ratio,
-            cfg.importance_sample_ratio,
-        )
+        points = self.training_points(coarse_gt)
         logits, image_points = self.point_logits(features, stride, boxes, coarse, points)
         point_gt = select_class(logits, gt_classes)[:, 0]  # R x P
         labels = sample_masks_at_points(gt_masks, mask_index, image_points)
         loss_point = F.binary_cross_entropy_with_logits(point_gt, labels)
         return {"loss_mask": loss_mask, "loss_mask_point": loss_point}
 
+    def training_points(self, coarse_gt: Tensor) -> Tensor:
+        """Box-relative training points ``R x P x 2`` from the coarse logits of the GT class."""
+        cfg = self.config
+        if cfg.train_point_sampling == "grid":
+            side = math.isqrt(cfg.train_num_points)
+            return generate_regular_grid_point_coords(coarse_gt.shape[0], side, coarse_gt.device)
+        return get_uncertain_point_coords_with_randomness(
+            coarse_gt,
+            calculate_uncertainty,
+            cfg.train_num_points,
+            cfg.oversample_ratio,
+            cfg.importance_sample_ratio,
+        )
+
     def render(
-        self, features: Tensor, stride: float, boxes: Sequence[Tensor], classes: Tensor
-    ) -> Tensor:
+        self,
+        features: Tensor,
+        stride: float,
+        boxes: Sequence[Tensor],
+        classes: Tensor,
+        return_steps: bool = False,
+    ):
         """Mask logits of the predicted classes by adaptive subdivision: ``R x 1 x M x M``.
 
         ``M = config.output_size``; the point head still sees all K coarse logits, but only the
         ``classes`` channel is carried through the steps (uncertainty of the predicted class).
+        With ``return_steps`` also the coarse logits ``R x 1 x 7 x 7`` and the
+        :class:`~pointrend.render.SubdivisionStep` list (for figures).
         """
         cfg = self.config
         coarse = self.coarse_logits(features, stride, boxes)
         R = coarse.shape[0]
-        if R == 0:
+        if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
 
         def predict(points: Tensor) -> Tensor:
             logits, _ = self.point_logits(features, stride, boxes, coarse, points)
             return select_class(logits, classes)
 
-        return subdivision_inference(
-            select_class(coarse, classes),
+        coarse_class = select_class(coarse, classes)
+        out = subdivision_inference(
+            coarse_class,
             predict,
             calculate_uncertainty,
             steps=cfg.subdivision_steps,
             num_points=cfg.subdivision_num_points,
             output_size=(cfg.output_size, cfg.output_size),
+            return_steps=return_steps,
         )
+        return (out[0], coarse_class, out[1]) if return_steps else out

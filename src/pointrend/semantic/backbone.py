@@ -101,7 +101,9 @@ class ResNetFeatures(nn.Module):
         ``N x channels[i] x ceil(H / strides[i]) x ceil(W / strides[i])``.
     """
 
-    def __init__(self, resnet: ResNet, strides: Sequence[int] = (4, 8, 16, 32)):
+    def __init__(
+        self, resnet: ResNet, strides: Sequence[int] = (4, 8, 16, 32), num_stages: int = 4
+    ):
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = (
             resnet.conv1,
@@ -110,17 +112,21 @@ class ResNetFeatures(nn.Module):
             resnet.maxpool,
         )
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
-        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        if num_stages not in (3, 4):
+            raise ValueError(f"num_stages must be 3 (res2..res4) or 4, got {num_stages}")
+        self.layer3 = resnet.layer3
+        self.layer4 = resnet.layer4 if num_stages == 4 else None
         expansion = 4 if isinstance(resnet.layer1[0], Bottleneck) else 1
-        self.channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
-        self.strides = [int(s) for s in strides]
+        channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.channels = channels[:num_stages]
+        self.strides = [int(s) for s in strides][:num_stages]
 
     def forward(self, images: Tensor) -> list[Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
-        return [c2, c3, c4, self.layer4(c4)]
+        return [c2, c3, c4] if self.layer4 is None else [c2, c3, c4, self.layer4(c4)]
 
 
 class ResNetFPN(nn.Module):
@@ -132,12 +138,12 @@ class ResNetFPN(nn.Module):
 
     def __init__(self, body: ResNetFeatures, out_channels: int = 256):
         super().__init__()
-        if body.strides != [4, 8, 16, 32]:
+        if body.strides != [4, 8, 16, 32][: len(body.strides)]:
             raise ValueError(f"an FPN needs an undilated ResNet, got strides {body.strides}")
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(body.channels), out_channels)
         self.out_channels = out_channels
-        self.strides = [4, 8, 16, 32]
+        self.strides = list(body.strides)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         levels = OrderedDict((str(i), f) for i, f in enumerate(self.body(images)))

@@ -50,6 +50,8 @@ def _load_imagenet(body: ResNetFeatures, backbone: str, weights_backbone) -> Non
     state = backbone_state_dict_from_torchvision_resnet(
         enum.get_state_dict(progress=True, check_hash=True)
     )
+    if body.layer4 is None:  # a truncated ResNet keeps res2..res4
+        state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
     body.load_state_dict(state)
 
 
@@ -71,25 +73,36 @@ def semantic_fpn(
     levels: str = "P2-P5",
     weights_backbone=None,
     conv_dims: int = 128,
+    fpn_channels: int = 256,
+    backbone_returned_layers: list[int] | None = None,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
     """Semantic FPN (P2-P5: stride-4 logits, or P3-P5: stride 8) on a ResNet-FPN, + PointRend.
 
-    Fine-grained features come from P2 (256 channels, stride 4). ``config_overrides`` set
+    Fine-grained features come from P2 (``fpn_channels``, stride 4). ``config_overrides`` set
     fields of :class:`SemanticPointRendConfig` (e.g. ``train_num_points=1024``).
+    ``backbone_returned_layers=[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of a
+    ResNet-18's weights): a small CPU model.
     """
+    stages = len(backbone_returned_layers or [1, 2, 3, 4])
+    if list(backbone_returned_layers or [1, 2, 3, 4]) != [1, 2, 3, 4][:stages] or stages < 3:
+        raise ValueError(
+            f"backbone_returned_layers must be [1, 2, 3] or [1, 2, 3, 4], "
+            f"got {backbone_returned_layers}"
+        )
     if levels not in ("P2-P5", "P3-P5"):
         raise ValueError(f"levels must be 'P2-P5' or 'P3-P5', got {levels!r}")
     config = dataclasses.replace(config or SemanticPointRendConfig(), **config_overrides)
     resnet, strides = build_resnet(_depth(backbone))
-    body = ResNetFeatures(resnet, strides)
+    body = ResNetFeatures(resnet, strides, num_stages=stages)
     _load_imagenet(body, backbone, weights_backbone)
-    fpn = ResNetFPN(body, 256)
-    in_strides = (4, 8, 16, 32) if levels == "P2-P5" else (8, 16, 32)
-    head = SemanticFPNHead(256, num_classes, in_strides, conv_dims=conv_dims)
-    point_head = _point_head(256, num_classes, config) if pointrend else None
-    inputs = (0, 1, 2, 3) if levels == "P2-P5" else (1, 2, 3)
+    fpn = ResNetFPN(body, fpn_channels)
+    first = 0 if levels == "P2-P5" else 1
+    in_strides = (4, 8, 16, 32)[first:stages]
+    head = SemanticFPNHead(fpn_channels, num_classes, in_strides, conv_dims=conv_dims)
+    point_head = _point_head(fpn_channels, num_classes, config) if pointrend else None
+    inputs = tuple(range(first, stages))
     return SemanticSegmenter(
         fpn, head, in_strides[0], 0, 4, num_classes, point_head, config, coarse_inputs=inputs
     )
