@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo_disk.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/mask_head_cost.py
+	$(BIN)/python -m pointrend bench
 
 clean:
 	rm -rf $(VENV) outputs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -179,13 +180,104 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line, rule, *body])
 
 
+def _add_bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="measure the paper's claims (cost, accuracy, ablations): REPORT.md + plots"
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes: proves the pipeline (minutes)")
+    p.add_argument("--out", default="benchmarks/results", help="report folder")
+    p.add_argument("--weights-dir", help="checkpoints to evaluate (default: the shipped weights)")
+    p.add_argument("--work-dir", help="where models trained by the bench go (default: a temp dir)")
+    p.add_argument("--train-iters", type=int, help="iterations of each model trained here")
+    p.add_argument("--val-images", type=int, help="fresh validation images (default 100)")
+    p.add_argument("--repeats", type=int, help="timing repeats (median; default 5)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--sections",
+        default="cost,semantic,accuracy,ablation",
+        help="comma-separated subset of cost,semantic,accuracy,ablation (others are kept)",
+    )
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import torch
+
+    from .bench import BenchOptions, run_bench
+
+    torch.set_num_threads(args.threads)
+    flags = {"--quick": args.quick, "--sections": args.sections, "--out": args.out}
+    for name in ("weights_dir", "work_dir", "train_iters", "val_images", "repeats", "threads"):
+        flags["--" + name.replace("_", "-")] = getattr(args, name)
+    command = " ".join(
+        ["pointrend bench"]
+        + [k if v is True else f"{k} {v}" for k, v in flags.items() if v not in (None, False)]
+    )
+    options = BenchOptions(
+        out=Path(args.out),
+        quick=args.quick,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+        train_iters=args.train_iters,
+        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
+        val_images=args.val_images,
+        repeats=args.repeats,
+        command=command,
+    )
+    if args.weights_dir:
+        options.weights_dir = Path(args.weights_dir)
+    run_bench(options)
+    print(f"wrote REPORT.md, results.json and plots to {args.out}")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export trained weights to ONNX (onnxruntime) or TorchScript"
+    )
+    p.add_argument("config", help="YAML config the weights were trained with")
+    p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.options.box_score_thresh=0.3",
+    )
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="traced image size")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .export import export_from_config
+
+    result = export_from_config(
+        args.config, args.weights, args.format, args.out, args.set, args.size, args.opset
+    )
+    diff = result["max_abs_diff"]
+    check = "not checked" if diff is None else f"max |difference| {diff:.2g}"
+    print(
+        f"exported the {result['task']} model ({result['num_classes']} classes) to "
+        f"{result['path']} ({result['format']}); vs PyTorch on a random image: {check}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
     )
     parser.add_argument("--version", action="version", version=f"pointrend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_data_parser):
+    for add in (
+        _add_train_parser,
+        _add_eval_parser,
+        _add_predict_parser,
+        _add_data_parser,
+        _add_bench_parser,
+    ):
         add(sub)
     return parser
 

@@ -1,0 +1,184 @@
+"""Ablations on the synthetic instance data, mirroring the paper's (section 3 of the report).
+
+* Inference, on the SAME trained weights: the output resolution (28 ... 224, 28 x 28 points a
+  step) and the points per subdivision step (14^2 ... 112^2, output 224). Each setting gets its
+  accuracy (mask AP / AP75 / Boundary AP), the mask branch's CPU time on the ground-truth boxes
+  of the validation images (settings alternated, median of the repeats), and its point
+  predictions and multiply-adds per box.
+* Training point selection, each variant trained here from the PointRend recipe for the same
+  number of iterations: a regular grid; uniform (k = 1, beta = 0); mildly biased (k = 3,
+  beta = 0.75, the default); heavily biased (k = 10, beta = 1.0).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..engine.evaluate import coco_ground_truth
+from ..engine.inference import load_trained_model
+from ..instance.mask_head import infer_stride
+from .accuracy import (
+    INSTANCE,
+    ModelSource,
+    TrainedModel,
+    instance_scores,
+    mask_settings,
+    train_model,
+    validation_set,
+)
+from .cost import StepCounter, alternate, count_call
+
+__all__ = [
+    "OUTPUT_SIZES",
+    "POINTS_PER_STEP",
+    "TRAINING_VARIANTS",
+    "render_inputs",
+    "inference_ablation",
+    "training_ablation",
+]
+
+OUTPUT_SIZES = (28, 56, 112, 224)
+POINTS_PER_STEP = (14, 28, 56, 112)  # squared
+TRAINING_VARIANTS = {
+    "regular grid": {"mask_train_point_sampling": "grid"},
+    "uniform (k=1, beta=0)": {"mask_oversample_ratio": 1, "mask_importance_sample_ratio": 0.0},
+    "mildly biased (k=3, beta=0.75)": {
+        "mask_oversample_ratio": 3,
+        "mask_importance_sample_ratio": 0.75,
+    },
+    "heavily biased (k=10, beta=1.0)": {
+        "mask_oversample_ratio": 10,
+        "mask_importance_sample_ratio": 1.0,
+    },
+}
+
+
+@torch.no_grad()
+def render_inputs(model: nn.Module, dataset, num_images: int):
+    """P2 features, stride, ground-truth boxes (in the model's input pixels) and labels.
+
+    What the mask branch receives when the detector finds exactly the ground truth: the timing
+    then does not depend on how many boxes a model happens to detect.
+    """
+    model.eval()
+    samples = [dataset[i] for i in range(min(num_images, len(dataset)))]
+    images, targets = model.transform([s[0] for s in samples])
+    features = model.backbone(images.tensors)
+    key = model.roi_heads.mask_branch.config.feature_key
+    fine = features[key].contiguous(memory_format=torch.channels_last)
+    boxes = []
+    for (image, target), size in zip(samples, images.image_sizes):
+        scale = torch.tensor([size[1] / image.shape[-1], size[0] / image.shape[-2]] * 2)
+        boxes.append(target["boxes"] * scale)
+    labels = torch.cat([s[1]["labels"] for s in samples])
+    return fine, infer_stride(fine.shape[-2:], images.image_sizes), boxes, labels
+
+
+def _points_name(side: int) -> str:
+    return "output 224x224" if side == 28 else f"output 224x224, {side}^2 points"
+
+
+def _settings(sizes, points) -> dict[str, dict]:
+    out = {f"output {s}x{s}": {"output_size": s, "subdivision_num_points": 784} for s in sizes}
+    for p in points:
+        out.setdefault(_points_name(p), {"output_size": 224, "subdivision_num_points": p * p})
+    return out
+
+
+def _renderer(model, inputs, settings: dict) -> Callable[[], torch.Tensor]:
+    fine, stride, boxes, labels = inputs
+    branch = model.roi_heads.mask_branch
+
+    def render():
+        with mask_settings(model, **settings):
+            return branch.render(fine, stride, boxes, labels)
+
+    return render
+
+
+def inference_ablation(
+    pointrend: TrainedModel,
+    num_images: int,
+    timing_images: int,
+    repeats: int,
+    sizes=OUTPUT_SIZES,
+    points=POINTS_PER_STEP,
+    log=print,
+) -> dict:
+    """Accuracy, time and cost of each rendering setting on one PointRend model's weights.
+
+    ``sizes``: output sides (28 x 28 points a step); ``points``: sides of the square number of
+    points a step (output 224).
+    """
+    model = pointrend.model
+    dataset = validation_set("instance", num_images, pointrend.image_size)
+    gt, _ = coco_ground_truth(dataset)
+    settings = _settings(sizes, points)
+    inputs = render_inputs(model, dataset, timing_images)
+    renderers = {name: _renderer(model, inputs, s) for name, s in settings.items()}
+    samples = alternate(renderers, repeats)
+    boxes = int(inputs[3].numel())
+    rows = {}
+    for name, s in settings.items():
+        counter = StepCounter(model.roi_heads.mask_branch)
+        macs = count_call(renderers[name], counter) / max(boxes, 1)
+        with mask_settings(model, **s):
+            row = instance_scores(model, dataset, gt)
+        seconds = statistics.median(samples[name])
+        row.update(
+            {
+                **s,
+                "render_s": seconds,
+                "render_ms_per_box": seconds / max(boxes, 1) * 1e3,
+                "render_samples_s": samples[name],
+                "point_predictions_per_box": counter.points,
+                "multiply_adds_per_box": macs,
+            }
+        )
+        rows[name] = row
+        log(
+            f"  {name:<30} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}  "
+            f"{row['render_ms_per_box']:7.2f} ms/box  {counter.points:6d} points/box"
+        )
+    return {
+        "val_images": num_images,
+        "timing": {"images": timing_images, "boxes": boxes, "repeats": repeats},
+        "output_sizes": [f"output {s}x{s}" for s in sizes],
+        "points_per_step": [_points_name(p) for p in points],
+        "rows": rows,
+    }
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_")
+
+
+def training_ablation(source: ModelSource, num_images: int, image_size: int | None = None) -> dict:
+    """Train every point-selection variant for ``source.train_iters`` iterations; evaluate each."""
+    rows = {}
+    dataset = gt = size = None
+    for name, options in TRAINING_VARIANTS.items():
+        overrides = [f"model.options.{k}={v}" for k, v in options.items()]
+        path = train_model(INSTANCE["pointrend"], source, f"ablation_{_slug(name)}", overrides)
+        loaded = load_trained_model(path)
+        if dataset is None:
+            size = image_size or loaded.config.train_data.image_size
+            dataset = validation_set("instance", num_images, size)
+            gt, _ = coco_ground_truth(dataset)
+        row = instance_scores(loaded.model.eval(), dataset, gt)
+        row.update({"options": options, "iteration": loaded.iteration, "weights": str(path)})
+        rows[name] = row
+        source.log(
+            f"  {name:<32} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
+            f"Boundary AP {row['boundary_AP']:5.1f}"
+        )
+    return {
+        "train_iters": source.train_iters,
+        "val_images": num_images,
+        "image_size": size,
+        "rows": rows,
+    }

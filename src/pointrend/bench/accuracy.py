@@ -1,0 +1,316 @@
+"""Accuracy at equal training budget on the synthetic high-resolution data (the CPU recipes).
+
+* Instances (section 2 of the report): torchvision's Mask R-CNN (4x conv head, 28x28 masks) vs
+  PointRend rendered at 28x28 vs PointRend at 224x224. The two PointRend rows are the SAME
+  weights; only the rendering settings change at inference. An oracle row (the ground-truth
+  masks resampled to M x M in their box and pasted back) shows how much a resolution alone can
+  hold on this data.
+* Semantic (section 4): the coarse Semantic FPN upsampled vs the same recipe + PointRend.
+
+Models come from checkpoints (``<weights_dir>/<config name>.pt``, or a training output folder
+``<weights_dir>/<config name>/model_final.pt``, else its latest ``model_*.pt``). A missing one is
+trained here from its config (``configs/<config name>.yaml``) for the number of iterations
+given, and the report says so. Evaluation is on a fresh synthetic validation set (its own seed,
+never used for training or the recipes' validation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+from ..engine.build import build_dataset
+from ..engine.checkpoint import latest_checkpoint
+from ..engine.config import DatasetConfig, load_config
+from ..engine.evaluate import coco_ground_truth, evaluate_instances, evaluate_semantic
+from ..engine.inference import load_trained_model
+from ..engine.train import train
+from ..evaluation import InstanceEvaluator
+from ..instance.paste import paste_masks
+
+__all__ = [
+    "INSTANCE",
+    "SEMANTIC",
+    "VAL_SEED",
+    "ModelSource",
+    "TrainedModel",
+    "find_weights",
+    "find_config",
+    "schedule_overrides",
+    "obtain_model",
+    "validation_set",
+    "instance_scores",
+    "mask_settings",
+    "oracle_scores",
+    "instance_accuracy",
+    "semantic_accuracy",
+]
+
+INSTANCE = {
+    "pointrend": "synthetic_instance_pointrend_r18",
+    "maskrcnn": "synthetic_instance_maskrcnn_r18",
+}
+SEMANTIC = {
+    "pointrend": "synthetic_semantic_pointrend_fpn_r18",
+    "coarse": "synthetic_semantic_coarse_fpn_r18",
+}
+VAL_SEED = 7000  # the recipes train on seed 0 and validate on seed 1000
+QUICK_SIZE = 64  # image side of the models trained in --quick mode
+
+
+@dataclass
+class ModelSource:
+    """Where the bench's models come from, and where it may train what is missing."""
+
+    weights_dir: Path
+    work_dir: Path
+    train_iters: int
+    quick: bool = False
+    log: object = print
+
+
+@dataclass
+class TrainedModel:
+    name: str
+    model: nn.Module
+    image_size: int
+    weights: str
+    iteration: int | None
+    trained_here: bool
+
+
+def find_weights(weights_dir: Path, name: str) -> Path | None:
+    """``<dir>/<name>.pt``, else ``<dir>/<name>/model_final.pt``, else its latest checkpoint."""
+    weights_dir = Path(weights_dir)
+    for path in (weights_dir / f"{name}.pt", weights_dir / name / "model_final.pt"):
+        if path.is_file():
+            return path
+    return latest_checkpoint(weights_dir / name)
+
+
+def find_config(name: str) -> Path:
+    """``configs/<name>.yaml`` of the working directory or of the source checkout."""
+    roots = [Path.cwd(), *Path(__file__).resolve().parents]
+    for root in roots:
+        path = root / "configs" / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no checkpoint for {name} and no configs/{name}.yaml to train it from (run from the "
+        "repository, or give --weights-dir)"
+    )
+
+
+def schedule_overrides(iters: int) -> list[str]:
+    """The recipes' schedule shrunk to ``iters``: warm-up 10%, LR x0.1 at 70% and 90%."""
+    return [
+        f"solver.max_iter={iters}",
+        f"solver.warmup_iters={max(1, min(100, iters // 10))}",
+        f"solver.steps=[{int(0.7 * iters)}, {int(0.9 * iters)}]",
+    ]
+
+
+def _quick_overrides(task: str) -> list[str]:
+    size = QUICK_SIZE
+    common = [f"train_data.image_size={size}", "train_data.num_images=8", "log_period=1"]
+    if task == "instance":  # few detections: the quick evaluations stay short
+        common += [f"model.options.min_size={size}", f"model.options.max_size={size}"]
+        common += ["model.options.box_detections_per_img=5"]
+    return common
+
+
+def train_model(
+    name: str, source: ModelSource, run_name: str, overrides: list[str] | None = None
+) -> Path:
+    """Train ``configs/<name>.yaml`` for ``source.train_iters`` iterations; the final weights.
+
+    Reuses ``<work_dir>/<run_name>/model_final.pt`` when it exists (regenerating a report does
+    not retrain) and resumes an interrupted run.
+    """
+    out = source.work_dir / run_name
+    final = out / "model_final.pt"
+    if final.is_file():
+        source.log(f"  reusing {final}")
+        return final
+    path = find_config(name)
+    cfg = load_config(path)
+    extra = _quick_overrides(cfg.model.task) if source.quick else []
+    cfg = load_config(
+        path,
+        [
+            *extra,
+            *schedule_overrides(source.train_iters),
+            "val_data=null",
+            "checkpoint_period=100",
+            f"output_dir={out}",
+            *(overrides or []),
+        ],
+    )
+    source.log(f"  training {run_name} for {source.train_iters} iterations ({path})")
+    started = time.perf_counter()
+    train(cfg, resume=latest_checkpoint(out) is not None, progress=False)
+    source.log(f"  trained {run_name} in {time.perf_counter() - started:.0f} s")
+    return final
+
+
+def obtain_model(name: str, source: ModelSource) -> TrainedModel:
+    """The checkpoint of config ``name`` from ``source.weights_dir``, or one trained here."""
+    path = find_weights(source.weights_dir, name)
+    trained_here = path is None
+    if path is None:
+        path = train_model(name, source, name)
+    loaded = load_trained_model(path)
+    data = loaded.config.train_data
+    return TrainedModel(
+        name, loaded.model.eval(), data.image_size, str(path), loaded.iteration, trained_here
+    )
+
+
+def validation_set(task: str, num_images: int, image_size: int):
+    """A fresh synthetic validation set (seed :data:`VAL_SEED`), evaluation transforms."""
+    cfg = DatasetConfig(
+        format="synthetic", num_images=num_images, image_size=image_size, seed=VAL_SEED, flip=False
+    )
+    return build_dataset(cfg, task, train=False, field="val_data")
+
+
+def _pick(metrics: dict) -> dict:
+    segm, boundary = metrics["segm"], metrics["boundary"]
+    return {
+        "mask_AP": segm["AP"],
+        "mask_AP50": segm["AP50"],
+        "mask_AP75": segm["AP75"],
+        "boundary_AP": boundary["AP"],
+        "boundary_AP75": boundary["AP75"],
+        "box_AP": metrics["bbox"]["AP"],
+    }
+
+
+def instance_scores(model: nn.Module, dataset, coco_gt) -> dict:
+    """Mask AP / AP50 / AP75, Boundary AP / AP75 and box AP (percent) plus the eval time."""
+    started = time.perf_counter()
+    metrics = evaluate_instances(model, dataset, coco_gt=coco_gt)
+    scores = _pick(metrics)
+    scores["eval_s_per_image"] = (time.perf_counter() - started) / len(dataset)
+    scores["images"] = len(dataset)
+    return scores
+
+
+@contextlib.contextmanager
+def mask_settings(model: nn.Module, **changes) -> Iterator[None]:
+    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights)."""
+    branch = model.roi_heads.mask_branch
+    saved = branch.config
+    branch.config = dataclasses.replace(saved, **changes)
+    try:
+        yield
+    finally:
+        branch.config = saved
+
+
+def oracle_outputs(dataset, size: int) -> list[dict]:
+    """Ground-truth instances whose masks were resampled to ``size x size`` in their box.
+
+    Each mask is averaged over ``size x size`` bins of its tight box (RoIAlign, aligned, 2 x 2
+    samples a bin: how Mask R-CNN makes its mask targets), then pasted back bilinearly.
+    """
+    outputs = []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        masks, boxes = target["masks"].float(), target["boxes"].float()
+        index = torch.arange(len(boxes), dtype=torch.float32)[:, None]
+        small = roi_align(masks[:, None], torch.cat([index, boxes], 1), size, 1.0, 2, True)
+        pasted = paste_masks(small, boxes, image.shape[-2:])
+        scores = torch.ones(len(boxes))
+        outputs.append(
+            {"boxes": boxes, "labels": target["labels"], "scores": scores, "masks": pasted}
+        )
+    return outputs
+
+
+def oracle_scores(dataset, coco_gt, size: int) -> dict:
+    """The metrics of :func:`oracle_outputs`: the ceiling of a ``size x size`` mask."""
+    evaluator = InstanceEvaluator(coco_gt)
+    image_ids = [int(dataset[i][1]["image_id"]) for i in range(len(dataset))]
+    evaluator.update(image_ids, oracle_outputs(dataset, size))
+    return _pick(evaluator.evaluate())
+
+
+def _describe(m: TrainedModel) -> dict:
+    return {
+        "weights": m.weights,
+        "iteration": m.iteration,
+        "trained_in_this_run": m.trained_here,
+        "train_image_size": m.image_size,
+    }
+
+
+def instance_accuracy(source: ModelSource, num_images: int) -> tuple[dict, TrainedModel]:
+    """Section 2. Returns the results and the PointRend model (the inference ablation's)."""
+    pointrend = obtain_model(INSTANCE["pointrend"], source)
+    baseline = obtain_model(INSTANCE["maskrcnn"], source)
+    dataset = validation_set("instance", num_images, pointrend.image_size)
+    gt, _ = coco_ground_truth(dataset)
+    rows = {}
+    source.log(f"  evaluating on {num_images} fresh images of {pointrend.image_size} px")
+    rows["Mask R-CNN 4x conv, 28x28"] = instance_scores(baseline.model, dataset, gt)
+    for size in (28, 224):
+        with mask_settings(pointrend.model, output_size=size):
+            rows[f"PointRend, {size}x{size}"] = instance_scores(pointrend.model, dataset, gt)
+    for size in (28, 224):
+        rows[f"oracle: ground truth at {size}x{size}"] = oracle_scores(dataset, gt, size)
+    for name, row in rows.items():
+        source.log(
+            f"  {name:<34} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
+            f"Boundary AP {row['boundary_AP']:5.1f}"
+        )
+    result = {
+        "val_images": num_images,
+        "val_seed": VAL_SEED,
+        "image_size": pointrend.image_size,
+        "models": {"pointrend": _describe(pointrend), "maskrcnn": _describe(baseline)},
+        "pointrend_settings": {
+            "subdivision_num_points": pointrend.model.roi_heads.mask_branch.config.subdivision_num_points
+        },
+        "rows": rows,
+    }
+    return result, pointrend
+
+
+def semantic_accuracy(source: ModelSource, num_images: int) -> dict:
+    """Section 4: coarse Semantic FPN upsampled vs + PointRend, mIoU and boundary F (percent)."""
+    models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
+    size = models["pointrend"].image_size
+    dataset = validation_set("semantic", num_images, size)
+    rows = {}
+    labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
+    for key in ("coarse", "pointrend"):
+        started = time.perf_counter()
+        metrics = evaluate_semantic(models[key].model, dataset)
+        rows[labels[key]] = {
+            "mIoU": metrics["mIoU"],
+            "boundary_F": metrics["boundary_f"],
+            "boundary_IoU": metrics["boundary_iou"],
+            "pixel_accuracy": metrics["pixel_accuracy"],
+            "eval_s_per_image": (time.perf_counter() - started) / num_images,
+            "images": num_images,
+        }
+        row = rows[labels[key]]
+        source.log(
+            f"  {labels[key]:<32} mIoU {row['mIoU']:5.1f}  boundary F {row['boundary_F']:5.1f}"
+        )
+    return {
+        "val_images": num_images,
+        "val_seed": VAL_SEED,
+        "image_size": size,
+        "models": {key: _describe(m) for key, m in models.items()},
+        "rows": rows,
+    }

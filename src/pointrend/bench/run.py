@@ -1,0 +1,197 @@
+"""``pointrend bench``: run the sections, keep the figures of the others, write the report.
+
+Sections: ``cost`` (instance mask branch per box and vs output resolution, end to end),
+``semantic`` (full-resolution semantic cost), ``accuracy`` (instance and semantic accuracy at
+equal training budget), ``ablation`` (inference settings on the same weights; training point
+selection, trained here). Sections not asked for keep their figures from an earlier
+``results.json`` in the output folder (of the same mode), so one section can be re-measured
+without the others.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import cost, semantic_cost
+from .ablation import inference_ablation, training_ablation
+from .accuracy import ModelSource, instance_accuracy, obtain_model, semantic_accuracy
+from .report import machine_info, write_report
+
+__all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
+
+SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+
+
+def default_weights_dir() -> Path:
+    """The weights shipped with the package (``pointrend/weights``)."""
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclass
+class BenchOptions:
+    """What to run and how big. ``None`` sizes take the mode's default (:meth:`sizes`)."""
+
+    out: Path = Path("benchmarks/results")
+    quick: bool = False
+    weights_dir: Path = field(default_factory=default_weights_dir)
+    work_dir: Path | None = None
+    train_iters: int | None = None
+    sections: tuple[str, ...] = SECTIONS
+    val_images: int | None = None
+    repeats: int | None = None
+    command: str = "pointrend bench"
+
+    def sizes(self) -> dict:
+        quick = self.quick
+        return {
+            "train_iters": self.train_iters or (2 if quick else 300),
+            "val_images": self.val_images or (2 if quick else 100),
+            "repeats": self.repeats or (3 if quick else 5),
+            "timing_images": 2 if quick else 8,
+            "ablation_sizes": [28, 56, 112, 224],
+            "ablation_points": [14, 28, 56] if quick else [14, 28, 56, 112],
+            "cost_image": [200, 336] if quick else [800, 1333],
+            "cost_sizes": [28, 56, 112] if quick else [28, 56, 112, 224, 448],
+            "cost_boxes": 8 if quick else 100,
+            "dense_boxes": {56: 2, 112: 1} if quick else {224: 4, 448: 1},
+            "memory_boxes": 2 if quick else 4,
+            "table_boxes": 1 if quick else 4,
+            "end_to_end": not quick,
+            "semantic_image": [128, 256] if quick else [1024, 2048],
+            "semantic_points": 2048 if quick else 8192,
+        }
+
+
+def _log(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def _cost(sizes: dict) -> dict:
+    h, w = sizes["cost_image"]
+    torch.manual_seed(0)
+    # P2 of the padded image (a multiple of 32), stride 4
+    features = torch.randn(1, cost.CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)
+    _log(f"cost: per box (K = {cost.K}), on a {h} x {w} image")
+    per_box = cost.head_costs(features, (h, w), n=sizes["table_boxes"])
+    _log(f"cost: mask branch on {sizes['cost_boxes']} boxes, output {sizes['cost_sizes']}")
+    times = cost.branch_times(
+        features,
+        (h, w),
+        sizes["cost_sizes"],
+        sizes["repeats"],
+        boxes_total=sizes["cost_boxes"],
+        dense_boxes=sizes["dense_boxes"],
+        log=_log,
+    )
+    costs = cost.sweep_costs(features, (h, w), sizes["cost_sizes"], sizes["memory_boxes"])
+    rows = {size: {**times[size], **costs[size]} for size in times}
+    result = {
+        "image": [h, w],
+        "num_classes": cost.K,
+        "boxes": sizes["cost_boxes"],
+        "repeats": sizes["repeats"],
+        "per_box": per_box,
+        "sweep": rows,
+    }
+    if sizes["end_to_end"]:
+        _log("cost: end to end, ResNet-50-FPN, 800 x 1333, 100 boxes")
+        result["end_to_end"] = cost.end_to_end(max(3, sizes["repeats"] - 2), log=_log)
+    return result
+
+
+def _semantic_cost(sizes: dict) -> dict:
+    h, w = sizes["semantic_image"]
+    _log(f"semantic cost: {h} x {w}, K = 19, {sizes['semantic_points']} points a step")
+    return semantic_cost.semantic_costs(
+        h, w, 19, sizes["semantic_points"], repeats=max(2, sizes["repeats"] - 2), log=_log
+    )
+
+
+def _accuracy(source: ModelSource, sizes: dict) -> dict:
+    _log("accuracy: instances (equal training budget)")
+    instance, _ = instance_accuracy(source, sizes["val_images"])
+    _log("accuracy: semantic (equal training budget)")
+    return {"instance": instance, "semantic": semantic_accuracy(source, sizes["val_images"])}
+
+
+def _ablation(source: ModelSource, sizes: dict) -> dict:
+    _log("ablation: inference settings on the same PointRend weights")
+    from .accuracy import INSTANCE
+
+    pointrend = obtain_model(INSTANCE["pointrend"], source)
+    inference = inference_ablation(
+        pointrend,
+        sizes["val_images"],
+        sizes["timing_images"],
+        sizes["repeats"],
+        sizes["ablation_sizes"],
+        sizes["ablation_points"],
+        log=_log,
+    )
+    inference["model"] = {"weights": pointrend.weights, "iteration": pointrend.iteration}
+    _log(f"ablation: training point selection, {source.train_iters} iterations each")
+    training = training_ablation(source, sizes["val_images"], pointrend.image_size)
+    return {"inference": inference, "training": training}
+
+
+def _previous(path: Path, quick: bool) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("settings", {}).get("quick") != quick:
+        return {}
+    return old.get("sections", {})
+
+
+def run_bench(options: BenchOptions) -> dict:
+    """Run the asked sections, write ``results.json``, the plots and ``REPORT.md``."""
+    unknown = sorted(set(options.sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = options.sizes()
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="pointrend-bench-"))
+    source = ModelSource(
+        Path(options.weights_dir), Path(work), sizes["train_iters"], options.quick, _log
+    )
+    sections = _previous(out / "results.json", options.quick)
+    runners = {
+        "cost": functools.partial(_cost, sizes),
+        "semantic": functools.partial(_semantic_cost, sizes),
+        "accuracy": functools.partial(_accuracy, source, sizes),
+        "ablation": functools.partial(_ablation, source, sizes),
+    }
+    for name in SECTIONS:
+        if name not in options.sections:
+            continue
+        started, load = time.perf_counter(), os.getloadavg()[0]
+        figures = runners[name]()
+        figures["measured"] = {
+            "at": datetime.datetime.now().isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 1),
+            "load_average_at_start": load,
+            "load_average_at_end": os.getloadavg()[0],
+            "command": options.command,
+            "machine": machine_info(),
+        }
+        sections[name] = figures
+    results = {
+        "machine": machine_info(),
+        "settings": {"quick": options.quick, **sizes, "command": options.command},
+        "sections": sections,
+    }
+    write_report(results, out)
+    return results

@@ -1,0 +1,238 @@
+"""`pointrend bench`: the report pipeline end to end (--quick), its measuring tools, and the
+training point-selection options the ablation needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pointrend.bench.cost import PeakMemory
+from pointrend.bench.semantic_cost import dense_point_head, semantic_renderer
+from pointrend.cli import main
+from pointrend.engine import load_config
+from pointrend.engine.build import build_model
+from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
+from pointrend.models import maskrcnn, pointrend_maskrcnn
+from pointrend.points import generate_regular_grid_point_coords
+
+PNGS = [
+    "cost_vs_resolution.png",
+    "semantic_cost.png",
+    "accuracy.png",
+    "inference_ablation.png",
+    "training_ablation.png",
+]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One quick run: no shipped weights (an empty folder), so every model is trained here."""
+    root = tmp_path_factory.mktemp("bench")
+    (root / "no_weights").mkdir()
+    argv = [
+        "bench",
+        "--quick",
+        "--out",
+        str(root / "out"),
+        "--weights-dir",
+        str(root / "no_weights"),
+    ]
+    assert main([*argv, "--work-dir", str(root / "work")]) == 0
+    results = json.loads((root / "out" / "results.json").read_text())
+    return root / "out", results
+
+
+def test_quick_bench_writes_report_json_and_plots(bench):
+    out, results = bench
+    for name in PNGS:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    report = (out / "REPORT.md").read_text()
+    for heading in ("## 1. Cost", "## 2. Instance", "## 3. Ablations", "## 4. Semantic"):
+        assert heading in report
+    for name in PNGS:
+        assert f"({name})" in report
+    assert results["machine"]["cpu"] in report and "Quick mode" in report
+    assert results["settings"]["quick"] is True
+    assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation"}
+    for section in results["sections"].values():
+        assert section["measured"]["machine"]["torch"] == torch.__version__
+
+
+def _increasing(values):
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+def test_instance_cost_figures_are_measurements(bench):
+    _, results = bench
+    cost = results["sections"]["cost"]
+    table = cost["per_box"]
+    # the counts are the paper's (shapes, not timing): within 10% of its table
+    assert table["4x conv 224"]["multiply_adds_per_box"] == pytest.approx(34e9, rel=0.1)
+    assert table["PointRend 224"]["multiply_adds_per_box"] == pytest.approx(0.9e9, rel=0.1)
+    sweep = [cost["sweep"][s] for s in sorted(cost["sweep"], key=int)]
+    assert len(sweep) >= 3
+    for key in (
+        "dense_multiply_adds_per_box",
+        "pointrend_multiply_adds_per_box",
+        "pointrend_point_predictions_per_box",
+        "dense_peak_mb_per_box",
+    ):
+        assert _increasing([row[key] for row in sweep]), key
+    assert sweep[-1]["dense_4xconv_s"] > sweep[0]["dense_4xconv_s"]
+    assert sweep[-1]["speedup_pointrend"] > sweep[0]["speedup_pointrend"]
+    for row in sweep:
+        assert len(row["pointrend_samples_s"]) == cost["repeats"]
+        assert row["pointrend_s"] in row["pointrend_samples_s"]  # the median of odd repeats
+
+
+def test_semantic_cost_figures_are_measurements(bench):
+    _, results = bench
+    rows = results["sections"]["semantic"]["rows"]
+    up, ours, dense = rows["upsampled"], rows["pointrend"], rows["dense_point_head"]
+    assert up["multiply_adds"] == 0 < ours["multiply_adds"] < dense["multiply_adds"]
+    assert up["peak_mb"] < dense["peak_mb"]
+    assert dense["time_s"] > ours["time_s"]
+    assert ours["time_vs_pointrend"] == 1.0
+
+
+def _scores(row, keys=("mask_AP", "mask_AP75", "boundary_AP", "box_AP")):
+    return [row[k] for k in keys]
+
+
+def test_accuracy_figures_come_from_evaluation(bench):
+    _, results = bench
+    acc = results["sections"]["accuracy"]
+    instance, semantic = acc["instance"], acc["semantic"]
+    for model in (*instance["models"].values(), *semantic["models"].values()):
+        assert model["trained_in_this_run"] and model["iteration"] == 2
+    assert instance["val_images"] == 2
+    for name, row in instance["rows"].items():
+        assert all(0 <= v <= 100 for v in _scores(row)), name
+    # the oracle (ground truth resampled in its box) is scored by the same evaluator
+    oracle = instance["rows"]["oracle: ground truth at 224x224"]
+    assert oracle["mask_AP"] > 50 and oracle["boundary_AP"] > 50
+    for row in semantic["rows"].values():
+        assert 0 <= row["mIoU"] <= 100 and 0 <= row["boundary_F"] <= 100
+        assert row["images"] == 2
+
+
+def test_ablation_figures_vary_with_the_setting(bench):
+    _, results = bench
+    inference = results["sections"]["ablation"]["inference"]
+    rows = inference["rows"]
+    by_points = [rows[n] for n in inference["points_per_step"]]
+    by_size = [rows[n] for n in inference["output_sizes"]]
+    for series in (by_points, by_size):
+        assert _increasing([r["point_predictions_per_box"] for r in series])
+        assert _increasing([r["multiply_adds_per_box"] for r in series])
+    # more points per step cost more time (14^2 vs 56^2 points: ~10x the point predictions)
+    assert by_points[-1]["render_ms_per_box"] > by_points[0]["render_ms_per_box"]
+    assert by_size[-1]["render_ms_per_box"] > by_size[0]["render_ms_per_box"]
+    for row in rows.values():
+        assert all(0 <= v <= 100 for v in _scores(row))
+    training = results["sections"]["ablation"]["training"]
+    assert len(training["rows"]) == 4
+    for row in training["rows"].values():
+        assert row["iteration"] == 2 and all(0 <= v <= 100 for v in _scores(row))
+    grid = training["rows"]["regular grid"]["options"]
+    assert grid == {"mask_train_point_sampling": "grid"}
+
+
+def test_bench_rejects_an_unknown_section(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
+    assert "speed" in capsys.readouterr().err
+
+
+# ---- measuring tools ---------------------------------------------------------------------
+
+
+def test_peak_memory_counts_live_intermediates_only():
+    weight = torch.randn(256, 256)  # allocated before: not counted, nor its views
+    meter = PeakMemory()
+    with meter:
+        a = torch.randn(256, 256)
+        b = a @ weight.t()
+        c = torch.relu(b)
+        del a, b
+        d = c * 2
+        d.add_(1)
+    one = 256 * 256 * 4
+    assert meter.peak == 3 * one  # a, b, c alive together; d came after a and b were freed
+    assert meter.current == 2 * one  # c and d
+
+
+def test_semantic_dense_head_equals_rendering_every_pixel():
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(1, 256, 6, 10), torch.randn(1, 5, 6, 10)
+    every = semantic_renderer(5, num_points=24 * 40)  # the shortcut predicts every pixel
+    with torch.no_grad():
+        banded = dense_point_head(every, fine, coarse, rows_per_band=7)
+        rendered = every.render(fine, coarse)
+    assert banded.shape == (1, 5, 24, 40)
+    torch.testing.assert_close(banded, rendered)
+
+
+# ---- training point selection (the ablation's options) -------------------------------------
+
+
+def test_grid_training_points_are_the_regular_grid():
+    branch = PointRendMaskBranch(8, 3, PointRendMaskConfig(train_point_sampling="grid"))
+    points = branch.training_points(torch.randn(5, 1, 7, 7))
+    torch.testing.assert_close(points, generate_regular_grid_point_coords(5, 14))
+
+
+def test_uniform_training_points_ignore_the_logits():
+    config = PointRendMaskConfig(oversample_ratio=1, importance_sample_ratio=0.0)
+    branch = PointRendMaskBranch(8, 3, config)
+    logits = torch.randn(4, 1, 7, 7)
+    torch.manual_seed(3)
+    first = branch.training_points(logits)
+    torch.manual_seed(3)
+    torch.rand(4, 196, 2)  # the k*N candidates are drawn first (and not used with beta = 0)
+    fresh = torch.rand(4, 196, 2)
+    torch.testing.assert_close(first, fresh)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("train_point_sampling", "random"),
+        ("oversample_ratio", 0.5),
+        ("importance_sample_ratio", 1.5),
+    ],
+)
+def test_mask_config_refuses_bad_training_options(field, value):
+    with pytest.raises(ValueError, match=field):
+        PointRendMaskConfig(**{field: value})
+
+
+def test_builder_and_yaml_set_the_training_point_options():
+    model = pointrend_maskrcnn(
+        "resnet18",
+        3,
+        box_head_dim=32,
+        mask_train_point_sampling="grid",
+        mask_oversample_ratio=1,
+        mask_importance_sample_ratio=0.0,
+        mask_train_num_points=64,
+    )
+    config = model.roi_heads.mask_branch.config
+    assert (config.train_point_sampling, config.oversample_ratio) == ("grid", 1)
+    assert (config.importance_sample_ratio, config.train_num_points) == (0.0, 64)
+    with pytest.raises(ValueError, match="mask_oversample_ratio"):
+        maskrcnn("resnet18", 3, box_head_dim=32, mask_oversample_ratio=1)
+
+    cfg = load_config(
+        Path(__file__).parents[1] / "configs" / "synthetic_instance_pointrend_r18.yaml",
+        [
+            "model.options.mask_oversample_ratio=10",
+            "model.options.mask_importance_sample_ratio=1.0",
+        ],
+    )
+    config = build_model(cfg.model, 8).roi_heads.mask_branch.config
+    assert config.oversample_ratio == 10 and config.importance_sample_ratio == 1.0
+    assert config.train_point_sampling == "uncertain"
