@@ -18,19 +18,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine.evaluate import coco_ground_truth
 from ..engine.inference import load_trained_model
 from ..instance.mask_head import infer_stride
-from .accuracy import (
-    INSTANCE,
-    ModelSource,
-    TrainedModel,
-    instance_scores,
-    mask_settings,
-    train_model,
-    validation_set,
-)
+from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
 from .cost import StepCounter, alternate, count_call
+from .scoring import instance_scores, mask_settings, validation_set
 
 __all__ = [
     "OUTPUT_SIZES",
@@ -107,6 +99,7 @@ def inference_ablation(
     repeats: int,
     sizes=OUTPUT_SIZES,
     points=POINTS_PER_STEP,
+    folds: int = 4,
     log=print,
 ) -> dict:
     """Accuracy, time and cost of each rendering setting on one PointRend model's weights.
@@ -115,10 +108,9 @@ def inference_ablation(
     points a step (output 224).
     """
     model = pointrend.model
-    dataset = validation_set("instance", num_images, pointrend.image_size)
-    gt, _ = coco_ground_truth(dataset)
+    val = validation_set("instance", num_images, pointrend.image_size, folds)
     settings = _settings(sizes, points)
-    inputs = render_inputs(model, dataset, timing_images)
+    inputs = render_inputs(model, val.dataset, timing_images)
     renderers = {name: _renderer(model, inputs, s) for name, s in settings.items()}
     samples = alternate(renderers, repeats)
     boxes = int(inputs[3].numel())
@@ -127,7 +119,7 @@ def inference_ablation(
         counter = StepCounter(model.roi_heads.mask_branch)
         macs = count_call(renderers[name], counter) / max(boxes, 1)
         with mask_settings(model, **s):
-            row = instance_scores(model, dataset, gt)
+            row = instance_scores(model, val)
         seconds = statistics.median(samples[name])
         row.update(
             {
@@ -157,19 +149,20 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_")
 
 
-def training_ablation(source: ModelSource, num_images: int, image_size: int | None = None) -> dict:
+def training_ablation(
+    source: ModelSource, num_images: int, image_size: int | None = None, folds: int = 4
+) -> dict:
     """Train every point-selection variant for ``source.train_iters`` iterations; evaluate each."""
     rows = {}
-    dataset = gt = size = None
+    val = size = None
     for name, options in TRAINING_VARIANTS.items():
         overrides = [f"model.options.{k}={v}" for k, v in options.items()]
         path = train_model(INSTANCE["pointrend"], source, f"ablation_{_slug(name)}", overrides)
         loaded = load_trained_model(path)
-        if dataset is None:
+        if val is None:
             size = image_size or loaded.config.train_data.image_size
-            dataset = validation_set("instance", num_images, size)
-            gt, _ = coco_ground_truth(dataset)
-        row = instance_scores(loaded.model.eval(), dataset, gt)
+            val = validation_set("instance", num_images, size, folds)
+        row = instance_scores(loaded.model.eval(), val)
         row.update({"options": options, "iteration": loaded.iteration, "weights": str(path)})
         rows[name] = row
         source.log(

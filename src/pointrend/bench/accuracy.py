@@ -16,40 +16,34 @@ never used for training or the recipes' validation).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
-from torchvision.ops import roi_align
 
-from ..engine.build import build_dataset
 from ..engine.checkpoint import latest_checkpoint
-from ..engine.config import DatasetConfig, load_config
-from ..engine.evaluate import coco_ground_truth, evaluate_instances, evaluate_semantic
+from ..engine.config import load_config
 from ..engine.inference import load_trained_model
 from ..engine.train import train
-from ..evaluation import InstanceEvaluator
-from ..instance.paste import paste_masks
+from .scoring import (
+    VAL_SEED,
+    instance_scores,
+    mask_settings,
+    oracle_scores,
+    semantic_scores,
+    validation_set,
+)
 
 __all__ = [
     "INSTANCE",
     "SEMANTIC",
-    "VAL_SEED",
     "ModelSource",
     "TrainedModel",
     "find_weights",
     "find_config",
     "schedule_overrides",
     "obtain_model",
-    "validation_set",
-    "instance_scores",
-    "mask_settings",
-    "oracle_scores",
     "instance_accuracy",
     "semantic_accuracy",
 ]
@@ -62,7 +56,6 @@ SEMANTIC = {
     "pointrend": "synthetic_semantic_pointrend_fpn_r18",
     "coarse": "synthetic_semantic_coarse_fpn_r18",
 }
-VAL_SEED = 7000  # the recipes train on seed 0 and validate on seed 1000
 QUICK_SIZE = 64  # image side of the models trained in --quick mode
 
 
@@ -174,76 +167,6 @@ def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     )
 
 
-def validation_set(task: str, num_images: int, image_size: int):
-    """A fresh synthetic validation set (seed :data:`VAL_SEED`), evaluation transforms."""
-    cfg = DatasetConfig(
-        format="synthetic", num_images=num_images, image_size=image_size, seed=VAL_SEED, flip=False
-    )
-    return build_dataset(cfg, task, train=False, field="val_data")
-
-
-def _pick(metrics: dict) -> dict:
-    segm, boundary = metrics["segm"], metrics["boundary"]
-    return {
-        "mask_AP": segm["AP"],
-        "mask_AP50": segm["AP50"],
-        "mask_AP75": segm["AP75"],
-        "boundary_AP": boundary["AP"],
-        "boundary_AP75": boundary["AP75"],
-        "box_AP": metrics["bbox"]["AP"],
-    }
-
-
-def instance_scores(model: nn.Module, dataset, coco_gt) -> dict:
-    """Mask AP / AP50 / AP75, Boundary AP / AP75 and box AP (percent) plus the eval time."""
-    started = time.perf_counter()
-    metrics = evaluate_instances(model, dataset, coco_gt=coco_gt)
-    scores = _pick(metrics)
-    scores["eval_s_per_image"] = (time.perf_counter() - started) / len(dataset)
-    scores["images"] = len(dataset)
-    return scores
-
-
-@contextlib.contextmanager
-def mask_settings(model: nn.Module, **changes) -> Iterator[None]:
-    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights)."""
-    branch = model.roi_heads.mask_branch
-    saved = branch.config
-    branch.config = dataclasses.replace(saved, **changes)
-    try:
-        yield
-    finally:
-        branch.config = saved
-
-
-def oracle_outputs(dataset, size: int) -> list[dict]:
-    """Ground-truth instances whose masks were resampled to ``size x size`` in their box.
-
-    Each mask is averaged over ``size x size`` bins of its tight box (RoIAlign, aligned, 2 x 2
-    samples a bin: how Mask R-CNN makes its mask targets), then pasted back bilinearly.
-    """
-    outputs = []
-    for i in range(len(dataset)):
-        image, target = dataset[i]
-        masks, boxes = target["masks"].float(), target["boxes"].float()
-        index = torch.arange(len(boxes), dtype=torch.float32)[:, None]
-        small = roi_align(masks[:, None], torch.cat([index, boxes], 1), size, 1.0, 2, True)
-        pasted = paste_masks(small, boxes, image.shape[-2:])
-        scores = torch.ones(len(boxes))
-        outputs.append(
-            {"boxes": boxes, "labels": target["labels"], "scores": scores, "masks": pasted}
-        )
-    return outputs
-
-
-def oracle_scores(dataset, coco_gt, size: int) -> dict:
-    """The metrics of :func:`oracle_outputs`: the ceiling of a ``size x size`` mask."""
-    evaluator = InstanceEvaluator(coco_gt)
-    image_ids = [int(dataset[i][1]["image_id"]) for i in range(len(dataset))]
-    evaluator.update(image_ids, oracle_outputs(dataset, size))
-    return _pick(evaluator.evaluate())
-
-
 def _describe(m: TrainedModel) -> dict:
     return {
         "weights": m.weights,
@@ -253,63 +176,55 @@ def _describe(m: TrainedModel) -> dict:
     }
 
 
-def instance_accuracy(source: ModelSource, num_images: int) -> tuple[dict, TrainedModel]:
+def instance_accuracy(
+    source: ModelSource, num_images: int, folds: int = 4
+) -> tuple[dict, TrainedModel]:
     """Section 2. Returns the results and the PointRend model (the inference ablation's)."""
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
-    dataset = validation_set("instance", num_images, pointrend.image_size)
-    gt, _ = coco_ground_truth(dataset)
+    val = validation_set("instance", num_images, pointrend.image_size, folds)
     rows = {}
     source.log(f"  evaluating on {num_images} fresh images of {pointrend.image_size} px")
-    rows["Mask R-CNN 4x conv, 28x28"] = instance_scores(baseline.model, dataset, gt)
+    rows["Mask R-CNN 4x conv, 28x28"] = instance_scores(baseline.model, val)
     for size in (28, 224):
         with mask_settings(pointrend.model, output_size=size):
-            rows[f"PointRend, {size}x{size}"] = instance_scores(pointrend.model, dataset, gt)
+            rows[f"PointRend, {size}x{size}"] = instance_scores(pointrend.model, val)
     for size in (28, 224):
-        rows[f"oracle: ground truth at {size}x{size}"] = oracle_scores(dataset, gt, size)
+        rows[f"oracle: ground truth at {size}x{size}"] = oracle_scores(val, size)
     for name, row in rows.items():
         source.log(
             f"  {name:<34} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
             f"Boundary AP {row['boundary_AP']:5.1f}"
         )
+    config = pointrend.model.roi_heads.mask_branch.config
     result = {
         "val_images": num_images,
         "val_seed": VAL_SEED,
+        "folds": len(val.folds),
         "image_size": pointrend.image_size,
         "models": {"pointrend": _describe(pointrend), "maskrcnn": _describe(baseline)},
-        "pointrend_settings": {
-            "subdivision_num_points": pointrend.model.roi_heads.mask_branch.config.subdivision_num_points
-        },
+        "pointrend_settings": {"subdivision_num_points": config.subdivision_num_points},
         "rows": rows,
     }
     return result, pointrend
 
 
-def semantic_accuracy(source: ModelSource, num_images: int) -> dict:
+def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
     """Section 4: coarse Semantic FPN upsampled vs + PointRend, mIoU and boundary F (percent)."""
     models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
     size = models["pointrend"].image_size
-    dataset = validation_set("semantic", num_images, size)
+    val = validation_set("semantic", num_images, size, folds)
     rows = {}
     labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
     for key in ("coarse", "pointrend"):
-        started = time.perf_counter()
-        metrics = evaluate_semantic(models[key].model, dataset)
-        rows[labels[key]] = {
-            "mIoU": metrics["mIoU"],
-            "boundary_F": metrics["boundary_f"],
-            "boundary_IoU": metrics["boundary_iou"],
-            "pixel_accuracy": metrics["pixel_accuracy"],
-            "eval_s_per_image": (time.perf_counter() - started) / num_images,
-            "images": num_images,
-        }
-        row = rows[labels[key]]
+        row = rows[labels[key]] = semantic_scores(models[key].model, val)
         source.log(
             f"  {labels[key]:<32} mIoU {row['mIoU']:5.1f}  boundary F {row['boundary_F']:5.1f}"
         )
     return {
         "val_images": num_images,
         "val_seed": VAL_SEED,
+        "folds": len(val.folds),
         "image_size": size,
         "models": {key: _describe(m) for key, m in models.items()},
         "rows": rows,

@@ -57,6 +57,7 @@ class BenchOptions:
             "val_images": self.val_images or (2 if quick else 100),
             "repeats": self.repeats or (3 if quick else 5),
             "timing_images": 2 if quick else 8,
+            "folds": 2 if quick else 4,
             "ablation_sizes": [28, 56, 112, 224],
             "ablation_points": [14, 28, 56] if quick else [14, 28, 56, 112],
             "cost_image": [200, 336] if quick else [800, 1333],
@@ -118,9 +119,10 @@ def _semantic_cost(sizes: dict) -> dict:
 
 def _accuracy(source: ModelSource, sizes: dict) -> dict:
     _log("accuracy: instances (equal training budget)")
-    instance, _ = instance_accuracy(source, sizes["val_images"])
+    instance, _ = instance_accuracy(source, sizes["val_images"], sizes["folds"])
     _log("accuracy: semantic (equal training budget)")
-    return {"instance": instance, "semantic": semantic_accuracy(source, sizes["val_images"])}
+    semantic = semantic_accuracy(source, sizes["val_images"], sizes["folds"])
+    return {"instance": instance, "semantic": semantic}
 
 
 def _ablation(source: ModelSource, sizes: dict) -> dict:
@@ -135,11 +137,12 @@ def _ablation(source: ModelSource, sizes: dict) -> dict:
         sizes["repeats"],
         sizes["ablation_sizes"],
         sizes["ablation_points"],
+        sizes["folds"],
         log=_log,
     )
     inference["model"] = {"weights": pointrend.weights, "iteration": pointrend.iteration}
     _log(f"ablation: training point selection, {source.train_iters} iterations each")
-    training = training_ablation(source, sizes["val_images"], pointrend.image_size)
+    training = training_ablation(source, sizes["val_images"], pointrend.image_size, sizes["folds"])
     return {"inference": inference, "training": training}
 
 

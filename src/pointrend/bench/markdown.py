@@ -1,0 +1,403 @@
+"""The Markdown of ``REPORT.md``, from the figures of ``results.json``.
+
+It states what was measured and what the numbers say, nothing more: every comparison with the
+paper's pattern is computed from the figures, whatever they turn out to be. Differences between
+models come with the standard error of their per-fold values (the validation set in equal
+parts): a rough guide to what a difference is worth, not a test.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+__all__ = ["render_markdown"]
+
+
+def _f(value, digits: int = 1, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _g(value: float) -> str:
+    """Counts as 0.53B / 33.9M / 12.0k."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _measured(section: dict) -> str:
+    m = section.get("measured", {})
+    machine = m.get("machine", {})
+    return (
+        f"_Measured {m.get('at', '?')} in {m.get('seconds', '?')} s "
+        f"(load average {_f(m.get('load_average_at_start'), 2)} at start, "
+        f"{_f(m.get('load_average_at_end'), 2)} at end; {machine.get('cpu', '?')}, "
+        f"{machine.get('torch_threads', '?')} thread(s)) by `{m.get('command', '?')}`._"
+    )
+
+
+def _cost_md(cost: dict, figures: dict) -> list[str]:
+    out = [
+        "## 1. Cost",
+        "",
+        _measured(cost),
+        "",
+        "### Mask head per box (K = 80, the paper's table)",
+        "",
+    ]
+    rows = []
+    for name, r in cost["per_box"].items():
+        head, size = name.rsplit(" ", 1)
+        rows.append(
+            [
+                head,
+                f"{size}x{size}",
+                _g(r["multiply_adds_per_box"]),
+                _g(r["paper_multiply_adds"]),
+                f"{_g(r['activations_peak_per_box'])} / {_g(r['activations_peak_with_sampled_inputs_per_box'])}",
+                _g(r["paper_activations"]),
+            ]
+        )
+    out += [
+        _table(
+            ["head", "output", "multiply-adds", "paper", "activations (peak / +inputs)", "paper"],
+            rows,
+        ),
+        "",
+        "Multiply-adds: `FlopCounterMode` / 2. Activations: elements written by the heads' conv "
+        "and linear layers (PointRend: its largest step; +inputs adds the sampled features).",
+        "",
+    ]
+    sweep = cost["sweep"]
+    h, w = cost["image"]
+    out += [
+        f"### Against output resolution ({cost['boxes']} boxes of a {h} x {w} image)",
+        "",
+    ]
+    header = ["output", "PointRend", "dense 4x conv", "dense / PointRend"]
+    header += [
+        "MB/box PR",
+        "MB/box dense",
+        "mult-adds/box PR",
+        "mult-adds/box dense",
+        "points/box PR",
+    ]
+    rows = []
+    for size, r in sweep.items():
+        n = r["dense_timed_on_boxes"]
+        scaled = "" if n == cost["boxes"] else f" (on {n}, scaled)"
+        rows.append(
+            [
+                f"{size}x{size}",
+                _f(r["pointrend_s"], 3, " s"),
+                _f(r["dense_4xconv_s"], 3, " s") + scaled,
+                _f(r["speedup_pointrend"], 1, "x"),
+                _f(r["pointrend_peak_mb_per_box"], 2),
+                _f(r["dense_peak_mb_per_box"], 2),
+                _g(r["pointrend_multiply_adds_per_box"]),
+                _g(r["dense_multiply_adds_per_box"]),
+                str(r["pointrend_point_predictions_per_box"]),
+            ]
+        )
+    out += [
+        _table(header, rows),
+        "",
+        f"Times: median of {cost['repeats']} rounds, the two branches alternated in each round. "
+        "Memory: the peak of live intermediate tensors of one call on "
+        f"{next(iter(sweep.values()))['memory_boxes']} boxes, per box (inputs and weights not "
+        "counted).",
+        "",
+    ]
+    if figures.get("cost"):
+        out += [f"![cost against output resolution]({figures['cost']})", ""]
+    e2e = cost.get("end_to_end")
+    if e2e:
+        out += [
+            "### End to end, ResNet-50-FPN, one 800 x 1333 image, the same 100 boxes forced",
+            "",
+            f"torchvision Mask R-CNN {_f(e2e['torchvision_s'], 2, ' s')}, PointRend Mask R-CNN "
+            f"{_f(e2e['pointrend_s'], 2, ' s')} (224x224 masks): ratio {_f(e2e['ratio'], 2)} "
+            "(median, alternated).",
+            "",
+        ]
+    return out
+
+
+def _semantic_cost_md(semantic: dict, figures: dict) -> list[str]:
+    h, w = semantic["image"]
+    out = [
+        f"### Semantic, full resolution ({h} x {w}, K = {semantic['num_classes']}, "
+        f"{semantic['subdivision_num_points']} points a step)",
+        "",
+        _measured(semantic),
+        "",
+    ]
+    names = {
+        "upsampled": "stride-4 logits upsampled",
+        "pointrend": f"PointRend ({semantic['subdivision_steps']} steps)",
+        "dense_point_head": "point head at every pixel",
+    }
+    rows = [
+        [
+            names.get(k, k),
+            _g(r["multiply_adds"]),
+            _g(r["activations"]),
+            _f(r["peak_mb"], 1),
+            _f(r["time_s"], 3, " s"),
+            _f(r["time_vs_pointrend"], 2, "x"),
+        ]
+        for k, r in semantic["rows"].items()
+    ]
+    out += [
+        _table(
+            [
+                "full-resolution logits",
+                "mult-adds",
+                "activations",
+                "peak MB",
+                "time",
+                "vs PointRend",
+            ],
+            rows,
+        ),
+        "",
+        f"The Semantic FPN head that makes the stride-4 logits: "
+        f"{_g(semantic['semantic_fpn_head_multiply_adds'])} multiply-adds. Interpolation and "
+        "point sampling count 0 multiply-adds in `FlopCounterMode`; the dense head runs in bands "
+        f"of {semantic['dense_rows_per_band']} rows. Times: median of {semantic['repeats']} "
+        "alternated rounds.",
+        "",
+    ]
+    if figures.get("semantic"):
+        out += [f"![semantic cost]({figures['semantic']})", ""]
+    return out
+
+
+def _ap_rows(rows: dict, keys: list[str]) -> list[list[str]]:
+    return [[name, *[_f(r.get(k)) for k in keys]] for name, r in rows.items()]
+
+
+def delta(a: dict, b: dict, key: str) -> tuple[float, float | None]:
+    """``a[key] - b[key]`` and the standard error of the per-fold differences (or ``None``)."""
+    d = a[key] - b[key]
+    folds = list(zip(a.get("folds") or [], b.get("folds") or []))
+    if len(folds) < 2:
+        return d, None
+    per_fold = [fa[key] - fb[key] for fa, fb in folds]
+    return d, statistics.stdev(per_fold) / math.sqrt(len(per_fold))
+
+
+def _pm(d: float, se: float | None) -> str:
+    return f"{d:+.1f}" + ("" if se is None else f" ± {se:.1f}")
+
+
+def _delta_sentence(rows: dict, ours: str, base: str, keys: list[str]) -> str:
+    if ours not in rows or base not in rows:
+        return ""
+    parts = [f"{k} {_pm(*delta(rows[ours], rows[base], k))}" for k in keys]
+    n = len(rows[ours].get("folds") or [])
+    se = f" (± one standard error over {n} folds)" if n > 1 else ""
+    return f"{ours} minus {base}: " + ", ".join(parts) + f" points{se}."
+
+
+def _pattern(rows: dict, ours: str, base: str) -> str:
+    """Is PointRend ahead, and more so on AP75 and Boundary AP than on AP?"""
+    if ours not in rows or base not in rows:
+        return ""
+    keys = ("mask_AP", "mask_AP75", "boundary_AP")
+    ds = {k: delta(rows[ours], rows[base], k) for k in keys}
+    d = {k: v[0] for k, v in ds.items()}
+    ahead = all(v > 0 for v in d.values())
+    stricter = d["mask_AP75"] > d["mask_AP"] and d["boundary_AP"] > d["mask_AP"]
+    if ahead and stricter:
+        verdict = "the paper's pattern shows: ahead on all three, more so on the stricter two"
+    elif ahead:
+        verdict = "ahead on all three, but not more so on the stricter measures"
+    else:
+        behind = [k for k, v in d.items() if v <= 0]
+        verdict = f"the paper's pattern does not show: not ahead on {', '.join(behind)}"
+    small = [k for k, (v, se) in ds.items() if se is not None and abs(v) < 2 * se]
+    if small:
+        verdict += f" (within two standard errors of no difference: {', '.join(small)})"
+    return f"{ours} vs {base}: {verdict}."
+
+
+def _models_line(models: dict) -> str:
+    parts = []
+    for key, m in models.items():
+        how = "trained in this run" if m["trained_in_this_run"] else "checkpoint"
+        parts.append(f"{key}: `{m['weights']}` (iteration {m['iteration']}, {how})")
+    return "Models: " + "; ".join(parts) + "."
+
+
+def _accuracy_md(acc: dict, figures: dict) -> list[str]:
+    out = ["## 2. Instance accuracy at equal training budget", "", _measured(acc), ""]
+    inst = acc.get("instance")
+    keys = ["mask_AP", "mask_AP50", "mask_AP75", "boundary_AP", "boundary_AP75", "box_AP"]
+    if inst:
+        rows = inst["rows"]
+        out += [
+            f"{inst['val_images']} fresh synthetic images of {inst['image_size']} px "
+            f"(seed {inst['val_seed']}). {_models_line(inst['models'])} Both PointRend rows are "
+            "the same weights rendered at two resolutions.",
+            "",
+            _table(["model", *keys], _ap_rows(rows, keys)),
+            "",
+        ]
+        base = "Mask R-CNN 4x conv, 28x28"
+        for ours in ("PointRend, 28x28", "PointRend, 224x224"):
+            out.append(
+                "- " + _delta_sentence(rows, ours, base, ["mask_AP", "mask_AP75", "boundary_AP"])
+            )
+            out.append("- " + _pattern(rows, ours, base))
+        out += [
+            "- The oracle rows score the ground truth itself after resampling each mask to M x M "
+            "in its box: the most a mask of that resolution can reach here.",
+            "",
+        ]
+    if figures.get("accuracy"):
+        out += [f"![accuracy]({figures['accuracy']})", ""]
+    return out
+
+
+def _semantic_md(acc: dict) -> list[str]:
+    out = []
+    sem = acc.get("semantic")
+    if sem:
+        rows = sem["rows"]
+        out += [
+            "## 4. Semantic at equal training budget",
+            "",
+            _measured(acc),
+            "",
+            f"{sem['val_images']} fresh synthetic images of {sem['image_size']} px. "
+            f"{_models_line(sem['models'])}",
+            "",
+            _table(
+                ["model", "mIoU", "boundary F", "boundary IoU"],
+                _ap_rows(rows, ["mIoU", "boundary_F", "boundary_IoU"]),
+            ),
+            "",
+        ]
+        names = list(rows)
+        if len(names) == 2:
+            keys = ["mIoU", "boundary_F", "boundary_IoU"]
+            out += ["- " + _delta_sentence(rows, names[1], names[0], keys), ""]
+    return out
+
+
+def _ablation_md(abl: dict, figures: dict) -> list[str]:
+    out = ["## 3. Ablations", "", _measured(abl), ""]
+    inf = abl.get("inference")
+    if inf:
+        t = inf["timing"]
+        out += [
+            "### Inference settings, same weights",
+            "",
+            f"Weights `{inf['model']['weights']}` (iteration {inf['model']['iteration']}); "
+            f"{inf['val_images']} validation images. Time: the mask branch on the "
+            f"{t['boxes']} ground-truth boxes of {t['images']} images, settings alternated, "
+            f"median of {t['repeats']}.",
+            "",
+        ]
+        keys = ["mask_AP", "mask_AP75", "boundary_AP"]
+        rows = [
+            [
+                name,
+                f"{r['output_size']}",
+                f"{r['subdivision_num_points']}",
+                *[_f(r[k]) for k in keys],
+                _f(r["render_ms_per_box"], 2),
+                str(r["point_predictions_per_box"]),
+                _g(r["multiply_adds_per_box"]),
+            ]
+            for name, r in inf["rows"].items()
+        ]
+        header = [
+            "setting",
+            "output",
+            "points/step",
+            *keys,
+            "ms/box",
+            "points/box",
+            "mult-adds/box",
+        ]
+        out += [_table(header, rows), ""]
+        if figures.get("inference"):
+            out += [f"![inference ablation]({figures['inference']})", ""]
+    tr = abl.get("training")
+    if tr:
+        keys = ["mask_AP", "mask_AP75", "boundary_AP", "box_AP"]
+        out += [
+            "### Training point selection",
+            "",
+            f"Each variant trained here from the PointRend CPU recipe for {tr['train_iters']} "
+            "iterations (the recipe's schedule shrunk in proportion: warm-up 10%, LR x0.1 at 70% "
+            f"and 90%); evaluated at 224x224 on {tr['val_images']} validation images. The paper: "
+            "uniform and the regular grid are worse than mildly biased; heavily biased is much "
+            "worse.",
+            "",
+            _table(
+                ["training points", *keys, "mask AP vs mildly biased", "Boundary AP vs mildly"],
+                _training_rows(tr["rows"], keys),
+            ),
+            "",
+            "Differences: ± one standard error over the validation folds.",
+            "",
+        ]
+        if figures.get("training"):
+            out += [f"![training ablation]({figures['training']})", ""]
+    return out
+
+
+def _training_rows(rows: dict, keys: list[str]) -> list[list[str]]:
+    ref = next((r for n, r in rows.items() if n.startswith("mildly")), None)
+    out = []
+    for row, name in zip(_ap_rows(rows, keys), rows):
+        extra = ["", ""]
+        if ref is not None and rows[name] is not ref:
+            extra = [_pm(*delta(rows[name], ref, k)) for k in ("mask_AP", "boundary_AP")]
+        out.append(row + extra)
+    return out
+
+
+def render_markdown(results: dict, figures: dict) -> str:
+    m, s = results["machine"], results["settings"]
+    sections = results["sections"]
+    out = [
+        "# PointRend benchmarks: the paper's claims measured here",
+        "",
+        "Written by `pointrend bench` (regenerate with `make bench`; `pointrend bench --quick` "
+        "for a minutes-long check). Raw figures: `results.json`.",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with "
+        f"{m['torch_threads']} thread(s), torchvision {m['torchvision']}, Python {m['python']}, "
+        f"{m['platform']}.",
+        "",
+    ]
+    if s["quick"]:
+        out += [
+            "**Quick mode**: tiny sizes and models trained for a few iterations. These figures "
+            "prove the pipeline works; they say nothing about the paper's claims.",
+            "",
+        ]
+    if "cost" in sections:
+        out += _cost_md(sections["cost"], figures)
+    if "semantic" in sections:
+        out += _semantic_cost_md(sections["semantic"], figures)
+    if "accuracy" in sections:
+        out += _accuracy_md(sections["accuracy"], figures)
+    if "ablation" in sections:
+        out += _ablation_md(sections["ablation"], figures)
+    if "accuracy" in sections:
+        out += _semantic_md(sections["accuracy"])
+    return "\n".join(out).rstrip() + "\n"
