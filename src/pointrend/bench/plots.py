@@ -74,8 +74,10 @@ def plot_semantic_cost(semantic: dict, out: Path) -> str | None:
             ("multiply_adds", "mult-adds"),
         ],
     ):
-        values = [max(rows[n][key], 1e-9) for n in names]
-        ax.bar(range(len(names)), values, color=["tab:gray", "tab:blue", "tab:orange"])
+        values = [rows[n][key] for n in names]
+        shown = [v if v > 0 else float("nan") for v in values]  # log scale: no bar for a zero
+        bars = ax.bar(range(len(names)), shown, color=["tab:gray", "tab:blue", "tab:orange"])
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
         ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
