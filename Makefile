@@ -20,7 +20,7 @@ test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo_disk.py
+	$(BIN)/python -m pointrend demo
 
 bench: $(STAMP)
 	$(BIN)/python -m pointrend bench

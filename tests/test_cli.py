@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,21 @@ def test_torchrun_two_processes_train_the_real_cli(tmp_path):
     assert done.stdout.count("trained 2 iterations") == 1  # rank 0 alone reports
     ckpt = load_checkpoint(tmp_path / "run" / "model_final.pt")
     assert ckpt["iteration"] == 2
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_builds_its_model(path):
+    import dataclasses
+
+    from pointrend.engine import load_config
+    from pointrend.engine.build import build_model
+
+    cfg = load_config(path)
+    assert cfg.solver.max_iter > 0 and cfg.output_dir
+    # no download in tests: the same model without the pretrained weights
+    model_cfg = dataclasses.replace(cfg.model, weights=None, weights_backbone=None)
+    model = build_model(model_cfg, 5)
+    assert sum(p.numel() for p in model.parameters()) > 0

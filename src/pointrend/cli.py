@@ -167,6 +167,49 @@ def _run_predict(args) -> int:
     return 1 if failures else 0
 
 
+def _add_demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="the shipped models on fresh synthetic images: pictures and metrics"
+    )
+    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    p.add_argument("--image", help="also run the instance models on this image of yours")
+    p.add_argument("--instance-images", type=int, default=12, help="fresh instance images")
+    p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
+    p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
+    p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    import time
+
+    from . import IMPORTED_AT, demo
+
+    options = demo.DemoOptions(
+        out=args.out,
+        instance_images=args.instance_images,
+        semantic_images=args.semantic_images,
+        image=args.image,
+    )
+    if args.seed is not None:
+        options.seed = args.seed
+    if args.weights_dir:
+        options.weights_dir = args.weights_dir
+    metrics = demo.run_demo(options)
+    print(demo.format_demo_table(metrics))
+    written = sorted(p.name for p in Path(args.out).iterdir() if p.suffix in (".png", ".json"))
+    print(f"wrote {', '.join(written)} to {args.out}")
+    seconds = time.perf_counter() - IMPORTED_AT
+    print(f"demo took {seconds:.1f} s (imports included) on {torch_threads()} threads")
+    return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def format_table(rows: list[dict]) -> str:
     """Rows of equal keys as a plain text table (the summaries the commands print)."""
     if not rows:
@@ -276,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval_parser,
         _add_predict_parser,
         _add_data_parser,
+        _add_demo_parser,
         _add_bench_parser,
+        _add_export_parser,
     ):
         add(sub)
     return parser

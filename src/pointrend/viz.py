@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "palette",
+    "label_edges",
     "to_uint8_image",
     "colorize_labels",
     "overlay_instances",
@@ -43,15 +44,15 @@ def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return image
 
 
-def _edges(ids: np.ndarray) -> np.ndarray:
-    """Pixels of an ``H x W`` id map whose right or lower neighbour has another id."""
+def label_edges(ids: np.ndarray) -> np.ndarray:
+    """Pixels of an ``H x W`` id map (0 = nothing) on the inner side of a change of id."""
     edge = np.zeros(ids.shape, dtype=bool)
     diff_x = ids[:, 1:] != ids[:, :-1]
     diff_y = ids[1:, :] != ids[:-1, :]
-    edge[:, 1:] |= diff_x
-    edge[:, :-1] |= diff_x
-    edge[1:, :] |= diff_y
-    edge[:-1, :] |= diff_y
+    edge[:, 1:] |= diff_x & (ids[:, 1:] > 0)
+    edge[:, :-1] |= diff_x & (ids[:, :-1] > 0) & (ids[:, 1:] == 0)
+    edge[1:, :] |= diff_y & (ids[1:, :] > 0)
+    edge[:-1, :] |= diff_y & (ids[:-1, :] > 0) & (ids[1:, :] == 0)
     return edge
 
 
@@ -84,7 +85,7 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     ids = np.where(masks.any(0), n - np.argmax(masks[::-1], axis=0), 0)
     colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(n)])[ids]
     out = _blend(image, colours, ids > 0, alpha)
-    out[_edges(ids)] = 255
+    out[label_edges(ids)] = 255
     return out
 
 
@@ -95,7 +96,7 @@ def overlay_labels(
     image = to_uint8_image(image)
     labels = np.asarray(labels)
     out = _blend(image, colorize_labels(labels, num_classes), labels > 0, alpha)
-    out[_edges(labels)] = 255
+    out[label_edges(labels)] = 255
     return out
 
 
