@@ -129,3 +129,41 @@ def test_mask_ap_matches_plain_pycocotools_and_boundary_ap_is_lower(shift):
     for k in ("AP", "AP50", "AP75"):
         assert m["boundary"][k] <= m["segm"][k] + 1e-9
     assert m["boundary"]["AP"] < m["segm"]["AP"]
+
+
+def test_second_annotation_file_of_the_same_images_is_a_parameter(tmp_path):
+    """AP* style: the same predictions scored against another (here: shifted) ground truth."""
+    import json
+
+    from pointrend.data.coco import load_coco
+    from pointrend.engine.evaluate import evaluate_instances
+
+    coco, targets = _ground_truth(n=3)
+    outs = _outputs(targets, 0)
+    other = json.loads(json.dumps(coco.dataset))
+    shifted = [dict(t, masks=torch.roll(t["masks"], 3, -1)) for t in targets]
+    other["annotations"] = []
+    for i, t in enumerate(shifted):
+        other["annotations"] += instance_annotations(
+            t["masks"].bool().numpy(), t["labels"].tolist(), i, len(other["annotations"]) + 1
+        )
+    path = tmp_path / "finer.json"
+    path.write_text(json.dumps(other))
+
+    class Replay(torch.nn.Module):  # a "model" that returns the fixed predictions in order
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.i = 0
+
+        def forward(self, images):
+            out = outs[self.i : self.i + len(images)]
+            self.i += len(images)
+            return out
+
+    dataset = SyntheticInstanceDataset(3, 96, 11)
+    own = evaluate_instances(Replay(), dataset, batch_size=1)
+    finer = evaluate_instances(Replay(), dataset, batch_size=1, coco_gt=load_coco(path))
+    assert own["segm"]["AP"] == pytest.approx(100.0)
+    assert finer["segm"]["AP"] < own["segm"]["AP"]
+    assert finer["boundary"]["AP"] < finer["segm"]["AP"] + 1e-9
