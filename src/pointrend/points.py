@@ -165,10 +165,31 @@ def get_uncertain_point_coords_on_grid(
         ``(indices, coords)``: flat row-major cell indices ``R x P`` (int64) and the cells'
         centres ``R x P x 2`` (float32), ``P = min(H * W, num_points)``, in ``torch.topk`` order.
     """
-    R, _, H, W = uncertainty_map.shape
-    P = min(H * W, num_points)
-    indices = torch.topk(uncertainty_map.reshape(R, H * W), k=P, dim=1).indices
+    H, W = uncertainty_map.shape[-2:]
+    P = _capped_count(H * W, num_points)
+    indices = torch.topk(uncertainty_map.flatten(1), k=P, dim=1).indices
     return indices, flat_indices_to_cell_centres(indices, H, W)
+
+
+def as_size(value) -> int | Tensor:
+    """``int(value)`` for a size; under tracing a traced 0-dim size is returned as it is.
+
+    Under ``torch.jit.trace`` / ONNX export, ``tensor.shape`` gives 0-dim tensors; ``int()`` would
+    freeze them to the traced input's value. Sizes passed on as they are stay symbolic.
+    """
+    return value if torch.jit.is_tracing() and isinstance(value, Tensor) else int(value)
+
+
+def _capped_count(count, cap: int):
+    """``min(count, cap)``, kept symbolic when ``count`` is a traced size.
+
+    Under ``torch.jit.trace`` / ONNX export, sizes read from ``tensor.shape`` are 0-dim tensors;
+    Python's ``min`` would turn the comparison into a constant of the traced input, so a model
+    exported at one image size would pick the wrong number of points at another.
+    """
+    if isinstance(count, Tensor):
+        return torch.clamp(count, max=cap)
+    return min(count, cap)
 
 
 def calculate_uncertainty(logits: Tensor, classes: Tensor | None = None) -> Tensor:
@@ -245,8 +266,9 @@ def image_to_feature_coords(
     The map covers ``W * stride`` by ``H * stride`` image pixels (torchvision pads a batch to a
     multiple of the largest stride, so all images of a batch share one padded size).
     """
-    H, W = int(feature_size[0]), int(feature_size[1])
-    scale = image_coords.new_tensor([W * stride, H * stride])
+    H, W = as_size(feature_size[0]), as_size(feature_size[1])
+    one = image_coords.new_ones(())  # tensor arithmetic: traced sizes stay symbolic
+    scale = torch.stack([one * W * stride, one * H * stride])
     return image_coords / scale
 
 
@@ -292,16 +314,27 @@ def point_sample_fine_grained_features(
     image_coords = box_to_image_coords(all_boxes.to(torch.float32), point_coords.to(torch.float32))
     channels = sum(f.shape[1] for f in features_list)
     ref = features_list[0]
-    if R == 0:
+    if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
         return ref.new_zeros(0, channels, P), image_coords
 
     device = point_coords.device
-    counts = torch.tensor([len(b) for b in boxes], device=device)
-    image_index = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
-    first_of_image = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(R, device=device) - first_of_image[image_index]
-    padded = image_coords.new_zeros(num_images, int(counts.max()), P, 2)
-    padded[image_index, slot] = image_coords
+    # Box counts as a tensor from the shapes (symbolic under tracing, so that an exported model
+    # takes any number of detections); each box's image is the number of images ending before it.
+    sizes = [b.shape[0] for b in boxes]
+    if torch.jit.is_tracing():
+        counts = torch.stack(sizes).to(device)
+    else:
+        counts = torch.tensor(sizes, device=device)
+    ends = torch.cumsum(counts, 0)
+    box_index = torch.arange(R, device=device)
+    image_index = (box_index[:, None] >= ends[None, :]).sum(1)
+    slot = box_index - (ends - counts)[image_index]
+    # The padded N x max(R_i) layout is gathered (not scattered: an in-place index_put would not
+    # trace); slots past an image's boxes read box 0, and their samples are never read back.
+    slots = torch.arange(as_size(counts.max()), device=device)
+    source = (ends - counts)[:, None] + slots[None, :]
+    source = torch.where(slots[None, :] < counts[:, None], source, torch.zeros_like(source))
+    padded = image_coords[source]  # N x max(R_i) x P x 2
 
     sampled = []
     for features, stride in zip(features_list, feature_strides):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .points import get_uncertain_point_coords_on_grid, grid_cell_centres
+from .points import as_size, get_uncertain_point_coords_on_grid, grid_cell_centres
 
 __all__ = [
     "SubdivisionStep",
@@ -50,8 +50,11 @@ def subdivision_sizes(
 
     With ``output_size`` each step doubles the size but never passes the output, so the last map
     is exactly ``output_size`` (input sizes that are not a multiple of the stride included).
+
+    Without ``output_size`` the sizes are kept as given: traced sizes (0-dim tensors under
+    ``torch.jit.trace`` / ONNX export) stay symbolic, so an exported model follows its input size.
     """
-    h, w = int(coarse_size[0]), int(coarse_size[1])
+    h, w = as_size(coarse_size[0]), as_size(coarse_size[1])
     sizes = []
     if output_size is None:
         if steps is None:
@@ -60,6 +63,7 @@ def subdivision_sizes(
             h, w = 2 * h, 2 * w
             sizes.append((h, w))
         return sizes
+    h, w = int(h), int(w)
     out_h, out_w = int(output_size[0]), int(output_size[1])
     if out_h < h or out_w < w:
         raise ValueError(f"output_size {(out_h, out_w)} is smaller than the coarse map {(h, w)}")
@@ -105,7 +109,10 @@ def subdivision_inference(
     history: list[SubdivisionStep] = []
 
     first = 0
-    if shortcut:
+    # The shortcut is chosen from the map sizes in Python. With traced (symbolic) sizes, as when
+    # exporting a semantic model for any image size, the plain loop runs instead: it picks every
+    # cell of those steps by itself (P = min(H * W, num_points)), so the result is the same.
+    if shortcut and all(isinstance(v, int) for size in sizes for v in size):
         dense = [i for i, (h, w) in enumerate(sizes) if h * w <= num_points]
         if dense:
             first = dense[-1] + 1

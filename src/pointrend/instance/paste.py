@@ -62,6 +62,8 @@ def paste_masks(
     Only each box's own pixel window is sampled (one ``grid_sample`` per chunk of boxes, the
     windows padded to the chunk's largest); values are written with one ``scatter_add``.
     """
+    if torch.jit.is_tracing():
+        return _paste_whole_image(masks, boxes, image_size)
     H, W = int(image_size[0]), int(image_size[1])
     R = masks.shape[0]
     if masks.dim() != 4 or masks.shape[1] != 1:
@@ -108,8 +110,23 @@ def _paste_chunk(
     win_h = max(int((y_end - y_start).max()), 1)
     cols = x_start[:, None] + torch.arange(win_w, device=boxes.device)  # r x w
     rows = y_start[:, None] + torch.arange(win_h, device=boxes.device)  # r x h
-    col_ok = cols < x_end[:, None]
-    row_ok = rows < y_end[:, None]
+    grid = _window_grid(masks, boxes, cols, rows, cols < x_end[:, None], rows < y_end[:, None])
+    values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
+    # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
+    index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
+    out.scatter_add_(1, index.reshape(r, -1), values.reshape(r, -1))
+
+
+def _window_grid(
+    masks: Tensor, boxes: Tensor, cols: Tensor, rows: Tensor, col_ok: Tensor, row_ok: Tensor
+) -> Tensor:
+    """``grid_sample`` grid ``r x h x w x 2`` reading each box's mask at the pixels of a window.
+
+    ``cols`` (``r x w``) and ``rows`` (``r x h``) are image pixel indices, ``col_ok`` /
+    ``row_ok`` whether each lies inside its box; pixels outside get a point far outside the mask.
+    """
+    r = masks.shape[0]
+    win_h, win_w = rows.shape[1], cols.shape[1]
     width = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6)
     height = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)
     M_h, M_w = masks.shape[-2:]
@@ -122,13 +139,31 @@ def _paste_chunk(
     v = 2 * v.clamp(0.5 / M_h, 1 - 0.5 / M_h) - 1
     u = torch.where(col_ok, u, torch.full_like(u, -3.0)).to(masks.dtype)
     v = torch.where(row_ok, v, torch.full_like(v, -3.0)).to(masks.dtype)
-    grid = torch.stack(
+    return torch.stack(
         [u[:, None, :].expand(r, win_h, win_w), v[:, :, None].expand(r, win_h, win_w)], dim=-1
     )
-    values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
-    # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
-    index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
-    out.scatter_add_(1, index.reshape(r, -1), values.reshape(r, -1))
+
+
+def _paste_whole_image(masks: Tensor, boxes: Tensor, image_size: Sequence) -> Tensor:
+    """The paste for tracing / export: every box read over the whole image, ``R x 1 x H x W``.
+
+    Same values as :func:`paste_masks` (a pixel is inside a box iff ``start <= i < end`` of
+    :func:`box_pixel_ranges`, unclamped, which is the same test for pixels of the image), with
+    no size read into Python: the image size and the number of boxes stay symbolic. Costs
+    ``R x H x W`` samples, the size of the output, where the eager paste reads only the windows.
+    """
+    H, W = image_size[0], image_size[1]
+    boxes = boxes.to(torch.float32)
+    masks = masks.to(masks.dtype if masks.is_floating_point() else torch.float32)
+    R = masks.shape[0]
+    cols = torch.arange(W, device=boxes.device)[None, :].expand(R, -1)  # R x W
+    rows = torch.arange(H, device=boxes.device)[None, :].expand(R, -1)  # R x H
+    x_start, x_end = torch.ceil(boxes[:, 0:1] - 0.5), torch.ceil(boxes[:, 2:3] - 0.5)
+    y_start, y_end = torch.ceil(boxes[:, 1:2] - 0.5), torch.ceil(boxes[:, 3:4] - 0.5)
+    col_ok = (cols >= x_start) & (cols < x_end)
+    row_ok = (rows >= y_start) & (rows < y_end)
+    grid = _window_grid(masks, boxes, cols, rows, col_ok, row_ok)
+    return F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)
 
 
 class FlatMasks:

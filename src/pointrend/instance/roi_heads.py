@@ -143,7 +143,7 @@ class PointRendRoIHeads(RoIHeads):
         )
         all_labels = torch.cat(labels)
         logits = self.mask_branch.render(fine, stride, boxes, all_labels)
-        masks = logits.sigmoid().split([len(b) for b in boxes])
+        masks = logits.sigmoid().split([b.shape[0] for b in boxes])  # shapes: traceable
         result = [
             {"boxes": b, "labels": lab, "scores": s, "masks": m}
             for b, lab, s, m in zip(boxes, labels, scores, masks)

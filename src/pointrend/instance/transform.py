@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
@@ -89,6 +91,31 @@ class PointRendTransform(GeneralizedRCNNTransform):
             check_mask_sizes(images, targets)
             targets = [drop_degenerate_instances(t) for t in targets]
         return super().forward(images, targets)
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """torchvision's resize; when tracing (export), the output size computed as in eager.
+
+        Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
+        the output size, which for shrunk images can come out a pixel smaller than in PyTorch
+        (e.g. 200 x 150 -> 160 x 119 instead of 160 x 120), and then every pixel is resampled
+        differently. Here the size is ``floor(side * scale)`` in float64, as Python computes
+        it in eager mode, and the interpolation is the same (bilinear to that size).
+        """
+        if not torch.jit.is_tracing() or self.training or self.fixed_size is not None:
+            return super().resize(image, target)
+        if target is not None:
+            raise ValueError("targets are not traced: export the model in eval mode, images only")
+        # 1-d float64 throughout: the exporter casts 0-dim (scalar) arithmetic to float32.
+        side = torch.stack(list(image.shape[-2:])).to(torch.float64)  # (H, W)
+        limits = torch.tensor([self.min_size[-1], self.max_size], dtype=torch.float64)
+        scale = (limits / torch.sort(side).values).amin(0, keepdim=True)
+        size = torch.floor(side * scale).to(torch.int64)
+        image = F.interpolate(
+            image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
+        )[0]
+        return image, target
 
     def postprocess(
         self,

@@ -163,8 +163,10 @@ class SemanticSegmenter(nn.Module):
         """Point head logits ``N x K x P`` at canvas points ``N x P x 2`` (coarse-map relative)."""
         s, (h, w) = self.coarse_stride, coarse.shape[-2:]
         fh, fw = fine.shape[-2:]
-        scale = points.new_tensor(
-            [s * w / (self.fine_stride * fw), s * h / (self.fine_stride * fh)]
+        # Written with tensor arithmetic so that traced sizes (export) stay symbolic.
+        one = points.new_ones(())
+        scale = torch.stack(
+            [one * (s * w) / (self.fine_stride * fw), one * (s * h) / (self.fine_stride * fh)]
         )
         return self.point_head(point_sample(fine, points * scale), point_sample(coarse, points))
 
