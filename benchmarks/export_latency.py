@@ -1,0 +1,182 @@
+"""CPU latency of the exported models: onnxruntime vs eager PyTorch (and TorchScript). Not a test.
+
+The two CPU recipes (``configs/synthetic_semantic_pointrend_fpn_r18.yaml`` and
+``configs/synthetic_instance_pointrend_r18.yaml``) are built with seeded random weights and
+exported with :mod:`pointrend.export`; each runtime then runs the same input, one after the
+other in turn (eager, TorchScript, onnxruntime, then the next repeat), and the table reports the
+median time of each. The instance model runs with a score threshold of 0, so every image has
+the config's maximum of 30 detections (the slowest case: 30 masks rendered at 224 x 224 and
+pasted). The largest difference between onnxruntime's and PyTorch's outputs is reported too.
+
+Writes ``benchmarks/results/export_latency.json``.
+
+Run: ``.venv/bin/python benchmarks/export_latency.py`` (one thread for both runtimes;
+``--threads N`` to change, ``--repeats N``, ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from pointrend.data.synthetic import CATEGORIES, SEMANTIC_CLASSES
+from pointrend.engine.build import build_model
+from pointrend.engine.config import load_config
+from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
+
+log = functools.partial(print, flush=True)
+ROOT = Path(__file__).resolve().parent.parent
+CASES = [  # (task, config, input shapes); classes: the synthetic datasets'
+    (
+        "semantic",
+        "configs/synthetic_semantic_pointrend_fpn_r18.yaml",
+        [(1, 3, 160, 160), (1, 3, 512, 1024)],
+    ),
+    ("instance", "configs/synthetic_instance_pointrend_r18.yaml", [(3, 160, 160), (3, 480, 640)]),
+]
+
+
+def build(task: str, config: str) -> torch.nn.Module:
+    overrides = ["model.options.box_score_thresh=0.0"] if task == "instance" else []
+    cfg = load_config(ROOT / config, overrides)
+    num_classes = len(SEMANTIC_CLASSES) if task == "semantic" else len(CATEGORIES) + 1
+    torch.manual_seed(0)
+    return build_model(cfg.model, num_classes).eval()
+
+
+def runners(model, task: str, folder: Path, threads: int) -> dict:
+    """name -> function(input tensor) -> list of numpy outputs."""
+    onnx_path = export_onnx(model, folder / f"{task}.onnx")
+    traced = torch.jit.load(str(export_torchscript(model, folder / f"{task}.pt")))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(onnx_path), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+
+    def eager(x):
+        with torch.no_grad():
+            if task == "semantic":
+                return [model(x)["out"].numpy()]
+            out = model([x])[0]
+            return [out[k].numpy() for k in INSTANCE_OUTPUTS]
+
+    def torchscript(x):
+        with torch.no_grad():
+            out = traced(x)
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+    def ort(x):
+        return session.run(None, {name: x.numpy()})
+
+    return {"eager": eager, "torchscript": torchscript, "onnxruntime": ort}
+
+
+def measure(run: dict, x: torch.Tensor, repeats: int, warmup: int) -> dict:
+    """Median milliseconds of each runner, the runners alternating within every repeat."""
+    for _ in range(warmup):
+        for fn in run.values():
+            fn(x)
+    times = {k: [] for k in run}
+    for _ in range(repeats):
+        for k, fn in run.items():
+            start = time.perf_counter()
+            fn(x)
+            times[k].append(1000 * (time.perf_counter() - start))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def max_difference(reference: list, other: list) -> float | None:
+    if [r.shape for r in reference] != [o.shape for o in other]:
+        return None  # different detections
+    diffs = [np.abs(r.astype(np.float64) - o).max() for r, o in zip(reference, other) if r.size]
+    return float(max(diffs, default=0.0))
+
+
+def pixels_differing(reference: np.ndarray, other: np.ndarray, tol: float = 1e-4) -> dict:
+    """Semantic: pixels where some class's logit differs by more than ``tol``, and the largest
+    difference at the other pixels (a top-k near-tie swaps single cells between runtimes)."""
+    diff = np.abs(reference.astype(np.float64) - other).max(axis=1)
+    return {
+        "pixels_over_1e-4": int((diff > tol).sum()),
+        "pixels": int(diff.size),
+        "max_abs_diff_other_pixels": float(diff[diff <= tol].max(initial=0.0)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, small inputs only")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/export_latency.json"))
+    args = parser.parse_args()
+    repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated (still works)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for task, config, shapes in CASES:
+            model = build(task, config)
+            run = runners(model, task, Path(folder), args.threads)
+            for shape in shapes[:1] if args.quick else shapes:
+                x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+                reference = run["eager"](x)
+                ms = measure(run, x, repeats, warmup)
+                row = {
+                    "model": Path(config).stem,
+                    "input": "x".join(map(str, shape)),
+                    "detections": len(reference[0]) if task == "instance" else None,
+                    "eager_ms": round(ms["eager"], 1),
+                    "torchscript_ms": round(ms["torchscript"], 1),
+                    "onnxruntime_ms": round(ms["onnxruntime"], 1),
+                    "onnxruntime_speedup": round(ms["eager"] / ms["onnxruntime"], 2),
+                    "max_abs_diff_onnxruntime": max_difference(reference, run["onnxruntime"](x)),
+                }
+                if task == "semantic":
+                    row.update(pixels_differing(reference[0], run["onnxruntime"](x)[0]))
+                rows.append(row)
+                log(json.dumps(row))
+
+    header = ["model", "input", "eager ms", "TorchScript ms", "onnxruntime ms", "ORT speedup"]
+    log("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        cells = [r["model"], r["input"], r["eager_ms"], r["torchscript_ms"], r["onnxruntime_ms"]]
+        log("| " + " | ".join(map(str, cells)) + f" | {r['onnxruntime_speedup']}x |")
+    result = {
+        "command": "python benchmarks/export_latency.py"
+        + (f" --threads {args.threads}" if args.threads != 1 else "")
+        + (" --quick" if args.quick else ""),
+        "threads": args.threads,
+        "repeats": repeats,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    log(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
