@@ -264,10 +264,14 @@ def test_cli_export_round_trip(tmp_path, capsys):
     assert_instances_match(reference, got)
 
 
-def test_cli_export_names_a_missing_weights_file(tmp_path, capsys):
+def test_cli_export_errors_name_the_problem(tmp_path, capsys):
     missing = tmp_path / "nope.pt"
     argv = ["export", CONFIGS["semantic"], "--weights", str(missing), "--out", str(tmp_path / "m")]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "weights file not found" in err and str(missing) in err
     assert not (tmp_path / "m").exists()
+    _, weights = checkpoint_for("semantic", tmp_path)
+    argv = ["export", CONFIGS["semantic"], "--weights", str(weights), "--out", str(tmp_path / "m")]
+    assert main(argv + ["--opset", "11"]) == 1
+    assert "opset must be >= 16" in capsys.readouterr().err

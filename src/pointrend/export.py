@@ -140,6 +140,8 @@ def export_onnx(
     Returns:
         ``path``. Inputs and outputs are named as in the module docstring.
     """
+    if opset < 16:
+        raise ValueError(f"opset must be >= 16 (GridSample, used for point sampling), got {opset}")
     task = task or model_task(model)
     graph = _graph_module(model.cpu(), task)
     example = example_input(task) if example is None else example
