@@ -13,18 +13,22 @@ from pathlib import Path
 from . import __version__
 
 
-def _add_train_parser(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train a model from a YAML config (torchrun for many processes)"
-    )
-    p.add_argument("config", help="YAML config, e.g. configs/synthetic_instance_pointrend_r18.yaml")
+def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set solver.max_iter=100 (repeatable)",
+        help=f"override a config value, e.g. --set {example}",
     )
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config (torchrun for many processes)"
+    )
+    p.add_argument("config", help="YAML config, e.g. configs/synthetic_instance_pointrend_r18.yaml")
+    _add_set_option(p, "solver.max_iter=100 (repeatable)")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -85,13 +89,7 @@ def _add_eval_parser(sub) -> None:
     )
     p.add_argument("config", help="YAML config; its val_data is the evaluation set")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set val_data.num_images=20",
-    )
+    _add_set_option(p, "val_data.num_images=20")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_eval)
@@ -131,13 +129,7 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     p.add_argument("--config", help="YAML config (default: the one the checkpoint holds)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.options.mask_output_size=112",
-    )
+    _add_set_option(p, "model.options.mask_output_size=112")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--score-thresh",
@@ -274,20 +266,12 @@ def _run_bench(args) -> int:
 
 
 def _add_export_parser(sub) -> None:
-    p = sub.add_parser(
-        "export", help="export trained weights to ONNX (onnxruntime) or TorchScript"
-    )
+    p = sub.add_parser("export", help="export trained weights to ONNX (onnxruntime) or TorchScript")
     p.add_argument("config", help="YAML config the weights were trained with")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set model.options.box_score_thresh=0.3",
-    )
+    _add_set_option(p, "model.options.box_score_thresh=0.3")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="traced image size")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
     p.set_defaults(func=_run_export)
