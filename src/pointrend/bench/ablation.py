@@ -152,13 +152,15 @@ def _slug(name: str) -> str:
 def training_ablation(
     source: ModelSource, num_images: int, image_size: int | None = None, folds: int = 4
 ) -> dict:
-    """Train every point-selection variant for ``source.train_iters`` iterations; evaluate each."""
+    """Train every point-selection variant for ``source.train_iters`` iterations (``None``: the
+    recipe's own schedule); evaluate each at 224 x 224."""
     rows = {}
-    val = size = None
+    val = size = solver = None
     for name, options in TRAINING_VARIANTS.items():
         overrides = [f"model.options.{k}={v}" for k, v in options.items()]
         path = train_model(INSTANCE["pointrend"], source, f"ablation_{_slug(name)}", overrides)
         loaded = load_trained_model(path)
+        solver = loaded.config.solver
         if val is None:
             size = image_size or loaded.config.train_data.image_size
             val = validation_set("instance", num_images, size, folds)
@@ -169,8 +171,11 @@ def training_ablation(
             f"  {name:<32} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
             f"Boundary AP {row['boundary_AP']:5.1f}"
         )
+    schedule = {"max_iter": solver.max_iter, "warmup_iters": solver.warmup_iters}
+    schedule.update({"steps": list(solver.steps), "lr": solver.lr, "schedule": solver.schedule})
     return {
-        "train_iters": source.train_iters,
+        "train_iters": solver.max_iter,
+        "schedule": schedule,
         "val_images": num_images,
         "image_size": size,
         "rows": rows,

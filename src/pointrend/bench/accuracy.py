@@ -23,7 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from ..engine.checkpoint import latest_checkpoint
-from ..engine.config import load_config
+from ..engine.config import SolverConfig, load_config
 from ..engine.inference import load_trained_model
 from ..engine.train import train
 from .scoring import (
@@ -65,7 +65,7 @@ class ModelSource:
 
     weights_dir: Path
     work_dir: Path
-    train_iters: int
+    train_iters: int | None  # None: each recipe's own number of iterations
     quick: bool = False
     log: object = print
 
@@ -102,12 +102,18 @@ def find_config(name: str) -> Path:
     )
 
 
-def schedule_overrides(iters: int) -> list[str]:
-    """The recipes' schedule shrunk to ``iters``: warm-up 10%, LR x0.1 at 70% and 90%."""
+def schedule_overrides(solver: SolverConfig, iters: int | None) -> list[str]:
+    """The recipe's schedule stretched to ``iters`` iterations (``None``: the recipe's own).
+
+    Warm-up and LR steps move in proportion, so ``iters = solver.max_iter`` is the recipe.
+    """
+    iters = iters or solver.max_iter
+    scale = iters / solver.max_iter
+    steps = ", ".join(str(max(1, round(s * scale))) for s in solver.steps)
     return [
         f"solver.max_iter={iters}",
-        f"solver.warmup_iters={max(1, min(100, iters // 10))}",
-        f"solver.steps=[{int(0.7 * iters)}, {int(0.9 * iters)}]",
+        f"solver.warmup_iters={max(1, round(solver.warmup_iters * scale))}",
+        f"solver.steps=[{steps}]",
     ]
 
 
@@ -134,20 +140,20 @@ def train_model(
         source.log(f"  reusing {final}")
         return final
     path = find_config(name)
-    cfg = load_config(path)
-    extra = _quick_overrides(cfg.model.task) if source.quick else []
+    recipe = load_config(path)
+    extra = _quick_overrides(recipe.model.task) if source.quick else []
     cfg = load_config(
         path,
         [
             *extra,
-            *schedule_overrides(source.train_iters),
+            *schedule_overrides(recipe.solver, source.train_iters),
             "val_data=null",
             "checkpoint_period=100",
             f"output_dir={out}",
             *(overrides or []),
         ],
     )
-    source.log(f"  training {run_name} for {source.train_iters} iterations ({path})")
+    source.log(f"  training {run_name} for {cfg.solver.max_iter} iterations ({path})")
     started = time.perf_counter()
     train(cfg, resume=latest_checkpoint(out) is not None, progress=False)
     source.log(f"  trained {run_name} in {time.perf_counter() - started:.0f} s")

@@ -341,10 +341,9 @@ def _ablation_md(abl: dict, figures: dict) -> list[str]:
             "### Training point selection",
             "",
             f"Each variant trained here from the PointRend CPU recipe for {tr['train_iters']} "
-            "iterations (the recipe's schedule shrunk in proportion: warm-up 10%, LR x0.1 at 70% "
-            f"and 90%); evaluated at 224x224 on {tr['val_images']} validation images. The paper: "
-            "uniform and the regular grid are worse than mildly biased; heavily biased is much "
-            "worse.",
+            f"iterations ({_schedule(tr.get('schedule'))}), the same seed and data order; "
+            f"evaluated at 224x224 on {tr['val_images']} validation images. The paper: uniform "
+            "and the regular grid are worse than mildly biased; heavily biased is much worse.",
             "",
             _table(
                 ["training points", *keys, "mask AP vs mildly biased", "Boundary AP vs mildly"],
@@ -357,6 +356,17 @@ def _ablation_md(abl: dict, figures: dict) -> list[str]:
         if figures.get("training"):
             out += [f"![training ablation]({figures['training']})", ""]
     return out
+
+
+def _schedule(schedule: dict | None) -> str:
+    if not schedule:
+        return "schedule not recorded"
+    steps = ", ".join(str(x) for x in schedule["steps"])
+    return (
+        f"LR {schedule['lr']}, {schedule['warmup_iters']} warm-up iterations, x0.1 at {steps}"
+        if schedule["schedule"] == "step"
+        else f"{schedule['schedule']} LR"
+    )
 
 
 def _training_rows(rows: dict, keys: list[str]) -> list[list[str]]:

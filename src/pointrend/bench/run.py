@@ -53,7 +53,8 @@ class BenchOptions:
     def sizes(self) -> dict:
         quick = self.quick
         return {
-            "train_iters": self.train_iters or (2 if quick else 300),
+            # None: the recipes' own iterations (the shipped models' training budget)
+            "train_iters": self.train_iters or (2 if quick else None),
             "val_images": self.val_images or (2 if quick else 100),
             "repeats": self.repeats or (3 if quick else 5),
             "timing_images": 2 if quick else 8,
@@ -141,7 +142,8 @@ def _ablation(source: ModelSource, sizes: dict) -> dict:
         log=_log,
     )
     inference["model"] = {"weights": pointrend.weights, "iteration": pointrend.iteration}
-    _log(f"ablation: training point selection, {source.train_iters} iterations each")
+    iters = source.train_iters or "the recipe's"
+    _log(f"ablation: training point selection, {iters} iterations each")
     training = training_ablation(source, sizes["val_images"], pointrend.image_size, sizes["folds"])
     return {"inference": inference, "training": training}
 
