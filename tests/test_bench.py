@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pointrend.bench.cost import PeakMemory
+from pointrend.bench.run import _parts
 from pointrend.bench.semantic_cost import dense_point_head, semantic_renderer
 from pointrend.cli import main
 from pointrend.engine import load_config
@@ -58,8 +59,10 @@ def test_quick_bench_writes_report_json_and_plots(bench):
     assert results["machine"]["cpu"] in report and "Quick mode" in report
     assert results["settings"]["quick"] is True
     assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation"}
-    for section in results["sections"].values():
-        assert section["measured"]["machine"]["torch"] == torch.__version__
+    parts = dict(results["sections"])
+    parts.update(parts.pop("ablation"))  # measured in two parts: inference, training
+    for part in parts.values():
+        assert part["measured"]["machine"]["torch"] == torch.__version__
 
 
 def _increasing(values):
@@ -140,6 +143,23 @@ def test_ablation_figures_vary_with_the_setting(bench):
         assert row["iteration"] == 2 and all(0 <= v <= 100 for v in _scores(row))
     grid = training["rows"]["regular grid"]["options"]
     assert grid == {"mask_train_point_sampling": "grid"}
+
+
+def test_one_section_is_measured_again_and_the_others_kept(bench):
+    out, before = bench
+    assert main(["bench", "--quick", "--out", str(out), "--sections", "semantic"]) == 0
+    after = json.loads((out / "results.json").read_text())
+    for name in ("cost", "accuracy", "ablation"):
+        assert after["sections"][name] == before["sections"][name]
+    again, first = after["sections"]["semantic"], before["sections"]["semantic"]
+    assert again["measured"]["at"] >= first["measured"]["at"]
+    assert again["rows"]["pointrend"]["samples_s"] != first["rows"]["pointrend"]["samples_s"]
+    assert "## 3. Ablations" in (out / "REPORT.md").read_text()
+
+
+def test_bench_section_names():
+    assert _parts(["ablation"]) == ["ablation.inference", "ablation.training"]
+    assert _parts(["ablation.training", "cost"]) == ["cost", "ablation.training"]
 
 
 def test_bench_rejects_an_unknown_section(tmp_path, capsys):

@@ -166,6 +166,7 @@ def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     trained_here = path is None
     if path is None:
         path = train_model(name, source, name)
+    path = path.resolve()  # name the file itself, not a link to it
     loaded = load_trained_model(path)
     data = loaded.config.train_data
     return TrainedModel(

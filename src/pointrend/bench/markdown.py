@@ -296,12 +296,14 @@ def _semantic_md(acc: dict) -> list[str]:
 
 
 def _ablation_md(abl: dict, figures: dict) -> list[str]:
-    out = ["## 3. Ablations", "", _measured(abl), ""]
+    out = ["## 3. Ablations", ""]
     inf = abl.get("inference")
     if inf:
         t = inf["timing"]
         out += [
             "### Inference settings, same weights",
+            "",
+            _measured(inf),
             "",
             f"Weights `{inf['model']['weights']}` (iteration {inf['model']['iteration']}); "
             f"{inf['val_images']} validation images. Time: the mask branch on the "
@@ -339,6 +341,8 @@ def _ablation_md(abl: dict, figures: dict) -> list[str]:
         keys = ["mask_AP", "mask_AP75", "boundary_AP", "box_AP"]
         out += [
             "### Training point selection",
+            "",
+            _measured(tr),
             "",
             f"Each variant trained here from the PointRend CPU recipe for {tr['train_iters']} "
             f"iterations ({_schedule(tr.get('schedule'))}), the same seed and data order; "

@@ -56,23 +56,15 @@ def write_report(results: dict, out: Path) -> dict:
     """Write ``results.json``, the PNGs and ``REPORT.md`` into ``out``; return the file names."""
     out = Path(out)
     sections = results["sections"]
-    figures = {
-        "cost": plots.plot_cost_vs_resolution(sections["cost"], out)
-        if "cost" in sections
-        else None,
-        "semantic": plots.plot_semantic_cost(sections["semantic"], out)
-        if "semantic" in sections
-        else None,
-        "accuracy": plots.plot_accuracy(sections["accuracy"], out)
-        if "accuracy" in sections
-        else None,
-        "inference": plots.plot_inference_ablation(sections["ablation"]["inference"], out)
-        if "ablation" in sections
-        else None,
-        "training": plots.plot_training_ablation(sections["ablation"]["training"], out)
-        if "ablation" in sections
-        else None,
+    ablation = sections.get("ablation", {})
+    plans = {
+        "cost": (plots.plot_cost_vs_resolution, sections.get("cost")),
+        "semantic": (plots.plot_semantic_cost, sections.get("semantic")),
+        "accuracy": (plots.plot_accuracy, sections.get("accuracy")),
+        "inference": (plots.plot_inference_ablation, ablation.get("inference")),
+        "training": (plots.plot_training_ablation, ablation.get("training")),
     }
+    figures = {name: plot(part, out) if part else None for name, (plot, part) in plans.items()}
     (out / "results.json").write_text(json.dumps(clean_json(results), indent=1) + "\n")
     (out / "REPORT.md").write_text(render_markdown(results, figures))
     return figures

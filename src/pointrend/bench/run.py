@@ -3,7 +3,8 @@
 Sections: ``cost`` (instance mask branch per box and vs output resolution, end to end),
 ``semantic`` (full-resolution semantic cost), ``accuracy`` (instance and semantic accuracy at
 equal training budget), ``ablation`` (inference settings on the same weights; training point
-selection, trained here). Sections not asked for keep their figures from an earlier
+selection, trained here; its two parts can be asked for alone as ``ablation.inference`` and
+``ablation.training``). Sections not asked for keep their figures from an earlier
 ``results.json`` in the output folder (of the same mode), so one section can be re-measured
 without the others.
 """
@@ -11,6 +12,7 @@ without the others.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import functools
 import json
 import os
@@ -23,12 +25,13 @@ import torch
 
 from . import cost, semantic_cost
 from .ablation import inference_ablation, training_ablation
-from .accuracy import ModelSource, instance_accuracy, obtain_model, semantic_accuracy
+from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
 from .report import machine_info, write_report
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
 
 
 def default_weights_dir() -> Path:
@@ -126,10 +129,8 @@ def _accuracy(source: ModelSource, sizes: dict) -> dict:
     return {"instance": instance, "semantic": semantic}
 
 
-def _ablation(source: ModelSource, sizes: dict) -> dict:
+def _inference_ablation(source: ModelSource, sizes: dict) -> dict:
     _log("ablation: inference settings on the same PointRend weights")
-    from .accuracy import INSTANCE
-
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     inference = inference_ablation(
         pointrend,
@@ -142,10 +143,53 @@ def _ablation(source: ModelSource, sizes: dict) -> dict:
         log=_log,
     )
     inference["model"] = {"weights": pointrend.weights, "iteration": pointrend.iteration}
+    return inference
+
+
+def _training_ablation(source: ModelSource, sizes: dict) -> dict:
     iters = source.train_iters or "the recipe's"
     _log(f"ablation: training point selection, {iters} iterations each")
-    training = training_ablation(source, sizes["val_images"], pointrend.image_size, sizes["folds"])
-    return {"inference": inference, "training": training}
+    return training_ablation(source, sizes["val_images"], None, sizes["folds"])
+
+
+def _parts(sections) -> list[str]:
+    """``--sections`` names -> the parts to measure (``ablation`` is both of its parts)."""
+    parts = []
+    for name in sections:
+        if name not in SECTIONS + PARTS:
+            known = ", ".join(SECTIONS + PARTS)
+            raise ValueError(f"unknown bench section {name!r}; known: {known}")
+        parts += [p for p in PARTS if p == name or p.startswith(name + ".")]
+        parts += [name] if name in SECTIONS and name != "ablation" else []
+    return [p for p in ("cost", "semantic", "accuracy", *PARTS) if p in parts]
+
+
+def _store(sections: dict, part: str, figures: dict) -> None:
+    if "." in part:
+        section, sub = part.split(".")
+        sections.setdefault(section, {})[sub] = figures
+    else:
+        sections[part] = figures
+
+
+def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: dict) -> dict:
+    """Overlay this run's parts on the results already in ``out`` (same mode), write it all.
+
+    Done under a lock, reading the file just before writing: bench runs measuring different
+    sections at the same time (e.g. the training ablation beside the cost) keep each other's.
+    """
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sections = _previous(out / "results.json", options.quick)
+        for part, figures in measured.items():
+            _store(sections, part, figures)
+        results = {
+            "machine": machine_info(),
+            "settings": {"quick": options.quick, **sizes, "command": options.command},
+            "sections": sections,
+        }
+        write_report(results, out)
+    return results
 
 
 def _previous(path: Path, quick: bool) -> dict:
@@ -162,9 +206,7 @@ def _previous(path: Path, quick: bool) -> dict:
 
 def run_bench(options: BenchOptions) -> dict:
     """Run the asked sections, write ``results.json``, the plots and ``REPORT.md``."""
-    unknown = sorted(set(options.sections) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown bench section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    parts = _parts(options.sections)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = options.sizes()
@@ -172,18 +214,17 @@ def run_bench(options: BenchOptions) -> dict:
     source = ModelSource(
         Path(options.weights_dir), Path(work), sizes["train_iters"], options.quick, _log
     )
-    sections = _previous(out / "results.json", options.quick)
     runners = {
         "cost": functools.partial(_cost, sizes),
         "semantic": functools.partial(_semantic_cost, sizes),
         "accuracy": functools.partial(_accuracy, source, sizes),
-        "ablation": functools.partial(_ablation, source, sizes),
+        "ablation.inference": functools.partial(_inference_ablation, source, sizes),
+        "ablation.training": functools.partial(_training_ablation, source, sizes),
     }
-    for name in SECTIONS:
-        if name not in options.sections:
-            continue
+    measured = {}
+    for part in parts:
         started, load = time.perf_counter(), os.getloadavg()[0]
-        figures = runners[name]()
+        figures = runners[part]()
         figures["measured"] = {
             "at": datetime.datetime.now().isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 1),
@@ -192,11 +233,5 @@ def run_bench(options: BenchOptions) -> dict:
             "command": options.command,
             "machine": machine_info(),
         }
-        sections[name] = figures
-    results = {
-        "machine": machine_info(),
-        "settings": {"quick": options.quick, **sizes, "command": options.command},
-        "sections": sections,
-    }
-    write_report(results, out)
-    return results
+        measured[part] = figures
+    return _merge_and_write(out, options, sizes, measured)
