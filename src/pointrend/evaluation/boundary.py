@@ -36,9 +36,12 @@ def _as_tensor(mask) -> torch.Tensor:
 
 def _erode(masks: torch.Tensor, d: int) -> torch.Tensor:
     """Erode ``N x H x W`` boolean masks by a ``(2d+1)^2`` square, replicate-padded borders."""
+    # a square's erosion is a row erosion then a column erosion: 2(2d+1) reads, not (2d+1)^2
     x = masks.float().unsqueeze(1)
     x = F.pad(x, (d, d, d, d), mode="replicate")
-    return (-F.max_pool2d(-x, kernel_size=2 * d + 1, stride=1)).squeeze(1) > 0.5
+    x = -F.max_pool2d(-x, kernel_size=(1, 2 * d + 1), stride=1)
+    x = -F.max_pool2d(-x, kernel_size=(2 * d + 1, 1), stride=1)
+    return x.squeeze(1) > 0.5
 
 
 def boundary_region(
