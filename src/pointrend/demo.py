@@ -27,7 +27,7 @@ from .engine.evaluate import coco_ground_truth
 from .engine.inference import TrainedModel, load_trained_model, read_image
 from .evaluation import InstanceEvaluator, SemanticEvaluator
 from .instance.mask_head import infer_stride
-from .viz import label_edges, overlay_instances, overlay_labels, plot_panels, plot_subdivision_steps
+from .viz import overlay_instances, overlay_labels, plot_panels, plot_subdivision_steps
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "DemoOptions", "run_demo", "format_demo_table"]
 
@@ -100,17 +100,25 @@ def _zoom(picture: np.ndarray, corner: tuple[int, int], side: int, size: int) ->
     return crop[ys][:, xs]
 
 
-def _busiest_window(where: np.ndarray, side: int) -> tuple[int, int]:
-    """Corner (y, x) of the ``side x side`` window holding most ``True`` pixels of ``where``."""
-    sums = np.pad(where.astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    windows = sums[side:, side:] - sums[:-side, side:] - sums[side:, :-side] + sums[:-side, :-side]
-    y, x = np.unravel_index(np.argmax(windows), windows.shape)
-    return int(y), int(x)
+def _zoom_window(output: dict, gt_masks: np.ndarray, size: int) -> tuple[tuple[int, int], int]:
+    """Corner (y, x) and side of a square around PointRend's top detection (else the largest
+    ground-truth object), 15% larger than its box, inside the image."""
+    if len(output["boxes"]):
+        x0, y0, x1, y1 = output["boxes"][0].tolist()
+    elif len(gt_masks):
+        ys, xs = np.nonzero(gt_masks[gt_masks.sum((1, 2)).argmax()])
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    else:
+        return (0, 0), size
+    side = int(min(size, max(16, 1.15 * max(x1 - x0, y1 - y0))))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    y = int(np.clip(cy - side / 2, 0, size - side))
+    x = int(np.clip(cx - side / 2, 0, size - side))
+    return (y, x), side
 
 
 def _instance_figure(dataset, images, outputs, options: DemoOptions) -> Path:
     rows, size = [], options.instance_size
-    side = size // 4
     for i in range(min(options.rows, len(images))):
         gt = dataset[i][1]["masks"].bool().numpy()
         base, ours = _kept_masks(outputs["maskrcnn"][i]), _kept_masks(outputs["pointrend"][i])
@@ -119,10 +127,7 @@ def _instance_figure(dataset, images, outputs, options: DemoOptions) -> Path:
             overlay_instances(images[i], ours),
             overlay_instances(images[i], gt),
         ]
-        differ = base.any(0) != ours.any(0)
-        if not differ.any():  # no disagreement: a piece of the ground truth's boundaries
-            differ = label_edges(np.argmax(np.concatenate([gt[:1] * 0, gt]), axis=0))
-        corner = _busiest_window(differ, side)
+        corner, side = _zoom_window(outputs["pointrend"][i], gt, size)
         rows.append(pictures + [_zoom(p, corner, side, size) for p in pictures])
     titles = ["Mask R-CNN 28x28", "PointRend 224x224", "ground truth"]
     titles += [f"zoom: {t}" for t in titles]
@@ -157,9 +162,7 @@ def _subdivision_figure(trained: TrainedModel, image: torch.Tensor, output: dict
 
 @torch.no_grad()
 def _semantic_part(models, options: DemoOptions):
-    dataset = SyntheticSemanticDataset(
-        options.semantic_images, options.semantic_size, options.seed
-    )
+    dataset = SyntheticSemanticDataset(options.semantic_images, options.semantic_size, options.seed)
     k = dataset.num_classes
     scores, predictions = {}, {}
     for key in ("semantic_coarse", "semantic_pointrend"):
@@ -183,7 +186,8 @@ def _semantic_part(models, options: DemoOptions):
                 overlay_labels(image, labels.numpy(), k),
             ]
         )
-    titles = ["coarse (stride 4, upsampled)", "PointRend (full resolution)", "ground truth"]
+    stride = models["semantic_coarse"].model.coarse_stride
+    titles = [f"coarse (stride {stride}, upsampled)", "PointRend (full resolution)", "ground truth"]
     plot_panels(rows, titles, Path(options.out) / "semantic.png")
     return scores
 
@@ -194,9 +198,7 @@ def run_demo(options: DemoOptions) -> dict:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     models = _load(options)
-    dataset = SyntheticInstanceDataset(
-        options.instance_images, options.instance_size, options.seed
-    )
+    dataset = SyntheticInstanceDataset(options.instance_images, options.instance_size, options.seed)
     images = [dataset[i][0] for i in range(len(dataset))]
     outputs = {key: _instance_outputs(models[key], images) for key in ("maskrcnn", "pointrend")}
     metrics = {
@@ -204,8 +206,9 @@ def run_demo(options: DemoOptions) -> dict:
         "semantic": _semantic_part(models, options),
     }
     _instance_figure(dataset, images, outputs, options)
-    _subdivision_figure(models["pointrend"], images[0], outputs["pointrend"][0],
-                        out / "subdivision.png")
+    _subdivision_figure(
+        models["pointrend"], images[0], outputs["pointrend"][0], out / "subdivision.png"
+    )
     if options.image is not None:
         _user_image(models, Path(options.image), out)
     metrics["setting"] = {
@@ -242,14 +245,19 @@ def format_demo_table(metrics: dict) -> str:
         *(
             f"{name:<24}{inst[k]['mask_AP']:>9.1f}{inst[k]['mask_AP75']:>9.1f}"
             f"{inst[k]['boundary_AP']:>13.1f}"
-            for k, name in (("maskrcnn", "Mask R-CNN (28x28)"), ("pointrend", "PointRend (224x224)"))
+            for k, name in (
+                ("maskrcnn", "Mask R-CNN (28x28)"),
+                ("pointrend", "PointRend (224x224)"),
+            )
         ),
         "",
         f"{'semantic':<24}{'mIoU':>9}{'boundary F':>13}",
         *(
             f"{name:<24}{sem[k]['mIoU']:>9.1f}{sem[k]['boundary_F']:>13.1f}"
-            for k, name in (("semantic_coarse", "coarse, upsampled"),
-                            ("semantic_pointrend", "PointRend"))
+            for k, name in (
+                ("semantic_coarse", "coarse, upsampled"),
+                ("semantic_pointrend", "PointRend"),
+            )
         ),
     ]
     return "\n".join(lines)
