@@ -169,13 +169,23 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a small shared CPU more threads wait on each other)",
+    )
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
     import time
 
+    import torch
+
     from . import IMPORTED_AT, demo
+
+    torch.set_num_threads(args.threads)
 
     options = demo.DemoOptions(
         out=args.out,
@@ -192,14 +202,8 @@ def _run_demo(args) -> int:
     written = sorted(p.name for p in Path(args.out).iterdir() if p.suffix in (".png", ".json"))
     print(f"wrote {', '.join(written)} to {args.out}")
     seconds = time.perf_counter() - IMPORTED_AT
-    print(f"demo took {seconds:.1f} s (imports included) on {torch_threads()} threads")
+    print(f"demo took {seconds:.1f} s (imports included) on {torch.get_num_threads()} thread(s)")
     return 0
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def format_table(rows: list[dict]) -> str:
