@@ -233,6 +233,7 @@ def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
         "val_seed": VAL_SEED,
         "folds": len(val.folds),
         "image_size": size,
+        "coarse_stride": getattr(models["pointrend"].model, "coarse_stride", None),
         "models": {key: _describe(m) for key, m in models.items()},
         "rows": rows,
     }
