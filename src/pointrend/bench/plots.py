@@ -135,7 +135,7 @@ def plot_inference_ablation(inference: dict, out: Path) -> str | None:
         twin = ax.twinx()
         twin.plot(xs, [rows[n]["render_ms_per_box"] for n in names], "k--", label="ms per box")
         twin.set_ylabel("mask branch ms per box (dashed)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="center right")
         ax.grid(True, alpha=0.3)
     return _save(fig, out / "inference_ablation.png")
 
