@@ -161,7 +161,9 @@ def test_predict_instance_writes_ids_overlays_and_coco_json(instance_run, tmp_pa
 
     for r in records:
         rle = dict(r["segmentation"], counts=r["segmentation"]["counts"].encode())
-        assert tuple(mask_utils.decode(rle).shape) == (60, 72)
+        mask = mask_utils.decode(rle)
+        assert tuple(mask.shape) == (60, 72)
+        assert mask[ids == r["instance_id"]].all()  # an id is only drawn inside its own mask
     assert "instances" in capsys.readouterr().out
 
 

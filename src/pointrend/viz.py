@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "palette",
     "label_edges",
+    "instance_id_map",
     "to_uint8_image",
     "colorize_labels",
     "overlay_instances",
@@ -71,6 +72,15 @@ def _blend(image: np.ndarray, colours: np.ndarray, where: np.ndarray, alpha: flo
     return out.astype(np.uint8)
 
 
+def instance_id_map(masks: np.ndarray) -> np.ndarray:
+    """``N x H x W`` bool masks -> ``H x W`` ids: ``i + 1`` for the last mask covering a pixel
+    (masks drawn in order, a later one on top), 0 where none does."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[0] == 0:
+        return np.zeros(masks.shape[1:], dtype=np.int64)
+    return np.where(masks.any(0), masks.shape[0] - np.argmax(masks[::-1], axis=0), 0)
+
+
 def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Instances painted over the image, each in its own colour, with white outlines.
 
@@ -80,10 +90,8 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     image = to_uint8_image(image)
     if masks.shape[0] == 0:
         return image.copy()
-    n = masks.shape[0]
-    # id of the last instance covering each pixel (0 = none)
-    ids = np.where(masks.any(0), n - np.argmax(masks[::-1], axis=0), 0)
-    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(n)])[ids]
+    ids = instance_id_map(masks)
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(masks.shape[0])])[ids]
     out = _blend(image, colours, ids > 0, alpha)
     out[label_edges(ids)] = 255
     return out

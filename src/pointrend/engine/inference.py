@@ -133,18 +133,15 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 def _predict_instances(trained: TrainedModel, image: torch.Tensor, score_thresh: float):
     from pycocotools import mask as mask_utils
 
-    from ..viz import overlay_instances
+    from ..viz import instance_id_map, overlay_instances
 
     out = trained.model([image.to(next(trained.model.parameters()).device)])[0]
     keep = out["scores"] >= score_thresh
     masks = (out["masks"][keep, 0] >= 0.5).cpu().numpy()
     boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep], out["scores"][keep]
     order = np.argsort(scores.cpu().numpy(), kind="stable")  # best drawn last, on top
-    ids = np.zeros(masks.shape[1:], dtype=np.uint16)
-    if len(order):
-        stacked = masks[order]
-        top = len(order) - np.argmax(stacked[::-1], axis=0)
-        ids = np.where(stacked.any(0), order[top - 1] + 1, 0).astype(np.uint16)
+    drawn = instance_id_map(masks[order])  # position in score order + 1, 0 = none
+    ids = np.where(drawn > 0, order[np.maximum(drawn - 1, 0)] + 1, 0).astype(np.uint16)
     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
     records = []
     for i, rle in enumerate(rles):
