@@ -102,6 +102,15 @@ def test_semantic_cost_figures_are_measurements(bench):
     assert ours["time_vs_pointrend"] == 1.0
 
 
+def test_semantic_full_models_in_results_and_report(bench):
+    out, results = bench
+    full = results["sections"]["semantic"]["full_models"]
+    assert full["image"] == [64, 128] and full["backbone"] == "resnet18"
+    assert len(full["rows"]) == 5 and set(full["refinement"]) == set(full["targets"])
+    assert all(row["time_s"] > 0 and row["peak_mb"] > 0 for row in full["rows"].values())
+    assert "### Full models at 64 x 128" in (out / "REPORT.md").read_text()
+
+
 def _scores(row, keys=("mask_AP", "mask_AP75", "boundary_AP", "box_AP")):
     return [row[k] for k in keys]
 

@@ -22,8 +22,8 @@ def _f(value, digits: int = 1, unit: str = "") -> str:
 
 
 def _g(value: float) -> str:
-    """Counts as 0.53B / 33.9M / 12.0k."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+    """Counts as 1.31T / 0.53B / 33.9M / 12.0k."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:.3g}"
@@ -180,7 +180,66 @@ def _semantic_cost_md(semantic: dict, figures: dict) -> list[str]:
     ]
     if figures.get("semantic"):
         out += [f"![semantic cost]({figures['semantic']})", ""]
+    if semantic.get("full_models"):
+        out += _semantic_models_md(semantic["full_models"])
     return out
+
+
+def _yes(flag: bool) -> str:
+    return "met" if flag else "**not met**"
+
+
+def _semantic_models_md(full: dict) -> list[str]:
+    """The table of :mod:`pointrend.bench.semantic_models`: five full models, refinement alone."""
+    h, w = full["image"]
+    rows = full["rows"]
+    table = [
+        [
+            r["label"],
+            _f(r["time_s"], 3, " s"),
+            _f(r.get("vs_coarse_model"), 2, "x") if "vs_coarse_model" in r else "",
+            _f(r["peak_mb"], 1),
+            _f(r["peak_vs_deeplab_os8"], 2, "x"),
+            str(r["points_per_image"]),
+            "n/a" if r["multiply_adds"] is None else _g(r["multiply_adds"]),
+        ]
+        for r in rows.values()
+    ]
+    share = 100 * full["max_refinement_share"]
+    for ours, part in full["refinement"].items():
+        met = full["targets"][ours]
+        table.append(
+            [
+                f"{part['label']} alone",
+                _f(part["time_s"], 3, " s"),
+                f"{_f(100 * part['over_coarse_model'], 1, '%')} of coarse "
+                f"(<= {share:.0f}%: {_yes(met['refinement_at_most_25pct_of_coarse'])})",
+                _f(part["peak_mb"], 1),
+                _f(part["peak_vs_deeplab_os8"], 2, "x"),
+                str(part["points_per_image"]),
+                "n/a" if part["multiply_adds"] is None else _g(part["multiply_adds"]),
+            ]
+        )
+    header = ["model", "time", "vs coarse model", "peak MB", "peak vs OS-8", "points/image"]
+    peaks = ", ".join(
+        f"{rows[o]['label'][:3]} {_yes(t['peak_below_deeplab_os8'])}"
+        for o, t in full["targets"].items()
+    )
+    return [
+        f"### Full models at {h} x {w} (K = {full['num_classes']}, {full['backbone']}, "
+        f"{full['subdivision_num_points']} points a step)",
+        "",
+        _table([*header, "mult-adds"], table),
+        "",
+        f"One random image, random weights, {full['threads']} thread(s); every row (the "
+        f"refinements too) alternated in each of {full['repeats']} rounds, median. The coarse "
+        "model of (b) / (d) is (a) / (c), upsampling included; the refinement is the PointRend "
+        "model's subdivision on its precomputed coarse logits and fine features. Peak MB: live "
+        "tensors allocated during one call (weights and the image not counted). Points/image: "
+        f"the point head's inputs (the paper: about {full['paper_points_per_image'] // 1024}k "
+        f"for 1024 x 2048). PointRend's peak memory below DeepLabV3-OS-8's: {peaks}.",
+        "",
+    ]
 
 
 def _ap_rows(rows: dict, keys: list[str]) -> list[list[str]]:

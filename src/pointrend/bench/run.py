@@ -1,7 +1,8 @@
 """``pointrend bench``: run the sections, keep the figures of the others, write the report.
 
 Sections: ``cost`` (instance mask branch per box and vs output resolution, end to end),
-``semantic`` (full-resolution semantic cost), ``accuracy`` (instance and semantic accuracy at
+``semantic`` (full-resolution semantic cost: the refinement alone, then the full models with and
+without PointRend), ``accuracy`` (instance and semantic accuracy at
 equal training budget), ``ablation`` (inference settings on the same weights; training point
 selection, trained here; its two parts can be asked for alone as ``ablation.inference`` and
 ``ablation.training``). Sections not asked for keep their figures from an earlier
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import cost, semantic_cost
+from . import cost, semantic_cost, semantic_models
 from .ablation import inference_ablation, training_ablation
 from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
 from .report import machine_info, write_report
@@ -73,6 +74,8 @@ class BenchOptions:
             "end_to_end": not quick,
             "semantic_image": [128, 256] if quick else [1024, 2048],
             "semantic_points": 2048 if quick else 8192,
+            "semantic_models_image": [64, 128] if quick else [1024, 2048],
+            "semantic_models_backbone": "resnet18" if quick else "resnet50",
         }
 
 
@@ -116,9 +119,22 @@ def _cost(sizes: dict) -> dict:
 def _semantic_cost(sizes: dict) -> dict:
     h, w = sizes["semantic_image"]
     _log(f"semantic cost: {h} x {w}, K = 19, {sizes['semantic_points']} points a step")
-    return semantic_cost.semantic_costs(
+    result = semantic_cost.semantic_costs(
         h, w, 19, sizes["semantic_points"], repeats=max(2, sizes["repeats"] - 2), log=_log
     )
+    h, w = sizes["semantic_models_image"]
+    backbone = sizes["semantic_models_backbone"]
+    _log(f"semantic cost: full models (a)-(e), {backbone}, {h} x {w}, K = 19")
+    result["full_models"] = semantic_models.semantic_model_costs(
+        h,
+        w,
+        19,
+        repeats=max(2, sizes["repeats"] - 2),
+        backbone=backbone,
+        num_points=sizes["semantic_points"],
+        log=_log,
+    )
+    return result
 
 
 def _accuracy(source: ModelSource, sizes: dict) -> dict:

@@ -72,6 +72,23 @@ def _semantic_cost_lines(semantic: dict) -> list[str]:
     ]
 
 
+def _semantic_models_lines(full: dict) -> list[str]:
+    rows, parts = full["rows"], full["refinement"]
+    h, w = full["image"]
+    shares = ", ".join(
+        f"{rows[o]['label'][:3]} {100 * p['over_coarse_model']:.0f}%" for o, p in parts.items()
+    )
+    peaks = ", ".join(f"{rows[o]['label'][:3]} {rows[o]['peak_mb']:.0f} MB" for o in parts)
+    points = ", ".join(f"{rows[o]['label'][:3]} {rows[o]['points_per_image']}" for o in parts)
+    return [
+        f"- **Semantic full models, {h}x{w}, {full['backbone']}**: PointRend's refinement takes "
+        f"{shares} of the coarse model's time (target <= "
+        f"{100 * full['max_refinement_share']:.0f}%); peak memory {peaks} vs "
+        f"{rows['deeplab_os8']['peak_mb']:.0f} MB for DeepLabV3-OS-8; points per image "
+        f"{points} (paper: ~{full['paper_points_per_image'] // 1024}k)."
+    ]
+
+
 def _instance_lines(instance: dict) -> list[str]:
     rows = instance["rows"]
     base, ours = rows.get("Mask R-CNN 4x conv, 28x28"), rows.get("PointRend, 224x224")
@@ -134,6 +151,8 @@ def summary_md(sections: dict) -> list[str]:
         out += _cost_lines(sections["cost"])
     if "semantic" in sections:
         out += _semantic_cost_lines(sections["semantic"])
+        if sections["semantic"].get("full_models"):
+            out += _semantic_models_lines(sections["semantic"]["full_models"])
     accuracy = sections.get("accuracy", {})
     if accuracy.get("instance"):
         out += _instance_lines(accuracy["instance"])
