@@ -339,6 +339,10 @@ def point_sample_fine_grained_features(
     sampled = []
     for features, stride in zip(features_list, feature_strides):
         grid = image_to_feature_coords(padded, features.shape[-2:], stride)
-        per_image = point_sample(features, grid)  # N x C x max(R_i) x P
-        sampled.append(per_image.permute(0, 2, 1, 3)[image_index, slot])  # R x C x P
-    return torch.cat(sampled, dim=1), image_coords
+        per_image = point_sample(features, grid).transpose(0, 1)  # C x N x max(R_i) x P
+        # One image: its map already holds every box, in order (no gather, no copy).
+        sampled.append(per_image[:, 0] if num_images == 1 else per_image[:, image_index, slot])
+    # C x R x P in memory, returned as an R x C x P view: the point head multiplies channels x
+    # points matrices, which this layout gives without a copy.
+    merged = sampled[0] if len(sampled) == 1 else torch.cat(sampled, dim=0)
+    return merged.transpose(0, 1), image_coords

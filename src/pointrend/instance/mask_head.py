@@ -30,7 +30,7 @@ from ..points import (
     point_sample,
     point_sample_fine_grained_features,
 )
-from ..render import subdivision_inference
+from ..render import subdivision_inference, subdivision_sizes
 from .paste import FlatMasks, sample_masks_at_points
 
 __all__ = [
@@ -329,9 +329,24 @@ class PointRendMaskBranch(nn.Module):
         if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
 
+        # With more points to predict than the map has pixels, the point head's first layer is
+        # applied to the whole map once and sampled (exact: sampling is linear).
+        sizes = subdivision_sizes(
+            (coarse.shape[-2], coarse.shape[-1]),
+            cfg.subdivision_steps,
+            (cfg.output_size, cfg.output_size),
+        )
+        points_per_box = min(cfg.subdivision_num_points, cfg.output_size**2) * len(sizes)
+        pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
+        projected = not torch.jit.is_tracing() and R * points_per_box > pixels
+        if projected:
+            features = self.point_head.project_fine_features(features)
+        # Channels-last: point sampling reads all channels of a pixel together (faster).
+        features = features.contiguous(memory_format=torch.channels_last)
+
         def predict(points: Tensor) -> Tensor:
-            logits, _ = self.point_logits(features, stride, boxes, coarse, points)
-            return select_class(logits, classes)
+            fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
+            return self.point_head(fine, point_sample(coarse, points), classes, projected)
 
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
