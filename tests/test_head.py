@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from pointrend import PointHead
+from pointrend.points import point_sample
 
 
 def test_shapes_class_specific_and_agnostic():
@@ -57,3 +59,62 @@ def test_forward_equals_conv1d_layers():
     for layer in head.fc_layers:
         x = torch.cat([torch.relu(layer(x)), coarse], 1)
     torch.testing.assert_close(head(fine, coarse), head.predictor(x))
+
+
+def _conv1d_reference(head, fine, coarse):
+    """The head as SPEC.md writes it: Conv1d layers on concatenated inputs."""
+    x = torch.cat([fine, coarse], 1)
+    for layer in head.fc_layers:
+        x = torch.relu(layer(x))
+        x = torch.cat([x, coarse], 1) if head.coarse_pred_each_layer else x
+    return head.predictor(x)
+
+
+@pytest.mark.parametrize("each", [True, False])
+@pytest.mark.parametrize("num_fc", [0, 1, 3])
+@pytest.mark.parametrize("grad", [True, False])
+def test_fast_paths_equal_the_conv1d_head(each, num_fc, grad):
+    """Autograd (concatenating) and no-grad (in-place buffers) paths, all classes or one class per
+    region, raw or projected fine features: the same logits as the Conv1d formulation."""
+    torch.manual_seed(0)
+    head = PointHead(6, 4, fc_dim=8, num_fc=num_fc, coarse_pred_each_layer=each)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    fine_map = torch.randn(3, 6, 5, 7)
+    points = torch.rand(3, 13, 2)
+    fine, coarse = point_sample(fine_map, points), torch.randn(3, 4, 13)
+    classes = torch.tensor([3, 0, 2])
+    with torch.no_grad():
+        expected = _conv1d_reference(head, fine, coarse)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(head(fine, coarse), expected)
+        picked = expected.gather(1, classes.view(3, 1, 1).expand(-1, 1, 13))
+        torch.testing.assert_close(head(fine, coarse, classes), picked)
+        if num_fc:
+            projected = point_sample(head.project_fine_features(fine_map), points)
+            torch.testing.assert_close(
+                head(projected, coarse, classes, fine_projected=True), picked
+            )
+            torch.testing.assert_close(head(projected, coarse, fine_projected=True), expected)
+
+
+def test_gradients_equal_the_conv1d_head():
+    torch.manual_seed(0)
+    head = PointHead(6, 4, fc_dim=8, num_fc=3)
+    fine = torch.randn(2, 6, 9, requires_grad=True)
+    coarse = torch.randn(2, 4, 9, requires_grad=True)
+    inputs = [fine, coarse, *head.parameters()]
+    ours = torch.autograd.grad(head(fine, coarse).square().sum(), inputs)
+    ref = torch.autograd.grad(_conv1d_reference(head, fine, coarse).square().sum(), inputs)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_no_regions_and_projection_needs_hidden_layers():
+    head = PointHead(6, 4, fc_dim=8)
+    with torch.no_grad():
+        assert head(torch.randn(0, 6, 5), torch.randn(0, 4, 5)).shape == (0, 4, 5)
+        out = head(torch.randn(0, 6, 5), torch.randn(0, 4, 5), torch.zeros(0, dtype=torch.long))
+        assert out.shape == (0, 1, 5)
+    with pytest.raises(ValueError, match="hidden layers"):
+        PointHead(6, 4, num_fc=0).project_fine_features(torch.randn(1, 6, 3, 3))

@@ -20,6 +20,7 @@ from pointrend.instance.mask_head import (
     infer_stride,
     select_class,
 )
+from pointrend.render import subdivision_inference
 
 SMALL = PointRendMaskConfig(conv_dim=16, fc_dim=32, point_fc_dim=16)
 
@@ -163,6 +164,34 @@ def test_render_dense_output_is_the_point_head_on_every_cell_of_the_predicted_cl
     assert out.shape == (3, 1, 28, 28)
     expected = logits[torch.arange(3), classes].view(3, 1, 28, 28)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("map_side", [16, 160])  # more points than pixels (projected) / fewer
+def test_render_equals_the_plain_subdivision_loop(map_side):
+    """The render's fast point head (class rows only, first layer projected over the map when
+    that is cheaper) gives the plain loop's masks: point_logits, then the class selected."""
+    features, boxes, _ = _branch_inputs()
+    features = F.interpolate(features, size=(map_side, map_side), mode="bilinear")
+    stride = 64 / map_side
+    config = PointRendMaskConfig(
+        conv_dim=16, fc_dim=32, point_fc_dim=16, output_size=56, subdivision_num_points=100
+    )
+    branch = PointRendMaskBranch(8, 4, config)
+    for p in branch.point_head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    classes = torch.tensor([2, 0, 3])
+    with torch.no_grad():
+        out = branch.render(features, stride, boxes, classes)
+        coarse = branch.coarse_logits(features, stride, boxes)
+
+        def predict(points):
+            logits, _ = branch.point_logits(features, stride, boxes, coarse, points)
+            return select_class(logits, classes)
+
+        expected = subdivision_inference(
+            select_class(coarse, classes), predict, calculate_uncertainty, None, 100, (56, 56)
+        )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_render_default_is_224_and_empty_input():
