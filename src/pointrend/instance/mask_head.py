@@ -324,6 +324,8 @@ class PointRendMaskBranch(nn.Module):
         :class:`~pointrend.render.SubdivisionStep` list (for figures).
         """
         cfg = self.config
+        # Channels-last: point sampling reads all channels of a pixel together (faster).
+        features = features.contiguous(memory_format=torch.channels_last)
         coarse = self.coarse_logits(features, stride, boxes)
         R = coarse.shape[0]
         if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
@@ -339,10 +341,8 @@ class PointRendMaskBranch(nn.Module):
         points_per_box = min(cfg.subdivision_num_points, cfg.output_size**2) * len(sizes)
         pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
         projected = not torch.jit.is_tracing() and R * points_per_box > pixels
-        if projected:
+        if projected:  # channels-last as well
             features = self.point_head.project_fine_features(features)
-        # Channels-last: point sampling reads all channels of a pixel together (faster).
-        features = features.contiguous(memory_format=torch.channels_last)
 
         def predict(points: Tensor) -> Tensor:
             fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
