@@ -118,3 +118,18 @@ def test_no_regions_and_projection_needs_hidden_layers():
         assert out.shape == (0, 1, 5)
     with pytest.raises(ValueError, match="hidden layers"):
         PointHead(6, 4, num_fc=0).project_fine_features(torch.randn(1, 6, 3, 3))
+
+
+@pytest.mark.parametrize("fc_dim", [6, 8])  # the input's buffer reused as a hidden one, or not
+def test_workspace_reuse_across_calls_gives_the_same_logits(fc_dim):
+    torch.manual_seed(0)
+    head = PointHead(6, 4, fc_dim=fc_dim, num_fc=3)
+    workspace: dict = {}
+    with torch.no_grad():
+        for _ in range(3):
+            fine, coarse = torch.randn(2, 6, 9), torch.randn(2, 4, 9)
+            expected = _conv1d_reference(head, fine, coarse)
+            torch.testing.assert_close(head(fine, coarse, workspace=workspace), expected)
+        assert {"input", "hidden"} <= set(workspace)
+        head(torch.randn(3, 6, 5), torch.randn(3, 4, 5), workspace=workspace)  # new size
+        assert workspace["input"].shape == (6 + 4 + 1, 3, 5)

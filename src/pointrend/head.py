@@ -72,13 +72,17 @@ class PointHead(nn.Module):
         coarse_features: Tensor,
         classes: Tensor | None = None,
         fine_projected: bool = False,
+        workspace: dict | None = None,
     ) -> Tensor:
         """Logits at the points: ``N x C x P``, ``N x K x P`` -> ``N x K' x P``.
 
         With ``classes`` (``N`` class indices, class-specific heads) only the output channel of
         each region's class is computed: ``N x 1 x P``, the values that selecting it afterwards
         would give. With ``fine_projected`` the fine features are samples of
-        :meth:`project_fine_features` (``N x fc_dim x P``) instead of raw features.
+        :meth:`project_fine_features` (``N x fc_dim x P``) instead of raw features. A
+        ``workspace`` dict (kept by the caller across calls of the same size, e.g. the steps
+        of one rendering) lets inference reuse its large buffers instead of allocating fresh
+        memory every call (page faults cost as much as a tenth of the products here).
         """
         if coarse_features.shape[1] != self.coarse_channels:
             raise ValueError(
@@ -112,7 +116,7 @@ class PointHead(nn.Module):
             keep = extra if not weights[:-1] or self.coarse_pred_each_layer else extra[-1:]
             x = torch.cat([x, keep])
         else:
-            x = self._hidden_in_place(weights[:-1], fine, coarse, fine_projected)
+            x = self._hidden_in_place(weights[:-1], fine, coarse, fine_projected, workspace)
         if classes is None:
             out = torch.mm(weights[-1], x).view(weights[-1].shape[0], N, P)
             return out.transpose(0, 1).contiguous()
@@ -138,7 +142,12 @@ class PointHead(nn.Module):
         return F.linear(rows, weight[:, :width].to(features.dtype)).permute(0, 3, 1, 2)
 
     def _hidden_in_place(
-        self, weights: list[Tensor], fine: Tensor, coarse: Tensor, fine_projected: bool = False
+        self,
+        weights: list[Tensor],
+        fine: Tensor,
+        coarse: Tensor,
+        fine_projected: bool = False,
+        workspace: dict | None = None,
     ) -> Tensor:
         """The hidden layers without autograd, on ``C x N x P`` fine and ``K x N x P`` coarse.
 
@@ -148,7 +157,7 @@ class PointHead(nn.Module):
         """
         C, N, P = fine.shape
         K = coarse.shape[0]
-        x = fine.new_empty(C + K + 1, N, P)
+        x = _buffer(workspace, "input", (C + K + 1, N, P), fine)
         x[:C] = fine
         x[C : C + K] = coarse
         x[C + K] = 1.0
@@ -162,14 +171,27 @@ class PointHead(nn.Module):
             return x
         fixed = x[C:] if self.coarse_pred_each_layer else x[-1:]
         dim = weights[0].shape[0]
-        buffers = [x.new_empty(dim + fixed.shape[0], N * P)]
+        buffers = [_buffer(workspace, "hidden", (dim + fixed.shape[0], N * P), x)]
         buffers[0][dim:] = fixed
         if len(weights) > 1:
             # The input's own buffer serves again once its features are used, if it fits.
-            reusable = x.shape[0] == buffers[0].shape[0]
-            buffers.append(x if reusable else torch.empty_like(buffers[0]).copy_(buffers[0]))
+            if x.shape[0] == buffers[0].shape[0]:
+                buffers.append(x)
+            else:
+                buffers.append(_buffer(workspace, "hidden_2", tuple(buffers[0].shape), x))
+                buffers[1][dim:] = fixed
         for i, weight in enumerate(weights):
             out = buffers[i % 2]
             torch.mm(weight, x, out=out[:dim]).relu_()
             x = out
         return x
+
+
+def _buffer(workspace: dict | None, key: str, shape: tuple, like: Tensor) -> Tensor:
+    """An uninitialised tensor of ``shape``: ``workspace[key]`` again when it fits, else new."""
+    if workspace is None:
+        return like.new_empty(shape)
+    buffer = workspace.get(key)
+    if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype:
+        buffer = workspace[key] = like.new_empty(shape)
+    return buffer

@@ -230,9 +230,7 @@ def maskrcnn(
     )
     predictor = MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes)
     if mask_head_dim != 256 or backbone.out_channels != 256:
-        kwargs.setdefault(
-            "mask_head", MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1)
-        )
+        kwargs.setdefault("mask_head", MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1))
     model = _maskrcnn_skeleton(backbone, num_classes, box_head_dim, predictor, **kwargs)
     if weights is not None:
         _load_coco(model, weights, keep_mask_head=True)

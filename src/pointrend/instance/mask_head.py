@@ -344,9 +344,12 @@ class PointRendMaskBranch(nn.Module):
         if projected:  # channels-last as well
             features = self.point_head.project_fine_features(features)
 
+        workspace: dict = {}  # the point head's buffers, reused by every step
+
         def predict(points: Tensor) -> Tensor:
             fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
-            return self.point_head(fine, point_sample(coarse, points), classes, projected)
+            coarse_at_points = point_sample(coarse, points)
+            return self.point_head(fine, coarse_at_points, classes, projected, workspace)
 
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
