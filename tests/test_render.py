@@ -117,3 +117,24 @@ def test_return_steps_records_each_step_and_low_precision():
     assert out.dtype == torch.bfloat16
     assert [s.size for s in steps] == [(28, 28), (56, 56), (112, 112), (224, 224)]
     assert [s.point_indices.shape[1] for s in steps] == [784, 784, 784, 784]
+
+
+def test_inference_without_autograd_writes_in_place_with_the_same_result():
+    """No grad: each step writes its predictions into its own upsampled map (one full-size map
+    alive, not two); the result, the recorded steps and the caller's coarse logits are those of
+    the out-of-place loop."""
+    coarse = dense_point_prediction(Oracle(ring_sdf), 2, (7, 7))
+    kept = coarse.clone()
+    runs = []
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            runs.append(
+                subdivision_inference(
+                    coarse, Oracle(ring_sdf), calculate_uncertainty, 5, 300, return_steps=True
+                )
+            )
+    (out_grad, steps_grad), (out, steps) = runs
+    torch.testing.assert_close(out, out_grad)
+    for a, b in zip(steps, steps_grad):
+        torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(coarse, kept)

@@ -129,7 +129,11 @@ def subdivision_inference(
         indices, coords = get_uncertain_point_coords_on_grid(uncertainty_func(logits), num_points)
         predictions = point_predictor(coords).to(logits.dtype)
         flat = logits.reshape(R, K, h * w)
-        flat = flat.scatter(2, indices.unsqueeze(1).expand(-1, K, -1), predictions)
+        index = indices.unsqueeze(1).expand(-1, K, -1)
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
+            flat = flat.scatter(2, index, predictions)
+        else:  # the upsampled map is this step's own: write into it (one full map, not two)
+            flat.scatter_(2, index, predictions)
         logits = flat.view(R, K, h, w)
         if return_steps:
             history.append(SubdivisionStep((h, w), indices, coords, logits))
