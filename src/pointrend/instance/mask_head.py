@@ -349,7 +349,9 @@ class PointRendMaskBranch(nn.Module):
         def predict(points: Tensor) -> Tensor:
             fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
             coarse_at_points = point_sample(coarse, points)
-            return self.point_head(fine, coarse_at_points, classes, projected, workspace)
+            return self.point_head(
+                fine, coarse_at_points, classes, fine_projected=projected, workspace=workspace
+            )
 
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
