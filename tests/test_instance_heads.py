@@ -167,7 +167,7 @@ def test_render_dense_output_is_the_point_head_on_every_cell_of_the_predicted_cl
 
 
 @pytest.mark.parametrize("map_side", [16, 160])  # more points than pixels (projected) / fewer
-def test_render_equals_the_plain_subdivision_loop(map_side):
+def test_render_equals_the_plain_subdivision_loop(map_side, monkeypatch):
     """The render's fast point head (class rows only, first layer projected over the map when
     that is cheaper) gives the plain loop's masks: point_logits, then the class selected."""
     features, boxes, _ = _branch_inputs()
@@ -180,8 +180,15 @@ def test_render_equals_the_plain_subdivision_loop(map_side):
     for p in branch.point_head.parameters():
         torch.nn.init.normal_(p, std=0.3)
     classes = torch.tensor([2, 0, 3])
+    projections = []
+    project = branch.point_head.project_fine_features
+    monkeypatch.setattr(
+        branch.point_head, "project_fine_features", lambda f: projections.append(f) or project(f)
+    )
     with torch.no_grad():
         out = branch.render(features, stride, boxes, classes)
+        # 3 boxes x 3 steps x 100 points = 900: more than 2 x 16^2 pixels, fewer than 2 x 160^2
+        assert len(projections) == (1 if map_side == 16 else 0)
         coarse = branch.coarse_logits(features, stride, boxes)
 
         def predict(points):
