@@ -32,7 +32,12 @@ def _add_train_parser(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in the output dir",
+        help="continue from the latest model_NNNNNNN.pt in the output dir",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run found in the output dir and start again (default: an error)",
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,12 +46,18 @@ def _add_train_parser(sub) -> None:
 
 def _run_train(args) -> int:
     from .engine import load_config, train
+    from .engine.config import require_train_data
     from .engine.distributed import is_main_process
 
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    require_train_data(cfg, args.config)
+    result = train(
+        cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     if is_main_process():
+        for note in result.notes:
+            print(f"pointrend train: {note}")
         print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
         if result.last_losses:
             print(
