@@ -52,9 +52,7 @@ def _run_train(args) -> int:
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
     require_train_data(cfg, args.config)
-    result = train(
-        cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
-    )
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if is_main_process():
         for note in result.notes:
             print(f"pointrend train: {note}")
@@ -117,6 +115,7 @@ def _run_eval(args) -> int:
 
     device = init_distributed("auto")
     trained = load_trained_model(args.weights, args.config, args.set, device=device)
+    _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
@@ -131,6 +130,18 @@ def _run_eval(args) -> int:
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
     return 0
+
+
+def _report_model_config(trained, args) -> None:
+    """Say when the config given differs from the model config the weights hold (which wins)."""
+    from .engine.distributed import is_main_process
+
+    if trained.config_notes and is_main_process():
+        print(
+            f"pointrend {args.command}: the model is built from the config stored in "
+            f"{args.weights}; {args.config} differs in {'; '.join(trained.config_notes)}",
+            file=sys.stderr,
+        )
 
 
 def _add_predict_parser(sub) -> None:
@@ -156,6 +167,7 @@ def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
     trained = load_trained_model(args.weights, args.config, args.set)
+    _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.images)}")
