@@ -132,9 +132,10 @@ def _unwrap_optional(tp):
 
 def _convert(value: Any, tp, where: str):
     """Check and convert a YAML value to the annotated type; ``where`` names the key and file."""
-    tp = _unwrap_optional(tp)
-    if value is None:
-        return None
+    inner = _unwrap_optional(tp)
+    if value is None:  # an empty section of a required one: its defaults
+        return inner() if inner is tp and _is_dataclass_type(tp) else None
+    tp = inner
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
