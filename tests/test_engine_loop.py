@@ -2,12 +2,10 @@
 model."""
 
 import json
-import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
-from engine_toys import ToyModel
+from engine_toys import ToyModel, as_process, free_port
 from test_engine import run, toy_config
 
 from pointrend.engine import load_checkpoint, load_config, train
@@ -90,21 +88,8 @@ TINY_INSTANCE = [
 ]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _instance_worker(rank, world, port, out):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    as_process(rank, world, port)
     from pointrend.engine.build import build_train_objects
 
     cfg = load_config(None, [*TINY_INSTANCE, f"output_dir={out}"])
@@ -121,7 +106,7 @@ def _instance_worker(rank, world, port, out):
 def test_two_processes_train_an_instance_model(tmp_path):
     out = tmp_path / "run"
     mp.start_processes(
-        _instance_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn"
+        _instance_worker, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn"
     )
     final = load_checkpoint(out / "model_final.pt")
     assert final["iteration"] == 2 and final["num_classes"] >= 2
