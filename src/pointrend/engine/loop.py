@@ -24,8 +24,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import atomic_save, capture_rng_state, checkpoint_path
 from .config import TrainConfig, config_to_dict
-from .distributed import all_gather_objects, get_rank, get_world_size, is_distributed
-from .distributed import is_main_process as _is_main
+from .distributed import (
+    all_gather_objects,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+)
 from .run_dir import MetricsLog
 
 __all__ = [
@@ -195,12 +200,13 @@ class Checkpointer:
     def confirm(self, run: RunState) -> None:
         """The weights of the last step gave finite losses: write the checkpoint waiting."""
         if self.pending is not None:
+            _check_parameters(run)
             self._write(run, self.pending)
             self.pending = None
 
     def _write(self, run: RunState, pending: dict) -> None:
         path = checkpoint_path(run.out, pending["iteration"])
-        if _is_main():
+        if is_main_process():
             model = run.model.state_dict()  # the buffers as they were after that step
             model.update({k: v for k, v in pending["buffers"].items() if k in model})
             atomic_save(
@@ -221,22 +227,27 @@ class Checkpointer:
 
     def finish(self, run: RunState) -> Path:
         """The last checkpoint and ``model_final.pt``, when the parameters are finite."""
-        bad = [k for k, p in run.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise NonFiniteLossError(
-                f"parameter {bad[0]} is not finite after iteration {run.iteration}; nothing "
-                f"written for it, {_resume_hint(run)}"
-            )
+        _check_parameters(run)
         self._write(run, self.pending or self._capture(run))
         self.pending = None
         final = run.out / "model_final.pt"
-        if _is_main():
+        if is_main_process():
             record = {"model": run.model.state_dict(), "config": config_to_dict(run.cfg)}
             atomic_save(record | {"iteration": run.iteration, **run.facts}, final)
         return final
 
     def close(self) -> None:
         pass
+
+
+def _check_parameters(run: RunState) -> None:
+    """:class:`NonFiniteLossError` naming the first parameter holding NaN or inf, if any."""
+    bad = next((k for k, p in run.model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"parameter {bad} is not finite after iteration {run.iteration}; nothing written "
+            f"for it, {_resume_hint(run)}"
+        )
 
 
 class LossLog:
@@ -252,7 +263,7 @@ class LossLog:
             self.log.write(record)
 
     def close(self) -> None:
-        self.log.close()
+        pass
 
 
 class PeriodicEvaluation:
@@ -285,7 +296,7 @@ class ProgressBar:
 
     def __init__(self, run: RunState, enabled: bool):
         self.bar = None
-        if enabled and _is_main():
+        if enabled and is_main_process():
             from tqdm import tqdm
 
             total, start = run.cfg.solver.max_iter, run.iteration

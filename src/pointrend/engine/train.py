@@ -178,23 +178,25 @@ def _set_up(
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_everything(cfg.seed + get_rank())
-    if model is None or dataset is None:
-        require_train_data(cfg)
-        from .build import build_train_objects  # the task packages load only when needed
-
-        built = build_train_objects(cfg)
-        model, dataset = model or built.model, dataset or built.dataset
-        collate_fn = collate_fn or built.collate_fn
-        evaluate_fn = evaluate_fn or built.evaluate_fn
+    model, dataset, collate_fn, evaluate_fn = _objects(cfg, model, dataset, collate_fn, evaluate_fn)
     model.to(device)
     optimizer = build_optimizer(model, cfg.solver)
     amp_dtype = _amp_dtype(cfg.solver, device)
     run = RunState(
-        cfg, model, model, dataset, collate_fn, evaluate_fn, device, optimizer,
-        build_scheduler(optimizer, cfg.solver),
-        torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        amp_dtype, out, dataset_facts(dataset),
-    )  # fmt: skip
+        cfg=cfg,
+        model=model,
+        wrapped=model,
+        dataset=dataset,
+        collate_fn=collate_fn,
+        evaluate_fn=evaluate_fn,
+        device=device,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.solver),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        out=out,
+        facts=dataset_facts(dataset),
+    )
     if found is not None:
         _resume(run, found)
     if world > 1:
@@ -210,6 +212,22 @@ def _set_up(
         prepare_run_folder(out, overwrite, run.iteration if found else None)
         notes = _write_config(run, found is not None)
     return run, notes
+
+
+def _objects(cfg: TrainConfig, model, dataset, collate_fn, evaluate_fn) -> tuple:
+    """``(model, dataset, collate_fn, evaluate_fn)``: those given, the others built from ``cfg``."""
+    if model is not None and dataset is not None:
+        return model, dataset, collate_fn, evaluate_fn
+    require_train_data(cfg)
+    from .build import build_train_objects  # the task packages load only when needed
+
+    built = build_train_objects(cfg)
+    return (
+        built.model if model is None else model,
+        built.dataset if dataset is None else dataset,
+        collate_fn or built.collate_fn,
+        evaluate_fn or built.evaluate_fn,
+    )
 
 
 def _amp_dtype(solver: SolverConfig, device: torch.device) -> torch.dtype | None:
