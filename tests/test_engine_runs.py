@@ -181,3 +181,28 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
     monkeypatch.setattr(os, "fdopen", real)
     assert load_checkpoint(tmp_path / "model_0000002.pt")["iteration"] == 2
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+class _NormToy(ToyModel):
+    """The toy with batch norm: buffers that every forward pass changes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.BatchNorm2d(2)
+        )
+
+
+def test_checkpoints_hold_the_buffers_of_their_iteration(tmp_path):
+    # a checkpoint is written after the next forward pass, which updates batch-norm statistics:
+    # it must still hold those of its own iteration, so that the resumed run is the same run
+    full = run(toy_config(tmp_path / "full"), model=_NormToy())
+    run(toy_config(tmp_path / "half", max_iter=6), model=_NormToy())  # checkpoint at 4 and 6
+    ckpt = load_checkpoint(tmp_path / "half" / "model_0000004.pt")
+    (tmp_path / "half" / "model_0000006.pt").unlink()
+    (tmp_path / "half" / "model_final.pt").unlink()
+    resumed = run(toy_config(tmp_path / "half"), model=_NormToy(), resume=True)
+    assert ckpt["model"]["conv.1.num_batches_tracked"] == 4
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
