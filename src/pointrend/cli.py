@@ -150,7 +150,9 @@ def _add_predict_parser(sub) -> None:
     )
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
-    p.add_argument("--config", help="YAML config (default: the one the checkpoint holds)")
+    p.add_argument(
+        "--config", help="YAML config of a checkpoint that holds none (else the checkpoint's wins)"
+    )
     _add_set_option(p, "model.options.mask_output_size=112")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(

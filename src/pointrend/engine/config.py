@@ -215,7 +215,7 @@ _MINIMUM = (
 def _check_ranges(cfg: TrainConfig, where: str) -> TrainConfig:
     for section, key, least in _MINIMUM:
         value = getattr(getattr(cfg, section) if section else cfg, key)
-        if value < least:
+        if value is None or value < least:
             name = f"{section}.{key}" if section else key
             raise ConfigError(f"{where}: {name} must be at least {least}, got {value}")
     if not cfg.solver.lr > 0:
