@@ -246,7 +246,7 @@ def test_eval_uses_the_model_config_of_the_checkpoint(semantic_run, tmp_path, ca
     assert main(["eval", str(cfg), "--weights", str(weights), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "built from the config stored in" in err
-    assert "model.options.subdivision_num_points: 256 != 32" in err
+    assert "model.options.subdivision_num_points: 256 in the checkpoint, 32 in the config" in err
 
 
 def test_torchrun_two_processes_train_the_real_cli(tmp_path):

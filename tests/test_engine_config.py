@@ -88,7 +88,9 @@ def test_eval_builds_the_checkpoint_model_and_says_how_the_config_differs(tmp_pa
     loaded = load_trained_model(weights, given)
     assert loaded.config.model.options["subdivision_num_points"] == 128
     assert loaded.config.val_data.num_images == 1
-    assert loaded.config_notes == ["model.options.subdivision_num_points: 128 != 256"]
+    assert loaded.config_notes == [
+        "model.options.subdivision_num_points: 128 in the checkpoint, 256 in the config"
+    ]
     # --set still wins over both, model keys included
     loaded = load_trained_model(weights, given, ["model.options.subdivision_num_points=64"])
     assert loaded.config.model.options["subdivision_num_points"] == 64

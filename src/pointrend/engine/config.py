@@ -273,23 +273,25 @@ def _flat(values: dict, prefix: str) -> dict:
     return flat
 
 
-def differences(stored: dict, given: dict, prefix: str = "") -> list[str]:
-    """``key: stored value != given value`` for each (nested, dotted) key in which two plain
-    config dicts differ."""
-    a, b = _flat(stored, prefix), _flat(given, prefix)
+def differences(
+    first: dict, second: dict, prefix: str = "", names: tuple[str, str] = ("checkpoint", "config")
+) -> list[str]:
+    """``key: value in the <first>, value in the <second>`` for each (nested, dotted) key in
+    which two plain config dicts differ; ``names`` say where each dict comes from."""
+    a, b = _flat(first, prefix), _flat(second, prefix)
 
     def show(flat: dict, key: str) -> str:
         return repr(flat[key]) if key in flat else "unset"
 
     return [
-        f"{k}: {show(a, k)} != {show(b, k)}"
+        f"{k}: {show(a, k)} in the {names[0]}, {show(b, k)} in the {names[1]}"
         for k in sorted(set(a) | set(b))
         if k not in a or k not in b or a[k] != b[k]
     ]
 
 
 def model_differences(stored: ModelConfig, given: ModelConfig) -> list[str]:
-    """The model keys in which two model configs differ (see :func:`differences`)."""
+    """The model keys in which a checkpoint's model config and a given one differ."""
     return differences(dataclasses.asdict(stored), dataclasses.asdict(given), "model.")
 
 

@@ -290,7 +290,8 @@ def _write_config(run: RunState, resumed: bool) -> list[str]:
     path = run.out / "config.yaml"
     notes = []
     if resumed and path.is_file():
-        diffs = differences(yaml.safe_load(path.read_text()) or {}, values)
+        first = yaml.safe_load(path.read_text()) or {}
+        diffs = differences(first, values, names=("config.yaml", "resumed config"))
         if not diffs:
             return []
         path = run.out / f"config_resumed_{run.iteration:07d}.yaml"
