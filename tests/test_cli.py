@@ -196,6 +196,59 @@ def test_every_command_has_help(capsys):
         assert "usage: pointrend " + command in capsys.readouterr().out
 
 
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("pointrend train: error: "), err
+    return err
+
+
+def test_train_refuses_a_finished_folder_and_a_resume_with_nothing(tmp_path, capsys):
+    cfg = _config(tmp_path / "tiny.yaml", TINY_SEMANTIC)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_final.pt").write_bytes(b"weights of an earlier run")
+    (run / "metrics.jsonl").write_text('{"iter": 1}\n')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 1
+    assert "model_final.pt found" in _one_line_error(capsys)
+    assert main(["train", str(cfg), "--out", str(run), "--resume", "--no-progress"]) == 1
+    assert "no checkpoint model_NNNNNNN.pt" in _one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    missing = tmp_path / "rnu"
+    assert main(["train", str(cfg), "--out", str(missing), "--resume", "--no-progress"]) == 1
+    assert "does not exist" in _one_line_error(capsys) and not missing.exists()
+    both = ["train", str(cfg), "--out", str(run), "--resume", "--overwrite"]
+    assert main(both) == 1
+    assert "choose one" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["solver.images_per_batch=0"], "solver.images_per_batch must be at least 1, got 0"),
+        (["solver.max_iter=0"], "solver.max_iter must be at least 1, got 0"),
+        (["train_data=null"], "train_data.format is not set"),
+        (["solver.lr=fast"], "solver.lr: expected float, got 'fast'"),
+    ],
+)
+def test_train_config_errors_are_one_line(tmp_path, capsys, lines, message):
+    cfg = _config(tmp_path / "tiny.yaml", [*TINY_SEMANTIC, *lines])
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = _one_line_error(capsys)
+    assert "tiny.yaml" in err and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_uses_the_model_config_of_the_checkpoint(semantic_run, tmp_path, capsys):
+    _, weights = semantic_run
+    other = [*TINY_SEMANTIC[:4], "model.options={train_num_points: 64, subdivision_num_points: 32}"]
+    cfg = _config(tmp_path / "other.yaml", [*other, *TINY_SEMANTIC[5:]])
+    assert main(["eval", str(cfg), "--weights", str(weights), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "built from the config stored in" in err
+    assert "model.options.subdivision_num_points: 256 in the checkpoint, 32 in the config" in err
+
+
 def test_torchrun_two_processes_train_the_real_cli(tmp_path):
     """``torchrun --nproc_per_node=2 -m pointrend train`` on gloo: one set of outputs."""
     cfg = _config(tmp_path / "tiny.yaml", [*TINY_SEMANTIC, "val_data=null"])

@@ -32,7 +32,12 @@ def _add_train_parser(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in the output dir",
+        help="continue from the latest model_NNNNNNN.pt in the output dir",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run found in the output dir and start again (default: an error)",
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,12 +46,16 @@ def _add_train_parser(sub) -> None:
 
 def _run_train(args) -> int:
     from .engine import load_config, train
+    from .engine.config import require_train_data
     from .engine.distributed import is_main_process
 
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    require_train_data(cfg, args.config)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if is_main_process():
+        for note in result.notes:
+            print(f"pointrend train: {note}")
         print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
         if result.last_losses:
             print(
@@ -106,6 +115,7 @@ def _run_eval(args) -> int:
 
     device = init_distributed("auto")
     trained = load_trained_model(args.weights, args.config, args.set, device=device)
+    _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
@@ -122,13 +132,27 @@ def _run_eval(args) -> int:
     return 0
 
 
+def _report_model_config(trained, args) -> None:
+    """Say when the config given differs from the model config the weights hold (which wins)."""
+    from .engine.distributed import is_main_process
+
+    if trained.config_notes and is_main_process():
+        print(
+            f"pointrend {args.command}: the model is built from the config stored in "
+            f"{args.weights}; {args.config} differs in {'; '.join(trained.config_notes)}",
+            file=sys.stderr,
+        )
+
+
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser(
         "predict", help="run trained weights on image files; write masks and overlays"
     )
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
-    p.add_argument("--config", help="YAML config (default: the one the checkpoint holds)")
+    p.add_argument(
+        "--config", help="YAML config of a checkpoint that holds none (else the checkpoint's wins)"
+    )
     _add_set_option(p, "model.options.mask_output_size=112")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -145,6 +169,7 @@ def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
     trained = load_trained_model(args.weights, args.config, args.set)
+    _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.images)}")

@@ -19,7 +19,13 @@ from torch import nn
 
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
-from .config import TrainConfig, config_from_dict, load_config
+from .config import (
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    with_checkpoint_model,
+)
 
 __all__ = [
     "TrainedModel",
@@ -43,6 +49,8 @@ class TrainedModel:
     num_classes: int
     class_names: list[str]
     iteration: int | None
+    # model keys in which the config given differed from the checkpoint's (the checkpoint's won)
+    config_notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -70,20 +78,23 @@ def load_trained_model(
     overrides: list[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> TrainedModel:
-    """Build the model a checkpoint (or ``config``) describes and load the checkpoint's weights.
+    """Build the model a checkpoint describes and load the checkpoint's weights.
+
+    The model section is the checkpoint's own (:func:`with_checkpoint_model`); ``config`` gives
+    the rest (the data), and ``config_notes`` list the model keys in which it differed.
 
     Args:
         weights: a checkpoint written by ``pointrend train`` (or a shipped one).
-        config: a YAML config to use instead of the one the checkpoint holds.
-        overrides: ``key=value`` overrides, e.g. ``model.options.mask_output_size=112``.
+        config: a YAML config for the data; its model section counts only for a checkpoint
+            that holds no config.
+        overrides: ``key=value`` overrides applied last, model keys included, e.g.
+            ``model.options.mask_output_size=112``.
     """
     ckpt = load_checkpoint(weights)
-    if config is not None:
-        cfg = load_config(config, overrides)
-    elif "config" in ckpt:
-        cfg = config_from_dict(ckpt["config"], overrides, where=f"config in {weights}")
-    else:
-        raise CheckpointError(f"{weights} holds no config: pass the training config (--config)")
+    given = load_config(config) if config is not None else None
+    cfg, notes = with_checkpoint_model(given, ckpt.get("config"), str(weights))
+    if overrides:
+        cfg = config_from_dict(config_to_dict(cfg), overrides, where="--set")
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
@@ -91,7 +102,7 @@ def load_trained_model(
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])
-    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"))
+    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"), notes)
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:
