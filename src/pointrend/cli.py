@@ -23,6 +23,24 @@ def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def _add_threads_option(p: argparse.ArgumentParser, default: int | None = None) -> None:
+    what = "torch's default: one per core" if default is None else str(default)
+    p.add_argument(
+        "--threads", type=int, default=default, help=f"torch CPU threads (default {what})"
+    )
+
+
+def _set_threads(args) -> None:
+    """Apply ``--threads`` (a clear error for a count below 1)."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model from a YAML config (torchrun for many processes)"
@@ -36,6 +54,7 @@ def _add_train_parser(sub) -> None:
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_train)
 
 
@@ -43,6 +62,7 @@ def _run_train(args) -> int:
     from .engine import load_config, train
     from .engine.distributed import is_main_process
 
+    _set_threads(args)
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
     result = train(cfg, resume=args.resume, progress=not args.no_progress)
@@ -90,33 +110,42 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("config", help="YAML config; its val_data is the evaluation set")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     _add_set_option(p, "val_data.num_images=20")
-    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--out", help="also write the metrics to this JSON file (null where nothing is scored)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
-    import json
-
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
     from .engine.distributed import init_distributed, is_main_process
-    from .engine.evaluate import evaluate_instances, evaluate_semantic, format_metrics
+    from .engine.evaluate import (
+        check_classes_match,
+        evaluate_instances,
+        evaluate_semantic,
+        format_metrics,
+        metrics_json,
+    )
     from .engine.inference import load_trained_model
 
+    _set_threads(args)
     device = init_distributed("auto")
     trained = load_trained_model(args.weights, args.config, args.set, device=device)
     cfg = trained.config
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
+    check_classes_match(trained, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
     metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
         if args.out:
-            text = json.dumps(metrics, indent=1, default=float)
+            text = metrics_json(metrics)
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
     return 0
@@ -138,16 +167,24 @@ def _add_predict_parser(sub) -> None:
         help="instances: keep detections scoring at least this (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
+    _set_threads(args)
     trained = load_trained_model(args.weights, args.config, args.set)
     paths = list_images(args.images)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.images)}")
+    if trained.task == "instance" and not trained.label_to_category_id:
+        print(
+            f"pointrend predict: note: {args.weights} records no label -> category id map; "
+            f"category_id in predictions.json is the model's label (1..{trained.num_classes - 1})",
+            file=sys.stderr,
+        )
     rows, failures = predict_images(
         trained, paths, args.out, args.score_thresh, progress=not args.no_progress
     )

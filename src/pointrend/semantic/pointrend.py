@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..head import PointHead
+from ..image_checks import check_image_tensor
 from ..points import (
     calculate_semantic_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -148,8 +149,7 @@ class SemanticSegmenter(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
         features = self.backbone((images - self.mean) / self.std)
         if self.coarse_inputs is None:
             inputs = features
