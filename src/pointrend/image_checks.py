@@ -32,7 +32,8 @@ def _layout_problem(image: Tensor, batched: bool) -> str | None:
     if channels != 3:
         hint = ""
         if image.shape[-1] == 3:
-            hint = " (it looks channels-last: use .permute(2, 0, 1) per image)"
+            order = "0, 3, 1, 2" if batched else "2, 0, 1"
+            hint = f" (it looks channels-last: use .permute({order}))"
         elif channels == 4:
             hint = " (RGBA: drop the alpha channel, image[..., :3, :, :])"
         elif channels == 1:
