@@ -7,8 +7,8 @@ uint8 images (0-255), other float dtypes, 1- or 4-channel images, ``H x W x 3`` 
 empty images are refused with a message that says what was expected and how to convert.
 
 Values are checked with a tolerance of ``RANGE_TOLERANCE`` (resampling rounds a little outside
-``[0, 1]``). While tracing for export only the dtype and the shape are checked: value checks
-would be frozen into the traced graph.
+``[0, 1]``). While tracing for export, compiling, or on the ``meta`` device only the dtype and
+the shape are checked: value checks would be frozen into the graph, meta tensors have no values.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def check_image_tensor(
     problem = _layout_problem(image, batched)
     if problem:
         raise ValueError(f"{name} {problem}")
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return
+    if image.is_meta or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return  # no values to look at, or checks that would be frozen into a graph
     if not bool(torch.isfinite(image).all()):
         raise ValueError(f"{name} holds NaN or infinite values: images must be finite")
     lo, hi = float(image.min()), float(image.max())
