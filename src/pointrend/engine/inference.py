@@ -207,6 +207,12 @@ def _predict_one(trained: TrainedModel, path: Path, stem: str, out_dir: Path, sc
     return row, records
 
 
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message (its type when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def _write_predictions(trained: TrainedModel, predictions: dict, files: dict, path: Path) -> None:
     source = (
         "dataset category ids"
@@ -254,7 +260,7 @@ def predict_images(
             try:
                 row, records = _predict_one(trained, path, stem, out_dir, score_thresh)
             except (ValueError, RuntimeError) as err:
-                failures.append((path, str(err).strip().splitlines()[0]))
+                failures.append((path, _first_line(err)))
                 continue
             rows.append(row)
             if records is not None:
