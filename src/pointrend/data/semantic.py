@@ -148,6 +148,4 @@ class CityscapesSemanticDataset(_PairDataset):
             pairs.append((image, label))
         if not pairs:
             raise DataError(f"no *_leftImg8bit.png images under {image_root}")
-        super().__init__(
-            pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, root
-        )
+        super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, root)
