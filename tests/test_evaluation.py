@@ -212,3 +212,40 @@ def test_metrics_json_writes_null_for_undefined_scores():
     assert "NaN" not in text
     parsed = json.loads(text)
     assert parsed["IoU"]["2"] is None and parsed["IoU"]["0"] == 100.0
+
+
+def test_evaluation_ground_truth_leaves_out_annotations_without_a_mask(tmp_path):
+    """A ``"segmentation": []`` annotation in a validation file: skipped, not a crash."""
+    import json
+
+    from PIL import Image
+
+    from pointrend.data.coco import CocoInstanceDataset
+    from pointrend.engine.evaluate import evaluate_instances
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    square_ann = instance_annotations(square(40, 5, 25)[None], [1], 1, 1)[0]
+    empty = dict(square_ann, id=2, segmentation=[])
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 40}],
+        "annotations": [square_ann, empty],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    (tmp_path / "val.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="1 with an empty mask"):
+        dataset = CocoInstanceDataset(tmp_path, tmp_path / "val.json")
+    assert sorted(dataset.coco.anns) == [1]
+
+    class Perfect(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            mask = torch.from_numpy(square(40, 5, 25)).float()[None, None]
+            box = torch.tensor([[5.0, 5.0, 25.0, 25.0]])
+            one = torch.ones(1)
+            return [{"boxes": box, "labels": one.long(), "scores": one, "masks": mask}]
+
+    metrics = evaluate_instances(Perfect(), dataset)
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)

@@ -148,7 +148,8 @@ class CocoInstanceDataset(Dataset):
     * Images without annotations are kept: training must see negatives.
     * Annotations of zero area or box, and annotations whose mask is empty (``"segmentation":
       []``, or an RLE covering no pixel), are skipped; their count is ``num_skipped`` (one
-      warning that gives the reasons and ids).
+      warning that gives the reasons and ids). ``coco``, the ground truth evaluation scores
+      against, is the file without them.
     * Images are read by :func:`pointrend.data.images.read_image` (16-bit images by their range).
 
     ``target``: ``boxes`` (``N x 4`` XYXY float32), ``labels`` (``N`` int64 in ``1..K``),
@@ -176,6 +177,7 @@ class CocoInstanceDataset(Dataset):
         raise_problems(self.annotation_file, problems + self._check_image_files())
         self.num_skipped = sum(len(ids) for ids in skipped.values())
         if self.num_skipped:
+            self.coco = _without(self.coco, {aid for ids in skipped.values() for aid in ids})
             reasons = ", ".join(
                 f"{len(ids)} {reason} (ids {', '.join(map(str, ids[:10]))})"
                 for reason, ids in skipped.items()
@@ -292,6 +294,12 @@ class CocoInstanceDataset(Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+
+def _without(coco: COCO, annotation_ids: set) -> COCO:
+    """``coco`` without the annotations of ``annotation_ids``."""
+    kept = [a for a in coco.dataset["annotations"] if a.get("id") not in annotation_ids]
+    return make_coco({**coco.dataset, "annotations": kept})
 
 
 def _box_problem(ann: dict, img: dict, tol: float = 1.0) -> str | None:
