@@ -429,3 +429,28 @@ def test_transforms_move_boxes_and_masks_with_the_image():
     img, labels = SyntheticSemanticDataset(1, 64, seed=0)[0]
     img3, lab3 = sem(img, labels)
     assert img3.shape == (3, 40, 32) and lab3.shape == (40, 32)
+
+
+def test_training_refuses_validation_data_of_other_classes(tmp_path):
+    from pointrend.engine.build import build_train_objects
+    from pointrend.engine.config import config_from_dict
+
+    write_synthetic_dataset("semantic", tmp_path / "val", 1, 32, seed=1)
+    (tmp_path / "val" / "classes.json").write_text(json.dumps(["bg", "road", "car"]))
+    folder = {
+        "images": str(tmp_path / "val" / "images"),
+        "labels": str(tmp_path / "val" / "labels"),
+    }
+    cfg = config_from_dict(
+        {
+            "model": {"task": "semantic", "name": "coarse", "backbone": "resnet18"},
+            "train_data": {"format": "synthetic", "num_images": 2, "image_size": 32},
+            "val_data": {"format": "folder", **folder},
+        }
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"train_data has 8 classes \(background, .*\) but "
+        r"val_data has 3 \(bg, road, car\)",
+    ):
+        build_train_objects(cfg)

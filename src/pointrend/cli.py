@@ -138,7 +138,7 @@ def _run_eval(args) -> int:
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
-    check_classes_match(trained, dataset, args.weights)
+    check_classes_match(trained.class_names, trained.num_classes, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
     metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
     if is_main_process():

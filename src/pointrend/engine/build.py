@@ -154,6 +154,17 @@ def check_labels_fit(dataset: Dataset, num_classes: int) -> None:
         check(num_classes)
 
 
+def _check_same_classes(train_data: Dataset, val_data: Dataset) -> None:
+    """The validation data must have the training data's classes (count and names)."""
+    from .evaluate import check_classes_match
+    from .train import dataset_facts
+
+    facts = dataset_facts(train_data)
+    if "num_classes" in facts:
+        names = facts.get("class_names") or [str(k) for k in range(facts["num_classes"])]
+        check_classes_match(names, facts["num_classes"], val_data, "train_data")
+
+
 def build_train_objects(cfg: TrainConfig) -> TrainObjects:
     dataset = build_dataset(cfg.train_data, cfg.model.task, train=True)
     num_classes = cfg.model.num_classes or num_classes_of(dataset)
@@ -165,5 +176,6 @@ def build_train_objects(cfg: TrainConfig) -> TrainObjects:
 
         val = build_dataset(cfg.val_data, cfg.model.task, train=False, field="val_data")
         check_labels_fit(val, num_classes)
+        _check_same_classes(dataset, val)
         evaluate_fn = make_evaluate_fn(cfg.model.task, val, cfg)
     return TrainObjects(model, dataset, collate_fn_for(cfg.model.task), evaluate_fn)

@@ -163,19 +163,23 @@ def _short(names: list[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def check_classes_match(trained, dataset: Dataset, weights: str | Path) -> None:
-    """Raise a ``ValueError`` naming both class lists if the checkpoint's classes (count, and
-    names when it records them) differ from the dataset's: scores would mean nothing."""
+def check_classes_match(
+    class_names: list[str], num_classes: int, dataset: Dataset, source: str | Path
+) -> None:
+    """Raise a ``ValueError`` naming both class lists if the classes of ``source`` (a
+    checkpoint, or the training data) differ from those of ``dataset``, the validation data:
+    in count, or in names when ``class_names`` are real names (not the placeholders ``"0"``,
+    ``"1"``, ... of a checkpoint that does not record them). Scores would mean nothing."""
     from .train import dataset_facts
 
     facts = dataset_facts(dataset)
     data_names = facts.get("class_names") or [str(k) for k in range(facts.get("num_classes", 0))]
-    model_names = list(trained.class_names)
-    named = model_names != [str(k) for k in range(trained.num_classes)]
-    if trained.num_classes == len(data_names) and (not named or model_names == data_names):
+    model_names = list(class_names)
+    named = model_names != [str(k) for k in range(num_classes)]
+    if num_classes == len(data_names) and (not named or model_names == data_names):
         return
     what = f"({_short(model_names)})" if named else "(names not recorded)"
     raise ValueError(
-        f"{weights} has {trained.num_classes} classes {what} but val_data has "
-        f"{len(data_names)} ({_short(data_names)}): evaluate on data with the checkpoint's classes"
+        f"{source} has {num_classes} classes {what} but val_data has "
+        f"{len(data_names)} ({_short(data_names)}): evaluate on data with the same classes"
     )
