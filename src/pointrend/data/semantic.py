@@ -118,9 +118,9 @@ class SemanticFolderDataset(_PairDataset):
                 )
         labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() == ".png"}
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        missing = [p.name for p in images if p.stem not in labels]
-        if missing:
-            raise DataError(f"{label_dir}: no label PNG for image(s) {missing[:5]}")
+        raise_problems(
+            label_dir, [f"no label PNG for image {p.name}" for p in images if p.stem not in labels]
+        )
         if not images:
             raise DataError(f"{image_dir}: no images")
         pairs = [(p, labels[p.stem]) for p in images]
@@ -140,12 +140,13 @@ class CityscapesSemanticDataset(_PairDataset):
         for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
             stem = image.name[: -len("_leftImg8bit.png")]
             label = label_root / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
-            if not label.is_file():
-                raise DataError(
-                    f"missing {label} (create the *_labelTrainIds.png files with cityscapesscripts' "
-                    f"createTrainIdLabelImgs)"
-                )
             pairs.append((image, label))
+        missing = [str(label) for _, label in pairs if not label.is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} label maps missing, e.g. {missing[0]} (create the "
+                f"*_labelTrainIds.png files with cityscapesscripts' createTrainIdLabelImgs)"
+            )
         if not pairs:
             raise DataError(f"no *_leftImg8bit.png images under {image_root}")
         super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, root)
