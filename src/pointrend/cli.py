@@ -23,10 +23,12 @@ def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
-def _add_threads_option(p: argparse.ArgumentParser, default: int | None = None) -> None:
-    what = "torch's default: one per core" if default is None else str(default)
+def _add_threads_option(
+    p: argparse.ArgumentParser, default: int | None = None, why: str = ""
+) -> None:
+    what = "torch's choice, one per core" if default is None else f"{default}{why}"
     p.add_argument(
-        "--threads", type=int, default=default, help=f"torch CPU threads (default {what})"
+        "--threads", type=int, default=default, help=f"torch CPU threads (default: {what})"
     )
 
 
@@ -206,12 +208,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a small shared CPU more threads wait on each other)",
-    )
+    _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
 
@@ -222,7 +219,7 @@ def _run_demo(args) -> int:
 
     from . import IMPORTED_AT, demo
 
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
 
     options = demo.DemoOptions(
         out=args.out,
