@@ -23,6 +23,26 @@ def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def _add_threads_option(
+    p: argparse.ArgumentParser, default: int | None = None, why: str = ""
+) -> None:
+    what = "torch's choice, one per core" if default is None else f"{default}{why}"
+    p.add_argument(
+        "--threads", type=int, default=default, help=f"torch CPU threads (default: {what})"
+    )
+
+
+def _set_threads(args) -> None:
+    """Apply ``--threads`` (a clear error for a count below 1)."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model from a YAML config (torchrun for many processes)"
@@ -41,6 +61,7 @@ def _add_train_parser(sub) -> None:
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_train)
 
 
@@ -49,6 +70,7 @@ def _run_train(args) -> int:
     from .engine.config import require_train_data
     from .engine.distributed import is_main_process
 
+    _set_threads(args)
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
     require_train_data(cfg, args.config)
@@ -99,20 +121,28 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("config", help="YAML config; its val_data is the evaluation set")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     _add_set_option(p, "val_data.num_images=20")
-    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--out", help="also write the metrics to this JSON file (null where nothing is scored)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
-    import json
-
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
     from .engine.distributed import init_distributed, is_main_process
-    from .engine.evaluate import evaluate_instances, evaluate_semantic, format_metrics
+    from .engine.evaluate import (
+        check_classes_match,
+        evaluate_instances,
+        evaluate_semantic,
+        format_metrics,
+        metrics_json,
+    )
     from .engine.inference import load_trained_model
 
+    _set_threads(args)
     device = init_distributed("auto")
     trained = load_trained_model(args.weights, args.config, args.set, device=device)
     _report_model_config(trained, args)
@@ -120,13 +150,14 @@ def _run_eval(args) -> int:
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
+    check_classes_match(trained.class_names, trained.num_classes, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
     metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
         if args.out:
-            text = json.dumps(metrics, indent=1, default=float)
+            text = metrics_json(metrics)
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
     return 0
@@ -162,17 +193,25 @@ def _add_predict_parser(sub) -> None:
         help="instances: keep detections scoring at least this (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
+    _set_threads(args)
     trained = load_trained_model(args.weights, args.config, args.set)
     _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.images)}")
+    if trained.task == "instance" and not trained.label_to_category_id:
+        print(
+            f"pointrend predict: note: {args.weights} records no label -> category id map; "
+            f"category_id in predictions.json is the model's label (1..{trained.num_classes - 1})",
+            file=sys.stderr,
+        )
     rows, failures = predict_images(
         trained, paths, args.out, args.score_thresh, progress=not args.no_progress
     )
@@ -194,12 +233,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a small shared CPU more threads wait on each other)",
-    )
+    _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
 
@@ -210,7 +244,7 @@ def _run_demo(args) -> int:
 
     from . import IMPORTED_AT, demo
 
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
 
     options = demo.DemoOptions(
         out=args.out,

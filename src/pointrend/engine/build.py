@@ -145,13 +145,37 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     )
 
 
+def check_labels_fit(dataset: Dataset, num_classes: int) -> None:
+    """Before the first iteration: every label of ``dataset`` (its annotation file's
+    categories, its class list) fits a model of ``num_classes`` classes; a ``DataError`` names
+    the image, annotation and category id otherwise."""
+    check = getattr(dataset, "check_num_classes", None)
+    if check is not None:
+        check(num_classes)
+
+
+def _check_same_classes(train_data: Dataset, val_data: Dataset) -> None:
+    """The validation data must have the training data's classes (count and names)."""
+    from .evaluate import check_classes_match
+    from .train import dataset_facts
+
+    facts = dataset_facts(train_data)
+    if "num_classes" in facts:
+        names = facts.get("class_names") or [str(k) for k in range(facts["num_classes"])]
+        check_classes_match(names, facts["num_classes"], val_data, "train_data")
+
+
 def build_train_objects(cfg: TrainConfig) -> TrainObjects:
     dataset = build_dataset(cfg.train_data, cfg.model.task, train=True)
-    model = build_model(cfg.model, num_classes_of(dataset))
+    num_classes = cfg.model.num_classes or num_classes_of(dataset)
+    check_labels_fit(dataset, num_classes)
+    model = build_model(cfg.model, num_classes)
     evaluate_fn = None
     if cfg.val_data is not None:
         from .evaluate import make_evaluate_fn
 
         val = build_dataset(cfg.val_data, cfg.model.task, train=False, field="val_data")
+        check_labels_fit(val, num_classes)
+        _check_same_classes(dataset, val)
         evaluate_fn = make_evaluate_fn(cfg.model.task, val, cfg)
     return TrainObjects(model, dataset, collate_fn_for(cfg.model.task), evaluate_fn)

@@ -304,14 +304,20 @@ def _write_config(run: RunState, resumed: bool) -> list[str]:
 
 
 def dataset_facts(dataset: Dataset) -> dict:
-    """What inference needs besides the weights: the class count and the class names."""
+    """What inference needs besides the weights: the class count, the class names and, for
+    instance data, the label -> category id map (``{label: id of the annotation file}``;
+    synthetic data: labels are the category ids)."""
     facts = {}
     n = getattr(dataset, "num_classes", None)
     if n is not None:
         facts["num_classes"] = int(n)
     names = getattr(dataset, "classes", None)  # semantic: class 0 included
-    if not names and getattr(dataset, "categories", None):  # instance: label 0 is background
-        names = ["background", *dataset.categories]
+    categories = getattr(dataset, "categories", None)
+    if not names and categories:  # instance: label 0 is background
+        names = ["background", *categories]
+        to_category = getattr(dataset, "label_to_category_id", None)
+        to_category = to_category or {k: k for k in range(1, len(categories) + 1)}
+        facts["label_to_category_id"] = {int(k): int(v) for k, v in to_category.items()}
     if names:
         facts["class_names"] = [str(x) for x in names]  # indexed by the model's labels
     return facts

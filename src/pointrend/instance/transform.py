@@ -20,6 +20,7 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
+from ..image_checks import check_image_tensor
 from .paste import paste_masks
 from .roi_heads import check_training_targets
 
@@ -86,6 +87,8 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
+        for i, image in enumerate(images):
+            check_image_tensor(image, f"images[{i}]")
         if targets is not None:
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)

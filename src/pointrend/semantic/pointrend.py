@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..head import PointHead
+from ..image_checks import check_image_tensor
 from ..points import (
     calculate_semantic_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -33,11 +34,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class SemanticPointRendConfig:
-    """PointRend's semantic options (SPEC.md defaults).
+    """PointRend's semantic options (defaults: the paper's semantic settings).
 
     ``train_num_points``: points per image in training (2048); ``oversample_ratio`` k (3) and
-    ``importance_sample_ratio`` beta (0.75); ``train_point_sampling``: ``"uncertain"`` (the
-    sampler of SPEC.md) or ``"grid"`` (a regular grid, the paper's ablation; no randomness);
+    ``importance_sample_ratio`` beta (0.75); ``train_point_sampling``: ``"uncertain"`` (draw
+    ``k * N`` uniform points, keep the ``beta * N`` most uncertain by the multi-class
+    uncertainty ``logit_2nd - logit_1st`` of the interpolated coarse logits, add
+    ``N - beta * N`` uniform ones) or ``"grid"`` (a regular grid, the paper's ablation; no
+    randomness);
     ``subdivision_num_points``: points per step at inference (8192); ``fc_dim`` / ``num_fc`` /
     ``coarse_pred_each_layer``: the point head (3 x 256; the coarse logits only at its input,
     the paper's semantic head).
@@ -148,8 +152,7 @@ class SemanticSegmenter(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
         features = self.backbone((images - self.mean) / self.std)
         if self.coarse_inputs is None:
             inputs = features
