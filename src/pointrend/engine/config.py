@@ -201,7 +201,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     values = apply_overrides(values, list(overrides or []))
-    return _build(TrainConfig, values, where)
+    return _with_source(_build(TrainConfig, values, where), where)
 
 
 def config_from_dict(
@@ -211,4 +211,11 @@ def config_from_dict(
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     values = apply_overrides(copy.deepcopy(values), list(overrides or []))
-    return _build(TrainConfig, values, where)
+    return _with_source(_build(TrainConfig, values, where), where)
+
+
+def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
+    """Remember where the model config was read (an attribute, not a field: checkpoints do not
+    store it), so that errors in ``model.options`` can name the file."""
+    cfg.model.source = where
+    return cfg
