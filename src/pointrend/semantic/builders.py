@@ -10,7 +10,8 @@ The backbone comes from :mod:`pointrend.backbones` with batch norm and every sta
 default (as torchvision's segmentation models); ``norm="frozen"`` and
 ``trainable_backbone_layers`` change that. PointRend's options are the fields of
 :class:`SemanticPointRendConfig`, given whole (``config``) or one by one (``train_num_points=1024``);
-options a builder does not take raise :class:`~pointrend.options.OptionError`.
+the baselines accept them too (unused), so a pair of configs can differ only in the builder.
+Options a builder does not take raise :class:`~pointrend.options.OptionError`.
 """
 
 from __future__ import annotations
@@ -49,24 +50,18 @@ def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendC
     )
 
 
-def _pointrend_config(builder, config, config_overrides: dict) -> SemanticPointRendConfig:
-    """Check the options of a PointRend builder, then apply them to ``config``."""
+def _semantic_config(builder, config, config_overrides: dict) -> SemanticPointRendConfig:
+    """Check a builder's options, then apply them to ``config``."""
     known = {*keyword_options(builder), *POINTREND_OPTIONS}
     check_options(builder.__name__, config_overrides, known)
     return dataclasses.replace(config or SemanticPointRendConfig(), **config_overrides)
 
 
-def _check_baseline(builder, options: dict) -> None:
-    name = builder.__name__
-    advice = ("a PointRend option", f"{name} is the plain baseline (use pointrend_{name})")
-    misplaced = dict.fromkeys((*POINTREND_OPTIONS, "config"), advice)
-    check_options(name, options, keyword_options(builder), misplaced)
-
-
 def _semantic_fpn_model(
     backbone: str,
     num_classes: int,
-    config: SemanticPointRendConfig | None,
+    config: SemanticPointRendConfig,
+    pointrend: bool,
     *,
     levels: str,
     weights,
@@ -77,7 +72,7 @@ def _semantic_fpn_model(
     fpn_channels: int,
     backbone_returned_layers: list[int] | None,
 ) -> SemanticSegmenter:
-    """Semantic FPN, with PointRend when ``config`` is given (arguments: the builders')."""
+    """Semantic FPN, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
     if weights is not None:
         raise ValueError(
             f"weights={weights!r}: Semantic FPN has no torchvision weights (use weights_backbone)"
@@ -109,7 +104,7 @@ def _semantic_fpn_model(
         coarse_stride=in_strides[0],
         fine_index=0,
         fine_stride=fpn.strides[0],
-        point_head=None if config is None else _point_head(fpn_channels, num_classes, config),
+        point_head=_point_head(fpn_channels, num_classes, config) if pointrend else None,
         config=config,
         coarse_inputs=tuple(range(first, len(returned))),
     )
@@ -130,7 +125,8 @@ def semantic_fpn(
     conv_dims: int = 128,
     fpn_channels: int = 256,
     backbone_returned_layers: list[int] | None = None,
-    **options,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
 ) -> SemanticSegmenter:
     """The baseline Semantic FPN: its coarse logits bilinearly upsampled.
 
@@ -144,12 +140,16 @@ def semantic_fpn(
         conv_dims: width of the head's towers (128); fpn_channels: of every FPN level (256).
         backbone_returned_layers: ``[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of
             a ResNet-18's weights): a small CPU model.
+        config, **config_overrides: PointRend's options (:class:`SemanticPointRendConfig` and
+            its fields), accepted and kept in ``model.config`` so that a baseline and its
+            PointRend model can share one set of options; the baseline does not use them.
     """
-    _check_baseline(semantic_fpn, options)
+    config = _semantic_config(semantic_fpn, config, config_overrides)
     return _semantic_fpn_model(
         backbone,
         num_classes,
-        None,
+        config,
+        False,
         levels=levels,
         weights=weights,
         weights_backbone=weights_backbone,
@@ -181,11 +181,12 @@ def pointrend_semantic_fpn(
     Arguments of :func:`semantic_fpn`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
     fields ``config_overrides`` set (e.g. ``train_num_points=1024``).
     """
-    config = _pointrend_config(pointrend_semantic_fpn, config, config_overrides)
+    config = _semantic_config(pointrend_semantic_fpn, config, config_overrides)
     return _semantic_fpn_model(
         backbone,
         num_classes,
         config,
+        True,
         levels=levels,
         weights=weights,
         weights_backbone=weights_backbone,
@@ -200,7 +201,8 @@ def pointrend_semantic_fpn(
 def _deeplabv3_model(
     backbone: str,
     num_classes: int,
-    config: SemanticPointRendConfig | None,
+    config: SemanticPointRendConfig,
+    pointrend: bool,
     *,
     output_stride: int,
     weights,
@@ -208,7 +210,7 @@ def _deeplabv3_model(
     norm: str | None,
     trainable_backbone_layers: int | None,
 ) -> SemanticSegmenter:
-    """DeepLabV3, with PointRend when ``config`` is given (arguments: the builders')."""
+    """DeepLabV3, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
     if weights is not None and backbone not in DEEPLABV3_WEIGHTS:
@@ -238,7 +240,7 @@ def _deeplabv3_model(
         coarse_stride=output_stride,
         fine_index=0,
         fine_stride=body.strides[0],
-        point_head=None if config is None else _point_head(fine_channels, num_classes, config),
+        point_head=_point_head(fine_channels, num_classes, config) if pointrend else None,
         config=config,
         coarse_inputs=1,
     )
@@ -256,7 +258,8 @@ def deeplabv3(
     weights_backbone=None,
     norm: str | None = "batch",
     trainable_backbone_layers: int | None = 5,
-    **options,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
 ) -> SemanticSegmenter:
     """The baseline DeepLabV3 (torchvision's head): its coarse logits bilinearly upsampled.
 
@@ -268,12 +271,14 @@ def deeplabv3(
             last classifier conv only when ``num_classes`` is 21); weights_backbone: ImageNet
             weights of the backbone, ignored with ``weights``.
         norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
+        config, **config_overrides: as :func:`semantic_fpn` (kept, not used by the baseline).
     """
-    _check_baseline(deeplabv3, options)
+    config = _semantic_config(deeplabv3, config, config_overrides)
     return _deeplabv3_model(
         backbone,
         num_classes,
-        None,
+        config,
+        False,
         output_stride=output_stride,
         weights=weights,
         weights_backbone=weights_backbone,
@@ -299,11 +304,12 @@ def pointrend_deeplabv3(
     Arguments of :func:`deeplabv3`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
     fields ``config_overrides`` set (e.g. ``subdivision_num_points=4096``).
     """
-    config = _pointrend_config(pointrend_deeplabv3, config, config_overrides)
+    config = _semantic_config(pointrend_deeplabv3, config, config_overrides)
     return _deeplabv3_model(
         backbone,
         num_classes,
         config,
+        True,
         output_stride=output_stride,
         weights=weights,
         weights_backbone=weights_backbone,
