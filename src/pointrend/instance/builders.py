@@ -39,18 +39,19 @@ __all__ = [
 
 # torchvision's MaskRCNN keywords a user passes (the builders make the backbone and the heads),
 # with the transform's own (MaskRCNN hands unknown keywords to GeneralizedRCNNTransform).
+BUILT_HERE = ("self", "backbone", "num_classes", "box_head", "box_predictor", "mask_predictor")
 TORCHVISION_OPTIONS = tuple(
     name
     for name in inspect.signature(MaskRCNN.__init__).parameters
-    if name not in ("self", "backbone", "num_classes", "box_head", "box_predictor", "kwargs")
-    and name != "mask_predictor"
+    if name not in (*BUILT_HERE, "kwargs")
 ) + ("size_divisible", "fixed_size")
 MASK_BRANCH_MODULES = ("mask_roi_pool", "mask_head")  # torchvision's mask branch: baseline only
 COCO_MODEL = "maskrcnn_resnet50_fpn"  # torchvision's COCO Mask R-CNN (ResNet-50-FPN)
 
 
-def _backbone(name: str, weights, weights_backbone, options: dict) -> tuple[FPNBackbone, tuple]:
-    """The FPN backbone and the weights to load once the model is built (enum, layout)."""
+def _backbone(name: str, weights, weights_backbone, **options) -> tuple[FPNBackbone, tuple]:
+    """The FPN backbone (``options``: :func:`fpn_backbone`'s) and the weights to load once the
+    model is built (enum, layout), or ``None``."""
     if weights is not None and name != "resnet50":
         raise ValueError(
             f"weights={weights!r}: torchvision's COCO Mask R-CNN weights exist for resnet50 only, "
@@ -132,12 +133,10 @@ def maskrcnn(
         backbone_name,
         weights,
         weights_backbone,
-        dict(
-            returned_layers=backbone_returned_layers,
-            fpn_channels=fpn_channels,
-            norm=norm,
-            trainable_layers=trainable_backbone_layers,
-        ),
+        returned_layers=backbone_returned_layers,
+        fpn_channels=fpn_channels,
+        norm=norm,
+        trainable_layers=trainable_backbone_layers,
     )
     predictor = MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes)
     if mask_head_dim != 256 or backbone.out_channels != 256:
@@ -180,24 +179,16 @@ def pointrend_maskrcnn(
         num_classes: K including the background.
         weights: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights`` (ResNet-50 only):
             torchvision's COCO model into backbone, RPN and box head (box predictor when
-            ``num_classes == 91``).
-        weights_backbone: ImageNet weights of the backbone (enum or name), ignored with
-            ``weights``.
+            ``num_classes == 91``); weights_backbone: ImageNet weights (ignored with ``weights``).
         trainable_backbone_layers, norm: as torchvision (default: 3 stages and frozen batch
-            norm when pretrained, else all stages and batch norm); see
-            :mod:`pointrend.backbones`.
+            norm when pretrained, else all and batch norm; :mod:`pointrend.backbones`).
         box_head_dim: width of the two-layer box head (torchvision: 1024).
-        mask_config: :class:`PointRendMaskConfig`; ``mask_output_size``,
-            ``mask_subdivision_steps`` and ``mask_subdivision_points`` (inference) and
-            ``mask_train_num_points``, ``mask_train_point_sampling`` (``"uncertain"`` or
-            ``"grid"``), ``mask_oversample_ratio`` (k) and ``mask_importance_sample_ratio``
-            (beta) (training), ``mask_fc_dim`` / ``mask_conv_dim`` (coarse head widths)
-            override its fields, so a YAML config can set them under ``model.options``.
+        mask_config: :class:`PointRendMaskConfig`, whose fields the ``mask_*`` options override
+            (inference: output size, subdivision steps and points; training: points, sampling,
+            k, beta; the coarse head's widths), so that a YAML config can set them.
         backbone_returned_layers: ResNet stages feeding the FPN (default ``[1, 2, 3, 4]``;
-            ``[1, 2, 3]`` drops ``layer4``: a small CPU model); fpn_channels: width of every
-            FPN level (torchvision: 256).
-        rpn_anchor_sizes: one anchor size per FPN level, the max-pool level included
-            (default 32, 64, 128, ...).
+            ``[1, 2, 3]`` drops ``layer4``: a small CPU model); fpn_channels: of every level.
+        rpn_anchor_sizes: one anchor size per FPN level with the max-pool level (32, 64, ...).
         **kwargs: torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``, RPN and
             box options); others raise :class:`~pointrend.options.OptionError`.
 
@@ -223,12 +214,10 @@ def pointrend_maskrcnn(
         backbone_name,
         weights,
         weights_backbone,
-        dict(
-            returned_layers=backbone_returned_layers,
-            fpn_channels=fpn_channels,
-            norm=norm,
-            trainable_layers=trainable_backbone_layers,
-        ),
+        returned_layers=backbone_returned_layers,
+        fpn_channels=fpn_channels,
+        norm=norm,
+        trainable_layers=trainable_backbone_layers,
     )
     model = _skeleton(backbone, num_classes, box_head_dim, nn.Identity(), rpn_anchor_sizes, kwargs)
     branch = PointRendMaskBranch(backbone.out_channels, num_classes, config)
