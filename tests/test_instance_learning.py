@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
-from pointrend.instance import maskrcnn, pointrend_maskrcnn
+from pointrend.models import maskrcnn, pointrend_maskrcnn
 
 SIZE = 128
 STEPS = 40

@@ -32,7 +32,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..instance import PointRendMaskBranch, PointRendMaskConfig
-from ..instance.builders import pointrend_maskrcnn_resnet50_fpn
+from ..models import pointrend_maskrcnn_resnet50_fpn
 from ..pretrained import load_torchvision_weights
 
 __all__ = [
