@@ -170,7 +170,7 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch (SPEC.md defaults) rendering ``output_size`` masks."""
+    """PointRend's mask branch (the paper's default settings) rendering ``output_size`` masks."""
     config = PointRendMaskConfig(output_size=output_size, **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
