@@ -37,7 +37,8 @@ class SemanticPointRendConfig:
 
     ``train_num_points``: points per image in training (2048); ``oversample_ratio`` k (3) and
     ``importance_sample_ratio`` beta (0.75); ``train_point_sampling``: ``"uncertain"`` (k * N
-    random candidates, the beta * N most uncertain of them plus (1 - beta) * N uniform points) or ``"grid"`` (a regular grid, the paper's ablation; no randomness);
+    random candidates, the beta * N most uncertain of them plus (1 - beta) * N uniform points)
+    or ``"grid"`` (a regular grid, the paper's ablation; no randomness);
     ``subdivision_num_points``: points per step at inference (8192); ``fc_dim`` / ``num_fc`` /
     ``coarse_pred_each_layer``: the point head (3 x 256; the coarse logits only at its input,
     the paper's semantic head).
