@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from pointrend.instance import pointrend_maskrcnn
-from pointrend.semantic import build_semantic_model
+from pointrend.models import pointrend_maskrcnn, pointrend_semantic_fpn
 
 
 @pytest.fixture(scope="module")
@@ -13,15 +12,7 @@ def models():
     instance = pointrend_maskrcnn(
         "resnet18", 4, weights=None, weights_backbone=None, min_size=32, max_size=32
     ).eval()
-    semantic = build_semantic_model(
-        arch="fpn",
-        backbone="resnet18",
-        num_classes=4,
-        pointrend=True,
-        weights=None,
-        weights_backbone=None,
-        subdivision_num_points=64,
-    ).eval()
+    semantic = pointrend_semantic_fpn("resnet18", 4, subdivision_num_points=64).eval()
     return instance, semantic
 
 

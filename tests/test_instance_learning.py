@@ -6,7 +6,7 @@ at full resolution. To keep the test quick and deterministic the region proposal
 "oracle RPN": jittered ground-truth boxes; the box head and both mask branches train as usual,
 through ``model(images, targets)``), and the masks are evaluated on the ground-truth boxes
 (forced as detections, so that each model's own inference and paste run unchanged). What is
-compared is the mask branch: Boundary IoU (SPEC.md, d = 2% of the image diagonal) of the pasted
+compared is the mask branch: Boundary IoU (boundary bands of width d = 2% of the image diagonal) of the pasted
 masks thresholded at 0.5.
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.transform import resize_boxes
 
-from pointrend.instance import maskrcnn, pointrend_maskrcnn
+from pointrend.models import maskrcnn, pointrend_maskrcnn
 
 SIZE = 128
 STEPS = 40

@@ -32,7 +32,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..instance import PointRendMaskBranch, PointRendMaskConfig
-from ..instance.builders import load_torchvision_maskrcnn_weights, pointrend_maskrcnn_resnet50_fpn
+from ..models import pointrend_maskrcnn_resnet50_fpn
+from ..pretrained import load_torchvision_weights
 
 __all__ = [
     "PAPER",
@@ -169,7 +170,7 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch (SPEC.md defaults) rendering ``output_size`` masks."""
+    """PointRend's mask branch (the paper's default settings) rendering ``output_size`` masks."""
     config = PointRendMaskConfig(output_size=output_size, **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
@@ -373,7 +374,7 @@ def end_to_end(repeats: int, boxes_total: int = 100, log: Log | None = print) ->
     torch.manual_seed(0)
     baseline = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     ours = pointrend_maskrcnn_resnet50_fpn(num_classes=91).eval()
-    load_torchvision_maskrcnn_weights(ours, baseline.state_dict())
+    load_torchvision_weights(ours, baseline.state_dict(), "maskrcnn")
     image = torch.rand(3, 800, 1333)
     boxes = random_boxes(boxes_total, 800, 1333, seed=1)
     labels = torch.randint(1, 91, (boxes_total,))

@@ -4,7 +4,7 @@ From the same stride-4 coarse logits (Semantic FPN P2-P5) and stride-4 fine feat
 channels) of one ``H x W`` image (the paper's 1024 x 2048 Cityscapes frame, K = 19):
 
 * **upsampled**: the coarse logits bilinearly upsampled 4x (the plain baseline);
-* **PointRend**: adaptive subdivision, 2 steps of 8192 points (SPEC.md), the library's
+* **PointRend**: adaptive subdivision, 2 steps of 8192 points (the paper's setting), the library's
   :class:`~pointrend.semantic.SemanticSegmenter` renderer;
 * **dense point head**: the same point head evaluated at every pixel of the output (what
   PointRend would cost without choosing its points), in bands of rows to bound memory.
@@ -42,7 +42,14 @@ def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegme
     config = SemanticPointRendConfig(subdivision_num_points=num_points)
     head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=config.coarse_pred_each_layer)
     return SemanticSegmenter(
-        nn.Identity(), nn.Identity(), STRIDE, 0, STRIDE, num_classes, head, config
+        nn.Identity(),
+        nn.Identity(),
+        num_classes=num_classes,
+        coarse_stride=STRIDE,
+        fine_index=0,
+        fine_stride=STRIDE,
+        point_head=head,
+        config=config,
     ).eval()
 
 

@@ -33,7 +33,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..semantic import SemanticSegmenter, deeplabv3, semantic_fpn
+from ..models import deeplabv3, pointrend_deeplabv3, pointrend_semantic_fpn, semantic_fpn
+from ..semantic import SemanticSegmenter
 from .cost import ActivationCounter, PeakMemory, alternate, count_call
 
 __all__ = ["LABELS", "PAIRS", "build_models", "semantic_model_costs", "format_table"]
@@ -56,17 +57,15 @@ def build_models(backbone: str, num_classes: int, num_points: int) -> dict[str, 
     torch.manual_seed(0)
     options = {"weights_backbone": None}
     models = {
-        "fpn": semantic_fpn(backbone, num_classes, pointrend=False, **options),
-        "fpn_pointrend": semantic_fpn(
-            backbone, num_classes, pointrend=True, subdivision_num_points=num_points, **options
+        "fpn": semantic_fpn(backbone, num_classes, **options),
+        "fpn_pointrend": pointrend_semantic_fpn(
+            backbone, num_classes, subdivision_num_points=num_points, **options
         ),
-        "deeplab_os16": deeplabv3(backbone, num_classes, pointrend=False, **options),
-        "deeplab_os16_pointrend": deeplabv3(
-            backbone, num_classes, pointrend=True, subdivision_num_points=num_points, **options
+        "deeplab_os16": deeplabv3(backbone, num_classes, **options),
+        "deeplab_os16_pointrend": pointrend_deeplabv3(
+            backbone, num_classes, subdivision_num_points=num_points, **options
         ),
-        "deeplab_os8": deeplabv3(
-            backbone, num_classes, pointrend=False, output_stride=8, **options
-        ),
+        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **options),
     }
     for ours, plain in PAIRS.items():
         keys = models[ours].load_state_dict(models[plain].state_dict(), strict=False)

@@ -241,7 +241,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     values = _read_yaml(path) if path is not None else {}
     where = str(path) if path is not None else "defaults"
     values = apply_overrides(values, list(overrides or []))
-    return _check_ranges(_build(TrainConfig, values, where), where)
+    return _with_source(_check_ranges(_build(TrainConfig, values, where), where), where)
 
 
 def config_from_dict(
@@ -251,7 +251,7 @@ def config_from_dict(
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     values = apply_overrides(copy.deepcopy(values), list(overrides or []))
-    return _check_ranges(_build(TrainConfig, values, where), where)
+    return _with_source(_check_ranges(_build(TrainConfig, values, where), where), where)
 
 
 def require_train_data(cfg: TrainConfig, where: str = "the config") -> None:
@@ -314,3 +314,10 @@ def with_checkpoint_model(
         return stored_cfg, []
     diffs = model_differences(stored_cfg.model, given.model)
     return dataclasses.replace(given, model=copy.deepcopy(stored_cfg.model)), diffs
+
+
+def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
+    """Remember where the model config was read (an attribute, not a field: checkpoints do not
+    store it), so that errors in ``model.options`` can name the file."""
+    cfg.model.source = where
+    return cfg

@@ -60,29 +60,40 @@ class PointRendTransform(GeneralizedRCNNTransform):
     Args:
         num_classes: K (including the background), to check labels; ``None`` skips that check.
         paste_max_elements: memory bound of the paste (see :func:`paste_masks`).
-        Other arguments: those of :class:`GeneralizedRCNNTransform`.
+        Other arguments: those of :class:`GeneralizedRCNNTransform`, by name (``min_size``,
+        ``max_size``, ``image_mean``, ``image_std``, ``size_divisible``, ``fixed_size``).
     """
 
     def __init__(
-        self, *args, num_classes: int | None = None, paste_max_elements: int = 1 << 24, **kwargs
+        self,
+        *,
+        num_classes: int | None = None,
+        paste_max_elements: int = 1 << 24,
+        **transform_arguments,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(**transform_arguments)
         self.num_classes = num_classes
         self.paste_max_elements = paste_max_elements
+
+    @staticmethod
+    def transform_arguments(transform: GeneralizedRCNNTransform) -> dict:
+        """The arguments of :class:`GeneralizedRCNNTransform` that rebuild ``transform``, by
+        name (sizes, normalisation, batching)."""
+        return dict(
+            min_size=transform.min_size,
+            max_size=transform.max_size,
+            image_mean=transform.image_mean,
+            image_std=transform.image_std,
+            size_divisible=transform.size_divisible,
+            fixed_size=transform.fixed_size,
+        )
 
     @classmethod
     def from_transform(
         cls, transform: GeneralizedRCNNTransform, num_classes: int | None
     ) -> PointRendTransform:
-        return cls(
-            transform.min_size,
-            transform.max_size,
-            transform.image_mean,
-            transform.image_std,
-            size_divisible=transform.size_divisible,
-            fixed_size=transform.fixed_size,
-            num_classes=num_classes,
-        )
+        """The same resizing and normalisation as ``transform``, with PointRend's checks and paste."""
+        return cls(num_classes=num_classes, **cls.transform_arguments(transform))
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
