@@ -61,3 +61,13 @@ def test_check_outside_a_model_names_the_input():
     with pytest.raises(ValueError, match=r"^batch must be N x 3 x H x W, got shape \(3, 4, 4\)$"):
         check_image_tensor(torch.rand(3, 4, 4), "batch", batched=True)
     check_image_tensor(torch.rand(2, 3, 4, 4), "batch", batched=True)
+
+
+def test_instance_model_refuses_an_image_resizing_would_make_empty(models):
+    instance, _ = models  # min_size = max_size = 32
+    with torch.no_grad():
+        assert instance([torch.rand(3, 8, 64)])[0]["masks"].shape[-2:] == (8, 64)
+    with pytest.raises(
+        ValueError, match=r"images\[0\] is 1 x 300: .* short side would be 0 pixels"
+    ):
+        _run(models, "instance", torch.rand(3, 1, 300))

@@ -100,11 +100,25 @@ class PointRendTransform(GeneralizedRCNNTransform):
     ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
         for i, image in enumerate(images):
             check_image_tensor(image, f"images[{i}]")
+            if not torch.jit.is_tracing():
+                self._check_resized_size(image, f"images[{i}]")
         if targets is not None:
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)
             targets = [drop_degenerate_instances(t) for t in targets]
         return super().forward(images, targets)
+
+    def _check_resized_size(self, image: Tensor, name: str) -> None:
+        """Refuse an image so elongated that resizing would leave a side of 0 pixels."""
+        if self.fixed_size is not None:
+            return
+        h, w = (int(s) for s in image.shape[-2:])
+        scale = min(min(self.min_size) / min(h, w), self.max_size / max(h, w))
+        if min(h, w) * scale < 1:
+            raise ValueError(
+                f"{name} is {h} x {w}: resized to min_size {list(self.min_size)} / max_size "
+                f"{self.max_size} its short side would be 0 pixels; crop it or raise max_size"
+            )
 
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
