@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pointrend.bench.cost import PeakMemory
 from pointrend.bench.run import _parts
 from pointrend.bench.semantic_cost import dense_point_head, semantic_renderer
+
 from pointrend.cli import main
 from pointrend.engine import load_config
 from pointrend.engine.build import build_model

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from pointrend.bench.markdown import _semantic_models_md
 from pointrend.bench.semantic_models import PAIRS, build_models, semantic_model_costs
 from pointrend.bench.summary import _semantic_models_lines

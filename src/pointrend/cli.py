@@ -219,56 +219,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line, rule, *body])
 
 
-def _add_bench_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="measure the paper's claims (cost, accuracy, ablations): REPORT.md + plots"
-    )
-    p.add_argument("--quick", action="store_true", help="tiny sizes: proves the pipeline (minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="report folder")
-    p.add_argument("--weights-dir", help="checkpoints to evaluate (default: the shipped weights)")
-    p.add_argument("--work-dir", help="where models trained by the bench go (default: a temp dir)")
-    p.add_argument("--train-iters", type=int, help="iterations of each model trained here")
-    p.add_argument("--val-images", type=int, help="fresh validation images (default 100)")
-    p.add_argument("--repeats", type=int, help="timing repeats (median; default 5)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument(
-        "--sections",
-        default="cost,semantic,accuracy,ablation",
-        help="comma-separated subset of cost,semantic,accuracy,ablation (others are kept)",
-    )
-    p.set_defaults(func=_run_bench)
-
-
-def _run_bench(args) -> int:
-    import torch
-
-    from .bench import BenchOptions, run_bench
-
-    torch.set_num_threads(args.threads)
-    flags = {"--quick": args.quick, "--sections": args.sections, "--out": args.out}
-    for name in ("weights_dir", "work_dir", "train_iters", "val_images", "repeats", "threads"):
-        flags["--" + name.replace("_", "-")] = getattr(args, name)
-    command = " ".join(
-        ["pointrend bench"]
-        + [k if v is True else f"{k} {v}" for k, v in flags.items() if v not in (None, False)]
-    )
-    options = BenchOptions(
-        out=Path(args.out),
-        quick=args.quick,
-        work_dir=Path(args.work_dir) if args.work_dir else None,
-        train_iters=args.train_iters,
-        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
-        val_images=args.val_images,
-        repeats=args.repeats,
-        command=command,
-    )
-    if args.weights_dir:
-        options.weights_dir = Path(args.weights_dir)
-    run_bench(options)
-    print(f"wrote REPORT.md, results.json and plots to {args.out}")
-    return 0
-
-
 def _add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export trained weights to ONNX (onnxruntime) or TorchScript")
     p.add_argument("config", help="YAML config the weights were trained with")
@@ -308,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict_parser,
         _add_data_parser,
         _add_demo_parser,
-        _add_bench_parser,
         _add_export_parser,
     ):
         add(sub)

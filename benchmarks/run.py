@@ -1,4 +1,4 @@
-"""``pointrend bench``: run the sections, keep the figures of the others, write the report.
+"""``python -m benchmarks``: run the sections, keep the figures of the others, write the report.
 
 Sections: ``cost`` (instance mask branch per box and vs output resolution, end to end),
 ``semantic`` (full-resolution semantic cost: the refinement alone, then the full models with and
@@ -24,10 +24,13 @@ from pathlib import Path
 
 import torch
 
+from pointrend.demo import WEIGHTS_DIR
+
 from . import cost, semantic_cost, semantic_models
 from .ablation import inference_ablation, training_ablation
 from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
-from .report import machine_info, write_report
+from .machine import machine_info
+from .report import write_report
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
@@ -37,7 +40,7 @@ PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
 
 def default_weights_dir() -> Path:
     """The weights shipped with the package (``pointrend/weights``)."""
-    return Path(__file__).resolve().parents[1] / "weights"
+    return WEIGHTS_DIR
 
 
 @dataclass
@@ -52,7 +55,7 @@ class BenchOptions:
     sections: tuple[str, ...] = SECTIONS
     val_images: int | None = None
     repeats: int | None = None
-    command: str = "pointrend bench"
+    command: str = "python -m benchmarks"
 
     def sizes(self) -> dict:
         quick = self.quick

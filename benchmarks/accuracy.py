@@ -22,10 +22,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ..engine.checkpoint import latest_checkpoint
-from ..engine.config import SolverConfig, load_config
-from ..engine.inference import load_trained_model
-from ..engine.train import train
+from pointrend.engine.checkpoint import latest_checkpoint
+from pointrend.engine.config import SolverConfig, load_config
+from pointrend.engine.inference import load_trained_model
+from pointrend.engine.train import train
+
 from .scoring import (
     VAL_SEED,
     instance_scores,
