@@ -1,4 +1,4 @@
-"""The full-model semantic benchmark (:mod:`pointrend.bench.semantic_models`) at a tiny size:
+"""The full-model semantic benchmark (:mod:`benchmarks.semantic_models`) at a tiny size:
 its figures are measurements of the five contenders, its point counts what the settings imply."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import math
 
 import pytest
 import torch
-from pointrend.bench.markdown import _semantic_models_md
-from pointrend.bench.semantic_models import PAIRS, build_models, semantic_model_costs
-from pointrend.bench.summary import _semantic_models_lines
+
+from benchmarks.markdown.cost import semantic_models_md
+from benchmarks.semantic_models import PAIRS, build_models, semantic_model_costs
+from benchmarks.summary import _semantic_models_lines
 
 H, W, K, POINTS = 64, 96, 19, 1000
 
@@ -94,7 +95,7 @@ def test_models_output_full_resolution_and_share_weights():
 
 
 def test_report_lines(costs):
-    md = "\n".join(_semantic_models_md(costs))
+    md = "\n".join(semantic_models_md(costs))
     assert "### Full models at 64 x 96" in md and "(e) DeepLabV3-OS-8 upsampled" in md
     assert md.count("refinement of") == 2
     (line,) = _semantic_models_lines(costs)

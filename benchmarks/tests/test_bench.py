@@ -1,4 +1,4 @@
-"""`pointrend bench`: the report pipeline end to end (--quick), its measuring tools, and the
+"""`python -m benchmarks`: the report pipeline end to end (--quick), its measuring tools, and the
 training point-selection options the ablation needs."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from pointrend.bench.cost import PeakMemory
-from pointrend.bench.run import _parts
-from pointrend.bench.semantic_cost import dense_point_head, semantic_renderer
 
-from pointrend.cli import main
+from benchmarks.__main__ import main
+from benchmarks.meters import PeakMemory
+from benchmarks.run import _parts
+from benchmarks.semantic_cost import dense_point_head, semantic_renderer
 from pointrend.engine import load_config
 from pointrend.engine.build import build_model
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
@@ -34,7 +34,6 @@ def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     (root / "no_weights").mkdir()
     argv = [
-        "bench",
         "--quick",
         "--out",
         str(root / "out"),
@@ -156,7 +155,7 @@ def test_ablation_figures_vary_with_the_setting(bench):
 
 def test_one_section_is_measured_again_and_the_others_kept(bench):
     out, before = bench
-    assert main(["bench", "--quick", "--out", str(out), "--sections", "semantic"]) == 0
+    assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
     after = json.loads((out / "results.json").read_text())
     for name in ("cost", "accuracy", "ablation"):
         assert after["sections"][name] == before["sections"][name]
@@ -172,7 +171,7 @@ def test_bench_section_names():
 
 
 def test_bench_rejects_an_unknown_section(tmp_path, capsys):
-    assert main(["bench", "--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
+    assert main(["--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
     assert "speed" in capsys.readouterr().err
 
 
