@@ -77,7 +77,8 @@ class BenchOptions:
             "end_to_end": not quick,
             "semantic_image": [128, 256] if quick else [1024, 2048],
             "semantic_points": 2048 if quick else 8192,
-            "semantic_models_image": [64, 128] if quick else [1024, 2048],
+            "semantic_models_image": [64, 96] if quick else [1024, 2048],
+            "semantic_models_points": 1000 if quick else 8192,
             "semantic_models_backbone": "resnet18" if quick else "resnet50",
         }
 
@@ -134,7 +135,7 @@ def _semantic_cost(sizes: dict) -> dict:
         19,
         repeats=max(2, sizes["repeats"] - 2),
         backbone=backbone,
-        num_points=sizes["semantic_points"],
+        num_points=sizes["semantic_models_points"],
         log=_log,
     )
     return result
