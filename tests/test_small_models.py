@@ -1,12 +1,13 @@
-"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format."""
+"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format (written
+by ``scripts/ship_weights.py``, read by the package)."""
 
 import pytest
 import torch
 
 from pointrend.engine.checkpoint import load_model_weights
-from pointrend.engine.inference import quantize_state_dict
 from pointrend.instance import maskrcnn, pointrend_maskrcnn
 from pointrend.semantic import build_semantic_model
+from scripts.ship_weights import quantize_state_dict
 
 SMALL = dict(
     min_size=96,
