@@ -5,7 +5,8 @@ Sections: ``cost`` (instance mask branch per box and vs output resolution, end t
 without PointRend), ``accuracy`` (instance and semantic accuracy at
 equal training budget), ``ablation`` (inference settings on the same weights; training point
 selection, trained here; its two parts can be asked for alone as ``ablation.inference`` and
-``ablation.training``). Sections not asked for keep their figures from an earlier
+``ablation.training``), ``learning`` (PointRend vs Mask R-CNN masks learned from scratch on a tiny
+problem: Boundary IoU). Sections not asked for keep their figures from an earlier
 ``results.json`` in the output folder (of the same mode), so one section can be re-measured
 without the others.
 """
@@ -29,12 +30,13 @@ from pointrend.demo import WEIGHTS_DIR
 from . import cost, semantic_cost, semantic_models
 from .ablation import inference_ablation, training_ablation
 from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
+from .learning import boundary_learning
 from .machine import machine_info
 from .report import write_report
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
-SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
 
 
@@ -80,6 +82,8 @@ class BenchOptions:
             "semantic_models_image": [64, 96] if quick else [1024, 2048],
             "semantic_models_points": 1000 if quick else 8192,
             "semantic_models_backbone": "resnet18" if quick else "resnet50",
+            "learning_steps": 2 if quick else 40,
+            "learning_size": 64 if quick else 128,
         }
 
 
@@ -172,6 +176,12 @@ def _training_ablation(source: ModelSource, sizes: dict) -> dict:
     return training_ablation(source, sizes["val_images"], None, sizes["folds"])
 
 
+def _learning(sizes: dict) -> dict:
+    steps, size = sizes["learning_steps"], sizes["learning_size"]
+    _log(f"learning: PointRend vs Mask R-CNN from scratch, {steps} steps at {size} x {size}")
+    return boundary_learning(steps, size, log=_log)
+
+
 def _parts(sections) -> list[str]:
     """``--sections`` names -> the parts to measure (``ablation`` is both of its parts)."""
     parts = []
@@ -181,7 +191,7 @@ def _parts(sections) -> list[str]:
             raise ValueError(f"unknown bench section {name!r}; known: {known}")
         parts += [p for p in PARTS if p == name or p.startswith(name + ".")]
         parts += [name] if name in SECTIONS and name != "ablation" else []
-    return [p for p in ("cost", "semantic", "accuracy", *PARTS) if p in parts]
+    return [p for p in ("cost", "semantic", "accuracy", *PARTS, "learning") if p in parts]
 
 
 def _store(sections: dict, part: str, figures: dict) -> None:
@@ -240,6 +250,7 @@ def run_bench(options: BenchOptions) -> dict:
         "accuracy": functools.partial(_accuracy, source, sizes),
         "ablation.inference": functools.partial(_inference_ablation, source, sizes),
         "ablation.training": functools.partial(_training_ablation, source, sizes),
+        "learning": functools.partial(_learning, sizes),
     }
     measured = {}
     for part in parts:

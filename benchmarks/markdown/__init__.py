@@ -7,7 +7,7 @@ paper's pattern is computed from the figures, whatever they turn out to be.
 from __future__ import annotations
 
 from ..summary import summary_md
-from .accuracy import ablation_md, accuracy_md, semantic_md
+from .accuracy import ablation_md, accuracy_md, learning_md, semantic_md
 from .cost import cost_md, semantic_cost_md
 
 __all__ = ["render_markdown"]
@@ -46,4 +46,6 @@ def render_markdown(results: dict, figures: dict) -> str:
         out += ablation_md(sections["ablation"], figures)
     if "accuracy" in sections:
         out += semantic_md(sections["accuracy"])
+    if "learning" in sections:
+        out += learning_md(sections["learning"])
     return "\n".join(out).rstrip() + "\n"

@@ -45,13 +45,14 @@ def test_quick_bench_writes_report_json_and_plots(bench):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     report = (out / "REPORT.md").read_text()
-    for heading in ("## 1. Cost", "## 2. Instance", "## 3. Ablations", "## 4. Semantic"):
+    headings = ("## 1. Cost", "## 2. Instance", "## 3. Ablations", "## 4. Semantic", "## 5. ")
+    for heading in headings:
         assert heading in report
     for name in PNGS:
         assert f"({name})" in report
     assert results["machine"]["cpu"] in report and "Quick mode" in report
     assert results["settings"]["quick"] is True
-    assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation"}
+    assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation", "learning"}
     parts = dict(results["sections"])
     parts.update(parts.pop("ablation"))  # measured in two parts: inference, training
     for part in parts.values():
@@ -162,12 +163,12 @@ def test_one_section_is_measured_again_and_the_others_kept(bench, tmp_path, monk
     figures["rows"]["pointrend"]["time_s"] = 12.345
     calls = []
     monkeypatch.setattr(run, "_semantic_cost", lambda sizes: calls.append(sizes) or figures)
-    for name in ("_cost", "_accuracy", "_inference_ablation", "_training_ablation"):
+    for name in ("_cost", "_accuracy", "_inference_ablation", "_training_ablation", "_learning"):
         monkeypatch.setattr(run, name, functools.partial(_not_asked_for, name))
     assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
     after = json.loads((out / "results.json").read_text())
     assert len(calls) == 1
-    for name in ("cost", "accuracy", "ablation"):
+    for name in ("cost", "accuracy", "ablation", "learning"):
         assert after["sections"][name] == before["sections"][name]
     again = after["sections"]["semantic"]
     assert again["measured"]["at"] >= first["measured"]["at"]
