@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import run
+from benchmarks import plots, run
 from benchmarks.__main__ import main
 from benchmarks.meters import PeakMemory
 from benchmarks.run import _parts
@@ -163,6 +163,8 @@ def test_one_section_is_measured_again_and_the_others_kept(bench, tmp_path, monk
     figures["rows"]["pointrend"]["time_s"] = 12.345
     calls = []
     monkeypatch.setattr(run, "_semantic_cost", lambda sizes: calls.append(sizes) or figures)
+    for name in plots.__all__:  # drawn in the test of the whole run
+        monkeypatch.setattr(plots, name, lambda part, out: None)
     for name in ("_cost", "_accuracy", "_inference_ablation", "_training_ablation", "_learning"):
         monkeypatch.setattr(run, name, functools.partial(_not_asked_for, name))
     assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
