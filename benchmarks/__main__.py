@@ -11,6 +11,9 @@ import torch
 
 from .run import SECTIONS, BenchOptions, run_bench
 
+RESULTS = "benchmarks/results"
+QUICK_RESULTS = "outputs/bench-quick"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -18,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="measure the paper's claims (cost, accuracy, ablations): REPORT.md + plots",
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: proves the pipeline (minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="report folder")
+    p.add_argument(
+        "--out",
+        help=f"report folder (default {RESULTS}; with --quick {QUICK_RESULTS}, so that a quick "
+        "run never replaces the stored figures)",
+    )
     p.add_argument("--weights-dir", help="checkpoints to evaluate (default: the shipped weights)")
     p.add_argument("--work-dir", help="where models trained by the bench go (default: a temp dir)")
     p.add_argument("--train-iters", type=int, help="iterations of each model trained here")
@@ -46,6 +53,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
     torch.set_num_threads(args.threads)
     options = BenchOptions(
         out=Path(args.out),

@@ -278,3 +278,16 @@ def test_builder_and_yaml_set_the_training_point_options():
     config = build_model(cfg.model, 8).roi_heads.mask_branch.config
     assert config.oversample_ratio == 10 and config.importance_sample_ratio == 1.0
     assert config.train_point_sampling == "uncertain"
+
+
+def test_a_quick_run_never_replaces_the_stored_figures(monkeypatch):
+    import benchmarks.__main__ as cli
+
+    asked = []
+    monkeypatch.setattr(cli, "run_bench", asked.append)
+    assert cli.main(["--quick", "--sections", "cost"]) == 0 and cli.main([]) == 0
+    assert [o.out for o in asked] == [Path("outputs/bench-quick"), Path("benchmarks/results")]
+    assert (
+        asked[0].command
+        == "python -m benchmarks --quick --sections cost --out outputs/bench-quick --threads 1"
+    )
