@@ -23,8 +23,6 @@ from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 from pointrend.models import maskrcnn, pointrend_maskrcnn
 from pointrend.points import generate_regular_grid_point_coords
 
-pytestmark = pytest.mark.xdist_group("quick_bench")  # the quick run once, in one worker
-
 PNGS = [
     "cost_vs_resolution.png",
     "semantic_cost.png",

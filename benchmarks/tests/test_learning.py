@@ -1,12 +1,9 @@
 """The ``learning`` section: Boundary IoU and the figures the quick bench reports."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from benchmarks.learning import boundary_iou, star_images, star_mask
-
-pytestmark = pytest.mark.xdist_group("quick_bench")  # the quick run once, in one worker
 
 
 def test_boundary_iou_needs_the_contour():

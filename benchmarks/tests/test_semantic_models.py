@@ -13,8 +13,6 @@ from benchmarks.markdown.cost import semantic_models_md
 from benchmarks.semantic_models import PAIRS, build_models
 from benchmarks.summary import _semantic_models_lines
 
-pytestmark = pytest.mark.xdist_group("quick_bench")  # the quick run once, in one worker
-
 H, W, K, POINTS = 64, 96, 19, 1000
 
 
