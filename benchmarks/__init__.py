@@ -1,7 +1,7 @@
 """Benchmarks of the paper's claims: cost (instance and semantic), accuracy, ablations.
 
 Not part of the installed ``pointrend`` package: run from a checkout of the repository
-(``make bench``, or ``python -m benchmarks --help``). :func:`run_bench` writes ``REPORT.md``,
+(``make bench``, or ``python -m benchmarks --help``). :func:`.run.run_bench` writes ``REPORT.md``,
 ``results.json`` and PNG plots. Modules: :mod:`.cost` (instance mask branch), :mod:`.semantic_cost`
 (semantic refinement), :mod:`.semantic_models` (full semantic models), :mod:`.accuracy`,
 :mod:`.ablation`, :mod:`.learning` (a tiny problem learned from scratch), :mod:`.meters`,
@@ -10,6 +10,4 @@ JSON file and command: ``python -m benchmarks.instance_cost``, ``benchmarks.sema
 ``benchmarks.export_latency``, ``benchmarks.semantic_rendering_gain``.
 """
 
-from .run import SECTIONS, BenchOptions, default_weights_dir, run_bench
-
-__all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
+# Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.

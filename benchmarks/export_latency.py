@@ -112,7 +112,9 @@ def pixels_differing(reference: np.ndarray, other: np.ndarray, tol: float = 1e-4
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.export_latency", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small inputs only")

@@ -254,7 +254,10 @@ def format_table(result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.semantic_models``: the measurement alone, written to a JSON file."""
-    parser = argparse.ArgumentParser(description="full semantic models with and without PointRend")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.semantic_models",
+        description="full semantic models with and without PointRend",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="64 x 128, ResNet-18, one round")

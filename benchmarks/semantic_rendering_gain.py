@@ -53,7 +53,9 @@ def rendering_gain(baseline: str, pointrend: str, images: int, size: int, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.semantic_rendering_gain", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("baseline", help="coarse model checkpoint")
     parser.add_argument("pointrend", help="PointRend model checkpoint")
     parser.add_argument("--images", type=int, default=50)
