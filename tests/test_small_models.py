@@ -1,11 +1,12 @@
-"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format."""
+"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format (written
+by ``scripts/ship_weights.py``, read by the package)."""
 
 import pytest
 import torch
 
 from pointrend.engine.checkpoint import load_model_weights
-from pointrend.engine.inference import quantize_state_dict
 from pointrend.models import maskrcnn, pointrend_maskrcnn, pointrend_semantic_fpn, semantic_fpn
+from scripts.ship_weights import quantize_state_dict
 
 SMALL = dict(
     min_size=96,

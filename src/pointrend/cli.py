@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
+
+STARTED_AT = time.perf_counter()  # the demo reports its time from here (the package imported)
 
 
 def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
@@ -238,11 +241,9 @@ def _add_demo_parser(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    import time
-
     import torch
 
-    from . import IMPORTED_AT, demo
+    from . import demo
 
     _set_threads(args)
 
@@ -260,8 +261,9 @@ def _run_demo(args) -> int:
     print(demo.format_demo_table(metrics))
     written = sorted(p.name for p in Path(args.out).iterdir() if p.suffix in (".png", ".json"))
     print(f"wrote {', '.join(written)} to {args.out}")
-    seconds = time.perf_counter() - IMPORTED_AT
-    print(f"demo took {seconds:.1f} s (imports included) on {torch.get_num_threads()} thread(s)")
+    seconds = time.perf_counter() - STARTED_AT
+    threads = torch.get_num_threads()
+    print(f"demo took {seconds:.1f} s on {threads} thread(s) (after importing pointrend and torch)")
     return 0
 
 
@@ -276,56 +278,6 @@ def format_table(rows: list[dict]) -> str:
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join([line, rule, *body])
-
-
-def _add_bench_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="measure the paper's claims (cost, accuracy, ablations): REPORT.md + plots"
-    )
-    p.add_argument("--quick", action="store_true", help="tiny sizes: proves the pipeline (minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="report folder")
-    p.add_argument("--weights-dir", help="checkpoints to evaluate (default: the shipped weights)")
-    p.add_argument("--work-dir", help="where models trained by the bench go (default: a temp dir)")
-    p.add_argument("--train-iters", type=int, help="iterations of each model trained here")
-    p.add_argument("--val-images", type=int, help="fresh validation images (default 100)")
-    p.add_argument("--repeats", type=int, help="timing repeats (median; default 5)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument(
-        "--sections",
-        default="cost,semantic,accuracy,ablation",
-        help="comma-separated subset of cost,semantic,accuracy,ablation (others are kept)",
-    )
-    p.set_defaults(func=_run_bench)
-
-
-def _run_bench(args) -> int:
-    import torch
-
-    from .bench import BenchOptions, run_bench
-
-    torch.set_num_threads(args.threads)
-    flags = {"--quick": args.quick, "--sections": args.sections, "--out": args.out}
-    for name in ("weights_dir", "work_dir", "train_iters", "val_images", "repeats", "threads"):
-        flags["--" + name.replace("_", "-")] = getattr(args, name)
-    command = " ".join(
-        ["pointrend bench"]
-        + [k if v is True else f"{k} {v}" for k, v in flags.items() if v not in (None, False)]
-    )
-    options = BenchOptions(
-        out=Path(args.out),
-        quick=args.quick,
-        work_dir=Path(args.work_dir) if args.work_dir else None,
-        train_iters=args.train_iters,
-        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
-        val_images=args.val_images,
-        repeats=args.repeats,
-        command=command,
-    )
-    if args.weights_dir:
-        options.weights_dir = Path(args.weights_dir)
-    run_bench(options)
-    print(f"wrote REPORT.md, results.json and plots to {args.out}")
-    return 0
 
 
 def _add_export_parser(sub) -> None:
@@ -367,7 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict_parser,
         _add_data_parser,
         _add_demo_parser,
-        _add_bench_parser,
         _add_export_parser,
     ):
         add(sub)
