@@ -11,7 +11,6 @@ box head, so that ``--model maskrcnn`` and ``--model pointrend`` differ only in 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Mapping
 
@@ -30,6 +29,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..settings import replace_options
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
@@ -298,7 +298,7 @@ def pointrend_maskrcnn(
         "fc_dim": mask_fc_dim,
         "conv_dim": mask_conv_dim,
     }
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace_options(config, **{k: v for k, v in overrides.items() if v is not None})
     weights = coco_weights(weights, backbone_name)
     backbone = fpn_backbone(
         backbone_name,

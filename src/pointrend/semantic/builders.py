@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import torchvision
@@ -11,6 +10,7 @@ from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from ..head import PointHead
+from ..settings import replace_options
 from .backbone import (
     RESNET_DEPTHS,
     ResNetFeatures,
@@ -56,12 +56,13 @@ def _load_imagenet(body: ResNetFeatures, backbone: str, weights_backbone) -> Non
 
 
 def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendConfig) -> PointHead:
+    settings = config.pointrend
     return PointHead(
         fine_channels,
         num_classes,
-        fc_dim=config.fc_dim,
-        num_fc=config.num_fc,
-        coarse_pred_each_layer=config.coarse_pred_each_layer,
+        fc_dim=settings.fc_dim,
+        num_fc=settings.num_fc,
+        coarse_pred_each_layer=settings.coarse_pred_each_layer,
     )
 
 
@@ -93,7 +94,7 @@ def semantic_fpn(
         )
     if levels not in ("P2-P5", "P3-P5"):
         raise ValueError(f"levels must be 'P2-P5' or 'P3-P5', got {levels!r}")
-    config = dataclasses.replace(config or SemanticPointRendConfig(), **config_overrides)
+    config = replace_options(config or SemanticPointRendConfig(), **config_overrides)
     resnet, strides = build_resnet(_depth(backbone))
     body = ResNetFeatures(resnet, strides, num_stages=stages)
     _load_imagenet(body, backbone, weights_backbone)
@@ -127,7 +128,7 @@ def deeplabv3(
     """
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-    config = dataclasses.replace(config or SemanticPointRendConfig(), **config_overrides)
+    config = replace_options(config or SemanticPointRendConfig(), **config_overrides)
     dilate = (False, False, True) if output_stride == 16 else (False, True, True)
     resnet, strides = build_resnet(_depth(backbone), dilate)
     body = ResNetFeatures(resnet, strides)
