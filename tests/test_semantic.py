@@ -11,6 +11,7 @@ from pointrend.semantic import (
     semantic_fpn,
 )
 from pointrend.semantic.pointrend import sample_labels_nearest
+from pointrend.settings import replace_options
 
 
 def tiny(fn=semantic_fpn, **kw):
@@ -110,7 +111,7 @@ def test_grid_training_points_are_deterministic():
     b = model(images, labels)["loss_sem_seg_point"]
     assert a.item() == b.item()
     with pytest.raises(ValueError, match="train_point_sampling"):
-        SemanticPointRendConfig(train_point_sampling="random")
+        replace_options(SemanticPointRendConfig(), train_point_sampling="random")
 
 
 def test_torchvision_deeplabv3_weights_map_onto_the_model():

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable
 
 import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
@@ -31,8 +32,10 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from .._fused_head import FusedPointHead
 from ..instance import PointRendMaskBranch, PointRendMaskConfig
 from ..instance.builders import load_torchvision_maskrcnn_weights, pointrend_maskrcnn_resnet50_fpn
+from ..settings import replace_options
 
 __all__ = [
     "PAPER",
@@ -94,13 +97,16 @@ class StepCounter(ActivationCounter):
         self.points = 0
 
     def _step(self, module, args):
+        if module is not self.branch.point_head and not isinstance(module, FusedPointHead):
+            return
         self.calls += 1
         self.points += args[0].shape[-1]  # point predictions per box in this call
         self.phase = f"step {self.calls}"
 
     def __enter__(self):
         self.phase, self.calls, self.points = "coarse", 0, 0
-        self._hook = self.branch.point_head.register_forward_pre_hook(self._step)
+        # Every point-head call: the head itself, or its fused copy when rendering without grad.
+        self._hook = register_module_forward_pre_hook(self._step)
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -170,7 +176,7 @@ class DenseMaskHead(torch.nn.Module):
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
     """PointRend's mask branch (SPEC.md defaults) rendering ``output_size`` masks."""
-    config = PointRendMaskConfig(output_size=output_size, **options)
+    config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
 

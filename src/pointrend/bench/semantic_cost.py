@@ -28,6 +28,7 @@ from ..head import PointHead
 from ..points import grid_cell_centres
 from ..semantic import SemanticPointRendConfig, SemanticSegmenter
 from ..semantic.fpn_head import SemanticFPNHead
+from ..settings import replace_options
 from .cost import ActivationCounter, PeakMemory, alternate, count_call
 
 __all__ = ["semantic_renderer", "dense_point_head", "semantic_costs"]
@@ -39,8 +40,9 @@ Log = Callable[[str], None]
 
 def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
     """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
-    config = SemanticPointRendConfig(subdivision_num_points=num_points)
-    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=config.coarse_pred_each_layer)
+    config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
+    each = config.pointrend.coarse_pred_each_layer
+    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
     return SemanticSegmenter(
         nn.Identity(), nn.Identity(), STRIDE, 0, STRIDE, num_classes, head, config
     ).eval()

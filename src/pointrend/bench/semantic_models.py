@@ -32,7 +32,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.nn.modules.module import register_module_forward_pre_hook
 
+from .._fused_head import FusedPointHead
 from ..semantic import SemanticSegmenter, deeplabv3, semantic_fpn
 from .cost import ActivationCounter, PeakMemory, alternate, count_call
 
@@ -93,12 +95,15 @@ class PointCounter:
         self.points = self.calls = 0
 
     def _count(self, module, args) -> None:
+        if module is not self.head and not isinstance(module, FusedPointHead):
+            return
         self.calls += 1
         self.points += args[0].shape[-1]
 
     def __enter__(self):
         self.points = self.calls = 0
-        self._hook = self.head.register_forward_pre_hook(self._count) if self.head else None
+        # Every point-head call: the head itself, or its fused copy when rendering without grad.
+        self._hook = register_module_forward_pre_hook(self._count) if self.head else None
         return self
 
     def __exit__(self, *exc):

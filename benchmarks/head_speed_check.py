@@ -1,0 +1,92 @@
+"""Mask-branch render time of two source trees side by side (CPU). Not a test.
+
+Renders the masks of 100 boxes as ``benchmarks/instance_cost.py`` does (P2 of a padded
+800 x 1344 image, ``1 x 256 x 200 x 336``; K = 80 classes; the default mask branch at output
+224): each tree runs in its own subprocess (``PYTHONPATH=<tree>/src``), the two alternating,
+``--rounds`` rounds, each subprocess timing ``--repeats`` renders after a warm-up one. Prints the
+median of each tree over all its timings and the largest difference between the two trees'
+masks (same seed, same weights).
+
+Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new .``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+WORKER = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from pointrend.bench.cost import CHANNELS, K, random_boxes, render_as_the_model_does
+from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
+
+size, repeats, out_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+torch.manual_seed(0)
+features = torch.randn(1, CHANNELS, 200, 336)
+boxes = random_boxes(100, 800, 1333)
+labels = torch.randint(1, K, (100,))
+torch.manual_seed(0)
+branch = PointRendMaskBranch(CHANNELS, K, PointRendMaskConfig(output_size=size)).eval()
+times = []
+with torch.no_grad():
+    masks = render_as_the_model_does(branch, features, [boxes], labels)  # warm-up
+    for _ in range(repeats):
+        start = time.perf_counter()
+        render_as_the_model_does(branch, features, [boxes], labels)
+        times.append(time.perf_counter() - start)
+torch.save(masks, out_path)
+print(json.dumps(times))
+"""
+
+
+def run(tree: Path, size: int, repeats: int, out: Path) -> list[float]:
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, str(size), str(repeats), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--old", type=Path, required=True, help="the reference source tree")
+    parser.add_argument("--new", type=Path, default=Path("."), help="the tree to check")
+    parser.add_argument("--size", type=int, default=224, help="rendered mask side")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed renders per subprocess")
+    args = parser.parse_args()
+    import torch
+
+    trees = {"old": args.old.resolve(), "new": args.new.resolve()}
+    samples: dict[str, list[float]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = {name: Path(tmp) / f"{name}.pt" for name in trees}
+        for i in range(args.rounds):
+            order = list(trees) if i % 2 == 0 else list(reversed(trees))  # alternate who starts
+            for name in order:
+                times = run(trees[name], args.size, args.repeats, outputs[name])
+                samples[name].extend(times)
+                print(f"round {i + 1} {name}: " + " ".join(f"{t:.3f}" for t in times), flush=True)
+        difference = (torch.load(outputs["old"]) - torch.load(outputs["new"])).abs().max().item()
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    print(f"output {args.size}, 100 boxes, 1 thread, {args.rounds} rounds x {args.repeats}:")
+    for name, tree in trees.items():
+        print(f"  {name} ({tree}): median {medians[name]:.3f} s")
+    print(f"  new / old = {medians['new'] / medians['old']:.3f}; largest mask logit difference "
+          f"{difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()
