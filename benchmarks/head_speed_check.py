@@ -4,7 +4,8 @@ Renders the masks of 100 boxes as ``benchmarks/instance_cost.py`` does (P2 of a 
 800 x 1344 image, ``1 x 256 x 200 x 336``; K = 80 classes; the default mask branch at output
 224): each tree runs in its own subprocess (``PYTHONPATH=<tree>/src``), the two alternating,
 ``--rounds`` rounds, each subprocess timing ``--repeats`` renders after a warm-up one. Prints the
-median of each tree over all its timings and the largest difference between the two trees'
+median of each tree over all its timings (wall clock, and the CPU time of the process, which
+another load on the machine disturbs less) and the largest difference between the two trees'
 masks (same seed, same weights).
 
 Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new .``
@@ -39,15 +40,16 @@ times = []
 with torch.no_grad():
     masks = render_as_the_model_does(branch, features, [boxes], labels)  # warm-up
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         render_as_the_model_does(branch, features, [boxes], labels)
-        times.append(time.perf_counter() - start)
+        times.append([time.perf_counter() - wall, time.process_time() - cpu])
 torch.save(masks, out_path)
 print(json.dumps(times))
 """
 
 
-def run(tree: Path, size: int, repeats: int, out: Path) -> list[float]:
+def run(tree: Path, size: int, repeats: int, out: Path) -> list[list[float]]:
+    """``repeats`` timings ``[wall s, CPU s]`` of one render in a subprocess on ``tree``."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-c", WORKER, str(size), str(repeats), str(out)],
@@ -70,7 +72,7 @@ def main() -> None:
     import torch
 
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
-    samples: dict[str, list[float]] = {name: [] for name in trees}
+    samples: dict[str, list[list[float]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
         outputs = {name: Path(tmp) / f"{name}.pt" for name in trees}
         for i in range(args.rounds):
@@ -78,14 +80,18 @@ def main() -> None:
             for name in order:
                 times = run(trees[name], args.size, args.repeats, outputs[name])
                 samples[name].extend(times)
-                print(f"round {i + 1} {name}: " + " ".join(f"{t:.3f}" for t in times), flush=True)
+                shown = " ".join(f"{wall:.3f} ({cpu:.3f} CPU)" for wall, cpu in times)
+                print(f"round {i + 1} {name}: {shown}", flush=True)
         difference = (torch.load(outputs["old"]) - torch.load(outputs["new"])).abs().max().item()
-    medians = {name: statistics.median(times) for name, times in samples.items()}
+    wall = {name: statistics.median(t[0] for t in times) for name, times in samples.items()}
+    cpu = {name: statistics.median(t[1] for t in times) for name, times in samples.items()}
     print(f"output {args.size}, 100 boxes, 1 thread, {args.rounds} rounds x {args.repeats}:")
     for name, tree in trees.items():
-        print(f"  {name} ({tree}): median {medians[name]:.3f} s")
-    print(f"  new / old = {medians['new'] / medians['old']:.3f}; largest mask logit difference "
-          f"{difference:.2e}")
+        print(f"  {name} ({tree}): median {wall[name]:.3f} s wall, {cpu[name]:.3f} s CPU")
+    print(
+        f"  new / old = {wall['new'] / wall['old']:.3f} wall, {cpu['new'] / cpu['old']:.3f} CPU; "
+        f"largest mask logit difference {difference:.2e}"
+    )
 
 
 if __name__ == "__main__":
