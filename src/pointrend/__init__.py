@@ -21,6 +21,8 @@ from .points import (  # noqa: E402
     image_to_feature_coords,
     point_sample,
     point_sample_fine_grained_features,
+    sample_training_points,
+    select_class,
 )
 from .render import (  # noqa: E402
     SubdivisionStep,
@@ -46,6 +48,8 @@ __all__ = [
     "image_to_feature_coords",
     "point_sample",
     "point_sample_fine_grained_features",
+    "sample_training_points",
+    "select_class",
     "subdivision_inference",
     "subdivision_sizes",
 ]

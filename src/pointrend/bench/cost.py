@@ -175,7 +175,9 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch (SPEC.md defaults) rendering ``output_size`` masks."""
+    """PointRend's mask branch with the paper's defaults (R50-FPN on COCO) rendering
+    ``output_size`` masks; ``options`` are flat config options (see
+    :func:`~pointrend.settings.replace_options`)."""
     config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 

@@ -4,7 +4,8 @@ From the same stride-4 coarse logits (Semantic FPN P2-P5) and stride-4 fine feat
 channels) of one ``H x W`` image (the paper's 1024 x 2048 Cityscapes frame, K = 19):
 
 * **upsampled**: the coarse logits bilinearly upsampled 4x (the plain baseline);
-* **PointRend**: adaptive subdivision, 2 steps of 8192 points (SPEC.md), the library's
+* **PointRend**: adaptive subdivision, 2 steps of 8192 points (the paper's semantic setting:
+  the cells of a stride-16 map of a 1024 x 2048 image), the library's
   :class:`~pointrend.semantic.SemanticSegmenter` renderer;
 * **dense point head**: the same point head evaluated at every pixel of the output (what
   PointRend would cost without choosing its points), in bands of rows to bound memory.

@@ -160,7 +160,8 @@ class SemanticSegmenter(nn.Module):
         scale = torch.stack(
             [one * (s * w) / (self.fine_stride * fw), one * (s * h) / (self.fine_stride * fh)]
         )
-        head = head or inference_point_head(self.point_head)
+        if head is None:
+            head = inference_point_head(self.point_head)
         return head(point_sample(fine, points * scale), point_sample(coarse, points))
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
