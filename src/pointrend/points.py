@@ -3,9 +3,8 @@
 Conventions (every function of the package follows them):
 
 * A point is ``(x, y)`` in ``[0, 1] x [0, 1]``, x first, relative to a region (a box or a whole
-  map). Pixel ``i`` of a map of width ``W`` has its centre at ``x = (i + 0.5) / W`` (and row
-  ``j`` of a map of height ``H`` at ``y = (j + 0.5) / H``): the half-pixel offset of
-  ``align_corners=False``. Cells of a grid are numbered row-major (x varies fastest).
+  map). Pixel ``(i, j)`` of an ``H x W`` map has its centre at ``((i + 0.5) / W, (j + 0.5) / H)``:
+  the half-pixel offset of ``align_corners=False``. Grid cells are numbered row-major.
 * Bilinear sampling is ``grid_sample(map, 2 * points - 1, align_corners=False)`` with zero
   padding outside the map; the renderer upsamples with the same convention
   (``interpolate(..., mode="bilinear", align_corners=False)``).
@@ -144,8 +143,7 @@ def get_uncertain_point_coords_with_randomness(
         raise ValueError(
             f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
         )
-    R = coarse_logits.shape[0]
-    device = coarse_logits.device
+    R, device = coarse_logits.shape[0], coarse_logits.device
     num_sampled = int(num_points * oversample_ratio)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
@@ -182,9 +180,8 @@ def sample_training_points(
       (``P = s * s``); no randomness.
     * ``"uniform"``: ``P = num_points`` points drawn as one ``torch.rand(R, P, 2)``.
 
-    Args:
-        coarse_logits: ``R x C x h x w`` coarse predictions (only ``"uncertain"`` reads them).
-        uncertainty_func: point logits ``R x C x P`` -> uncertainties ``R x 1 x P``.
+    Only ``"uncertain"`` reads ``coarse_logits`` (``R x C x h x w``) and ``uncertainty_func``
+    (point logits ``R x C x P`` -> uncertainties ``R x 1 x P``).
     """
     if mode not in TRAINING_SAMPLING_MODES:
         raise ValueError(
