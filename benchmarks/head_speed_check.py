@@ -8,7 +8,8 @@ median of each tree over all its timings (wall clock, and the CPU time of the pr
 another load on the machine disturbs less) and the largest difference between the two trees'
 masks (same seed, same weights).
 
-Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new .``
+Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new .`` (a tree is a
+directory holding ``src/pointrend``, e.g. ``git archive <commit> src | tar -x -C /tmp/old``).
 """
 
 from __future__ import annotations
@@ -26,22 +27,25 @@ WORKER = """
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from pointrend.bench.cost import CHANNELS, K, random_boxes, render_as_the_model_does
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 
 size, repeats, out_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-torch.manual_seed(0)
-features = torch.randn(1, CHANNELS, 200, 336)
-boxes = random_boxes(100, 800, 1333)
-labels = torch.randint(1, K, (100,))
+K, CHANNELS, HEIGHT, WIDTH = 80, 256, 800, 1333
+g = torch.Generator().manual_seed(0)
+features = torch.randn(1, CHANNELS, 200, 336, generator=g)  # P2 of a padded 800 x 1344 image
+side = 32 + torch.rand(100, 2, generator=g) * 368  # boxes of 32 to 400 pixels a side
+origin = torch.rand(100, 2, generator=g) * (torch.tensor([WIDTH, HEIGHT]) - side)
+boxes = [torch.cat([origin, origin + side], dim=1)]
+labels = torch.randint(1, K, (100,), generator=g)
 torch.manual_seed(0)
 branch = PointRendMaskBranch(CHANNELS, K, PointRendMaskConfig(output_size=size)).eval()
+fine = features.contiguous(memory_format=torch.channels_last)  # as the RoI heads pass P2
 times = []
 with torch.no_grad():
-    masks = render_as_the_model_does(branch, features, [boxes], labels)  # warm-up
+    masks = branch.render(fine, 4.0, boxes, labels)  # warm-up
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        render_as_the_model_does(branch, features, [boxes], labels)
+        branch.render(fine, 4.0, boxes, labels)
         times.append([time.perf_counter() - wall, time.process_time() - cpu])
 torch.save(masks, out_path)
 print(json.dumps(times))
