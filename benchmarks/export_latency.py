@@ -10,8 +10,8 @@ pasted). The largest difference between onnxruntime's and PyTorch's outputs is r
 
 Writes ``benchmarks/results/export_latency.json``.
 
-Run: ``.venv/bin/python benchmarks/export_latency.py`` (one thread for both runtimes;
-``--threads N`` to change, ``--repeats N``, ``--quick`` for a smoke run).
+Run: ``python -m benchmarks.export_latency`` (one thread for both runtimes; ``--threads N`` to
+change, ``--repeats N``, ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -35,6 +32,9 @@ from pointrend.data.synthetic import CATEGORIES, SEMANTIC_CLASSES
 from pointrend.engine.build import build_model
 from pointrend.engine.config import load_config
 from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
+
+from .machine import command_line, machine_info, write_json
+from .meters import alternate
 
 log = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,18 +86,11 @@ def runners(model, task: str, folder: Path, threads: int) -> dict:
     return {"eager": eager, "torchscript": torchscript, "onnxruntime": ort}
 
 
-def measure(run: dict, x: torch.Tensor, repeats: int, warmup: int) -> dict:
-    """Median milliseconds of each runner, the runners alternating within every repeat."""
-    for _ in range(warmup):
-        for fn in run.values():
-            fn(x)
-    times = {k: [] for k in run}
-    for _ in range(repeats):
-        for k, fn in run.items():
-            start = time.perf_counter()
-            fn(x)
-            times[k].append(1000 * (time.perf_counter() - start))
-    return {k: statistics.median(v) for k, v in times.items()}
+def measure(run: dict, x: torch.Tensor, repeats: int) -> dict:
+    """Median milliseconds of each runner on ``x``, the runners alternating within every repeat
+    (after one warm-up round)."""
+    samples = alternate({k: functools.partial(fn, x) for k, fn in run.items()}, repeats)
+    return {k: 1000 * statistics.median(v) for k, v in samples.items()}
 
 
 def max_difference(reference: list, other: list) -> float | None:
@@ -118,15 +111,16 @@ def pixels_differing(reference: np.ndarray, other: np.ndarray, tol: float = 1e-4
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.export_latency", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small inputs only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/export_latency.json"))
-    args = parser.parse_args()
-    repeats, warmup = (2, 1) if args.quick else (args.repeats, args.warmup)
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated (still works)
 
@@ -138,7 +132,7 @@ def main() -> None:
             for shape in shapes[:1] if args.quick else shapes:
                 x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
                 reference = run["eager"](x)
-                ms = measure(run, x, repeats, warmup)
+                ms = measure(run, x, repeats)
                 row = {
                     "model": Path(config).stem,
                     "input": "x".join(map(str, shape)),
@@ -160,22 +154,14 @@ def main() -> None:
         cells = [r["model"], r["input"], r["eager_ms"], r["torchscript_ms"], r["onnxruntime_ms"]]
         log("| " + " | ".join(map(str, cells)) + f" | {r['onnxruntime_speedup']}x |")
     result = {
-        "command": "python benchmarks/export_latency.py"
-        + (f" --threads {args.threads}" if args.threads != 1 else "")
-        + (" --quick" if args.quick else ""),
+        "command": command_line("benchmarks.export_latency", argv),
         "threads": args.threads,
         "repeats": repeats,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    log(f"written to {args.out}")
+    log(f"written to {write_json(result, args.out)}")
 
 
 if __name__ == "__main__":

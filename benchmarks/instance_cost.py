@@ -16,33 +16,33 @@ Measures, and writes to ``benchmarks/results/instance_cost.json``:
    branches (the box branch's output is replaced by them): PointRend Mask R-CNN vs torchvision's
    Mask R-CNN, identical backbone / RPN / box head weights, masks pasted at image size.
 
-Run: ``.venv/bin/python benchmarks/instance_cost.py`` (one thread; ``--threads N`` to change,
-``--quick`` for a short smoke run). The measuring functions live in :mod:`pointrend.bench.cost`
-(``pointrend bench`` runs them too, in its full report).
+Run: ``python -m benchmarks.instance_cost`` (one thread; ``--threads N`` to change,
+``--quick`` for a short smoke run). The measuring functions are :mod:`benchmarks.cost`'s, the
+ones the report's ``cost`` section runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
-import platform
-from pathlib import Path
 
 import torch
 
-from pointrend.bench.cost import CHANNELS, K, branch_times, end_to_end, head_costs
+from .cost import CHANNELS, K, branch_times, end_to_end, head_costs
+from .machine import command_line, machine_info, write_json
 
 log = functools.partial(print, flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.instance_cost", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="few repeats, small sizes only")
     parser.add_argument("--out", default="benchmarks/results/instance_cost.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
 
@@ -71,11 +71,8 @@ def main() -> None:
     e2e = end_to_end(max(1, repeats if not args.quick else 1), log=log)
 
     result = {
-        "command": "python benchmarks/instance_cost.py"
-        + (f" --threads {args.threads}" if args.threads != 1 else "")
-        + (" --quick" if args.quick else ""),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
+        "command": command_line("benchmarks.instance_cost", argv),
+        "machine": machine_info(),
         "threads": args.threads,
         "repeats": repeats,
         "num_classes": K,
@@ -83,10 +80,7 @@ def main() -> None:
         "mask_branch_100_boxes": times,
         "end_to_end_r50_fpn_800x1333_100_boxes": e2e,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,82 +1,165 @@
-"""Full semantic models at full resolution, with and without PointRend (CPU). Not a test.
+"""Full-resolution semantic segmentation cost: three ways to get ``K x H x W`` logits (CPU).
 
-Measures, and writes to ``benchmarks/results/semantic_models.json``, on one random 1024 x 2048
-image (K = 19, ResNet-50, random weights: nothing is downloaded) the time (the contenders
-alternated in every round, median), the peak memory of live tensors and the points the point
-head predicts, of:
+From the same stride-4 coarse logits (Semantic FPN P2-P5) and stride-4 fine features (P2, 256
+channels) of one ``H x W`` image (the paper's 1024 x 2048 Cityscapes frame, K = 19):
 
-(a) Semantic FPN, stride-4 logits upsampled; (b) + PointRend to full resolution;
-(c) DeepLabV3-OS-16 upsampled; (d) + PointRend; (e) DeepLabV3 at output stride 8.
+* **upsampled**: the coarse logits bilinearly upsampled 4x (the plain baseline);
+* **PointRend**: adaptive subdivision, 2 steps of 8192 points (the
+  paper's Cityscapes setting), the library's
+  :class:`~pointrend.semantic.SemanticSegmenter` renderer;
+* **dense point head**: the same point head evaluated at every pixel of the output (what
+  PointRend would cost without choosing its points), in bands of rows to bound memory.
 
-and, in the same rounds, PointRend's refinement alone (the subdivision on the coarse logits and
-fine features of (b) and (d)), as a share of the coarse model's time (target: at most 25%).
-PointRend's peak memory is compared with (e)'s (target: below), its points per image with the
-paper's ~32k.
-
-Run: ``.venv/bin/python benchmarks/semantic_cost.py`` (one thread; ``--threads N`` to change,
-``--quick`` for a small smoke run). The measuring function is
-:func:`pointrend.bench.semantic_models.semantic_model_costs` (``pointrend bench`` runs it in its
-``semantic`` section).
+Measured per contender: multiply-adds (``FlopCounterMode``; bilinear interpolation and point
+sampling count 0 there, only the layers count), activations (elements written by the layers),
+peak memory (bytes of live intermediate tensors, :class:`~benchmarks.meters.PeakMemory`) and
+CPU time (contenders alternated, median of the repeats). The Semantic FPN head that produces the
+coarse logits is counted too (multiply-adds only), for scale.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import json
-import platform
-from pathlib import Path
+import statistics
+from collections.abc import Callable
 
 import torch
+from torch import Tensor, nn
 
-from pointrend.bench.report import clean_json, machine_info
-from pointrend.bench.semantic_models import semantic_model_costs
+from pointrend.head import PointHead
+from pointrend.points import grid_cell_centres
+from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
+from pointrend.semantic.fpn_head import SemanticFPNHead
+from pointrend.settings import replace_options
 
-log = functools.partial(print, flush=True)
+from .meters import ActivationCounter, PeakMemory, alternate, count_call
+
+__all__ = ["semantic_renderer", "dense_point_head", "semantic_costs"]
+
+CHANNELS = 256
+STRIDE = 4
+Log = Callable[[str], None]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="64 x 128, ResNet-18, one round")
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--num-points", type=int, default=8192, help="points a subdivision step")
-    parser.add_argument("--out", default="benchmarks/results/semantic_models.json")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.quick:
-        args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
+def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
+    """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
+    config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
+    each = config.pointrend.coarse_pred_each_layer
+    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
+    return SemanticSegmenter(
+        nn.Identity(),
+        nn.Identity(),
+        num_classes=num_classes,
+        coarse_stride=STRIDE,
+        fine_index=0,
+        fine_stride=STRIDE,
+        point_head=head,
+        config=config,
+    ).eval()
 
-    log(
-        f"Semantic models at {args.height} x {args.width} (CPU, {args.threads} thread(s), "
-        f"{args.backbone}, K = 19)"
-    )
-    result = semantic_model_costs(
-        args.height,
-        args.width,
-        19,
-        repeats=args.repeats,
-        backbone=args.backbone,
-        num_points=args.num_points,
-        log=log,
-    )
-    options = [f"--threads {args.threads}"] if args.threads != 1 else []
-    options += ["--quick"] if args.quick else []
-    result = {
-        "command": " ".join(["python benchmarks/semantic_cost.py", *options]),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "machine_info": machine_info(),
-        **result,
+
+def dense_point_head(
+    model: SemanticSegmenter, fine: Tensor, coarse: Tensor, rows_per_band: int = 32
+) -> Tensor:
+    """The point head at the centre of every output pixel: ``N x K x H x W`` logits.
+
+    Works through bands of ``rows_per_band`` rows (one batch of points each) so that the hidden
+    layers of ~2M points never live at once; the result is the same as one batch.
+    """
+    s, (h, w) = model.coarse_stride, coarse.shape[-2:]
+    H, W = s * h, s * w
+    centres = grid_cell_centres(H, W, device=coarse.device).unsqueeze(0)
+    centres = centres.expand(coarse.shape[0], -1, -1)
+    bands = [
+        model._point_logits(fine, coarse, part) for part in centres.split(rows_per_band * W, dim=1)
+    ]
+    return torch.cat(bands, dim=2).view(coarse.shape[0], -1, H, W)
+
+
+def _inputs(height: int, width: int, num_classes: int, device="cpu") -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    h, w = height // STRIDE, width // STRIDE
+    fine = torch.randn(1, CHANNELS, h, w, generator=g).to(device)
+    coarse = torch.randn(1, num_classes, h, w, generator=g).to(device)
+    return fine, coarse
+
+
+def _contenders(model, fine, coarse, rows_per_band: int) -> dict[str, Callable[[], Tensor]]:
+    size = (STRIDE * coarse.shape[-2], STRIDE * coarse.shape[-1])
+    return {
+        "upsampled": lambda: nn.functional.interpolate(
+            coarse, size=size, mode="bilinear", align_corners=False
+        ),
+        "pointrend": lambda: model.render(fine, coarse),
+        "dense_point_head": lambda: dense_point_head(model, fine, coarse, rows_per_band),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(clean_json(result), indent=2) + "\n")
-    log(f"wrote {out}")
 
 
-if __name__ == "__main__":
-    main()
+def _coarse_head_macs(height: int, width: int, num_classes: int) -> float:
+    """Multiply-adds of the Semantic FPN head (P2-P5 -> stride-4 logits), on the meta device."""
+    head = SemanticFPNHead(CHANNELS, num_classes).to("meta").eval()
+    levels = [
+        torch.empty(1, CHANNELS, height // s, width // s, device="meta") for s in (4, 8, 16, 32)
+    ]
+    return count_call(lambda: head(levels), ActivationCounter())
+
+
+def semantic_costs(
+    height: int = 1024,
+    width: int = 2048,
+    num_classes: int = 19,
+    num_points: int = 8192,
+    repeats: int = 3,
+    rows_per_band: int = 32,
+    log: Log | None = print,
+) -> dict:
+    """The full-resolution cost table (one image); see the module docstring."""
+    torch.manual_seed(0)
+    model = semantic_renderer(num_classes, num_points)
+    fine, coarse = _inputs(height, width, num_classes)
+    contenders = _contenders(model, fine, coarse, rows_per_band)
+    rows: dict[str, dict] = {}
+    meta_model = semantic_renderer(num_classes, num_points).to("meta")
+    meta_fine, meta_coarse = _inputs(height, width, num_classes, device="meta")
+    meta = _contenders(meta_model, meta_fine, meta_coarse, rows_per_band)
+    for name, fn in contenders.items():
+        counter = ActivationCounter()
+        try:  # shapes only: the dense head's ~0.4 T multiply-adds need not run twice more
+            macs = count_call(meta[name], counter)
+        except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
+            counter = ActivationCounter()
+            macs = count_call(fn, counter)
+        meter = PeakMemory()  # also the warm-up run of the timing below
+        with torch.no_grad(), meter:
+            out = fn()
+        assert out.shape == (1, num_classes, height, width), out.shape
+        rows[name] = {
+            "multiply_adds": macs,
+            "activations": sum(counter.counts.values()),
+            "peak_mb": meter.peak / 2**20,
+        }
+    samples = alternate(contenders, repeats, warmup=False)
+    for name, times in samples.items():
+        rows[name]["time_s"] = statistics.median(times)
+        rows[name]["samples_s"] = times
+    pointrend = rows["pointrend"]["time_s"]
+    for row in rows.values():
+        row["time_vs_pointrend"] = row["time_s"] / pointrend
+    result = {
+        "image": [height, width],
+        "num_classes": num_classes,
+        "coarse_stride": STRIDE,
+        "subdivision_num_points": num_points,
+        "subdivision_steps": 2,
+        "dense_rows_per_band": rows_per_band,
+        "repeats": repeats,
+        "semantic_fpn_head_multiply_adds": _coarse_head_macs(height, width, num_classes),
+        "rows": rows,
+    }
+    if log:
+        for name, row in rows.items():
+            log(
+                f"  {name:<17} {row['multiply_adds'] / 1e9:8.2f} G mult-adds "
+                f"{row['activations'] / 1e6:8.1f} M act. {row['peak_mb']:8.1f} MB "
+                f"{row['time_s']:8.3f} s ({row['time_vs_pointrend']:.2f}x PointRend)"
+            )
+    return result

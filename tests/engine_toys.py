@@ -1,4 +1,8 @@
-"""A toy task for engine tests: a tiny conv net whose loss uses the global RNG, on random data."""
+"""A toy task for engine tests: a tiny conv net whose loss uses the global RNG, on random data;
+and the environment of a process of a local multi-process (gloo) run."""
+
+import os
+import socket
 
 import torch
 from torch import nn
@@ -50,3 +54,21 @@ class ToyModel(nn.Module):
         if self.nan_at_call is not None and self.calls == self.nan_at_call:
             aux = aux * float("nan")
         return {"loss_ce": loss, "loss_aux": aux}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_process(rank: int, world: int, port: int) -> None:
+    """The environment ``torchrun`` gives process ``rank`` of ``world`` on this machine."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)

@@ -213,27 +213,171 @@ def test_coco_reader_bad_annotations_name_file_and_id(tmp_path, ann, message):
         CocoInstanceDataset(tmp_path / "img", _coco_file(tmp_path, [{**base, **ann}]))
 
 
-def test_coco_reader_missing_image_and_zero_area(tmp_path):
+def _ann(aid, **fields):
+    base = {
+        "id": aid,
+        "image_id": 1,
+        "category_id": 5,
+        "segmentation": [[3, 2, 12, 2, 12, 8, 3, 8]],
+        "bbox": [3, 2, 9, 6],
+        "area": 54,
+        "iscrowd": 0,
+    }
+    return {**base, **fields}
+
+
+def test_coco_reader_skips_zero_area_and_empty_masks_with_one_warning(tmp_path):
+    empty_rle = encode_masks(np.zeros((1, 20, 30), bool))[0]
     anns = [
+        _ann(4, segmentation=[[3, 2, 3, 2, 3, 2]], bbox=[3, 2, 0, 0], area=0),
+        _ann(5, segmentation=[]),  # no polygon although area and box say 54 pixels
+        _ann(6, segmentation=empty_rle),  # an RLE covering no pixel, same
+        _ann(7),
+    ]
+    with pytest.warns(
+        UserWarning,
+        match=r"skipped 3 annotations: 1 of zero area \(ids 4\), "
+        r"2 with an empty mask .*\(ids 5, 6\)",
+    ):
+        ds = CocoInstanceDataset(tmp_path / "img", _coco_file(tmp_path, anns))
+    _, target = ds[0]  # the empty ones never reach pycocotools' decoder or the model
+    assert ds.num_skipped == 3 and target["labels"].tolist() == [1]
+    assert target["masks"].shape == (1, 20, 30) and target["masks"].sum() == 54
+
+
+def test_coco_reader_lists_every_file_problem_before_the_first_sample(tmp_path):
+    from PIL import Image
+
+    path = _coco_file(
+        tmp_path,
+        [_ann(8, image_id=3), _ann(9, category_id=4)],
+        images=[
+            {"id": 1, "file_name": "a.png", "width": 30, "height": 20},
+            {"id": 2, "file_name": "gone.png", "width": 30, "height": 20},
+            {"id": 3, "file_name": "b.png", "width": 30, "height": 20},
+        ],
+    )
+    Image.fromarray(np.zeros((25, 30, 3), np.uint8)).save(tmp_path / "img" / "b.png")
+    with pytest.raises(DataError) as err:
+        CocoInstanceDataset(tmp_path / "img", path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: 3 problems: ")
+    assert "annotation 9 refers to unknown category 4" in message
+    assert "image 2: cannot read image " in message and "gone.png: not found" in message
+    assert (
+        "image 3: " in message
+        and "b.png is 30 x 25 (W x H) but the annotation file says 30 x 20" in message
+    )
+
+
+def test_coco_labels_are_checked_against_the_model_classes_at_start(tmp_path):
+    from pointrend.engine.build import check_labels_fit
+
+    anns = [_ann(1), _ann(2, category_id=9, image_id=2)]
+    ds = CocoInstanceDataset(tmp_path / "img", _coco_file(tmp_path, anns))
+    check_labels_fit(ds, 3)  # categories 5, 9 -> labels 1, 2: a 3-class model fits
+    with pytest.raises(
+        DataError,
+        match=r"ann\.json: 1 annotations are outside the model's 2 classes, e\.g\. annotation 2 "
+        r"of image 2: category 9 is label 2 .*num_classes 3",
+    ):
+        check_labels_fit(ds, 2)
+
+
+def test_training_refuses_labels_outside_model_num_classes_before_building(tmp_path):
+    from pointrend.engine.build import build_train_objects
+    from pointrend.engine.config import config_from_dict
+
+    path = _coco_file(tmp_path, [_ann(1), _ann(2, category_id=9)])
+    cfg = config_from_dict(
         {
-            "id": 4,
-            "image_id": 1,
-            "category_id": 5,
-            "segmentation": [[3, 2, 3, 2, 3, 2]],
-            "bbox": [3, 2, 0, 0],
-            "area": 0,
-            "iscrowd": 0,
+            "model": {
+                "task": "instance",
+                "name": "pointrend",
+                "backbone": "resnet18",
+                "num_classes": 2,
+            },
+            "train_data": {
+                "format": "coco",
+                "images": str(tmp_path / "img"),
+                "annotations": str(path),
+            },
         }
+    )
+    with pytest.raises(DataError, match="annotation 2 of image 1: category 9 is label 2"):
+        build_train_objects(cfg)
+
+
+def _sixteen_bit_png(path, shape=(20, 30)):
+    from PIL import Image
+
+    values = np.linspace(0, 65535, shape[0] * shape[1]).astype(np.uint16).reshape(shape)
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode == "I;16"
+    return values
+
+
+def test_sixteen_bit_images_are_scaled_by_their_range_in_every_loader(tmp_path):
+    from pointrend.engine.inference import read_image
+
+    values = _sixteen_bit_png(tmp_path / "a16.png")
+    expected = torch.from_numpy(values / 65535.0).float()
+    image = read_image(tmp_path / "a16.png")
+    assert image.dtype == torch.float32 and image.shape == (3, 20, 30)
+    assert torch.allclose(image, expected.expand(3, -1, -1), atol=1e-6)
+    ds = CocoInstanceDataset(tmp_path / "img", _coco_file(tmp_path, [_ann(1)]))
+    _sixteen_bit_png(tmp_path / "img" / "a.png")  # the COCO reader's image, now 16-bit
+    assert torch.allclose(ds[0][0], expected.expand(3, -1, -1), atol=1e-6)
+    write_synthetic_dataset("semantic", tmp_path / "sem", 1, 32, seed=0)
+    _sixteen_bit_png(tmp_path / "sem" / "images" / "000000.png", (32, 32))
+    sem_image, _ = SemanticFolderDataset(tmp_path / "sem" / "images", tmp_path / "sem" / "labels")[
+        0
     ]
-    images = [
-        {"id": 1, "file_name": "a.png", "width": 30, "height": 20},
-        {"id": 2, "file_name": "gone.png", "width": 30, "height": 20},
-    ]
-    with pytest.warns(UserWarning, match="skipped 1 annotations of zero area"):
-        ds = CocoInstanceDataset(tmp_path / "img", _coco_file(tmp_path, anns, images=images))
-    assert ds.num_skipped == 1 and ds[0][1]["labels"].numel() == 0
-    with pytest.raises(DataError, match="image 2: cannot read .*gone.png"):
-        ds[1]
+    assert sem_image.min() == 0 and sem_image.max() == 1 and sem_image.std() > 0.2
+
+
+def test_image_reader_modes_and_refusals(tmp_path):
+    from PIL import Image
+
+    from pointrend.engine.inference import read_image  # predict's reader
+
+    ramp = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(ramp).save(tmp_path / "f.tif")
+    assert torch.allclose(read_image(tmp_path / "f.tif")[1], torch.from_numpy(ramp))
+
+    from pointrend.data.images import ImageError
+
+    Image.fromarray(ramp * 255).save(tmp_path / "f255.tif")
+    with pytest.raises(
+        ImageError, match=r"f255\.tif: float pixels in \[0, 255\] are outside \[0, 1\]"
+    ):
+        read_image(tmp_path / "f255.tif")
+    Image.fromarray(np.full((3, 4), 70000, np.int32)).save(tmp_path / "i32.tif")
+    with pytest.raises(ImageError, match=r"i32\.tif: 32-bit integer pixels .* do not fit 16 bits"):
+        read_image(tmp_path / "i32.tif")
+    Image.fromarray(np.full((3, 4), 1000, np.int32)).save(tmp_path / "i16.tif")
+    assert torch.allclose(read_image(tmp_path / "i16.tif"), torch.full((3, 3, 4), 1000 / 65535))
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red: the colour is kept
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert torch.allclose(read_image(tmp_path / "rgba.png")[0], torch.full((3, 4), 200 / 255))
+    Image.fromarray(np.full((3, 4), 51, np.uint8)).save(tmp_path / "gray.png")
+    assert torch.allclose(read_image(tmp_path / "gray.png"), torch.full((3, 3, 4), 0.2))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ImageError, match=r"cannot read image .*bad\.png"):
+        read_image(tmp_path / "bad.png")
+
+
+def test_semantic_pairs_of_different_size_are_all_listed_at_construction(tmp_path):
+    from PIL import Image
+
+    write_synthetic_dataset("semantic", tmp_path, 3, 32, seed=0)
+    for stem in ("000000", "000002"):
+        Image.fromarray(np.zeros((30, 32), np.uint8)).save(tmp_path / "labels" / f"{stem}.png")
+    with pytest.raises(DataError) as err:
+        SemanticFolderDataset(tmp_path / "images", tmp_path / "labels")
+    message = str(err.value)
+    assert message.count("is (30, 32) (H x W) but its image") == 2 and "2 problems" in message
 
 
 def test_semantic_reader_errors(tmp_path):
@@ -285,3 +429,28 @@ def test_transforms_move_boxes_and_masks_with_the_image():
     img, labels = SyntheticSemanticDataset(1, 64, seed=0)[0]
     img3, lab3 = sem(img, labels)
     assert img3.shape == (3, 40, 32) and lab3.shape == (40, 32)
+
+
+def test_training_refuses_validation_data_of_other_classes(tmp_path):
+    from pointrend.engine.build import build_train_objects
+    from pointrend.engine.config import config_from_dict
+
+    write_synthetic_dataset("semantic", tmp_path / "val", 1, 32, seed=1)
+    (tmp_path / "val" / "classes.json").write_text(json.dumps(["bg", "road", "car"]))
+    folder = {
+        "images": str(tmp_path / "val" / "images"),
+        "labels": str(tmp_path / "val" / "labels"),
+    }
+    cfg = config_from_dict(
+        {
+            "model": {"task": "semantic", "name": "coarse", "backbone": "resnet18"},
+            "train_data": {"format": "synthetic", "num_images": 2, "image_size": 32},
+            "val_data": {"format": "folder", **folder},
+        }
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"train_data has 8 classes \(background, .*\) but "
+        r"val_data has 3 \(bg, road, car\)",
+    ):
+        build_train_objects(cfg)

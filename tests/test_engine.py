@@ -1,10 +1,9 @@
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_toys import ToyDataset, ToyModel, toy_collate
+from engine_toys import ToyDataset, ToyModel, as_process, free_port, toy_collate
 
 from pointrend.engine import (
     CheckpointError,
@@ -154,21 +153,8 @@ def test_nan_loss_stops_with_named_error_and_keeps_checkpoint(tmp_path):
     assert not (tmp_path / "model_final.pt").exists()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, out):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    as_process(rank, world, port)
     run(
         toy_config(out, period=0),
         model=ToyModel(random_points=False),
@@ -184,7 +170,7 @@ def test_two_processes_match_one_process_with_same_global_batch(tmp_path):
         model=ToyModel(random_points=False),
         dataset=ToyDataset(random_flip=False),
     )
-    port = _free_port()
+    port = free_port()
     mp.start_processes(
         _worker, args=(2, port, str(tmp_path / "two")), nprocs=2, start_method="spawn"
     )

@@ -167,3 +167,85 @@ def test_second_annotation_file_of_the_same_images_is_a_parameter(tmp_path):
     assert own["segm"]["AP"] == pytest.approx(100.0)
     assert finer["segm"]["AP"] < own["segm"]["AP"]
     assert finer["boundary"]["AP"] < finer["segm"]["AP"] + 1e-9
+
+
+def _coco_of_sizes(sides):
+    """One image of 200 x 200 with one square object per side in ``sides`` (category 1)."""
+    masks = np.zeros((len(sides), 200, 200), bool)
+    for k, side in enumerate(sides):
+        masks[k, 10 * k : 10 * k + side, 10 * k : 10 * k + side] = True
+    anns = instance_annotations(masks, [1] * len(sides), 0, 1)
+    images = [{"id": 0, "width": 200, "height": 200, "file_name": "0.png"}]
+    return make_coco(
+        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
+    )
+
+
+def test_no_detection_scores_zero_where_coco_can_score_and_nan_elsewhere():
+    import math
+
+    coco = _coco_of_sizes([20, 60])  # areas 400 (small, < 32^2) and 3600 (medium); no large
+    ev = InstanceEvaluator(coco)
+    ev.update([0], [{k: v[:0] for k, v in _outputs([_target_like()], 0)[0].items()}])
+    m = ev.evaluate()
+    for key in ("bbox", "segm", "boundary"):
+        assert m[key]["AP"] == m[key]["APs"] == m[key]["APm"] == 0.0
+        assert math.isnan(m[key]["APl"])  # no large object: nothing to score, as COCO says
+
+
+def _target_like():
+    return {
+        "boxes": torch.zeros(1, 4),
+        "labels": torch.ones(1, dtype=torch.int64),
+        "masks": torch.zeros(1, 200, 200, dtype=torch.uint8),
+    }
+
+
+def test_metrics_json_writes_null_for_undefined_scores():
+    import json
+
+    from pointrend.engine.evaluate import metrics_json
+
+    ev = SemanticEvaluator(3)
+    ev.update(torch.tensor([[0, 1]]), torch.tensor([[0, 1]]))  # class 2 absent
+    text = metrics_json(ev.evaluate())
+    assert "NaN" not in text
+    parsed = json.loads(text)
+    assert parsed["IoU"]["2"] is None and parsed["IoU"]["0"] == 100.0
+
+
+def test_evaluation_ground_truth_leaves_out_annotations_without_a_mask(tmp_path):
+    """A ``"segmentation": []`` annotation in a validation file: skipped, not a crash."""
+    import json
+
+    from PIL import Image
+
+    from pointrend.data.coco import CocoInstanceDataset
+    from pointrend.engine.evaluate import evaluate_instances
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    square_ann = instance_annotations(square(40, 5, 25)[None], [1], 1, 1)[0]
+    empty = dict(square_ann, id=2, segmentation=[])
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 40}],
+        "annotations": [square_ann, empty],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+    (tmp_path / "val.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="1 with an empty mask"):
+        dataset = CocoInstanceDataset(tmp_path, tmp_path / "val.json")
+    assert sorted(dataset.coco.anns) == [1]
+
+    class Perfect(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            mask = torch.from_numpy(square(40, 5, 25)).float()[None, None]
+            box = torch.tensor([[5.0, 5.0, 25.0, 25.0]])
+            one = torch.ones(1)
+            return [{"boxes": box, "labels": one.long(), "scores": one, "masks": mask}]
+
+    metrics = evaluate_instances(Perfect(), dataset)
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)

@@ -24,7 +24,7 @@ from pointrend.export import (
     export_onnx,
     export_torchscript,
 )
-from pointrend.models import deeplabv3, pointrend_maskrcnn, semantic_fpn
+from pointrend.models import pointrend_deeplabv3, pointrend_maskrcnn, pointrend_semantic_fpn
 
 SEMANTIC_SIZES = [(1, 64, 64), (2, 97, 131), (1, 160, 120), (3, 45, 70)]
 INSTANCE_SIZES = [(120, 160), (97, 131), (160, 100), (200, 150)]
@@ -53,7 +53,7 @@ def sharpen_(*layers, std=0.01):
 @pytest.fixture(scope="module")
 def semantic():
     torch.manual_seed(0)
-    model = semantic_fpn("resnet18", 5, subdivision_num_points=1024).eval()
+    model = pointrend_semantic_fpn("resnet18", 5, subdivision_num_points=1024).eval()
     sharpen_(model.coarse_head.predictor, model.point_head.predictor)
     return model
 
@@ -156,7 +156,7 @@ def test_semantic_picks_the_same_number_of_points_as_pytorch(semantic, exported)
 def test_deeplab_onnx_matches_pytorch(tmp_path):
     """DeepLabV3 (stride 16 coarse, stride 4 fine): the map-size ratio depends on the size."""
     torch.manual_seed(0)
-    model = deeplabv3("resnet18", 3, subdivision_num_points=512).eval()
+    model = pointrend_deeplabv3("resnet18", 3, subdivision_num_points=512).eval()
     sharpen_(model.coarse_head[4], model.point_head.predictor)
     predictor = OnnxPredictor(export_onnx(model, tmp_path / "deeplab.onnx"))
     for x in images([(1, 3, 97, 131), (2, 3, 70, 50)]):

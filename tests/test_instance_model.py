@@ -1,11 +1,15 @@
 """PointRend Mask R-CNN as a torchvision model: losses, gradients, output contract, edge cases."""
 
+import inspect
+
 import pytest
 import torch
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from pointrend.instance import PointRendRoIHeads, PointRendTransform
-from pointrend.models import maskrcnn, pointrend_maskrcnn
+from pointrend.models import OptionError, maskrcnn, pointrend_maskrcnn
 
 NUM_CLASSES = 4
 TINY = dict(
@@ -278,15 +282,79 @@ def test_mask_options_and_mobilenet_backbone():
     with torch.no_grad():
         features = mobile.backbone(torch.rand(1, 3, 64, 64))
     assert features["0"].shape[-2:] == (16, 16)  # a stride-4 level for the fine features
-    with pytest.raises(ValueError, match="backbone_name"):
+    with pytest.raises(ValueError, match="backbone must be one of .*resnext101_32x8d.*'vgg16'"):
         pointrend_maskrcnn("vgg16", 3)
 
 
 def test_unknown_and_misplaced_options_are_refused():
     """torchvision would silently drop an unknown keyword; the builders name it."""
-    with pytest.raises(ValueError, match="unknown option 'box_head_dims'"):
+    with pytest.raises(OptionError) as error:
+        pointrend_maskrcnn("resnet18", 3, min_szie=100)
+    message = str(error.value)
+    assert message.startswith("pointrend_maskrcnn() got an unknown option 'min_szie'; ")
+    assert "did you mean 'min_size'?" in message
+    known = message.split("known: ")[1].split(", ")
+    public = {"box_head_dim", "fpn_channels", "min_size", "mask_output_size", "mask_fc_dim"}
+    assert public <= set(known) and not [k for k in known if k.startswith("_")]
+    assert "mask_head_dim" not in known and "mask_head" not in known  # the baseline's
+    with pytest.raises(OptionError, match="unknown option 'box_head_dims'; did you mean 'box_h"):
         pointrend_maskrcnn("resnet18", 3, box_head_dims=16)
-    with pytest.raises(ValueError, match="'mask_output_size': a PointRend mask option"):
+    with pytest.raises(OptionError, match="a PointRend mask option 'mask_output_size'"):
         maskrcnn("resnet18", 3, mask_output_size=224)
+    with pytest.raises(OptionError, match="option of the baseline's 4x conv mask head"):
+        pointrend_maskrcnn("resnet18", 3, mask_head_dim=128)
     baseline = maskrcnn("resnet18", 3, box_head_dim=16, min_size=100, box_detections_per_img=7)
     assert baseline.transform.min_size == (100,) and baseline.roi_heads.detections_per_img == 7
+
+
+def test_roi_heads_and_transform_take_every_torchvision_setting_by_name():
+    """Built by keyword from the attributes of torchvision's objects: every required argument
+    of torchvision's constructors is passed, and every setting comes back unchanged."""
+    model = maskrcnn(
+        "resnet18",
+        3,
+        box_head_dim=16,
+        min_size=(90, 100),
+        max_size=150,
+        image_mean=[0.1, 0.2, 0.3],
+        image_std=[0.4, 0.5, 0.6],
+        size_divisible=16,
+        box_fg_iou_thresh=0.6,
+        box_bg_iou_thresh=0.4,
+        box_batch_size_per_image=64,
+        box_positive_fraction=0.3,
+        bbox_reg_weights=(1.0, 2.0, 3.0, 4.0),
+        box_score_thresh=0.2,
+        box_nms_thresh=0.6,
+        box_detections_per_img=9,
+    )
+    heads, transform = model.roi_heads, model.transform
+    required = [
+        name
+        for name, p in inspect.signature(RoIHeads.__init__).parameters.items()
+        if p.default is inspect.Parameter.empty and name != "self"
+    ]
+    arguments = PointRendRoIHeads.box_branch_arguments(heads)
+    assert set(required) <= set(arguments)
+    ours = PointRendRoIHeads.from_roi_heads(heads, tiny().roi_heads.mask_branch)
+    for name in ("box_roi_pool", "box_head", "box_predictor"):
+        assert getattr(ours, name) is getattr(heads, name)
+    for part in ("proposal_matcher", "fg_bg_sampler", "box_coder"):
+        assert vars(getattr(ours, part)) == vars(getattr(heads, part)), part
+    for name in ("score_thresh", "nms_thresh", "detections_per_img"):
+        assert getattr(ours, name) == getattr(heads, name), name
+    assert (ours.score_thresh, ours.detections_per_img) == (0.2, 9)
+
+    required = [
+        name
+        for name, p in inspect.signature(GeneralizedRCNNTransform.__init__).parameters.items()
+        if p.default is inspect.Parameter.empty and name != "self" and p.kind != p.VAR_KEYWORD
+    ]
+    assert set(required) <= set(PointRendTransform.transform_arguments(transform))
+    copy = PointRendTransform.from_transform(transform, 3)
+    settings = ("min_size", "max_size", "image_mean", "image_std", "size_divisible", "fixed_size")
+    for name in settings:
+        assert getattr(copy, name) == getattr(transform, name), name
+    assert copy.min_size == (90, 100) and copy.size_divisible == 16 and copy.num_classes == 3
+    with pytest.raises(TypeError):
+        PointRendRoIHeads(heads.box_roi_pool, mask_branch=ours.mask_branch)  # by name only

@@ -2,25 +2,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pointrend.render import subdivision_inference
-from pointrend.semantic import (
-    SemanticPointRendConfig,
+from pointrend.models import (
+    OptionError,
     deeplabv3,
-    load_torchvision_deeplabv3,
-    map_torchvision_deeplabv3_state_dict,
+    pointrend_deeplabv3,
+    pointrend_semantic_fpn,
     semantic_fpn,
 )
+from pointrend.pretrained import load_torchvision_weights, map_torchvision_state_dict
+from pointrend.render import subdivision_inference
+from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
 from pointrend.semantic.pointrend import sample_labels_nearest
 from pointrend.settings import replace_options
 
 
-def tiny(fn=semantic_fpn, **kw):
+def tiny(fn=pointrend_semantic_fpn, **kw):
     torch.manual_seed(0)
     opts = {"train_num_points": 128, "subdivision_num_points": 256, **kw}
     return fn("resnet18", 4, **opts)
 
 
-@pytest.mark.parametrize("fn", [semantic_fpn, deeplabv3])
+@pytest.mark.parametrize("fn", [pointrend_semantic_fpn, pointrend_deeplabv3])
 def test_losses_finite_and_gradients_reach_both_heads(fn):
     model = tiny(fn).train()
     images, labels = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
@@ -49,11 +51,9 @@ def test_bad_labels_name_the_values():
         model(torch.rand(1, 3, 64, 64), labels)
 
 
-@pytest.mark.parametrize(
-    "fn,pointrend", [(semantic_fpn, True), (deeplabv3, True), (deeplabv3, False)]
-)
-def test_odd_sizes_and_batch_of_one_give_exact_output(fn, pointrend):
-    model = tiny(fn, pointrend=pointrend).eval()
+@pytest.mark.parametrize("fn", [pointrend_semantic_fpn, pointrend_deeplabv3, deeplabv3])
+def test_odd_sizes_and_batch_of_one_give_exact_output(fn):
+    model = tiny(fn).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 67, 101))["out"]
     assert out.shape == (1, 4, 67, 101) and torch.isfinite(out).all()
@@ -75,7 +75,7 @@ def test_nearest_label_sampling_and_outside_points():
 
 
 def test_untouched_pixels_equal_stepwise_upsampled_coarse_and_points_capped():
-    model = tiny(deeplabv3, subdivision_num_points=100).eval()
+    model = tiny(pointrend_deeplabv3, subdivision_num_points=100).eval()
     images = torch.rand(1, 3, 128, 128)  # coarse 8 x 8: every step has more cells than points
     with torch.no_grad():
         features, coarse = model._features(images)
@@ -120,8 +120,8 @@ def test_torchvision_deeplabv3_weights_map_onto_the_model():
     torch.manual_seed(0)
     tv = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=True, num_classes=21)
     state = tv.state_dict()
-    ours = deeplabv3("resnet50", 19)
-    missing = load_torchvision_deeplabv3(ours, state)
+    ours = pointrend_deeplabv3("resnet50", 19)
+    missing = load_torchvision_weights(ours, state, "deeplabv3")
     own = ours.state_dict()
     assert torch.equal(
         own["backbone.layer3.0.conv1.weight"], state["backbone.layer3.0.conv1.weight"]
@@ -131,8 +131,47 @@ def test_torchvision_deeplabv3_weights_map_onto_the_model():
     )
     assert all(k.startswith(("point_head.", "coarse_head.4.")) for k in missing)
     assert "coarse_head.4.weight" in missing  # 21 classes do not fit 19
-    mapped = map_torchvision_deeplabv3_state_dict(state, 21)
+    mapped = map_torchvision_state_dict(state, deeplabv3("resnet50", 21), "deeplabv3")
     assert "coarse_head.4.weight" in mapped and not any(k.startswith("aux") for k in mapped)
+    # the same weights, the same network: torchvision's output at output stride 8
+    plain = deeplabv3("resnet50", 21, output_stride=8)
+    load_torchvision_weights(plain, state, "deeplabv3")
+    tv.eval(), plain.eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = tv((images - plain.mean) / plain.std)["out"]
+        torch.testing.assert_close(plain(images)["out"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_baseline_and_pointrend_builders_and_their_option_errors():
+    plain, ours = tiny(semantic_fpn), tiny(pointrend_semantic_fpn)
+    assert plain.point_head is None and ours.point_head is not None
+    shared = {k: v.shape for k, v in ours.state_dict().items() if not k.startswith("point_")}
+    assert {k: v.shape for k, v in plain.state_dict().items()} == shared
+    assert plain.config.pointrend.train_num_points == 128  # kept, so a pair shares its options
+    with pytest.raises(OptionError) as error:
+        pointrend_deeplabv3("resnet18", 3, train_num_pionts=10)
+    message = str(error.value)
+    assert "unknown option 'train_num_pionts'; did you mean 'train_num_points'?" in message
+    known = message.split("known: ")[1].split(", ")
+    assert {"output_stride", "subdivision_num_points", "norm"} <= set(known)
+    assert not [k for k in known if k.startswith("_")]
+    with pytest.raises(ValueError, match="Semantic FPN has no torchvision weights"):
+        semantic_fpn("resnet18", 3, weights="COCO")
+
+
+def test_segmenter_takes_its_settings_by_name():
+    with pytest.raises(TypeError):
+        SemanticSegmenter(torch.nn.Identity(), torch.nn.Identity(), 4, 0, 4, 3)
+    with pytest.raises(ValueError, match="coarse_stride must be a power of two, got 12"):
+        SemanticSegmenter(
+            torch.nn.Identity(),
+            torch.nn.Identity(),
+            num_classes=3,
+            coarse_stride=12,
+            fine_index=0,
+            fine_stride=4,
+        )
 
 
 def test_learning_beats_upsampled_coarse_on_boundary_f():
@@ -152,7 +191,7 @@ def test_learning_beats_upsampled_coarse_on_boundary_f():
         labels[i][line] = 2
         images[i, 0][disk] += 0.6
         images[i, 1][line] += 0.6
-    model = semantic_fpn(
+    model = pointrend_semantic_fpn(
         "resnet18", 3, train_num_points=512, subdivision_num_points=2048, conv_dims=64
     )
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

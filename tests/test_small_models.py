@@ -1,12 +1,12 @@
-"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format."""
+"""Small CPU models (truncated ResNet, narrow FPN and heads) and the int8 shipping format (written
+by ``scripts/ship_weights.py``, read by the package)."""
 
 import pytest
 import torch
 
 from pointrend.engine.checkpoint import load_model_weights
-from pointrend.engine.inference import quantize_state_dict
-from pointrend.instance import maskrcnn, pointrend_maskrcnn
-from pointrend.semantic import build_semantic_model
+from pointrend.models import maskrcnn, pointrend_maskrcnn, pointrend_semantic_fpn, semantic_fpn
+from scripts.ship_weights import quantize_state_dict
 
 SMALL = dict(
     min_size=96,
@@ -57,30 +57,29 @@ def test_small_instance_models_train_and_infer(builder, extra):
 def test_small_model_option_errors():
     with pytest.raises(ValueError, match="rpn_anchor_sizes needs one size per FPN level"):
         pointrend_maskrcnn("resnet18", 5, **dict(SMALL, rpn_anchor_sizes=[16, 32]))
-    with pytest.raises(ValueError, match="backbone_returned_layers"):
+    with pytest.raises(
+        ValueError, match=r"backbone_returned_layers must start at 1 .*got \[2, 3\]"
+    ):
         maskrcnn("resnet18", 5, backbone_returned_layers=[2, 3])
     with pytest.raises(ValueError, match="a PointRend mask option"):
         maskrcnn("resnet18", 5, mask_fc_dim=128)
-    with pytest.raises(ValueError, match="backbone_returned_layers"):
-        build_semantic_model(
-            arch="fpn", backbone="resnet18", num_classes=4, backbone_returned_layers=[1, 2]
-        )
+    with pytest.raises(ValueError, match=r"backbone_returned_layers .* got \[1, 2\]"):
+        semantic_fpn("resnet18", 4, backbone_returned_layers=[1, 2])
 
 
-@pytest.mark.parametrize("pointrend", [True, False])
-def test_small_semantic_fpn_p2_p4(pointrend):
-    model = build_semantic_model(
-        arch="fpn",
-        backbone="resnet18",
-        num_classes=4,
-        pointrend=pointrend,
+@pytest.mark.parametrize("builder", [pointrend_semantic_fpn, semantic_fpn])
+def test_small_semantic_fpn_p2_p4(builder):
+    model = builder(
+        "resnet18",
+        4,
         fpn_channels=64,
         conv_dims=32,
         backbone_returned_layers=[1, 2, 3],
         subdivision_num_points=512,
         train_num_points=64,
     )
-    assert model.backbone.body.layer4 is None and model.backbone.strides == [4, 8, 16]
+    assert "layer4" not in model.backbone.body and model.backbone.strides == [4, 8, 16]
+    assert (model.point_head is not None) == (builder is pointrend_semantic_fpn)
     losses = model(torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64)))
     assert all(torch.isfinite(v) for v in losses.values())
     model.eval()

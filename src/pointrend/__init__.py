@@ -4,12 +4,8 @@ The core (``points``, ``head``, ``render``) works on any coarse logits and any f
 the task packages put it on torchvision's models.
 """
 
-import time as _time
-
-IMPORTED_AT = _time.perf_counter()  # the demo reports its time from here (imports included)
-
-from .head import PointHead  # noqa: E402 (after the clock)
-from .points import (  # noqa: E402
+from .head import PointHead
+from .points import (
     box_to_image_coords,
     calculate_semantic_uncertainty,
     calculate_uncertainty,
@@ -24,7 +20,7 @@ from .points import (  # noqa: E402
     sample_training_points,
     select_class,
 )
-from .render import (  # noqa: E402
+from .render import (
     SubdivisionStep,
     dense_point_prediction,
     subdivision_inference,

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
+
+STARTED_AT = time.perf_counter()  # the demo reports its time from here (the package imported)
 
 
 def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
@@ -23,6 +26,26 @@ def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def _add_threads_option(
+    p: argparse.ArgumentParser, default: int | None = None, why: str = ""
+) -> None:
+    what = "torch's choice, one per core" if default is None else f"{default}{why}"
+    p.add_argument(
+        "--threads", type=int, default=default, help=f"torch CPU threads (default: {what})"
+    )
+
+
+def _set_threads(args) -> None:
+    """Apply ``--threads`` (a clear error for a count below 1)."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model from a YAML config (torchrun for many processes)"
@@ -32,21 +55,32 @@ def _add_train_parser(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in the output dir",
+        help="continue from the latest model_NNNNNNN.pt in the output dir",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run found in the output dir and start again (default: an error)",
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
     from .engine import load_config, train
+    from .engine.config import require_train_data
     from .engine.distributed import is_main_process
 
+    _set_threads(args)
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
-    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    require_train_data(cfg, args.config)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if is_main_process():
+        for note in result.notes:
+            print(f"pointrend train: {note}")
         print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
         if result.last_losses:
             print(
@@ -90,36 +124,58 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("config", help="YAML config; its val_data is the evaluation set")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     _add_set_option(p, "val_data.num_images=20")
-    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--out", help="also write the metrics to this JSON file (null where nothing is scored)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
-    import json
-
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
     from .engine.distributed import init_distributed, is_main_process
-    from .engine.evaluate import evaluate_instances, evaluate_semantic, format_metrics
+    from .engine.evaluate import (
+        check_classes_match,
+        evaluate_instances,
+        evaluate_semantic,
+        format_metrics,
+        metrics_json,
+    )
     from .engine.inference import load_trained_model
 
+    _set_threads(args)
     device = init_distributed("auto")
     trained = load_trained_model(args.weights, args.config, args.set, device=device)
+    _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:
         raise ValueError(f"{args.config}: val_data is not set, nothing to evaluate on")
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
+    check_classes_match(trained.class_names, trained.num_classes, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
     metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
         if args.out:
-            text = json.dumps(metrics, indent=1, default=float)
+            text = metrics_json(metrics)
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
     return 0
+
+
+def _report_model_config(trained, args) -> None:
+    """Say when the config given differs from the model config the weights hold (which wins)."""
+    from .engine.distributed import is_main_process
+
+    if trained.config_notes and is_main_process():
+        print(
+            f"pointrend {args.command}: the model is built from the config stored in "
+            f"{args.weights}; {args.config} differs in {'; '.join(trained.config_notes)}",
+            file=sys.stderr,
+        )
 
 
 def _add_predict_parser(sub) -> None:
@@ -128,7 +184,9 @@ def _add_predict_parser(sub) -> None:
     )
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
-    p.add_argument("--config", help="YAML config (default: the one the checkpoint holds)")
+    p.add_argument(
+        "--config", help="YAML config of a checkpoint that holds none (else the checkpoint's wins)"
+    )
     _add_set_option(p, "model.options.mask_output_size=112")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -138,16 +196,25 @@ def _add_predict_parser(sub) -> None:
         help="instances: keep detections scoring at least this (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads_option(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
+    _set_threads(args)
     trained = load_trained_model(args.weights, args.config, args.set)
+    _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.images)}")
+    if trained.task == "instance" and not trained.label_to_category_id:
+        print(
+            f"pointrend predict: note: {args.weights} records no label -> category id map; "
+            f"category_id in predictions.json is the model's label (1..{trained.num_classes - 1})",
+            file=sys.stderr,
+        )
     rows, failures = predict_images(
         trained, paths, args.out, args.score_thresh, progress=not args.no_progress
     )
@@ -169,23 +236,16 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: on a small shared CPU more threads wait on each other)",
-    )
+    _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args) -> int:
-    import time
-
     import torch
 
-    from . import IMPORTED_AT, demo
+    from . import demo
 
-    torch.set_num_threads(args.threads)
+    _set_threads(args)
 
     options = demo.DemoOptions(
         out=args.out,
@@ -201,8 +261,9 @@ def _run_demo(args) -> int:
     print(demo.format_demo_table(metrics))
     written = sorted(p.name for p in Path(args.out).iterdir() if p.suffix in (".png", ".json"))
     print(f"wrote {', '.join(written)} to {args.out}")
-    seconds = time.perf_counter() - IMPORTED_AT
-    print(f"demo took {seconds:.1f} s (imports included) on {torch.get_num_threads()} thread(s)")
+    seconds = time.perf_counter() - STARTED_AT
+    threads = torch.get_num_threads()
+    print(f"demo took {seconds:.1f} s on {threads} thread(s) (after importing pointrend and torch)")
     return 0
 
 
@@ -217,56 +278,6 @@ def format_table(rows: list[dict]) -> str:
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join([line, rule, *body])
-
-
-def _add_bench_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="measure the paper's claims (cost, accuracy, ablations): REPORT.md + plots"
-    )
-    p.add_argument("--quick", action="store_true", help="tiny sizes: proves the pipeline (minutes)")
-    p.add_argument("--out", default="benchmarks/results", help="report folder")
-    p.add_argument("--weights-dir", help="checkpoints to evaluate (default: the shipped weights)")
-    p.add_argument("--work-dir", help="where models trained by the bench go (default: a temp dir)")
-    p.add_argument("--train-iters", type=int, help="iterations of each model trained here")
-    p.add_argument("--val-images", type=int, help="fresh validation images (default 100)")
-    p.add_argument("--repeats", type=int, help="timing repeats (median; default 5)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument(
-        "--sections",
-        default="cost,semantic,accuracy,ablation",
-        help="comma-separated subset of cost,semantic,accuracy,ablation (others are kept)",
-    )
-    p.set_defaults(func=_run_bench)
-
-
-def _run_bench(args) -> int:
-    import torch
-
-    from .bench import BenchOptions, run_bench
-
-    torch.set_num_threads(args.threads)
-    flags = {"--quick": args.quick, "--sections": args.sections, "--out": args.out}
-    for name in ("weights_dir", "work_dir", "train_iters", "val_images", "repeats", "threads"):
-        flags["--" + name.replace("_", "-")] = getattr(args, name)
-    command = " ".join(
-        ["pointrend bench"]
-        + [k if v is True else f"{k} {v}" for k, v in flags.items() if v not in (None, False)]
-    )
-    options = BenchOptions(
-        out=Path(args.out),
-        quick=args.quick,
-        work_dir=Path(args.work_dir) if args.work_dir else None,
-        train_iters=args.train_iters,
-        sections=tuple(s.strip() for s in args.sections.split(",") if s.strip()),
-        val_images=args.val_images,
-        repeats=args.repeats,
-        command=command,
-    )
-    if args.weights_dir:
-        options.weights_dir = Path(args.weights_dir)
-    run_bench(options)
-    print(f"wrote REPORT.md, results.json and plots to {args.out}")
-    return 0
 
 
 def _add_export_parser(sub) -> None:
@@ -308,7 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict_parser,
         _add_data_parser,
         _add_demo_parser,
-        _add_bench_parser,
         _add_export_parser,
     ):
         add(sub)

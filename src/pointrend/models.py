@@ -1,27 +1,35 @@
 """Model builders: PointRend versions of torchvision's segmentation models and their baselines.
 
-``pointrend.models.<builder>(...)`` is the stable way to build a model; the task packages
-(``pointrend.instance``, ``pointrend.semantic``) hold the implementations.
+``pointrend.models`` is the one public place of the builders; the task packages
+(``pointrend.instance``, ``pointrend.semantic``) hold the implementations. Every model comes as a
+pair with the same backbone and coarse model: the baseline (``maskrcnn``, ``semantic_fpn``,
+``deeplabv3``) and PointRend (``pointrend_<baseline>``), plus the paper's named ResNet-50 models.
+Options a builder does not take raise :class:`OptionError`, naming the option, the builder's
+options and the closest one.
 """
 
-__all__: list[str] = []
-
-# --- instance segmentation (pointrend.instance) ---
-from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn  # noqa: E402
-
-__all__ += ["maskrcnn", "pointrend_maskrcnn", "pointrend_maskrcnn_resnet50_fpn"]
-
-# --- semantic segmentation (pointrend.semantic) ---
-from .semantic import (  # noqa: E402
+from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn
+from .options import OptionError
+from .semantic import (
     deeplabv3,
+    pointrend_deeplabv3,
     pointrend_deeplabv3_resnet50,
+    pointrend_semantic_fpn,
     pointrend_semantic_fpn_resnet50,
     semantic_fpn,
 )
 
-__all__ += [
+__all__ = [
+    "OptionError",
+    # instance segmentation
+    "maskrcnn",
+    "pointrend_maskrcnn",
+    "pointrend_maskrcnn_resnet50_fpn",
+    # semantic segmentation
     "deeplabv3",
+    "pointrend_deeplabv3",
     "pointrend_deeplabv3_resnet50",
-    "pointrend_semantic_fpn_resnet50",
     "semantic_fpn",
+    "pointrend_semantic_fpn",
+    "pointrend_semantic_fpn_resnet50",
 ]

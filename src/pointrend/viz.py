@@ -108,12 +108,20 @@ def overlay_labels(
     return out
 
 
-def _figure(rows: int, cols: int, size: float = 2.6):
-    import matplotlib
-
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend; matplotlib is the optional ``viz`` extra."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("drawing figures needs matplotlib: pip install 'pointrend[viz]'") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure(rows: int, cols: int, size: float = 2.6):
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -121,8 +129,7 @@ def _figure(rows: int, cols: int, size: float = 2.6):
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")

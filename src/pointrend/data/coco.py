@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
+
+from .images import ImageError, image_size, read_image
 
 __all__ = [
     "encode_masks",
@@ -26,6 +27,7 @@ __all__ = [
     "load_coco",
     "CocoInstanceDataset",
     "DataError",
+    "raise_problems",
 ]
 
 
@@ -88,6 +90,55 @@ def load_coco(annotation_file: str | Path) -> COCO:
     return make_coco(data)
 
 
+def raise_problems(where: str | Path, problems: list[str], limit: int = 12) -> None:
+    """Raise one :class:`DataError` listing every problem found (the first ``limit`` spelled
+    out, the rest counted), or nothing when there is none."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise DataError(f"{where}: {problems[0]}")
+    shown = "; ".join(problems[:limit])
+    more = f"; ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    raise DataError(f"{where}: {len(problems)} problems: {shown}{more}")
+
+
+def _segmentation_problem(seg, img: dict) -> str | None:
+    """Why a segmentation is malformed, as the rest of a sentence after "annotation <id>"
+    (``None``: it is well formed)."""
+    polygons = isinstance(seg, list) and all(
+        isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg
+    )
+    rle = isinstance(seg, dict) and "counts" in seg and "size" in seg
+    if not (polygons or rle):
+        return f" has a malformed segmentation: {str(seg)[:80]}"
+    if rle and list(seg["size"]) != [img.get("height"), img.get("width")]:
+        return (
+            f": RLE size {seg['size']} differs from image {img['id']} "
+            f"({img.get('height')} x {img.get('width')})"
+        )
+    return None
+
+
+def _mask_is_empty(seg) -> bool:
+    """Whether a well-formed segmentation covers no pixel: no polygon, or an RLE of area 0."""
+    if isinstance(seg, list):
+        return len(seg) == 0
+    counts = seg["counts"]
+    if isinstance(counts, list):  # uncompressed RLE: runs alternate background, foreground
+        return sum(counts[1::2]) == 0
+    return int(mask_utils.area(seg)) == 0
+
+
+def _unusable_reason(ann: dict) -> str | None:
+    """Why a well-formed annotation holds no instance to train on (``None``: it does)."""
+    w, h = ann.get("bbox", [0, 0, 0, 0])[2:]
+    if ann.get("area", 1) <= 0 or w <= 0 or h <= 0:
+        return "of zero area"
+    if _mask_is_empty(ann["segmentation"]):
+        return "with an empty mask (area and box say otherwise)"
+    return None
+
+
 class CocoInstanceDataset(Dataset):
     """A COCO-format instance dataset as torchvision-style ``(image, target)`` pairs.
 
@@ -95,13 +146,20 @@ class CocoInstanceDataset(Dataset):
     * ``iscrowd`` annotations are not training instances (as COCO's own evaluation treats
       them): they are left out of ``boxes`` / ``labels`` / ``masks``.
     * Images without annotations are kept: training must see negatives.
-    * Annotations of zero area are skipped; their count is ``num_skipped`` (one warning).
+    * Annotations of zero area or box, and annotations whose mask is empty (``"segmentation":
+      []``, or an RLE covering no pixel), are skipped; their count is ``num_skipped`` (one
+      warning that gives the reasons and ids). ``coco``, the ground truth evaluation scores
+      against, is the file without them.
+    * Images are read by :func:`pointrend.data.images.read_image` (16-bit images by their range).
 
     ``target``: ``boxes`` (``N x 4`` XYXY float32), ``labels`` (``N`` int64 in ``1..K``),
     ``masks`` (``N x H x W`` uint8), ``image_id`` (int).
 
-    Raises :class:`DataError` naming the file and id for an annotation of an unknown image or
-    category, a malformed segmentation, a box outside its image, or a missing/unreadable image.
+    Everything that can be checked without decoding pixels is checked on construction and
+    every problem is listed in one :class:`DataError` naming the file and ids: annotations of an
+    unknown image or category, malformed segmentations, boxes outside their image, and image
+    files that are missing, unreadable or of another size than the annotation file says (read
+    from their headers).
     """
 
     def __init__(self, image_dir: str | Path, annotation_file: str | Path, transforms=None):
@@ -115,82 +173,106 @@ class CocoInstanceDataset(Dataset):
         self.categories = [self.coco.cats[c]["name"] for c in cat_ids]
         self.num_classes = len(cat_ids) + 1
         self.image_ids = sorted(self.coco.imgs)
-        self.num_skipped = self._validate()
+        problems, skipped = self._check_annotations()
+        raise_problems(self.annotation_file, problems + self._check_image_files())
+        self.num_skipped = sum(len(ids) for ids in skipped.values())
         if self.num_skipped:
+            self.coco = _without(self.coco, {aid for ids in skipped.values() for aid in ids})
+            reasons = ", ".join(
+                f"{len(ids)} {reason} (ids {', '.join(map(str, ids[:10]))})"
+                for reason, ids in skipped.items()
+            )
             warnings.warn(
-                f"{self.annotation_file}: skipped {self.num_skipped} annotations of zero area",
+                f"{self.annotation_file}: skipped {self.num_skipped} annotations: {reasons}",
                 stacklevel=2,
             )
 
-    def _validate(self) -> int:
-        where = self.annotation_file
-        skipped = 0
+    def _check_annotations(self) -> tuple[list[str], dict[str, list]]:
+        """``(problems, {reason: ids of skipped annotations})``; fills ``self.instances``
+        (per image id, the annotations that are training instances)."""
+        problems: list[str] = []
+        skipped: dict[str, list] = {}
+        self.instances: dict[int, list[dict]] = {i: [] for i in self.coco.imgs}
         for ann in self.coco.dataset["annotations"]:
             aid = ann.get("id")
             if ann.get("image_id") not in self.coco.imgs:
-                raise DataError(
-                    f"{where}: annotation {aid} refers to unknown image {ann.get('image_id')}"
-                )
+                problems.append(f"annotation {aid} refers to unknown image {ann.get('image_id')}")
+                continue
             if ann.get("category_id") not in self.coco.cats:
-                raise DataError(
-                    f"{where}: annotation {aid} refers to unknown category {ann.get('category_id')}"
+                problems.append(
+                    f"annotation {aid} refers to unknown category {ann.get('category_id')}"
                 )
+                continue
             img = self.coco.imgs[ann["image_id"]]
-            seg = ann.get("segmentation")
-            ok = (
-                isinstance(seg, list)
-                and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg)
-            ) or (isinstance(seg, dict) and "counts" in seg and "size" in seg)
-            if not ok:
-                raise DataError(
-                    f"{where}: annotation {aid} has a malformed segmentation: {str(seg)[:80]}"
+            problem = _segmentation_problem(ann.get("segmentation"), img)
+            if problem is None:
+                problem = _box_problem(ann, img)
+            if problem is not None:
+                problems.append(f"annotation {aid}{problem}")
+                continue
+            reason = _unusable_reason(ann)
+            if reason is not None:
+                skipped.setdefault(reason, []).append(aid)
+            elif not ann.get("iscrowd", 0):
+                self.instances[ann["image_id"]].append(ann)
+        return problems, skipped
+
+    def _check_image_files(self) -> list[str]:
+        """Problems of the image files: missing, unreadable, or of another size (headers)."""
+        problems = []
+        for image_id in self.image_ids:
+            info = self.coco.imgs[image_id]
+            path = self.image_dir / str(info.get("file_name"))
+            try:
+                size = image_size(path)
+            except ImageError as err:
+                problems.append(f"image {image_id}: {err}")
+                continue
+            if size != (info.get("height"), info.get("width")):
+                problems.append(
+                    f"image {image_id}: {path} is {size[1]} x {size[0]} (W x H) but the "
+                    f"annotation file says {info.get('width')} x {info.get('height')}"
                 )
-            if isinstance(seg, dict) and list(seg["size"]) != [img["height"], img["width"]]:
-                raise DataError(
-                    f"{where}: annotation {aid}: RLE size {seg['size']} differs from image "
-                    f"{ann['image_id']} ({img['height']} x {img['width']})"
-                )
-            x, y, w, h = ann.get("bbox", [0, 0, 0, 0])
-            tol = 1.0
-            if x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol:
-                raise DataError(
-                    f"{where}: annotation {aid}: box {ann['bbox']} lies outside image "
-                    f"{ann['image_id']} ({img['width']} x {img['height']})"
-                )
-            if ann.get("area", 1) <= 0 or w <= 0 or h <= 0:
-                skipped += 1
-        return skipped
+        return problems
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise a :class:`DataError` if an annotation's label falls outside a model of
+        ``num_classes`` classes (background included), naming the image, annotation and
+        category id."""
+        bad = [
+            (ann, self.category_id_to_label[ann["category_id"]])
+            for anns in self.instances.values()
+            for ann in anns
+            if self.category_id_to_label[ann["category_id"]] >= num_classes
+        ]
+        if not bad:
+            return
+        ann, label = bad[0]
+        raise DataError(
+            f"{self.annotation_file}: {len(bad)} annotations are outside the model's "
+            f"{num_classes} classes, e.g. annotation {ann.get('id')} of image {ann['image_id']}: "
+            f"category {ann['category_id']} is label {label} (the file has "
+            f"{len(self.categories)} categories, the model needs num_classes "
+            f"{self.num_classes}; leave model.num_classes unset to take it from the data)"
+        )
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def load_image(self, image_id: int) -> torch.Tensor:
-        info = self.coco.imgs[image_id]
-        path = self.image_dir / info["file_name"]
+        """Image ``image_id`` as ``3 x H x W`` float32 in ``[0, 1]`` (its size was checked
+        against the annotation file on construction)."""
+        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
         try:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise DataError(f"image {image_id}: cannot read {path}: {err}") from err
-        if array.shape[:2] != (info["height"], info["width"]):
-            raise DataError(
-                f"image {image_id}: {path} is {array.shape[1]} x {array.shape[0]} but the annotation "
-                f"file says {info['width']} x {info['height']}"
-            )
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+            return read_image(path)
+        except ImageError as err:
+            raise DataError(f"image {image_id}: {err}") from err
 
     def __getitem__(self, index: int):
         image_id = self.image_ids[index]
         image = self.load_image(image_id)
         info = self.coco.imgs[image_id]
-        anns = [
-            a
-            for a in self.coco.imgToAnns.get(image_id, [])
-            if not a.get("iscrowd", 0)
-            and a.get("area", 1) > 0
-            and a["bbox"][2] > 0
-            and a["bbox"][3] > 0
-        ]
+        anns = self.instances[image_id]
         H, W = info["height"], info["width"]
         if anns:
             masks = np.stack([self.coco.annToMask(a) for a in anns]).astype(np.uint8)
@@ -212,3 +294,24 @@ class CocoInstanceDataset(Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+
+def _without(coco: COCO, annotation_ids: set) -> COCO:
+    """``coco`` without the annotations of ``annotation_ids``."""
+    kept = [a for a in coco.dataset["annotations"] if a.get("id") not in annotation_ids]
+    return make_coco({**coco.dataset, "annotations": kept})
+
+
+def _box_problem(ann: dict, img: dict, tol: float = 1.0) -> str | None:
+    """Why an annotation's box is malformed or outside its image, as the rest of a sentence
+    after "annotation <id>" (``None``: it is fine)."""
+    box = ann.get("bbox", [0, 0, 0, 0])
+    if not (isinstance(box, list) and len(box) == 4):
+        return f": bbox must be [x, y, width, height], got {str(box)[:80]}"
+    x, y, w, h = box
+    width, height = img.get("width"), img.get("height")
+    if width is None or height is None:
+        return f": image {img['id']} has no width / height"
+    if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+        return f": box {box} lies outside image {img['id']} ({width} x {height})"
+    return None

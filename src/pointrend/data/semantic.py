@@ -10,25 +10,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .coco import DataError
+from .coco import DataError, raise_problems
+from .images import IMAGE_SUFFIXES, ImageError, image_size, read_image
 
 __all__ = ["SemanticFolderDataset", "CityscapesSemanticDataset", "CITYSCAPES_CLASSES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CITYSCAPES_CLASSES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
 ]  # fmt: skip
-
-
-def _read_rgb(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
 
 
 def _read_labels(path: Path) -> torch.Tensor:
@@ -42,10 +33,27 @@ def _read_labels(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
-class _PairDataset(Dataset):
-    """``(image 3 x H x W float in [0, 1], labels H x W int64)`` from lists of file pairs."""
+def _pair_problem(image_path: Path, label_path: Path) -> str | None:
+    """Why an image / label map pair cannot be used, from the file headers (``None``: fine)."""
+    try:
+        image_hw, label_hw = image_size(image_path), image_size(label_path)
+    except ImageError as err:
+        return str(err)
+    if image_hw != label_hw:
+        return f"{label_path} is {label_hw} (H x W) but its image {image_path} is {image_hw}"
+    return None
 
-    def __init__(self, pairs, num_classes, classes, ignore_index, transforms):
+
+class _PairDataset(Dataset):
+    """``(image 3 x H x W float in [0, 1], labels H x W int64)`` from lists of file pairs.
+
+    Every pair is checked on construction from the file headers (both readable, same size)
+    and all problems are listed in one :class:`DataError`; label values are checked per sample.
+    """
+
+    def __init__(self, pairs, num_classes, classes, ignore_index, transforms, where):
+        problems = [p for p in (_pair_problem(*pair) for pair in pairs) if p]
+        raise_problems(where, problems)
         self.pairs = pairs
         self.num_classes = num_classes
         self.classes = classes
@@ -55,14 +63,23 @@ class _PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise a :class:`DataError` if the dataset has more classes than a model of
+        ``num_classes`` predicts."""
+        if num_classes < self.num_classes:
+            raise DataError(
+                f"the data has {self.num_classes} classes ({', '.join(self.classes[:8])}, ...) "
+                f"but the model has {num_classes}; leave model.num_classes unset to take it "
+                f"from the data"
+            )
+
     def __getitem__(self, index: int):
         image_path, label_path = self.pairs[index]
-        image, labels = _read_rgb(image_path), _read_labels(label_path)
-        if image.shape[-2:] != labels.shape:
-            raise DataError(
-                f"{label_path} is {tuple(labels.shape)} (H x W) but its image {image_path} is "
-                f"{tuple(image.shape[-2:])}"
-            )
+        try:
+            image = read_image(image_path)
+        except ImageError as err:
+            raise DataError(str(err)) from err
+        labels = _read_labels(label_path)  # its size was checked on construction
         bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_classes))
         if bad.any():
             raise DataError(
@@ -76,6 +93,8 @@ class _PairDataset(Dataset):
 
 class SemanticFolderDataset(_PairDataset):
     """Images in ``image_dir`` and label PNGs of the same stem in ``label_dir``.
+
+    Images are read by :func:`pointrend.data.images.read_image` (16-bit images by their range).
 
     The class list comes from ``classes.json`` (a list of names) beside the label folder or in
     its parent, or from ``classes``; labels are ``0..K-1``, ``ignore_index`` (255) is ignored.
@@ -99,13 +118,13 @@ class SemanticFolderDataset(_PairDataset):
                 )
         labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() == ".png"}
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        missing = [p.name for p in images if p.stem not in labels]
-        if missing:
-            raise DataError(f"{label_dir}: no label PNG for image(s) {missing[:5]}")
+        raise_problems(
+            label_dir, [f"no label PNG for image {p.name}" for p in images if p.stem not in labels]
+        )
         if not images:
             raise DataError(f"{image_dir}: no images")
         pairs = [(p, labels[p.stem]) for p in images]
-        super().__init__(pairs, len(classes), list(classes), ignore_index, transforms)
+        super().__init__(pairs, len(classes), list(classes), ignore_index, transforms, label_dir)
 
 
 class CityscapesSemanticDataset(_PairDataset):
@@ -121,12 +140,13 @@ class CityscapesSemanticDataset(_PairDataset):
         for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
             stem = image.name[: -len("_leftImg8bit.png")]
             label = label_root / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
-            if not label.is_file():
-                raise DataError(
-                    f"missing {label} (create the *_labelTrainIds.png files with cityscapesscripts' "
-                    f"createTrainIdLabelImgs)"
-                )
             pairs.append((image, label))
+        missing = [str(label) for _, label in pairs if not label.is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} label maps missing, e.g. {missing[0]} (create the "
+                f"*_labelTrainIds.png files with cityscapesscripts' createTrainIdLabelImgs)"
+            )
         if not pairs:
             raise DataError(f"no *_leftImg8bit.png images under {image_root}")
-        super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms)
+        super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, root)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .config import DatasetConfig, ModelConfig, TrainConfig
+from ..options import OptionError
+from .config import ConfigError, DatasetConfig, ModelConfig, TrainConfig
 
 __all__ = [
     "TrainObjects",
@@ -18,11 +19,21 @@ __all__ = [
     "build_model",
     "build_train_objects",
     "collate_fn_for",
+    "model_builder",
     "num_classes_of",
 ]
 
 INSTANCE_MODELS = ("pointrend", "maskrcnn")
 SEMANTIC_MODELS = ("pointrend", "coarse")
+SEMANTIC_ARCHS = {"fpn": "semantic_fpn", "semantic_fpn": "semantic_fpn", "deeplabv3": "deeplabv3"}
+# builder arguments that a config sets outside model.options (option -> model.<field>)
+CONFIG_FIELDS = {
+    "backbone": "backbone",
+    "backbone_name": "backbone",
+    "num_classes": "num_classes",
+    "weights": "weights",
+    "weights_backbone": "weights_backbone",
+}
 
 
 @dataclass
@@ -109,49 +120,86 @@ def num_classes_of(dataset: Dataset) -> int:
     return int(n)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The model a config describes; ``num_classes`` from the dataset unless the config sets it."""
-    task = _check_task(cfg.task)
-    num_classes = cfg.num_classes or num_classes
-    if task == "instance":
-        from ..instance import maskrcnn, pointrend_maskrcnn
+def model_builder(cfg: ModelConfig) -> Callable[..., nn.Module]:
+    """The :mod:`pointrend.models` builder a config names (``task``, ``name``, ``arch``)."""
+    from .. import models
 
-        builders = {"pointrend": pointrend_maskrcnn, "maskrcnn": maskrcnn}
-        if cfg.name not in builders:
+    task = _check_task(cfg.task)
+    if task == "instance":
+        names = {"pointrend": "pointrend_maskrcnn", "maskrcnn": "maskrcnn"}
+        if cfg.name not in names:
             raise ValueError(
                 f"model.name must be one of {INSTANCE_MODELS} for instances, got {cfg.name!r}"
             )
-        return builders[cfg.name](
-            cfg.backbone,
-            num_classes,
-            weights=cfg.weights,
-            weights_backbone=cfg.weights_backbone,
-            **cfg.options,
-        )
-    from .. import semantic
-
+        return getattr(models, names[cfg.name])
     if cfg.name not in SEMANTIC_MODELS:
         raise ValueError(
             f"model.name must be one of {SEMANTIC_MODELS} for semantic, got {cfg.name!r}"
         )
-    return semantic.build_semantic_model(
-        arch=cfg.arch,
-        backbone=cfg.backbone,
-        num_classes=num_classes,
-        pointrend=cfg.name == "pointrend",
-        weights=cfg.weights,
-        weights_backbone=cfg.weights_backbone,
-        **cfg.options,
-    )
+    if cfg.arch not in SEMANTIC_ARCHS:
+        raise ValueError(
+            f"model.arch must be one of {sorted(SEMANTIC_ARCHS)} for semantic models, "
+            f"got {cfg.arch!r}"
+        )
+    baseline = SEMANTIC_ARCHS[cfg.arch]
+    return getattr(models, baseline if cfg.name == "coarse" else f"pointrend_{baseline}")
+
+
+def build_model(cfg: ModelConfig, num_classes: int, source: str | None = None) -> nn.Module:
+    """The model a config describes; ``num_classes`` from the dataset unless the config sets it.
+
+    ``model.options`` go to the builder as keyword arguments; an option it does not take raises
+    a :class:`ConfigError` naming ``source`` (the config file; by default where
+    :func:`load_config` read ``cfg``), the key and the builder's options.
+    """
+    builder = model_builder(cfg)
+    where = source or getattr(cfg, "source", None) or "model config"
+    for key, field in CONFIG_FIELDS.items():
+        if key in cfg.options:
+            raise ConfigError(f"{where}: model.options.{key}: set model.{field} instead")
+    try:
+        return builder(
+            cfg.backbone,
+            cfg.num_classes or num_classes,
+            weights=cfg.weights,
+            weights_backbone=cfg.weights_backbone,
+            **cfg.options,
+        )
+    except OptionError as error:
+        raise ConfigError(error.located(where)) from error
+
+
+def check_labels_fit(dataset: Dataset, num_classes: int) -> None:
+    """Before the first iteration: every label of ``dataset`` (its annotation file's
+    categories, its class list) fits a model of ``num_classes`` classes; a ``DataError`` names
+    the image, annotation and category id otherwise."""
+    check = getattr(dataset, "check_num_classes", None)
+    if check is not None:
+        check(num_classes)
+
+
+def _check_same_classes(train_data: Dataset, val_data: Dataset) -> None:
+    """The validation data must have the training data's classes (count and names)."""
+    from .evaluate import check_classes_match
+    from .train import dataset_facts
+
+    facts = dataset_facts(train_data)
+    if "num_classes" in facts:
+        names = facts.get("class_names") or [str(k) for k in range(facts["num_classes"])]
+        check_classes_match(names, facts["num_classes"], val_data, "train_data")
 
 
 def build_train_objects(cfg: TrainConfig) -> TrainObjects:
     dataset = build_dataset(cfg.train_data, cfg.model.task, train=True)
-    model = build_model(cfg.model, num_classes_of(dataset))
+    num_classes = cfg.model.num_classes or num_classes_of(dataset)
+    check_labels_fit(dataset, num_classes)
+    model = build_model(cfg.model, num_classes)
     evaluate_fn = None
     if cfg.val_data is not None:
         from .evaluate import make_evaluate_fn
 
         val = build_dataset(cfg.val_data, cfg.model.task, train=False, field="val_data")
+        check_labels_fit(val, num_classes)
+        _check_same_classes(dataset, val)
         evaluate_fn = make_evaluate_fn(cfg.model.task, val, cfg)
     return TrainObjects(model, dataset, collate_fn_for(cfg.model.task), evaluate_fn)

@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers, strings and containers, so that loading one
 from a stranger cannot run code. Writing goes to a temporary file in the same directory, is
 flushed and fsync'ed, then renamed over the target: a crash leaves either the old file or the
-new one, never half of one.
+new one, never half of one. The file gets the mode ``open()`` would give it (``0666`` less the
+umask). A write that fails for lack of space or permission raises :class:`CheckpointError` naming
+the file and the operating system's reason.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "load_model_weights",
+    "load_state_checked",
+    "remove_stale_temp_files",
 ]
 
 _PATTERN = re.compile(r"^model_(\d+)\.pt$")
@@ -38,6 +42,31 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read; the message names the file."""
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err`` (torch wraps a failed write in a ``RuntimeError``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, fsync,
     rename over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
@@ -45,14 +74,22 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error(err)
+        if cause is not None:
+            reason = cause.strerror or str(cause)
+            raise CheckpointError(
+                f"cannot write {path}: {reason} (errno {cause.errno}); "
+                f"{path.name} was left as it was"
+            ) from err
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -60,6 +97,18 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
     finally:
         os.close(dir_fd)
     return path
+
+
+def remove_stale_temp_files(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files ``atomic_write`` leaves when killed mid-write, for targets
+    whose name matches one of the glob ``names`` (e.g. ``model_*.pt``). Returns those deleted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted({p for name in names for p in folder.glob(f".{name}.*.tmp") if p.is_file()})
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -140,6 +189,29 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def load_state_checked(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)``; a mismatch is one line naming the file and the first
+    differing key (and both shapes), not torch's list of every key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"weights in {path} do not fit the model: {k} is {tuple(state[k].shape)} in the "
+            f"file, {tuple(own[k].shape)} in the model ({len(wrong)} tensor(s) differ; "
+            "a different class count or model config?)"
+        )
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise CheckpointError(
+            f"weights in {path} do not fit the model: {len(missing)} key(s) missing "
+            f"({len(unexpected)} unexpected), e.g. {first!r}; a different model config?"
+        )
+    model.load_state_dict(state)
+
+
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
     """Load model weights from a training checkpoint or a bare state dict (``weights_only``).
 
@@ -153,8 +225,5 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
             state[k] = (v.float().reshape(v.shape[0], -1) * scales[k][:, None]).reshape(v.shape)
         elif torch.is_tensor(v) and v.dtype == torch.float16:
             state[k] = v.float()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"weights in {path} do not fit the model: {err}") from err
+    load_state_checked(model, state, path)
     return ckpt

@@ -1,13 +1,17 @@
 """Training configs: YAML files loaded into dataclasses, overridable with ``key.sub=value``.
 
-Unknown keys are errors that name the key and the file, so a typo never silently falls back to a
-default. The number of classes comes from the dataset unless the config sets it.
+Unknown keys, wrong types and out-of-range values are errors that name the key and the file, so
+a typo never silently falls back to a default. Float fields take any number as a person writes it
+(``1e-4``, ``1E4``, ``.5``; PyYAML reads some of these as strings). The number of classes comes
+from the dataset unless the config sets it. A dataset section names its ``format``: there is no
+default data, a config meant for generated images says ``format: synthetic``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,7 +29,15 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "config_to_dict",
+    "config_from_dict",
+    "require_train_data",
+    "differences",
+    "model_differences",
+    "with_checkpoint_model",
 ]
+
+# a decimal number as people write it: 1, -2.5, .5, 1e-4, 1E4, +3.
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -50,12 +62,12 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    """Where the data comes from. ``format``: ``synthetic`` (generated from ``seed``),
+    """Where the data comes from. ``format`` (required): ``synthetic`` (generated from ``seed``),
     ``coco`` (``images`` dir + ``annotations`` json), ``folder`` (``images`` + ``labels`` dirs),
     ``cityscapes`` (``root`` + ``split``). ``min_size`` / ``max_size`` / ``crop_size`` resize
     and crop semantic data; instance models resize inside (``model.options.min_size``)."""
 
-    format: str = "synthetic"
+    format: str | None = None
     images: str | None = None
     annotations: str | None = None
     labels: str | None = None
@@ -120,9 +132,10 @@ def _unwrap_optional(tp):
 
 def _convert(value: Any, tp, where: str):
     """Check and convert a YAML value to the annotated type; ``where`` names the key and file."""
-    tp = _unwrap_optional(tp)
-    if value is None:
-        return None
+    inner = _unwrap_optional(tp)
+    if value is None:  # an empty section of a required one: its defaults
+        return inner() if inner is tp and _is_dataclass_type(tp) else None
+    tp = inner
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
@@ -144,6 +157,8 @@ def _convert(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _NUMBER.match(value.strip()):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -185,23 +200,48 @@ def apply_overrides(values: dict, overrides: list[str], source: str = "--set") -
     return values
 
 
+# (section, key, smallest allowed value): a zero batch or period would divide by zero later
+_MINIMUM = (
+    ("solver", "images_per_batch", 1),
+    ("solver", "max_iter", 1),
+    ("solver", "warmup_iters", 0),
+    ("", "log_period", 1),
+    ("", "checkpoint_period", 0),
+    ("", "eval_period", 0),
+    ("", "num_workers", 0),
+)
+
+
+def _check_ranges(cfg: TrainConfig, where: str) -> TrainConfig:
+    for section, key, least in _MINIMUM:
+        value = getattr(getattr(cfg, section) if section else cfg, key)
+        if value is None or value < least:
+            name = f"{section}.{key}" if section else key
+            raise ConfigError(f"{where}: {name} must be at least {least}, got {value}")
+    if not cfg.solver.lr > 0:
+        raise ConfigError(f"{where}: solver.lr must be positive, got {cfg.solver.lr}")
+    return cfg
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return values
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    values: dict = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    values = _read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
     values = apply_overrides(values, list(overrides or []))
-    return _build(TrainConfig, values, where)
+    return _with_source(_check_ranges(_build(TrainConfig, values, where), where), where)
 
 
 def config_from_dict(
@@ -211,4 +251,73 @@ def config_from_dict(
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     values = apply_overrides(copy.deepcopy(values), list(overrides or []))
-    return _build(TrainConfig, values, where)
+    return _with_source(_check_ranges(_build(TrainConfig, values, where), where), where)
+
+
+def require_train_data(cfg: TrainConfig, where: str = "the config") -> None:
+    """Refuse a config that does not say what to train on (no ``train_data.format``)."""
+    if cfg.train_data.format is None:
+        raise ConfigError(
+            f"{where}: train_data.format is not set: name the training data (format: coco, "
+            "folder or cityscapes with its paths), or format: synthetic for generated images"
+        )
+
+
+def _flat(values: dict, prefix: str) -> dict:
+    flat = {}
+    for k, v in values.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flat(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def differences(
+    first: dict, second: dict, prefix: str = "", names: tuple[str, str] = ("checkpoint", "config")
+) -> list[str]:
+    """``key: value in the <first>, value in the <second>`` for each (nested, dotted) key in
+    which two plain config dicts differ; ``names`` say where each dict comes from."""
+    a, b = _flat(first, prefix), _flat(second, prefix)
+
+    def show(flat: dict, key: str) -> str:
+        return repr(flat[key]) if key in flat else "unset"
+
+    return [
+        f"{k}: {show(a, k)} in the {names[0]}, {show(b, k)} in the {names[1]}"
+        for k in sorted(set(a) | set(b))
+        if k not in a or k not in b or a[k] != b[k]
+    ]
+
+
+def model_differences(stored: ModelConfig, given: ModelConfig) -> list[str]:
+    """The model keys in which a checkpoint's model config and a given one differ."""
+    return differences(dataclasses.asdict(stored), dataclasses.asdict(given), "model.")
+
+
+def with_checkpoint_model(
+    given: TrainConfig | None, stored: dict | None, where: str
+) -> tuple[TrainConfig, list[str]]:
+    """The config to rebuild a checkpoint's model with: the one rule of eval, predict and resume.
+
+    The model section is the one the checkpoint was trained with (``stored``, the config a
+    checkpoint holds; ``where`` names the checkpoint), everything else (data, solver, output)
+    comes from ``given`` when there is one. Returns that config and the model keys in which
+    ``given`` differed (``model_differences``; empty when they agree or one of them is missing).
+    """
+    if stored is None:
+        if given is None:
+            raise ConfigError(f"{where} holds no config: pass the training config")
+        return given, []
+    stored_cfg = config_from_dict(stored, where=f"config in {where}")
+    if given is None:
+        return stored_cfg, []
+    diffs = model_differences(stored_cfg.model, given.model)
+    return dataclasses.replace(given, model=copy.deepcopy(stored_cfg.model)), diffs
+
+
+def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
+    """Remember where the model config was read (an attribute, not a field: checkpoints do not
+    store it), so that errors in ``model.options`` can name the file."""
+    cfg.model.source = where
+    return cfg

@@ -14,12 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
+from ..data.images import IMAGE_SUFFIXES, read_image
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
-from .config import TrainConfig, config_from_dict, load_config
+from .config import (
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    with_checkpoint_model,
+)
 
 __all__ = [
     "TrainedModel",
@@ -29,20 +36,26 @@ __all__ = [
     "read_image",
     "predict_images",
     "IMAGE_SUFFIXES",
+    "output_stems",
 ]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclasses.dataclass
 class TrainedModel:
-    """A model ready for inference (eval mode) and what is known about it."""
+    """A model ready for inference (eval mode) and what is known about it.
+
+    ``label_to_category_id``: instance models, the model's label -> the training annotation
+    file's category id (``None`` when the checkpoint does not record it).
+    """
 
     model: nn.Module
     config: TrainConfig
     num_classes: int
     class_names: list[str]
     iteration: int | None
+    # model keys in which the config given differed from the checkpoint's (the checkpoint's won)
+    config_notes: list[str] = dataclasses.field(default_factory=list)
+    label_to_category_id: dict[int, int] | None = None
 
     @property
     def task(self) -> str:
@@ -70,20 +83,23 @@ def load_trained_model(
     overrides: list[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> TrainedModel:
-    """Build the model a checkpoint (or ``config``) describes and load the checkpoint's weights.
+    """Build the model a checkpoint describes and load the checkpoint's weights.
+
+    The model section is the checkpoint's own (:func:`with_checkpoint_model`); ``config`` gives
+    the rest (the data), and ``config_notes`` list the model keys in which it differed.
 
     Args:
         weights: a checkpoint written by ``pointrend train`` (or a shipped one).
-        config: a YAML config to use instead of the one the checkpoint holds.
-        overrides: ``key=value`` overrides, e.g. ``model.options.mask_output_size=112``.
+        config: a YAML config for the data; its model section counts only for a checkpoint
+            that holds no config.
+        overrides: ``key=value`` overrides applied last, model keys included, e.g.
+            ``model.options.mask_output_size=112``.
     """
     ckpt = load_checkpoint(weights)
-    if config is not None:
-        cfg = load_config(config, overrides)
-    elif "config" in ckpt:
-        cfg = config_from_dict(ckpt["config"], overrides, where=f"config in {weights}")
-    else:
-        raise CheckpointError(f"{weights} holds no config: pass the training config (--config)")
+    given = load_config(config) if config is not None else None
+    cfg, notes = with_checkpoint_model(given, ckpt.get("config"), str(weights))
+    if overrides:
+        cfg = config_from_dict(config_to_dict(cfg), overrides, where="--set")
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
@@ -91,7 +107,9 @@ def load_trained_model(
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])
-    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"))
+    to_category = ckpt.get("label_to_category_id")
+    to_category = {int(k): int(v) for k, v in to_category.items()} if to_category else None
+    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category)
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:
@@ -107,56 +125,61 @@ def list_images(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as a ``3 x H x W`` float tensor in [0, 1] (RGB); a clear error otherwise."""
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+def output_stems(paths: list[Path]) -> list[str]:
+    """One distinct output name per input, in order: the file's stem, or ``stem_1``,
+    ``stem_2``, ... when an earlier input already took it (``a/x.png`` and ``b/x.png``)."""
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        stem, k = path.stem, 1
+        while stem in used:
+            stem, k = f"{path.stem}_{k}", k + 1
+        used.add(stem)
+        stems.append(stem)
+    return stems
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, k = path.stem, 1
-    while stem in used:
-        stem, k = f"{path.stem}_{k}", k + 1
-    used.add(stem)
-    return stem
+def _instance_records(trained: TrainedModel, masks, boxes, labels, scores) -> list[dict]:
+    """COCO-style result dicts of one image's kept detections (``category_id``: the dataset's
+    id when the checkpoint records the map, else the model's label)."""
+    from ..data.coco import encode_masks
+
+    to_category = trained.label_to_category_id or {}
+    names = trained.class_names
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    records = []
+    for i, (rle, label, score, box) in enumerate(
+        zip(encode_masks(masks), labels.tolist(), scores.tolist(), xywh)
+    ):
+        records.append(
+            {
+                "instance_id": i + 1,
+                "category_id": int(to_category.get(label, label)),
+                "category": names[label] if label < len(names) else "",
+                "score": round(float(score), 5),
+                "bbox": [round(v, 2) for v in box],
+                "segmentation": rle,
+            }
+        )
+    return records
 
 
 @torch.no_grad()
 def _predict_instances(trained: TrainedModel, image: torch.Tensor, score_thresh: float):
-    from pycocotools import mask as mask_utils
-
     from ..viz import instance_id_map, overlay_instances
 
     out = trained.model([image.to(next(trained.model.parameters()).device)])[0]
     keep = out["scores"] >= score_thresh
-    masks = (out["masks"][keep, 0] >= 0.5).cpu().numpy()
-    boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep], out["scores"][keep]
+    masks = (out["masks"][keep, 0] >= 0.5).cpu().numpy()  # N x H x W, N may be 0
+    boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep].cpu(), out["scores"][keep]
     order = np.argsort(scores.cpu().numpy(), kind="stable")  # best drawn last, on top
-    drawn = instance_id_map(masks[order])  # position in score order + 1, 0 = none
-    ids = np.where(drawn > 0, order[np.maximum(drawn - 1, 0)] + 1, 0).astype(np.uint16)
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    records = []
-    for i, rle in enumerate(rles):
-        x0, y0, x1, y1 = boxes[i].tolist()
-        label = int(labels[i])
-        records.append(
-            {
-                "instance_id": i + 1,
-                "category_id": label,
-                "category": trained.class_names[label] if label < len(trained.class_names) else "",
-                "score": round(float(scores[i]), 5),
-                "bbox": [round(v, 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-            }
-        )
+    drawn = instance_id_map(masks[order])  # H x W: position in score order + 1, 0 = none
+    ids = np.concatenate([[0], order + 1])[drawn].astype(np.uint16)  # -> instance ids
+    records = _instance_records(trained, masks, boxes, labels, scores.cpu())
     overlay = overlay_instances(image, masks[order])
     return {"instances": ids, "overlay": overlay}, records
 
@@ -173,6 +196,44 @@ def _predict_semantic(trained: TrainedModel, image: torch.Tensor):
     return {"labels": labels, "overlay": overlay}, [{"classes": names}]
 
 
+def _predict_one(trained: TrainedModel, path: Path, stem: str, out_dir: Path, score_thresh):
+    """Predict one image and write its PNGs; ``(summary row, instance records or None)``."""
+    image = read_image(path)
+    start = time.perf_counter()
+    if trained.task == "instance":
+        arrays, records = _predict_instances(trained, image, score_thresh)
+        found = f"{len(records)} instances"
+    else:
+        arrays, records = _predict_semantic(trained, image)
+        found, records = ", ".join(records[0]["classes"]), None
+    seconds = time.perf_counter() - start
+    for kind, array in arrays.items():
+        _save_png(array, out_dir / f"{stem}_{kind}.png")
+    row = {
+        "image": str(path),
+        "size": f"{image.shape[2]}x{image.shape[1]}",
+        "found": found,
+        "seconds": round(seconds, 3),
+    }
+    return row, records
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error's message (its type when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _write_predictions(trained: TrainedModel, predictions: dict, files: dict, path: Path) -> None:
+    source = (
+        "dataset category ids"
+        if trained.label_to_category_id
+        else "model labels (the checkpoint records no label -> category id map)"
+    )
+    text = json.dumps({"category_ids": source, "images": predictions, "files": files}, indent=1)
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
 def predict_images(
     trained: TrainedModel,
     paths: list[Path],
@@ -180,89 +241,43 @@ def predict_images(
     score_thresh: float = 0.5,
     progress: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Predict every image and write ``<stem>_overlay.png`` plus the masks for each.
+    """Predict every image and write ``<name>_overlay.png`` plus the masks for each.
 
-    Instance models write ``<stem>_instances.png`` (16-bit id map, 0 = none, id ``i`` is entry
-    ``i`` of the image's list in ``predictions.json``, a COCO-style result file with RLE masks);
-    semantic models write ``<stem>_labels.png`` (class index per pixel).
+    ``<name>`` is the file's stem, made distinct with ``_1``, ``_2``, ... when inputs share one
+    (see :func:`output_stems`). Instance models write ``<name>_instances.png`` (16-bit id map,
+    0 = none, id ``i`` is entry ``i`` of the image's list) and ``predictions.json``:
+    ``{"images": {"<name><suffix>": [COCO-style results with RLE masks]}, "files":
+    {"<name><suffix>": input path}, "category_ids": ...}``; an image with no detection scoring
+    at least ``score_thresh`` gets an empty list and its overlay. ``category_id`` is the
+    dataset's category id when the checkpoint records the label -> category id map, the model's
+    label otherwise (``"category_ids"`` says which). Semantic models write
+    ``<name>_labels.png`` (class index per pixel).
 
-    Returns one summary row per image written and the ``(path, error)`` of those that failed;
-    a file that cannot be read is reported and the others are still processed.
+    Returns one summary row per image written and the ``(path, error)`` of those that failed:
+    an image that cannot be read or predicted is reported and the others are still processed.
+    ``predictions.json`` is written even when the loop stops early (interrupt, crash), with
+    every image done before.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, failures, predictions, used = [], [], {}, set()
-    iterator = paths
+    rows, failures, predictions, files = [], [], {}, {}
+    items = list(zip(paths, output_stems(paths)))
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(paths, desc="predict", dynamic_ncols=True)
-    for path in iterator:
-        try:
-            image = read_image(path)
-        except ValueError as err:
-            failures.append((path, str(err)))
-            continue
-        stem = _unique_stem(path, used)
-        start = time.perf_counter()
+        items = tqdm(items, desc="predict", dynamic_ncols=True)
+    try:
+        for path, stem in items:
+            try:
+                row, records = _predict_one(trained, path, stem, out_dir, score_thresh)
+            except (ValueError, RuntimeError) as err:
+                failures.append((path, _first_line(err)))
+                continue
+            rows.append(row)
+            if records is not None:
+                predictions[stem + path.suffix] = records
+                files[stem + path.suffix] = str(path)
+    finally:
         if trained.task == "instance":
-            arrays, records = _predict_instances(trained, image, score_thresh)
-            predictions[path.name] = records
-            found = f"{len(records)} instances"
-        else:
-            arrays, records = _predict_semantic(trained, image)
-            found = ", ".join(records[0]["classes"])
-        seconds = time.perf_counter() - start
-        for kind, array in arrays.items():
-            _save_png(array, out_dir / f"{stem}_{kind}.png")
-        rows.append(
-            {
-                "image": str(path),
-                "size": f"{image.shape[2]}x{image.shape[1]}",
-                "found": found,
-                "seconds": round(seconds, 3),
-            }
-        )
-    if trained.task == "instance":
-        text = json.dumps({"images": predictions}, indent=1)
-        atomic_write(out_dir / "predictions.json", lambda f: f.write(text), binary=False)
+            _write_predictions(trained, predictions, files, out_dir / "predictions.json")
     return rows, failures
-
-
-def quantize_state_dict(state: dict, min_elements: int = 4096) -> tuple[dict, dict]:
-    """Weights for shipping: large float tensors as int8 with one scale per output channel
-    (symmetric, ``w ~ q * scale``), other float tensors in fp16. Returns ``(state, scales)``;
-    :func:`~pointrend.engine.checkpoint.load_model_weights` undoes it."""
-    out, scales = {}, {}
-    for key, value in state.items():
-        if not (torch.is_tensor(value) and value.is_floating_point()):
-            out[key] = value
-        elif value.dim() >= 2 and value.numel() >= min_elements:
-            flat = value.float().reshape(value.shape[0], -1)
-            scale = flat.abs().amax(1).clamp_min(1e-12) / 127.0
-            out[key] = (flat / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-            out[key] = out[key].reshape(value.shape)
-            scales[key] = scale
-        else:
-            out[key] = value.half()
-    return out, scales
-
-
-def slim_checkpoint(src: str | Path, dst: str | Path, quantize: bool = True) -> Path:
-    """A small inference checkpoint from a training one: weights (int8 per-channel for large
-    tensors, fp16 for the rest, when ``quantize``), config, iteration, class count and names;
-    no optimizer state. Loads with ``weights_only=True``."""
-    from .build import build_dataset
-    from .checkpoint import atomic_save
-    from .train import dataset_facts
-
-    ckpt = load_checkpoint(src)
-    cfg = config_from_dict(ckpt["config"], where=f"config in {src}")
-    state, scales = quantize_state_dict(ckpt["model"]) if quantize else (ckpt["model"], {})
-    facts = {k: ckpt[k] for k in ("num_classes", "class_names") if k in ckpt}
-    if not facts:
-        facts = dataset_facts(build_dataset(cfg.train_data, cfg.model.task, train=False))
-    slim = {"model": state, "config": ckpt["config"], "iteration": ckpt.get("iteration"), **facts}
-    if scales:
-        slim["int8_scales"] = scales
-    return atomic_save(slim, dst)

@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.coco import encode_masks
+from ..data.coco import encode_masks, make_coco
 from .boundary import boundary_region
 
 __all__ = ["InstanceEvaluator", "BoundaryCOCOeval", "predictions_to_coco", "STAT_NAMES"]
@@ -137,23 +137,31 @@ class InstanceEvaluator:
                 out[a["id"]] = rle
         return out
 
+    def _load_results(self, results: list[dict]) -> COCO:
+        """Detections as a ``COCO``; with none, an empty one (``loadRes`` refuses an empty
+        list), so COCO scores 0 where there are objects and nothing where there are none."""
+        if results:
+            return _quiet(self.coco_gt.loadRes, results)
+        gt = self.coco_gt.dataset
+        empty = {"images": gt["images"], "annotations": [], "categories": gt["categories"]}
+        return make_coco(empty)
+
     def evaluate(self, results: Sequence[dict] | None = None) -> dict:
         """``{"bbox": {...}, "segm": {...}, "boundary": {...}}`` with AP, AP50, AP75, APs/m/l
-        in percent (``nan`` where COCO has nothing to score, e.g. no objects of that size)."""
+        in percent (``nan`` where COCO has nothing to score, e.g. no objects of that size).
+        Without any detection every score COCO can compute is 0 and the others stay ``nan``."""
         results = list(self.results if results is None else results)
         image_ids = sorted(self.coco_gt.imgs)
         metrics = {}
-        if not results:
-            return {k: dict.fromkeys(STAT_NAMES, 0.0) for k in ("bbox", "segm", "boundary")}
         # boxes and masks are loaded apart: with both, pycocotools would take a mask's area
         # (which decides its size range) from its box
         boxes = [
             {k: v for k, v in r.items() if k not in ("segmentation", "boundary")} for r in results
         ]
-        runs = [("bbox", COCOeval(self.coco_gt, _quiet(self.coco_gt.loadRes, boxes), "bbox"))]
-        if "segmentation" in results[0]:
-            masks = _quiet(
-                self.coco_gt.loadRes, [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+        runs = [("bbox", COCOeval(self.coco_gt, self._load_results(boxes), "bbox"))]
+        if not results or "segmentation" in results[0]:
+            masks = self._load_results(
+                [{k: v for k, v in r.items() if k != "bbox"} for r in results]
             )
             runs.append(("segm", COCOeval(self.coco_gt, masks, "segm")))
             runs.append(

@@ -3,10 +3,6 @@ branch (coarse 7x7 head on point-sampled P2 features, point head, adaptive subdi
 224x224, masks pasted at full resolution)."""
 
 from .builders import (
-    coco_weights,
-    fpn_backbone,
-    load_torchvision_maskrcnn_weights,
-    map_torchvision_maskrcnn_state_dict,
     maskrcnn,
     pointrend_maskrcnn,
     pointrend_maskrcnn_resnet50_fpn,
@@ -24,10 +20,6 @@ __all__ = [
     "PointRendRoIHeads",
     "PointRendTransform",
     "check_training_targets",
-    "coco_weights",
-    "fpn_backbone",
-    "load_torchvision_maskrcnn_weights",
-    "map_torchvision_maskrcnn_state_dict",
     "maskrcnn",
     "paste_masks",
     "pointrend_maskrcnn",

@@ -1,6 +1,6 @@
 """Pasting box-relative masks into images, and reading ground-truth masks at points.
 
-Both follow the project's one coordinate convention (SPEC.md): pixel ``i`` of a map of width
+Both follow the library's one coordinate convention (docs/conventions.md): pixel ``i`` of a map of width
 ``W`` has its centre at ``(i + 0.5) / W`` (``grid_sample(..., align_corners=False)``), and a
 point relative to a box ``(x0, y0, x1, y1)`` is ``x0 + u * (x1 - x0)`` in image pixels.
 

@@ -73,31 +73,36 @@ class PointRendRoIHeads(RoIHeads):
     """torchvision's RoI heads with PointRend's mask branch (``self.mask_branch``).
 
     Build it from an existing :class:`RoIHeads` with :meth:`from_roi_heads` (that is what the
-    builders do), or with the same arguments as :class:`RoIHeads` plus ``mask_branch``.
+    builders do), or with :class:`RoIHeads`'s box-branch arguments, by name, plus
+    ``mask_branch``. torchvision's mask head arguments do not apply.
     """
 
-    def __init__(self, *args, mask_branch: PointRendMaskBranch, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, mask_branch: PointRendMaskBranch, **box_branch):
+        super().__init__(**box_branch)
         self.mask_branch = mask_branch
+
+    @staticmethod
+    def box_branch_arguments(heads: RoIHeads) -> dict:
+        """The box-branch arguments of :class:`RoIHeads` that rebuild ``heads``, by name
+        (modules, matcher, sampler, box coder and post-processing settings)."""
+        return dict(
+            box_roi_pool=heads.box_roi_pool,
+            box_head=heads.box_head,
+            box_predictor=heads.box_predictor,
+            fg_iou_thresh=heads.proposal_matcher.high_threshold,
+            bg_iou_thresh=heads.proposal_matcher.low_threshold,
+            batch_size_per_image=heads.fg_bg_sampler.batch_size_per_image,
+            positive_fraction=heads.fg_bg_sampler.positive_fraction,
+            bbox_reg_weights=heads.box_coder.weights,
+            score_thresh=heads.score_thresh,
+            nms_thresh=heads.nms_thresh,
+            detections_per_img=heads.detections_per_img,
+        )
 
     @classmethod
     def from_roi_heads(cls, heads: RoIHeads, mask_branch: PointRendMaskBranch) -> PointRendRoIHeads:
         """Take over the box branch (modules and settings) of ``heads``; drop its mask head."""
-        new = cls(
-            heads.box_roi_pool,
-            heads.box_head,
-            heads.box_predictor,
-            heads.proposal_matcher.high_threshold,
-            heads.proposal_matcher.low_threshold,
-            heads.fg_bg_sampler.batch_size_per_image,
-            heads.fg_bg_sampler.positive_fraction,
-            heads.box_coder.weights,
-            heads.score_thresh,
-            heads.nms_thresh,
-            heads.detections_per_img,
-            mask_branch=mask_branch,
-        )
-        return new
+        return cls(mask_branch=mask_branch, **cls.box_branch_arguments(heads))
 
     def has_mask(self) -> bool:
         return True

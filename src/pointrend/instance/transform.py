@@ -20,6 +20,7 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
+from ..image_checks import check_image_tensor
 from .paste import paste_masks
 from .roi_heads import check_training_targets
 
@@ -59,38 +60,65 @@ class PointRendTransform(GeneralizedRCNNTransform):
     Args:
         num_classes: K (including the background), to check labels; ``None`` skips that check.
         paste_max_elements: memory bound of the paste (see :func:`paste_masks`).
-        Other arguments: those of :class:`GeneralizedRCNNTransform`.
+        Other arguments: those of :class:`GeneralizedRCNNTransform`, by name (``min_size``,
+        ``max_size``, ``image_mean``, ``image_std``, ``size_divisible``, ``fixed_size``).
     """
 
     def __init__(
-        self, *args, num_classes: int | None = None, paste_max_elements: int = 1 << 24, **kwargs
+        self,
+        *,
+        num_classes: int | None = None,
+        paste_max_elements: int = 1 << 24,
+        **transform_arguments,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(**transform_arguments)
         self.num_classes = num_classes
         self.paste_max_elements = paste_max_elements
+
+    @staticmethod
+    def transform_arguments(transform: GeneralizedRCNNTransform) -> dict:
+        """The arguments of :class:`GeneralizedRCNNTransform` that rebuild ``transform``, by
+        name (sizes, normalisation, batching)."""
+        return dict(
+            min_size=transform.min_size,
+            max_size=transform.max_size,
+            image_mean=transform.image_mean,
+            image_std=transform.image_std,
+            size_divisible=transform.size_divisible,
+            fixed_size=transform.fixed_size,
+        )
 
     @classmethod
     def from_transform(
         cls, transform: GeneralizedRCNNTransform, num_classes: int | None
     ) -> PointRendTransform:
-        return cls(
-            transform.min_size,
-            transform.max_size,
-            transform.image_mean,
-            transform.image_std,
-            size_divisible=transform.size_divisible,
-            fixed_size=transform.fixed_size,
-            num_classes=num_classes,
-        )
+        """The same resizing and normalisation as ``transform``, with PointRend's checks and paste."""
+        return cls(num_classes=num_classes, **cls.transform_arguments(transform))
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
+        for i, image in enumerate(images):
+            check_image_tensor(image, f"images[{i}]")
+            if not torch.jit.is_tracing():
+                self._check_resized_size(image, f"images[{i}]")
         if targets is not None:
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)
             targets = [drop_degenerate_instances(t) for t in targets]
         return super().forward(images, targets)
+
+    def _check_resized_size(self, image: Tensor, name: str) -> None:
+        """Refuse an image so elongated that resizing would leave a side of 0 pixels."""
+        if self.fixed_size is not None:
+            return
+        h, w = (int(s) for s in image.shape[-2:])
+        scale = min(min(self.min_size) / min(h, w), self.max_size / max(h, w))
+        if min(h, w) * scale < 1:
+            raise ValueError(
+                f"{name} is {h} x {w}: resized to min_size {list(self.min_size)} / max_size "
+                f"{self.max_size} its short side would be 0 pixels; crop it or raise max_size"
+            )
 
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None

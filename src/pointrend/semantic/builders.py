@@ -1,58 +1,46 @@
-"""Builders: Semantic FPN and DeepLabV3, each plain (the baseline) or with PointRend."""
+"""Builders: Semantic FPN and DeepLabV3, plain (the baselines) or with PointRend.
+
+* :func:`semantic_fpn` / :func:`pointrend_semantic_fpn`: the Semantic FPN head on a ResNet-FPN
+  (P2-P5: stride-4 logits, or P3-P5: stride 8); PointRend's fine-grained features are P2.
+* :func:`deeplabv3` / :func:`pointrend_deeplabv3`: torchvision's DeepLabV3 head on a ResNet
+  dilated to output stride 16 or 8; PointRend's fine-grained features are res2 (stride 4).
+* :func:`pointrend_semantic_fpn_resnet50`, :func:`pointrend_deeplabv3_resnet50`: the paper's.
+
+The backbone comes from :mod:`pointrend.backbones` with batch norm and every stage trainable by
+default (as torchvision's segmentation models); ``norm="frozen"`` and
+``trainable_backbone_layers`` change that. PointRend's options are the fields of
+:class:`SemanticPointRendConfig` (its ``pointrend`` settings), given whole (``config``) or field
+by field (``train_num_points=1024``);
+the baselines accept them too (unused), so a pair of configs can differ only in the builder.
+Options a builder does not take raise :class:`~pointrend.options.OptionError`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 
-import torchvision
-from torch import Tensor, nn
-from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
+from ..backbones import resnet_backbone, resnet_fpn_backbone
 from ..head import PointHead
-from ..settings import replace_options
-from .backbone import (
-    RESNET_DEPTHS,
-    ResNetFeatures,
-    ResNetFPN,
-    backbone_state_dict_from_torchvision_resnet,
-    build_resnet,
-)
+from ..options import check_options, keyword_options
+from ..pretrained import load_pretrained, torchvision_weights
+from ..settings import PointRendSettings, replace_options
 from .fpn_head import SemanticFPNHead
 from .pointrend import SemanticPointRendConfig, SemanticSegmenter
 
 __all__ = [
-    "semantic_fpn",
     "deeplabv3",
-    "build_semantic_model",
-    "pointrend_semantic_fpn_resnet50",
+    "pointrend_deeplabv3",
     "pointrend_deeplabv3_resnet50",
-    "map_torchvision_deeplabv3_state_dict",
+    "pointrend_semantic_fpn",
+    "pointrend_semantic_fpn_resnet50",
+    "semantic_fpn",
 ]
 
-
-def _depth(backbone: str) -> int:
-    if (
-        not backbone.startswith("resnet")
-        or not backbone[6:].isdigit()
-        or int(backbone[6:]) not in RESNET_DEPTHS
-    ):
-        raise ValueError(
-            f"backbone must be one of {[f'resnet{d}' for d in RESNET_DEPTHS]}, got {backbone!r}"
-        )
-    return int(backbone[6:])
-
-
-def _load_imagenet(body: ResNetFeatures, backbone: str, weights_backbone) -> None:
-    if weights_backbone is None:
-        return
-    enum = torchvision.models.get_model_weights(backbone).verify(weights_backbone)
-    state = backbone_state_dict_from_torchvision_resnet(
-        enum.get_state_dict(progress=True, check_hash=True)
-    )
-    if body.layer4 is None:  # a truncated ResNet keeps res2..res4
-        state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
-    body.load_state_dict(state)
+# The flat option names: the fields of the embedded PointRend settings.
+POINTREND_OPTIONS = tuple(f.name for f in dataclasses.fields(PointRendSettings))
+DEEPLABV3_WEIGHTS = ("resnet50", "resnet101")  # torchvision's COCO DeepLabV3 backbones
 
 
 def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendConfig) -> PointHead:
@@ -66,169 +54,287 @@ def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendC
     )
 
 
+def _semantic_config(builder, config, config_overrides: dict) -> SemanticPointRendConfig:
+    """Check a builder's options, then apply them to ``config``."""
+    known = {*keyword_options(builder), *POINTREND_OPTIONS}
+    check_options(builder.__name__, config_overrides, known)
+    return replace_options(config or SemanticPointRendConfig(), **config_overrides)
+
+
+def _semantic_fpn_model(
+    backbone: str,
+    num_classes: int,
+    config: SemanticPointRendConfig,
+    pointrend: bool,
+    *,
+    levels: str,
+    weights,
+    weights_backbone,
+    norm: str | None,
+    trainable_backbone_layers: int | None,
+    conv_dims: int,
+    fpn_channels: int,
+    backbone_returned_layers: list[int] | None,
+) -> SemanticSegmenter:
+    """Semantic FPN, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
+    if weights is not None:
+        raise ValueError(
+            f"weights={weights!r}: Semantic FPN has no torchvision weights (use weights_backbone)"
+        )
+    returned = list(backbone_returned_layers or [1, 2, 3, 4])
+    if returned not in ([1, 2, 3], [1, 2, 3, 4]):
+        raise ValueError(
+            f"backbone_returned_layers must be [1, 2, 3] or [1, 2, 3, 4], got {returned}"
+        )
+    if levels not in ("P2-P5", "P3-P5"):
+        raise ValueError(f"levels must be 'P2-P5' or 'P3-P5', got {levels!r}")
+    enum = torchvision_weights(backbone, weights_backbone)
+    fpn = resnet_fpn_backbone(
+        backbone,
+        returned_layers=returned,
+        fpn_channels=fpn_channels,
+        max_pool_level=False,
+        norm=norm,
+        pretrained=enum is not None,
+        trainable_layers=trainable_backbone_layers,
+    )
+    first = 0 if levels == "P2-P5" else 1
+    in_strides = fpn.strides[first:]
+    head = SemanticFPNHead(fpn_channels, num_classes, in_strides, conv_dims=conv_dims)
+    model = SemanticSegmenter(
+        fpn,
+        head,
+        num_classes=num_classes,
+        coarse_stride=in_strides[0],
+        fine_index=0,
+        fine_stride=fpn.strides[0],
+        point_head=_point_head(fpn_channels, num_classes, config) if pointrend else None,
+        config=config,
+        coarse_inputs=tuple(range(first, len(returned))),
+    )
+    if enum is not None:
+        load_pretrained(model, enum, "classification")
+    return model
+
+
 def semantic_fpn(
     backbone: str = "resnet50",
     num_classes: int = 19,
     *,
-    pointrend: bool = True,
     levels: str = "P2-P5",
+    weights=None,
     weights_backbone=None,
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
     conv_dims: int = 128,
     fpn_channels: int = 256,
     backbone_returned_layers: list[int] | None = None,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
-    """Semantic FPN (P2-P5: stride-4 logits, or P3-P5: stride 8) on a ResNet-FPN, + PointRend.
+    """The baseline Semantic FPN: its coarse logits bilinearly upsampled.
 
-    Fine-grained features come from P2 (``fpn_channels``, stride 4). ``config_overrides`` set
-    fields of :class:`SemanticPointRendConfig` (e.g. ``train_num_points=1024``).
-    ``backbone_returned_layers=[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of a
-    ResNet-18's weights): a small CPU model.
+    Args:
+        backbone: a ResNet / ResNeXt name (:data:`pointrend.backbones.RESNETS`).
+        num_classes: K.
+        levels: ``"P2-P5"`` (stride-4 logits) or ``"P3-P5"`` (stride 8).
+        weights: none exist for Semantic FPN (an error when given); weights_backbone: ImageNet
+            weights of the backbone (enum or name).
+        norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
+        conv_dims: width of the head's towers (128); fpn_channels: of every FPN level (256).
+        backbone_returned_layers: ``[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of
+            a ResNet-18's weights): a small CPU model.
+        config, **config_overrides: PointRend's options (:class:`SemanticPointRendConfig` and
+            its fields), accepted and kept in ``model.config`` so that a baseline and its
+            PointRend model can share one set of options; the baseline does not use them.
     """
-    stages = len(backbone_returned_layers or [1, 2, 3, 4])
-    if list(backbone_returned_layers or [1, 2, 3, 4]) != [1, 2, 3, 4][:stages] or stages < 3:
-        raise ValueError(
-            f"backbone_returned_layers must be [1, 2, 3] or [1, 2, 3, 4], "
-            f"got {backbone_returned_layers}"
-        )
-    if levels not in ("P2-P5", "P3-P5"):
-        raise ValueError(f"levels must be 'P2-P5' or 'P3-P5', got {levels!r}")
-    config = replace_options(config or SemanticPointRendConfig(), **config_overrides)
-    resnet, strides = build_resnet(_depth(backbone))
-    body = ResNetFeatures(resnet, strides, num_stages=stages)
-    _load_imagenet(body, backbone, weights_backbone)
-    fpn = ResNetFPN(body, fpn_channels)
-    first = 0 if levels == "P2-P5" else 1
-    in_strides = (4, 8, 16, 32)[first:stages]
-    head = SemanticFPNHead(fpn_channels, num_classes, in_strides, conv_dims=conv_dims)
-    point_head = _point_head(fpn_channels, num_classes, config) if pointrend else None
-    inputs = tuple(range(first, stages))
-    return SemanticSegmenter(
-        fpn, head, in_strides[0], 0, 4, num_classes, point_head, config, coarse_inputs=inputs
+    config = _semantic_config(semantic_fpn, config, config_overrides)
+    return _semantic_fpn_model(
+        backbone,
+        num_classes,
+        config,
+        False,
+        levels=levels,
+        weights=weights,
+        weights_backbone=weights_backbone,
+        norm=norm,
+        trainable_backbone_layers=trainable_backbone_layers,
+        conv_dims=conv_dims,
+        fpn_channels=fpn_channels,
+        backbone_returned_layers=backbone_returned_layers,
     )
+
+
+def pointrend_semantic_fpn(
+    backbone: str = "resnet50",
+    num_classes: int = 19,
+    *,
+    levels: str = "P2-P5",
+    weights=None,
+    weights_backbone=None,
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
+    conv_dims: int = 128,
+    fpn_channels: int = 256,
+    backbone_returned_layers: list[int] | None = None,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
+) -> SemanticSegmenter:
+    """Semantic FPN with PointRend (fine-grained features: P2, ``fpn_channels``, stride 4).
+
+    Arguments of :func:`semantic_fpn`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
+    fields ``config_overrides`` set (e.g. ``train_num_points=1024``).
+    """
+    config = _semantic_config(pointrend_semantic_fpn, config, config_overrides)
+    return _semantic_fpn_model(
+        backbone,
+        num_classes,
+        config,
+        True,
+        levels=levels,
+        weights=weights,
+        weights_backbone=weights_backbone,
+        norm=norm,
+        trainable_backbone_layers=trainable_backbone_layers,
+        conv_dims=conv_dims,
+        fpn_channels=fpn_channels,
+        backbone_returned_layers=backbone_returned_layers,
+    )
+
+
+def _deeplabv3_model(
+    backbone: str,
+    num_classes: int,
+    config: SemanticPointRendConfig,
+    pointrend: bool,
+    *,
+    output_stride: int,
+    weights,
+    weights_backbone,
+    norm: str | None,
+    trainable_backbone_layers: int | None,
+) -> SemanticSegmenter:
+    """DeepLabV3, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+    if weights is not None and backbone not in DEEPLABV3_WEIGHTS:
+        raise ValueError(
+            f"weights={weights!r}: torchvision's DeepLabV3 weights exist for "
+            f"{' and '.join(DEEPLABV3_WEIGHTS)}, not {backbone!r}"
+        )
+    if weights is not None:
+        load = (torchvision_weights(f"deeplabv3_{backbone}", weights), "deeplabv3")
+    elif weights_backbone is not None:
+        load = (torchvision_weights(backbone, weights_backbone), "classification")
+    else:
+        load = None
+    body = resnet_backbone(
+        backbone,
+        returned_layers=(1, 4),
+        dilation=(False, False, True) if output_stride == 16 else (False, True, True),
+        norm=norm,
+        pretrained=load is not None,
+        trainable_layers=trainable_backbone_layers,
+    )
+    fine_channels, coarse_channels = body.channels
+    model = SemanticSegmenter(
+        body,
+        DeepLabHead(coarse_channels, num_classes),
+        num_classes=num_classes,
+        coarse_stride=output_stride,
+        fine_index=0,
+        fine_stride=body.strides[0],
+        point_head=_point_head(fine_channels, num_classes, config) if pointrend else None,
+        config=config,
+        coarse_inputs=1,
+    )
+    if load is not None:
+        load_pretrained(model, *load)
+    return model
 
 
 def deeplabv3(
     backbone: str = "resnet50",
     num_classes: int = 19,
     *,
-    pointrend: bool = True,
     output_stride: int = 16,
     weights=None,
     weights_backbone=None,
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
-    """DeepLabV3 (torchvision's head) on a ResNet dilated to ``output_stride`` (16 or 8), + PointRend.
+    """The baseline DeepLabV3 (torchvision's head): its coarse logits bilinearly upsampled.
 
-    Fine-grained features come from res2 (stride 4). ``weights`` (``"COCO_WITH_VOC_LABELS"`` or
-    torchvision's ``DeepLabV3_ResNet50_Weights``) loads torchvision's DeepLabV3-ResNet-50 into the
-    backbone and head (the last classifier layer only when ``num_classes`` is 21).
+    Args:
+        backbone: a ResNet / ResNeXt name, dilated to ``output_stride`` (16 or 8).
+        num_classes: K.
+        weights: ``"COCO"`` or torchvision's ``DeepLabV3_ResNet50_Weights`` /
+            ``DeepLabV3_ResNet101_Weights`` (trained at output stride 8): backbone and head (the
+            last classifier conv only when ``num_classes`` is 21); weights_backbone: ImageNet
+            weights of the backbone, ignored with ``weights``.
+        norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
+        config, **config_overrides: as :func:`semantic_fpn` (kept, not used by the baseline).
     """
-    if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
-    config = replace_options(config or SemanticPointRendConfig(), **config_overrides)
-    dilate = (False, False, True) if output_stride == 16 else (False, True, True)
-    resnet, strides = build_resnet(_depth(backbone), dilate)
-    body = ResNetFeatures(resnet, strides)
-    if weights is None:
-        _load_imagenet(body, backbone, weights_backbone)
-    head = DeepLabHead(body.channels[3], num_classes)
-    point_head = _point_head(body.channels[0], num_classes, config) if pointrend else None
-    model = SemanticSegmenter(
-        body, head, output_stride, 0, 4, num_classes, point_head, config, coarse_inputs=3
+    config = _semantic_config(deeplabv3, config, config_overrides)
+    return _deeplabv3_model(
+        backbone,
+        num_classes,
+        config,
+        False,
+        output_stride=output_stride,
+        weights=weights,
+        weights_backbone=weights_backbone,
+        norm=norm,
+        trainable_backbone_layers=trainable_backbone_layers,
     )
-    if weights is not None:
-        if backbone != "resnet50":
-            raise ValueError(
-                f"torchvision's DeepLabV3 weights exist for resnet50 here, not {backbone!r}"
-            )
-        enum = DeepLabV3_ResNet50_Weights.verify(weights)
-        load_torchvision_deeplabv3(model, enum.get_state_dict(progress=True, check_hash=True))
-    return model
 
 
-def map_torchvision_deeplabv3_state_dict(
-    state_dict: Mapping[str, Tensor], num_classes: int
-) -> dict[str, Tensor]:
-    """torchvision DeepLabV3 keys -> :func:`deeplabv3` keys (``backbone.*``, ``coarse_head.*``).
-
-    The auxiliary classifier is dropped; the last classifier conv (``classifier.4``) is kept
-    only when its class count is ``num_classes``.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith("backbone."):
-            out[key] = value
-        elif key.startswith("classifier."):
-            if key.startswith("classifier.4.") and value.shape[0] != num_classes:
-                continue
-            out["coarse_head." + key[len("classifier.") :]] = value
-    return out
-
-
-def load_torchvision_deeplabv3(
-    model: SemanticSegmenter, state_dict: Mapping[str, Tensor]
-) -> list[str]:
-    """Load a torchvision DeepLabV3 state dict; returns the model keys left initialised."""
-    mapped = map_torchvision_deeplabv3_state_dict(state_dict, model.num_classes)
-    own = model.state_dict()
-    for key, value in mapped.items():
-        if key not in own or own[key].shape != value.shape:
-            got = tuple(own[key].shape) if key in own else "no such key"
-            raise ValueError(
-                f"state dict key {key!r} {tuple(value.shape)} does not fit the model ({got})"
-            )
-    return sorted(model.load_state_dict(mapped, strict=False).missing_keys)
-
-
-def build_semantic_model(
-    arch: str,
-    backbone: str,
-    num_classes: int,
-    pointrend: bool = True,
+def pointrend_deeplabv3(
+    backbone: str = "resnet50",
+    num_classes: int = 19,
+    *,
+    output_stride: int = 16,
     weights=None,
     weights_backbone=None,
-    **options,
-) -> nn.Module:
-    """The engine's entry: ``arch`` is ``fpn`` / ``semantic_fpn`` or ``deeplabv3``."""
-    if arch in ("fpn", "semantic_fpn"):
-        if weights is not None:
-            raise ValueError("Semantic FPN has no torchvision weights: use weights_backbone")
-        return semantic_fpn(
-            backbone, num_classes, pointrend=pointrend, weights_backbone=weights_backbone, **options
-        )
-    if arch == "deeplabv3":
-        return deeplabv3(
-            backbone,
-            num_classes,
-            pointrend=pointrend,
-            weights=weights,
-            weights_backbone=weights_backbone,
-            **options,
-        )
-    raise ValueError(f"model.arch must be 'fpn' or 'deeplabv3' for semantic models, got {arch!r}")
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
+) -> SemanticSegmenter:
+    """DeepLabV3 with PointRend (fine-grained features: res2, stride 4).
+
+    Arguments of :func:`deeplabv3`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
+    fields ``config_overrides`` set (e.g. ``subdivision_num_points=4096``).
+    """
+    config = _semantic_config(pointrend_deeplabv3, config, config_overrides)
+    return _deeplabv3_model(
+        backbone,
+        num_classes,
+        config,
+        True,
+        output_stride=output_stride,
+        weights=weights,
+        weights_backbone=weights_backbone,
+        norm=norm,
+        trainable_backbone_layers=trainable_backbone_layers,
+    )
 
 
 def pointrend_semantic_fpn_resnet50(
-    num_classes: int, weights_backbone=None, **kwargs
+    num_classes: int = 19, *, weights_backbone=None, **kwargs
 ) -> SemanticSegmenter:
-    """PointRend Semantic FPN (P2-P5), ResNet-50."""
-    return semantic_fpn(
-        "resnet50", num_classes, pointrend=True, weights_backbone=weights_backbone, **kwargs
+    """The paper's PointRend Semantic FPN (P2-P5), ResNet-50 (:func:`pointrend_semantic_fpn`)."""
+    return pointrend_semantic_fpn(
+        "resnet50", num_classes, weights_backbone=weights_backbone, **kwargs
     )
 
 
 def pointrend_deeplabv3_resnet50(
-    num_classes: int, weights=None, weights_backbone=None, **kwargs
+    num_classes: int = 19, *, weights=None, weights_backbone=None, **kwargs
 ) -> SemanticSegmenter:
-    """PointRend DeepLabV3 (output stride 16, fine features from res2), ResNet-50."""
-    return deeplabv3(
-        "resnet50",
-        num_classes,
-        pointrend=True,
-        weights=weights,
-        weights_backbone=weights_backbone,
-        **kwargs,
+    """The paper's PointRend DeepLabV3 (output stride 16), ResNet-50 (:func:`pointrend_deeplabv3`)."""
+    return pointrend_deeplabv3(
+        "resnet50", num_classes, weights=weights, weights_backbone=weights_backbone, **kwargs
     )

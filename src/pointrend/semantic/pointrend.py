@@ -1,6 +1,6 @@
 """One PointRend wrapper for semantic models (Semantic FPN, DeepLabV3) and their plain baselines.
 
-Geometry (the package's one convention, see :mod:`pointrend.semantic.backbone`): a stride-``s``
+Geometry (the library's one convention, see :mod:`pointrend.backbones`): a stride-``s``
 map of size ``h x w`` covers the top-left ``s*h x s*w`` pixels of the image, zero-padded at the
 bottom and right when ``H`` or ``W`` is not a multiple of ``s``. Points are ``(x, y)`` in
 ``[0, 1]`` of that canvas for the coarse map; image pixels are ``x * s * w``. Refining from the
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .._fused_head import inference_point_head
 from ..head import PointHead
+from ..image_checks import check_image_tensor
 from ..points import (
     calculate_semantic_uncertainty,
     point_sample,
@@ -86,12 +87,13 @@ class SemanticSegmenter(nn.Module):
     """A coarse semantic model, with PointRend on top when ``point_head`` is given.
 
     Args:
-        backbone: ``images N x 3 x H x W -> list of feature maps`` (normalised inputs).
-        coarse_head: ``list of feature maps -> N x K x h x w`` coarse logits.
+        backbone: ``images N x 3 x H x W -> feature maps`` (a list, or a dict whose values are
+            taken in order; inputs normalised inside).
+        coarse_head: ``feature maps -> N x K x h x w`` coarse logits.
+        num_classes: K.
         coarse_stride: stride of the coarse logits (4 for Semantic FPN, 16 for DeepLabV3-OS16).
         fine_index, fine_stride: which feature map gives the fine-grained features, and its
             stride (res2 / P2: 4).
-        num_classes: K.
         point_head: a :class:`~pointrend.head.PointHead` (``None``: the plain baseline, whose
             output is the coarse logits bilinearly upsampled).
         config: :class:`SemanticPointRendConfig` (its ``pointrend`` settings: training points,
@@ -100,26 +102,28 @@ class SemanticSegmenter(nn.Module):
         coarse_inputs: which feature maps the coarse head takes (an index, a tuple of indices,
             or ``None`` for all).
 
-    Inputs are images in ``[0, 1]`` (normalised inside with ImageNet statistics). Training:
-    ``model(images, targets N x H x W int64) -> {"loss_sem_seg", "loss_sem_seg_point"}``
-    (the baseline only the first). Eval: ``model(images) -> {"out": N x K x H x W}`` logits.
+    Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``
+    (normalised inside with ImageNet statistics). Training: ``model(images, targets N x H x W
+    int64) -> {"loss_sem_seg", "loss_sem_seg_point"}`` (the baseline only the first). Eval:
+    ``model(images) -> {"out": N x K x H x W}`` logits.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         coarse_head: nn.Module,
+        *,
+        num_classes: int,
         coarse_stride: int,
         fine_index: int,
         fine_stride: int,
-        num_classes: int,
         point_head: PointHead | None = None,
         config: SemanticPointRendConfig | None = None,
         ignore_index: int = 255,
         coarse_inputs: int | tuple[int, ...] | None = None,
     ):
         super().__init__()
-        if coarse_stride & (coarse_stride - 1):
+        if coarse_stride < 1 or coarse_stride & (coarse_stride - 1):
             raise ValueError(f"coarse_stride must be a power of two, got {coarse_stride}")
         self.backbone, self.coarse_head, self.point_head = backbone, coarse_head, point_head
         self.coarse_stride, self.fine_index, self.fine_stride = (
@@ -134,9 +138,10 @@ class SemanticSegmenter(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
         features = self.backbone((images - self.mean) / self.std)
+        if isinstance(features, dict):
+            features = list(features.values())
         if self.coarse_inputs is None:
             inputs = features
         elif isinstance(self.coarse_inputs, int):

@@ -15,7 +15,7 @@ Each PointRend model carries its plain model's weights (it only adds the point h
 features, so that "refinement / coarse model" is a measured ratio (the plain model (a) / (c),
 upsampling included, is the coarse model). All contenders alternate in every round (median of
 the rounds). Peak memory: bytes of live tensors allocated during one call
-(:class:`~pointrend.bench.cost.PeakMemory`; weights and the image not counted). Points per image:
+(:class:`~benchmarks.meters.PeakMemory`; weights and the image not counted). Points per image:
 the point head's inputs counted during that call. Multiply-adds: ``FlopCounterMode`` / 2 on the
 ``meta`` device (shapes only; interpolation and point sampling count 0).
 
@@ -26,7 +26,9 @@ memory below DeepLabV3-OS-8's; the paper predicts about 32k points for 1024 x 20
 
 from __future__ import annotations
 
+import argparse
 import copy
+import functools
 import statistics
 from collections.abc import Callable
 
@@ -34,9 +36,12 @@ import torch
 from torch import Tensor
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from .._fused_head import FusedPointHead
-from ..semantic import SemanticSegmenter, deeplabv3, semantic_fpn
-from .cost import ActivationCounter, PeakMemory, alternate, count_call
+from pointrend._fused_head import FusedPointHead
+from pointrend.models import deeplabv3, pointrend_deeplabv3, pointrend_semantic_fpn, semantic_fpn
+from pointrend.semantic import SemanticSegmenter
+
+from .machine import command_line, machine_info, write_json
+from .meters import ActivationCounter, PeakMemory, alternate, count_call
 
 __all__ = ["LABELS", "PAIRS", "build_models", "semantic_model_costs", "format_table"]
 
@@ -58,17 +63,15 @@ def build_models(backbone: str, num_classes: int, num_points: int) -> dict[str, 
     torch.manual_seed(0)
     options = {"weights_backbone": None}
     models = {
-        "fpn": semantic_fpn(backbone, num_classes, pointrend=False, **options),
-        "fpn_pointrend": semantic_fpn(
-            backbone, num_classes, pointrend=True, subdivision_num_points=num_points, **options
+        "fpn": semantic_fpn(backbone, num_classes, **options),
+        "fpn_pointrend": pointrend_semantic_fpn(
+            backbone, num_classes, subdivision_num_points=num_points, **options
         ),
-        "deeplab_os16": deeplabv3(backbone, num_classes, pointrend=False, **options),
-        "deeplab_os16_pointrend": deeplabv3(
-            backbone, num_classes, pointrend=True, subdivision_num_points=num_points, **options
+        "deeplab_os16": deeplabv3(backbone, num_classes, **options),
+        "deeplab_os16_pointrend": pointrend_deeplabv3(
+            backbone, num_classes, subdivision_num_points=num_points, **options
         ),
-        "deeplab_os8": deeplabv3(
-            backbone, num_classes, pointrend=False, output_stride=8, **options
-        ),
+        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **options),
     }
     for ours, plain in PAIRS.items():
         keys = models[ours].load_state_dict(models[plain].state_dict(), strict=False)
@@ -251,3 +254,40 @@ def format_table(result: dict) -> list[str]:
             f"{'yes' if met['peak_below_deeplab_os8'] else 'NO'}"
         )
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.semantic_models``: the measurement alone, written to a JSON file."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.semantic_models",
+        description="full semantic models with and without PointRend",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="64 x 128, ResNet-18, one round")
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--num-points", type=int, default=8192, help="points a subdivision step")
+    parser.add_argument("--out", default="benchmarks/results/semantic_models.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
+    log = functools.partial(print, flush=True)
+    log(f"Semantic models at {args.height} x {args.width} ({args.threads} thread(s), K = 19)")
+    result = semantic_model_costs(
+        args.height,
+        args.width,
+        19,
+        repeats=args.repeats,
+        backbone=args.backbone,
+        num_points=args.num_points,
+        log=log,
+    )
+    info = {"command": command_line("benchmarks.semantic_models", argv), "machine": machine_info()}
+    log(f"wrote {write_json({**info, **result}, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,11 +1,12 @@
-"""``pointrend bench``: run the sections, keep the figures of the others, write the report.
+"""``python -m benchmarks``: run the sections, keep the figures of the others, write the report.
 
 Sections: ``cost`` (instance mask branch per box and vs output resolution, end to end),
 ``semantic`` (full-resolution semantic cost: the refinement alone, then the full models with and
 without PointRend), ``accuracy`` (instance and semantic accuracy at
 equal training budget), ``ablation`` (inference settings on the same weights; training point
 selection, trained here; its two parts can be asked for alone as ``ablation.inference`` and
-``ablation.training``). Sections not asked for keep their figures from an earlier
+``ablation.training``), ``learning`` (PointRend vs Mask R-CNN masks learned from scratch on a tiny
+problem: Boundary IoU). Sections not asked for keep their figures from an earlier
 ``results.json`` in the output folder (of the same mode), so one section can be re-measured
 without the others.
 """
@@ -24,20 +25,24 @@ from pathlib import Path
 
 import torch
 
+from pointrend.demo import WEIGHTS_DIR
+
 from . import cost, semantic_cost, semantic_models
 from .ablation import inference_ablation, training_ablation
 from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
-from .report import machine_info, write_report
+from .learning import boundary_learning
+from .machine import machine_info
+from .report import write_report
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
-SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
 
 
 def default_weights_dir() -> Path:
     """The weights shipped with the package (``pointrend/weights``)."""
-    return Path(__file__).resolve().parents[1] / "weights"
+    return WEIGHTS_DIR
 
 
 @dataclass
@@ -52,7 +57,7 @@ class BenchOptions:
     sections: tuple[str, ...] = SECTIONS
     val_images: int | None = None
     repeats: int | None = None
-    command: str = "pointrend bench"
+    command: str = "python -m benchmarks"
 
     def sizes(self) -> dict:
         quick = self.quick
@@ -63,8 +68,8 @@ class BenchOptions:
             "repeats": self.repeats or (3 if quick else 5),
             "timing_images": 2 if quick else 8,
             "folds": 2 if quick else 4,
-            "ablation_sizes": [28, 56, 112, 224],
-            "ablation_points": [14, 28, 56] if quick else [14, 28, 56, 112],
+            "ablation_sizes": [28, 224] if quick else [28, 56, 112, 224],
+            "ablation_points": [14, 56] if quick else [14, 28, 56, 112],
             "cost_image": [200, 336] if quick else [800, 1333],
             "cost_sizes": [28, 56, 112] if quick else [28, 56, 112, 224, 448],
             "cost_boxes": 8 if quick else 100,
@@ -74,8 +79,11 @@ class BenchOptions:
             "end_to_end": not quick,
             "semantic_image": [128, 256] if quick else [1024, 2048],
             "semantic_points": 2048 if quick else 8192,
-            "semantic_models_image": [64, 128] if quick else [1024, 2048],
+            "semantic_models_image": [64, 96] if quick else [1024, 2048],
+            "semantic_models_points": 1000 if quick else 8192,
             "semantic_models_backbone": "resnet18" if quick else "resnet50",
+            "learning_steps": 2 if quick else 40,
+            "learning_size": 64 if quick else 128,
         }
 
 
@@ -131,7 +139,7 @@ def _semantic_cost(sizes: dict) -> dict:
         19,
         repeats=max(2, sizes["repeats"] - 2),
         backbone=backbone,
-        num_points=sizes["semantic_points"],
+        num_points=sizes["semantic_models_points"],
         log=_log,
     )
     return result
@@ -168,6 +176,12 @@ def _training_ablation(source: ModelSource, sizes: dict) -> dict:
     return training_ablation(source, sizes["val_images"], None, sizes["folds"])
 
 
+def _learning(sizes: dict) -> dict:
+    steps, size = sizes["learning_steps"], sizes["learning_size"]
+    _log(f"learning: PointRend vs Mask R-CNN from scratch, {steps} steps at {size} x {size}")
+    return boundary_learning(steps, size, log=_log)
+
+
 def _parts(sections) -> list[str]:
     """``--sections`` names -> the parts to measure (``ablation`` is both of its parts)."""
     parts = []
@@ -177,7 +191,7 @@ def _parts(sections) -> list[str]:
             raise ValueError(f"unknown bench section {name!r}; known: {known}")
         parts += [p for p in PARTS if p == name or p.startswith(name + ".")]
         parts += [name] if name in SECTIONS and name != "ablation" else []
-    return [p for p in ("cost", "semantic", "accuracy", *PARTS) if p in parts]
+    return [p for p in ("cost", "semantic", "accuracy", *PARTS, "learning") if p in parts]
 
 
 def _store(sections: dict, part: str, figures: dict) -> None:
@@ -236,6 +250,7 @@ def run_bench(options: BenchOptions) -> dict:
         "accuracy": functools.partial(_accuracy, source, sizes),
         "ablation.inference": functools.partial(_inference_ablation, source, sizes),
         "ablation.training": functools.partial(_training_ablation, source, sizes),
+        "learning": functools.partial(_learning, sizes),
     }
     measured = {}
     for part in parts:

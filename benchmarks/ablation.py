@@ -18,10 +18,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine.inference import load_trained_model
-from ..instance.mask_head import infer_stride
+from pointrend.engine.inference import load_trained_model
+from pointrend.instance.mask_head import infer_stride
+
 from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
-from .cost import StepCounter, alternate, count_call
+from .cost import StepCounter
+from .meters import alternate, count_call
 from .scoring import instance_scores, mask_settings, validation_set
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Cost of PointRend's instance mask branch vs torchvision's dense 4x conv mask head (CPU).
 
-Measuring functions shared by ``pointrend bench`` and ``benchmarks/instance_cost.py``:
+Measuring functions of ``python -m benchmarks`` (section ``cost``) and of
+``python -m benchmarks.instance_cost``:
 
 * :func:`head_costs`: multiply-adds and activations per box of the three heads of the paper's
   cost table (``FlopCounterMode`` counts 2 FLOPs per multiply-add; halved here, as the paper
@@ -19,39 +20,32 @@ the same counts without the arithmetic, which at 448 x 448 costs ~120 G multiply
 from __future__ import annotations
 
 import statistics
-import time
-import weakref
 from collections.abc import Callable
 
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from .._fused_head import FusedPointHead
-from ..instance import PointRendMaskBranch, PointRendMaskConfig
-from ..instance.builders import load_torchvision_maskrcnn_weights, pointrend_maskrcnn_resnet50_fpn
-from ..settings import replace_options
+from pointrend._fused_head import FusedPointHead
+from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
+from pointrend.models import pointrend_maskrcnn_resnet50_fpn
+from pointrend.pretrained import load_torchvision_weights
+from pointrend.settings import replace_options
+
+from .meters import ActivationCounter, alternate, count_call, peak_bytes
 
 __all__ = [
     "PAPER",
     "K",
     "CHANNELS",
-    "ActivationCounter",
     "StepCounter",
-    "PeakMemory",
     "DenseMaskHead",
     "pointrend_branch",
     "random_boxes",
-    "count_call",
     "head_costs",
     "sweep_costs",
-    "timed",
-    "alternate",
     "render_as_the_model_does",
     "branch_times",
     "end_to_end",
@@ -60,31 +54,7 @@ __all__ = [
 PAPER = {"4x conv 28": (0.5e9, 0.5e6), "4x conv 224": (34e9, 33e6), "PointRend 224": (0.9e9, 0.7e6)}
 K = 80
 CHANNELS = 256
-LAYER_OPS = {"convolution", "addmm", "mm", "bmm", "_convolution", "mkldnn_convolution"}
-INPUT_OPS = {"grid_sampler_2d", "roi_align"}  # features sampled for the head (its input)
 Log = Callable[[str], None]
-
-
-class ActivationCounter(TorchDispatchMode):
-    """Elements written by conv / linear ops, per phase (``counter.phase = name``).
-
-    ``inputs`` counts, per phase, the features sampled for the head (RoIAlign / grid_sample
-    outputs) separately.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.phase = "all"
-        self.counts: dict[str, int] = {}
-        self.inputs: dict[str, int] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = func.__name__.split(".")[0]
-        if isinstance(out, torch.Tensor) and name in LAYER_OPS | INPUT_OPS:
-            table = self.counts if name in LAYER_OPS else self.inputs
-            table[self.phase] = table.get(self.phase, 0) + out.numel()
-        return out
 
 
 class StepCounter(ActivationCounter):
@@ -114,52 +84,6 @@ class StepCounter(ActivationCounter):
         return super().__exit__(*exc)
 
 
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of the tensors allocated inside the ``with`` block and still alive.
-
-    Every operator output's storage is counted once while any tensor viewing it lives (tracked
-    with weak references), so the figure is the largest total of live intermediate results:
-    memory held before the block (weights, inputs) is not counted. ``peak`` in bytes.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.live: dict[int, list[int]] = {}
-        self.current = 0
-        self.peak = 0
-
-    def _release(self, key: int) -> None:
-        entry = self.live.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[key]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage().data_ptr()
-            for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor) and t.device.type != "meta"
-        }
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-                continue
-            storage = t.untyped_storage()
-            key = storage.data_ptr()
-            if key == 0 or (key in inputs and key not in self.live):
-                continue  # a view of (or in place on) memory that existed before the block
-            if key not in self.live:
-                self.live[key] = [storage.nbytes(), 0]
-                self.current += storage.nbytes()
-                self.peak = max(self.peak, self.current)
-            self.live[key][1] += 1
-            weakref.finalize(t, self._release, key)
-        return out
-
-
 class DenseMaskHead(torch.nn.Module):
     """torchvision's mask branch at any output size: RoIAlign (output / 2) -> 4 conv -> x2."""
 
@@ -175,9 +99,10 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch with the paper's defaults (R50-FPN on COCO) rendering
-    ``output_size`` masks; ``options`` are flat config options (see
-    :func:`~pointrend.settings.replace_options`)."""
+    """PointRend's mask branch rendering ``output_size`` masks, with the paper's defaults
+    (:class:`~pointrend.instance.PointRendMaskConfig`: a 7 x 7 coarse mask, 28 x 28 points a
+    subdivision step, as many steps as ``output_size`` needs); ``options`` are flat config
+    options (:func:`~pointrend.settings.replace_options`)."""
     config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
@@ -195,17 +120,6 @@ def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"
     feats = {"0": features.to(device)}
     boxes, labels = [b.to(device) for b in boxes], labels.to(device)
     return lambda: dense(feats, boxes, [image_size], labels)
-
-
-def count_call(run: Callable[[], object], counter: ActivationCounter) -> float:
-    """Run ``run()`` twice (FLOP counter, then ``counter``); return the multiply-adds."""
-    with torch.no_grad():
-        flops = FlopCounterMode(display=False)
-        with flops:
-            run()
-        with counter:
-            run()
-    return flops.get_total_flops() / 2
 
 
 def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
@@ -243,13 +157,6 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
     return rows
 
 
-def _peak_bytes(run: Callable[[], object]) -> int:
-    meter = PeakMemory()
-    with torch.no_grad(), meter:
-        run()
-    return meter.peak
-
-
 def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
     """Per box, at every output size: multiply-adds, activations (total / peak) and peak memory.
 
@@ -283,35 +190,11 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
             "pointrend_activations_peak_per_box": pr_peak,
             "dense_activations_per_box": sum(dense_counter.counts.values()) / n,
             "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": _peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": _peak_bytes(dense) / n / 2**20,
+            "pointrend_peak_mb_per_box": peak_bytes(render) / n / 2**20,
+            "dense_peak_mb_per_box": peak_bytes(dense) / n / 2**20,
             "memory_boxes": n,
         }
     return rows
-
-
-def timed(fn, *args) -> float:
-    """Seconds of one call ``fn(*args)``."""
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
-
-
-def alternate(
-    contenders: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
-) -> dict[str, list]:
-    """Time every contender once per round, ``repeats`` rounds (after one warm-up round).
-
-    Alternating spreads any change of the machine's load over all contenders alike.
-    """
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    with torch.no_grad():
-        for fn in contenders.values() if warmup else ():
-            fn()
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                samples[name].append(timed(fn))
-    return samples
 
 
 def render_as_the_model_does(branch, features, boxes, labels):
@@ -381,7 +264,7 @@ def end_to_end(repeats: int, boxes_total: int = 100, log: Log | None = print) ->
     torch.manual_seed(0)
     baseline = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     ours = pointrend_maskrcnn_resnet50_fpn(num_classes=91).eval()
-    load_torchvision_maskrcnn_weights(ours, baseline.state_dict())
+    load_torchvision_weights(ours, baseline.state_dict(), "maskrcnn")
     image = torch.rand(3, 800, 1333)
     boxes = random_boxes(boxes_total, 800, 1333, seed=1)
     labels = torch.randint(1, 91, (boxes_total,))

@@ -1,4 +1,4 @@
-"""``REPORT.md``, ``results.json`` and the plots from the bench's figures; the machine."""
+"""Where and how figures were measured, and writing them as strict JSON."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import json
 import math
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 import torchvision
 
-from . import plots
-from .markdown import render_markdown
-
-__all__ = ["machine_info", "write_report", "clean_json"]
+__all__ = ["machine_info", "clean_json", "write_json", "command_line"]
 
 
 def _cpu_model() -> str:
@@ -52,19 +51,15 @@ def clean_json(value):
     return value
 
 
-def write_report(results: dict, out: Path) -> dict:
-    """Write ``results.json``, the PNGs and ``REPORT.md`` into ``out``; return the file names."""
-    out = Path(out)
-    sections = results["sections"]
-    ablation = sections.get("ablation", {})
-    plans = {
-        "cost": (plots.plot_cost_vs_resolution, sections.get("cost")),
-        "semantic": (plots.plot_semantic_cost, sections.get("semantic")),
-        "accuracy": (plots.plot_accuracy, sections.get("accuracy")),
-        "inference": (plots.plot_inference_ablation, ablation.get("inference")),
-        "training": (plots.plot_training_ablation, ablation.get("training")),
-    }
-    figures = {name: plot(part, out) if part else None for name, (plot, part) in plans.items()}
-    (out / "results.json").write_text(json.dumps(clean_json(results), indent=1) + "\n")
-    (out / "REPORT.md").write_text(render_markdown(results, figures))
-    return figures
+def command_line(module: str, argv: list[str] | None = None) -> str:
+    """The command that ran ``python -m module`` with ``argv`` (default: this process's)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m", module, *map(shlex.quote, argv)])
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """``result`` as indented strict JSON at ``path`` (folders made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean_json(result), indent=1) + "\n")
+    return path

@@ -19,13 +19,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
-from ..data.coco import make_coco
-from ..engine.build import build_dataset
-from ..engine.config import DatasetConfig
-from ..engine.evaluate import coco_ground_truth, evaluate_semantic
-from ..evaluation import InstanceEvaluator, predictions_to_coco
-from ..instance.paste import paste_masks
-from ..settings import replace_options
+from pointrend.data.coco import make_coco
+from pointrend.engine.build import build_dataset
+from pointrend.engine.config import DatasetConfig
+from pointrend.engine.evaluate import coco_ground_truth, evaluate_semantic
+from pointrend.evaluation import InstanceEvaluator, predictions_to_coco
+from pointrend.instance.paste import paste_masks
+from pointrend.settings import replace_options
 
 __all__ = [
     "VAL_SEED",

@@ -144,6 +144,15 @@ def _training_lines(training: dict) -> list[str]:
     ]
 
 
+def _learning_lines(learning: dict) -> list[str]:
+    ours, base = learning["rows"]["PointRend"], learning["rows"]["Mask R-CNN 4x conv"]
+    return [
+        f"- **Boundaries learned from scratch** (tiny problem, {learning['steps']} steps): "
+        f"Boundary IoU {ours['boundary_iou']:.3f} for PointRend vs {base['boundary_iou']:.3f} "
+        f"for the 4x conv head (mask IoU {ours['mask_iou']:.3f} vs {base['mask_iou']:.3f})."
+    ]
+
+
 def summary_md(sections: dict) -> list[str]:
     """``## Summary`` bullets for the sections present."""
     out: list[str] = []
@@ -160,6 +169,8 @@ def summary_md(sections: dict) -> list[str]:
         out += _training_lines(sections["ablation"]["training"])
     if accuracy.get("semantic"):
         out += _semantic_lines(accuracy["semantic"])
+    if "learning" in sections:
+        out += _learning_lines(sections["learning"])
     if not out:
         return []
     return [

@@ -1,16 +1,17 @@
-"""The full-model semantic benchmark (:mod:`pointrend.bench.semantic_models`) at a tiny size:
+"""The full-model semantic benchmark (:mod:`benchmarks.semantic_models`) at a tiny size:
 its figures are measurements of the five contenders, its point counts what the settings imply."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
 
-from pointrend.bench.markdown import _semantic_models_md
-from pointrend.bench.semantic_models import PAIRS, build_models, semantic_model_costs
-from pointrend.bench.summary import _semantic_models_lines
+from benchmarks.markdown.cost import semantic_models_md
+from benchmarks.semantic_models import PAIRS, build_models
+from benchmarks.summary import _semantic_models_lines
 
 H, W, K, POINTS = 64, 96, 19, 1000
 
@@ -30,11 +31,13 @@ def expected_points(height: int, width: int, stride: int, num_points: int) -> in
     return (small[-1] if small else 0) + num_points * sum(c > num_points for c in cells)
 
 
-@pytest.fixture(scope="module")
-def costs():
-    return semantic_model_costs(
-        H, W, K, repeats=1, backbone="resnet18", num_points=POINTS, log=None
-    )
+@pytest.fixture
+def costs(quick_bench):
+    """The full models of the quick bench: ResNet-18, 64 x 96, 1000 points a step."""
+    _, results = quick_bench
+    full = results["sections"]["semantic"]["full_models"]
+    assert (full["image"], full["subdivision_num_points"]) == ([H, W], POINTS)
+    return full
 
 
 def test_five_contenders_timed_and_measured(costs):
@@ -47,7 +50,7 @@ def test_five_contenders_timed_and_measured(costs):
         "deeplab_os8",
     ]
     for name, row in [*rows.items(), *costs["refinement"].items()]:
-        assert row["time_s"] > 0 and row["samples_s"] == [row["time_s"]], name
+        assert row["time_s"] > 0 and row["time_s"] == statistics.median(row["samples_s"]), name
         assert row["peak_mb"] > 0 and row["multiply_adds"] > 0, name
     assert rows["deeplab_os8"]["peak_mb"] > rows["deeplab_os16"]["peak_mb"]
     assert rows["deeplab_os8"]["multiply_adds"] > rows["deeplab_os16"]["multiply_adds"]
@@ -95,7 +98,7 @@ def test_models_output_full_resolution_and_share_weights():
 
 
 def test_report_lines(costs):
-    md = "\n".join(_semantic_models_md(costs))
+    md = "\n".join(semantic_models_md(costs))
     assert "### Full models at 64 x 96" in md and "(e) DeepLabV3-OS-8 upsampled" in md
     assert md.count("refinement of") == 2
     (line,) = _semantic_models_lines(costs)

@@ -1,18 +1,22 @@
-"""`pointrend bench`: the report pipeline end to end (--quick), its measuring tools, and the
+"""`python -m benchmarks`: the report pipeline end to end (--quick), its measuring tools, and the
 training point-selection options the ablation needs."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from pointrend.bench.cost import PeakMemory
-from pointrend.bench.run import _parts
-from pointrend.bench.semantic_cost import dense_point_head, semantic_renderer
-from pointrend.cli import main
+from benchmarks import plots, run
+from benchmarks.__main__ import main
+from benchmarks.meters import PeakMemory
+from benchmarks.run import _parts
+from benchmarks.semantic_cost import dense_point_head, semantic_renderer
 from pointrend.engine import load_config
 from pointrend.engine.build import build_model
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
@@ -29,22 +33,9 @@ PNGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    """One quick run: no shipped weights (an empty folder), so every model is trained here."""
-    root = tmp_path_factory.mktemp("bench")
-    (root / "no_weights").mkdir()
-    argv = [
-        "bench",
-        "--quick",
-        "--out",
-        str(root / "out"),
-        "--weights-dir",
-        str(root / "no_weights"),
-    ]
-    assert main([*argv, "--work-dir", str(root / "work")]) == 0
-    results = json.loads((root / "out" / "results.json").read_text())
-    return root / "out", results
+@pytest.fixture
+def bench(quick_bench):
+    return quick_bench
 
 
 def test_quick_bench_writes_report_json_and_plots(bench):
@@ -53,13 +44,14 @@ def test_quick_bench_writes_report_json_and_plots(bench):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     report = (out / "REPORT.md").read_text()
-    for heading in ("## 1. Cost", "## 2. Instance", "## 3. Ablations", "## 4. Semantic"):
+    headings = ("## 1. Cost", "## 2. Instance", "## 3. Ablations", "## 4. Semantic", "## 5. ")
+    for heading in headings:
         assert heading in report
     for name in PNGS:
         assert f"({name})" in report
     assert results["machine"]["cpu"] in report and "Quick mode" in report
     assert results["settings"]["quick"] is True
-    assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation"}
+    assert set(results["sections"]) == {"cost", "semantic", "accuracy", "ablation", "learning"}
     parts = dict(results["sections"])
     parts.update(parts.pop("ablation"))  # measured in two parts: inference, training
     for part in parts.values():
@@ -106,10 +98,10 @@ def test_semantic_cost_figures_are_measurements(bench):
 def test_semantic_full_models_in_results_and_report(bench):
     out, results = bench
     full = results["sections"]["semantic"]["full_models"]
-    assert full["image"] == [64, 128] and full["backbone"] == "resnet18"
+    assert full["image"] == [64, 96] and full["backbone"] == "resnet18"
     assert len(full["rows"]) == 5 and set(full["refinement"]) == set(full["targets"])
     assert all(row["time_s"] > 0 and row["peak_mb"] > 0 for row in full["rows"].values())
-    assert "### Full models at 64 x 128" in (out / "REPORT.md").read_text()
+    assert "### Full models at 64 x 96" in (out / "REPORT.md").read_text()
 
 
 def _scores(row, keys=("mask_AP", "mask_AP75", "boundary_AP", "box_AP")):
@@ -155,16 +147,35 @@ def test_ablation_figures_vary_with_the_setting(bench):
     assert grid == {"mask_train_point_sampling": "grid"}
 
 
-def test_one_section_is_measured_again_and_the_others_kept(bench):
-    out, before = bench
-    assert main(["bench", "--quick", "--out", str(out), "--sections", "semantic"]) == 0
+def _not_asked_for(name, *args):
+    raise AssertionError(f"{name} ran, but its section was not asked for")
+
+
+def test_one_section_is_measured_again_and_the_others_kept(bench, tmp_path, monkeypatch):
+    """``--sections semantic`` runs that section alone (here a stand-in returning known figures)
+    and rewrites the report from it and the figures the others kept."""
+    source, before = bench
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    first = before["sections"]["semantic"]
+    figures = copy.deepcopy({k: v for k, v in first.items() if k != "measured"})
+    figures["rows"]["pointrend"]["time_s"] = 12.345
+    calls = []
+    monkeypatch.setattr(run, "_semantic_cost", lambda sizes: calls.append(sizes) or figures)
+    for name in plots.__all__:  # drawn in the test of the whole run
+        monkeypatch.setattr(plots, name, lambda part, out: None)
+    for name in ("_cost", "_accuracy", "_inference_ablation", "_training_ablation", "_learning"):
+        monkeypatch.setattr(run, name, functools.partial(_not_asked_for, name))
+    assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
     after = json.loads((out / "results.json").read_text())
-    for name in ("cost", "accuracy", "ablation"):
+    assert len(calls) == 1
+    for name in ("cost", "accuracy", "ablation", "learning"):
         assert after["sections"][name] == before["sections"][name]
-    again, first = after["sections"]["semantic"], before["sections"]["semantic"]
+    again = after["sections"]["semantic"]
     assert again["measured"]["at"] >= first["measured"]["at"]
-    assert again["rows"]["pointrend"]["samples_s"] != first["rows"]["pointrend"]["samples_s"]
-    assert "## 3. Ablations" in (out / "REPORT.md").read_text()
+    assert again["rows"]["pointrend"]["time_s"] == 12.345
+    report = (out / "REPORT.md").read_text()
+    assert "12.345 s" in report and "## 3. Ablations" in report
 
 
 def test_bench_section_names():
@@ -173,7 +184,7 @@ def test_bench_section_names():
 
 
 def test_bench_rejects_an_unknown_section(tmp_path, capsys):
-    assert main(["bench", "--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
+    assert main(["--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
     assert "speed" in capsys.readouterr().err
 
 
@@ -259,7 +270,7 @@ def test_builder_and_yaml_set_the_training_point_options():
         maskrcnn("resnet18", 3, box_head_dim=32, mask_oversample_ratio=1)
 
     cfg = load_config(
-        Path(__file__).parents[1] / "configs" / "synthetic_instance_pointrend_r18.yaml",
+        Path(__file__).parents[2] / "configs" / "synthetic_instance_pointrend_r18.yaml",
         [
             "model.options.mask_oversample_ratio=10",
             "model.options.mask_importance_sample_ratio=1.0",
@@ -268,3 +279,16 @@ def test_builder_and_yaml_set_the_training_point_options():
     config = build_model(cfg.model, 8).roi_heads.mask_branch.config.pointrend
     assert config.oversample_ratio == 10 and config.importance_sample_ratio == 1.0
     assert config.train_point_sampling == "uncertain"
+
+
+def test_a_quick_run_never_replaces_the_stored_figures(monkeypatch):
+    import benchmarks.__main__ as cli
+
+    asked = []
+    monkeypatch.setattr(cli, "run_bench", asked.append)
+    assert cli.main(["--quick", "--sections", "cost"]) == 0 and cli.main([]) == 0
+    assert [o.out for o in asked] == [Path("outputs/bench-quick"), Path("benchmarks/results")]
+    assert (
+        asked[0].command
+        == "python -m benchmarks --quick --sections cost --out outputs/bench-quick --threads 1"
+    )

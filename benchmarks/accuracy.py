@@ -22,10 +22,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ..engine.checkpoint import latest_checkpoint
-from ..engine.config import SolverConfig, load_config
-from ..engine.inference import load_trained_model
-from ..engine.train import train
+from pointrend.engine.checkpoint import latest_checkpoint
+from pointrend.engine.config import SolverConfig, load_config
+from pointrend.engine.inference import load_trained_model
+from pointrend.engine.train import train
+
 from .scoring import (
     VAL_SEED,
     instance_scores,
@@ -155,7 +156,10 @@ def train_model(
     )
     source.log(f"  training {run_name} for {cfg.solver.max_iter} iterations ({path})")
     started = time.perf_counter()
-    train(cfg, resume=latest_checkpoint(out) is not None, progress=False)
+    # The bench's own work folder: continue a run it left, or clear one killed before its
+    # first checkpoint (only config.yaml / metrics.jsonl there).
+    resume = latest_checkpoint(out) is not None
+    train(cfg, resume=resume, overwrite=not resume, progress=False)
     source.log(f"  trained {run_name} in {time.perf_counter() - started:.0f} s")
     return final
 

@@ -1,0 +1,29 @@
+"""``REPORT.md``, ``results.json`` and the plots from the bench's figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import plots
+from .machine import write_json
+from .markdown import render_markdown
+
+__all__ = ["write_report"]
+
+
+def write_report(results: dict, out: Path) -> dict:
+    """Write ``results.json``, the PNGs and ``REPORT.md`` into ``out``; return the file names."""
+    out = Path(out)
+    sections = results["sections"]
+    ablation = sections.get("ablation", {})
+    plans = {
+        "cost": (plots.plot_cost_vs_resolution, sections.get("cost")),
+        "semantic": (plots.plot_semantic_cost, sections.get("semantic")),
+        "accuracy": (plots.plot_accuracy, sections.get("accuracy")),
+        "inference": (plots.plot_inference_ablation, ablation.get("inference")),
+        "training": (plots.plot_training_ablation, ablation.get("training")),
+    }
+    figures = {name: plot(part, out) if part else None for name, (plot, part) in plans.items()}
+    write_json(results, out / "results.json")
+    (out / "REPORT.md").write_text(render_markdown(results, figures))
+    return figures

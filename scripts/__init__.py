@@ -1,0 +1,1 @@
+"""Maintainer tools of the repository (not installed with the package)."""

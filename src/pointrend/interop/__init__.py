@@ -1,0 +1,1 @@
+"""Other frameworks' checkpoints as pointrend models (:mod:`pointrend.interop.detectron2`)."""
