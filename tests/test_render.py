@@ -151,7 +151,17 @@ def _semantic_renderer(**options):
     for p in head.parameters():
         torch.nn.init.normal_(p, std=0.5)
     config = replace_options(SemanticPointRendConfig(), **options)
-    return SemanticSegmenter(nn.Identity(), nn.Identity(), 4, 0, 4, 5, head, config).eval()
+    model = SemanticSegmenter(
+        nn.Identity(),
+        nn.Identity(),
+        num_classes=5,
+        coarse_stride=4,
+        fine_index=0,
+        fine_stride=4,
+        point_head=head,
+        config=config,
+    )
+    return model.eval()
 
 
 def test_semantic_render_with_the_fused_head_equals_the_plain_head():
