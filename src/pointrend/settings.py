@@ -52,24 +52,23 @@ class PointRendSettings:
     coarse_pred_each_layer: bool = True
 
     def __post_init__(self):
-        problems = {
-            "train_num_points": ">= 1" if self.train_num_points < 1 else None,
-            "train_point_sampling": f"one of {TRAINING_SAMPLING_MODES}"
-            if self.train_point_sampling not in TRAINING_SAMPLING_MODES
-            else None,
-            "oversample_ratio": ">= 1" if self.oversample_ratio < 1 else None,
-            "importance_sample_ratio": "in [0, 1]"
-            if not 0 <= self.importance_sample_ratio <= 1
-            else None,
-            "subdivision_steps": "None or >= 0"
-            if self.subdivision_steps is not None and self.subdivision_steps < 0
-            else None,
-            "subdivision_num_points": ">= 0" if self.subdivision_num_points < 0 else None,
-            "fc_dim": ">= 1" if self.fc_dim < 1 else None,
-            "num_fc": ">= 0" if self.num_fc < 0 else None,
-        }
-        for field, rule in problems.items():
-            if rule is not None:
+        steps = self.subdivision_steps
+        checks = [  # (field, valid, rule)
+            ("train_num_points", self.train_num_points >= 1, ">= 1"),
+            (
+                "train_point_sampling",
+                self.train_point_sampling in TRAINING_SAMPLING_MODES,
+                f"one of {TRAINING_SAMPLING_MODES}",
+            ),
+            ("oversample_ratio", self.oversample_ratio >= 1, ">= 1"),
+            ("importance_sample_ratio", 0 <= self.importance_sample_ratio <= 1, "in [0, 1]"),
+            ("subdivision_steps", steps is None or steps >= 0, "None or >= 0"),
+            ("subdivision_num_points", self.subdivision_num_points >= 0, ">= 0"),
+            ("fc_dim", self.fc_dim >= 1, ">= 1"),
+            ("num_fc", self.num_fc >= 0, ">= 0"),
+        ]
+        for field, valid, rule in checks:
+            if not valid:
                 raise ValueError(
                     f"PointRend setting {field} must be {rule}, got {getattr(self, field)!r}"
                 )
