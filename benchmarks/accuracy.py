@@ -214,7 +214,7 @@ def instance_accuracy(
         "folds": len(val.folds),
         "image_size": pointrend.image_size,
         "models": {"pointrend": _describe(pointrend), "maskrcnn": _describe(baseline)},
-        "pointrend_settings": {"subdivision_num_points": config.subdivision_num_points},
+        "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
     }
     return result, pointrend

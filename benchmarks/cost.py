@@ -23,13 +23,16 @@ import statistics
 from collections.abc import Callable
 
 import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from pointrend._fused_head import FusedPointHead
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
+from pointrend.settings import replace_options
 
 from .meters import ActivationCounter, alternate, count_call, peak_bytes
 
@@ -64,13 +67,16 @@ class StepCounter(ActivationCounter):
         self.points = 0
 
     def _step(self, module, args):
+        if module is not self.branch.point_head and not isinstance(module, FusedPointHead):
+            return
         self.calls += 1
         self.points += args[0].shape[-1]  # point predictions per box in this call
         self.phase = f"step {self.calls}"
 
     def __enter__(self):
         self.phase, self.calls, self.points = "coarse", 0, 0
-        self._hook = self.branch.point_head.register_forward_pre_hook(self._step)
+        # Every point-head call: the head itself, or its fused copy when rendering without grad.
+        self._hook = register_module_forward_pre_hook(self._step)
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -95,8 +101,9 @@ class DenseMaskHead(torch.nn.Module):
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
     """PointRend's mask branch rendering ``output_size`` masks, with the paper's defaults
     (:class:`~pointrend.instance.PointRendMaskConfig`: a 7 x 7 coarse mask, 28 x 28 points a
-    subdivision step, as many steps as ``output_size`` needs)."""
-    config = PointRendMaskConfig(output_size=output_size, **options)
+    subdivision step, as many steps as ``output_size`` needs); ``options`` are flat config
+    options (:func:`~pointrend.settings.replace_options`)."""
+    config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
 

@@ -9,7 +9,6 @@ set and against each fold's ground truth.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pointrend.engine.config import DatasetConfig
 from pointrend.engine.evaluate import coco_ground_truth, evaluate_semantic
 from pointrend.evaluation import InstanceEvaluator, predictions_to_coco
 from pointrend.instance.paste import paste_masks
+from pointrend.settings import replace_options
 
 __all__ = [
     "VAL_SEED",
@@ -149,7 +149,7 @@ def mask_settings(model: nn.Module, **changes) -> Iterator[None]:
     """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights)."""
     branch = model.roi_heads.mask_branch
     saved = branch.config
-    branch.config = dataclasses.replace(saved, **changes)
+    branch.config = replace_options(saved, **changes)
     try:
         yield
     finally:

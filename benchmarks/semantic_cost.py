@@ -29,6 +29,7 @@ from pointrend.head import PointHead
 from pointrend.points import grid_cell_centres
 from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
 from pointrend.semantic.fpn_head import SemanticFPNHead
+from pointrend.settings import replace_options
 
 from .meters import ActivationCounter, PeakMemory, alternate, count_call
 
@@ -41,8 +42,9 @@ Log = Callable[[str], None]
 
 def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
     """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
-    config = SemanticPointRendConfig(subdivision_num_points=num_points)
-    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=config.coarse_pred_each_layer)
+    config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
+    each = config.pointrend.coarse_pred_each_layer
+    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
     return SemanticSegmenter(
         nn.Identity(),
         nn.Identity(),

@@ -34,7 +34,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.nn.modules.module import register_module_forward_pre_hook
 
+from pointrend._fused_head import FusedPointHead
 from pointrend.models import deeplabv3, pointrend_deeplabv3, pointrend_semantic_fpn, semantic_fpn
 from pointrend.semantic import SemanticSegmenter
 
@@ -96,12 +98,15 @@ class PointCounter:
         self.points = self.calls = 0
 
     def _count(self, module, args) -> None:
+        if module is not self.head and not isinstance(module, FusedPointHead):
+            return
         self.calls += 1
         self.points += args[0].shape[-1]
 
     def __enter__(self):
         self.points = self.calls = 0
-        self._hook = self.head.register_forward_pre_hook(self._count) if self.head else None
+        # Every point-head call: the head itself, or its fused copy when rendering without grad.
+        self._hook = register_module_forward_pre_hook(self._count) if self.head else None
         return self
 
     def __exit__(self, *exc):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from pointrend import PointHead
+from pointrend._fused_head import FusedPointHead, inference_point_head
 from pointrend.points import point_sample
 
 
@@ -62,7 +63,7 @@ def test_forward_equals_conv1d_layers():
 
 
 def _conv1d_reference(head, fine, coarse):
-    """The head as SPEC.md writes it: Conv1d layers on concatenated inputs."""
+    """The head written out: Conv1d layers on concatenated inputs."""
     x = torch.cat([fine, coarse], 1)
     for layer in head.fc_layers:
         x = torch.relu(layer(x))
@@ -70,66 +71,124 @@ def _conv1d_reference(head, fine, coarse):
     return head.predictor(x)
 
 
-@pytest.mark.parametrize("each", [True, False])
-@pytest.mark.parametrize("num_fc", [0, 1, 3])
-@pytest.mark.parametrize("grad", [True, False])
-def test_fast_paths_equal_the_conv1d_head(each, num_fc, grad):
-    """Autograd (concatenating) and no-grad (in-place buffers) paths, all classes or one class per
-    region, raw or projected fine features: the same logits as the Conv1d formulation."""
+def _random_head(each, num_fc, fc_dim=8):
     torch.manual_seed(0)
-    head = PointHead(6, 4, fc_dim=8, num_fc=num_fc, coarse_pred_each_layer=each)
+    head = PointHead(6, 4, fc_dim=fc_dim, num_fc=num_fc, coarse_pred_each_layer=each)
     for p in head.parameters():
         torch.nn.init.normal_(p, std=0.5)
+    return head
+
+
+@pytest.mark.parametrize("each", [True, False])
+@pytest.mark.parametrize("num_fc", [0, 1, 3])
+def test_fused_head_equals_the_plain_head(each, num_fc):
+    """All classes or one class row per region, raw or projected fine features: the fused head
+    gives the plain head's logits."""
+    head = _random_head(each, num_fc)
     fine_map = torch.randn(3, 6, 5, 7)
     points = torch.rand(3, 13, 2)
     fine, coarse = point_sample(fine_map, points), torch.randn(3, 4, 13)
     classes = torch.tensor([3, 0, 2])
     with torch.no_grad():
-        expected = _conv1d_reference(head, fine, coarse)
-    with torch.set_grad_enabled(grad):
-        torch.testing.assert_close(head(fine, coarse), expected)
+        expected = head(fine, coarse)
         picked = expected.gather(1, classes.view(3, 1, 1).expand(-1, 1, 13))
-        torch.testing.assert_close(head(fine, coarse, classes), picked)
+        fused = FusedPointHead.from_head(head)
+        torch.testing.assert_close(fused(fine, coarse), expected)
+        torch.testing.assert_close(fused(fine, coarse, classes), picked)
         if num_fc:
-            projected = point_sample(head.project_fine_features(fine_map), points)
+            projected = point_sample(fused.project_fine_features(fine_map), points)
             torch.testing.assert_close(
-                head(projected, coarse, classes, fine_projected=True), picked
+                fused(projected, coarse, classes, fine_projected=True), picked
             )
-            torch.testing.assert_close(head(projected, coarse, fine_projected=True), expected)
+            torch.testing.assert_close(fused(projected, coarse, fine_projected=True), expected)
 
 
-def test_gradients_equal_the_conv1d_head():
-    torch.manual_seed(0)
-    head = PointHead(6, 4, fc_dim=8, num_fc=3)
+@pytest.mark.parametrize("each", [True, False])
+def test_plain_head_values_and_gradients_equal_the_conv1d_formulation(each):
+    head = _random_head(each, num_fc=3)
     fine = torch.randn(2, 6, 9, requires_grad=True)
     coarse = torch.randn(2, 4, 9, requires_grad=True)
     inputs = [fine, coarse, *head.parameters()]
-    ours = torch.autograd.grad(head(fine, coarse).square().sum(), inputs)
-    ref = torch.autograd.grad(_conv1d_reference(head, fine, coarse).square().sum(), inputs)
-    for a, b in zip(ours, ref):
+    ours, ref = head(fine, coarse), _conv1d_reference(head, fine, coarse)
+    torch.testing.assert_close(ours, ref)
+    ours_grad = torch.autograd.grad(ours.square().sum(), inputs)
+    ref_grad = torch.autograd.grad(ref.square().sum(), inputs)
+    for a, b in zip(ours_grad, ref_grad):
+        torch.testing.assert_close(a, b)
+
+
+class _Predictor(torch.nn.Module):
+    """What a renderer does: predict with ``inference_point_head(head)``."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, fine, coarse):
+        return inference_point_head(self.head)(fine, coarse)
+
+
+def test_inference_head_is_fused_only_without_autograd_and_tracing():
+    head = PointHead(6, 4, fc_dim=8)
+    assert inference_point_head(head) is head
+    fine, coarse = torch.randn(1, 6, 5), torch.randn(1, 4, 5)
+    with torch.no_grad():
+        assert isinstance(inference_point_head(head), FusedPointHead)
+        traced = torch.jit.trace(_Predictor(head), (fine, coarse))
+        torch.testing.assert_close(traced(fine, coarse), head(fine, coarse))
+    assert "aten::addmm" in str(traced.inlined_graph)  # the plain head was traced
+
+
+def test_forward_hooks_fire_on_the_plain_head():
+    head = PointHead(6, 4, fc_dim=8)
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    head.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    head(torch.randn(2, 6, 5), torch.randn(2, 4, 5))
+    assert seen == [(2, 6, 5), (2, 4, 5)]
+
+
+def test_compiled_head_equals_eager():
+    """One graph (``fullgraph``) through dynamo and AOTAutograd, values and gradients. The
+    ``aot_eager`` backend keeps the test quick; inductor (which builds C++) gives the same
+    values too, more slowly."""
+    head = _random_head(True, num_fc=2)
+    fine = torch.randn(2, 6, 7, requires_grad=True)
+    coarse = torch.randn(2, 4, 7)
+    compiled = torch.compile(head, backend="aot_eager", fullgraph=True)
+    ours, ref = compiled(fine, coarse), head(fine, coarse)
+    torch.testing.assert_close(ours, ref)
+    grads = [
+        torch.autograd.grad(out.square().sum(), [fine, *head.parameters()]) for out in (ours, ref)
+    ]
+    for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
 
 
 def test_no_regions_and_projection_needs_hidden_layers():
     head = PointHead(6, 4, fc_dim=8)
     with torch.no_grad():
+        fused = FusedPointHead.from_head(head)
         assert head(torch.randn(0, 6, 5), torch.randn(0, 4, 5)).shape == (0, 4, 5)
-        out = head(torch.randn(0, 6, 5), torch.randn(0, 4, 5), torch.zeros(0, dtype=torch.long))
+        assert fused(torch.randn(0, 6, 5), torch.randn(0, 4, 5)).shape == (0, 4, 5)
+        out = fused(torch.randn(0, 6, 5), torch.randn(0, 4, 5), torch.zeros(0, dtype=torch.long))
         assert out.shape == (0, 1, 5)
     with pytest.raises(ValueError, match="hidden layers"):
-        PointHead(6, 4, num_fc=0).project_fine_features(torch.randn(1, 6, 3, 3))
+        FusedPointHead.from_head(PointHead(6, 4, num_fc=0)).project_fine_features(
+            torch.randn(1, 6, 3, 3)
+        )
+    with pytest.raises(ValueError, match="coarse channels"):
+        fused(torch.randn(1, 6, 5), torch.randn(1, 3, 5))
 
 
 @pytest.mark.parametrize("fc_dim", [6, 8])  # the input's buffer reused as a hidden one, or not
-def test_workspace_reuse_across_calls_gives_the_same_logits(fc_dim):
-    torch.manual_seed(0)
-    head = PointHead(6, 4, fc_dim=fc_dim, num_fc=3)
-    workspace: dict = {}
+def test_fused_workspace_reuse_across_calls_gives_the_same_logits(fc_dim):
+    head = _random_head(True, num_fc=3, fc_dim=fc_dim)
     with torch.no_grad():
+        fused = FusedPointHead.from_head(head)
         for _ in range(3):
             fine, coarse = torch.randn(2, 6, 9), torch.randn(2, 4, 9)
-            expected = _conv1d_reference(head, fine, coarse)
-            torch.testing.assert_close(head(fine, coarse, workspace=workspace), expected)
-        assert {"input", "hidden"} <= set(workspace)
-        head(torch.randn(3, 6, 5), torch.randn(3, 4, 5), workspace=workspace)  # new size
-        assert workspace["input"].shape == (6 + 4 + 1, 3, 5)
+            torch.testing.assert_close(fused(fine, coarse), _conv1d_reference(head, fine, coarse))
+        assert {"input", "hidden"} <= set(fused.workspace)
+        fused(torch.randn(3, 6, 5), torch.randn(3, 4, 5))  # new size
+        assert fused.workspace["input"].shape == (6 + 4 + 1, 3, 5)

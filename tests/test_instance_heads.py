@@ -12,17 +12,26 @@ from pointrend import (
     grid_cell_centres,
     point_sample,
 )
+from pointrend._fused_head import FusedPointHead
 from pointrend.instance import FlatMasks, PointRendMaskBranch, PointRendMaskConfig
 from pointrend.instance.mask_head import (
     CoarseMaskHead,
     box_grid_features,
     coarse_mask_targets,
     infer_stride,
-    select_class,
 )
+from pointrend.points import select_class
 from pointrend.render import subdivision_inference
+from pointrend.settings import PointRendSettings, replace_options
 
-SMALL = PointRendMaskConfig(conv_dim=16, fc_dim=32, point_fc_dim=16)
+
+def small_config(**options):
+    """A narrow coarse head (conv 16, fc 32) and point head (16 wide), with flat ``options``."""
+    narrow = PointRendMaskConfig(conv_dim=16, fc_dim=32, pointrend=PointRendSettings(fc_dim=16))
+    return replace_options(narrow, **options)
+
+
+SMALL = small_config()
 
 
 def test_coarse_head_shapes_and_layers():
@@ -153,7 +162,7 @@ def test_losses_with_zero_size_and_outside_boxes_are_finite():
 def test_render_dense_output_is_the_point_head_on_every_cell_of_the_predicted_class():
     """With output 28 (<= 784 points) the shortcut predicts every cell: check the plumbing."""
     features, boxes, _ = _branch_inputs()
-    config = PointRendMaskConfig(conv_dim=16, fc_dim=32, point_fc_dim=16, output_size=28)
+    config = small_config(output_size=28)
     branch = PointRendMaskBranch(8, 4, config)
     classes = torch.tensor([2, 0, 3])
     with torch.no_grad():
@@ -168,22 +177,23 @@ def test_render_dense_output_is_the_point_head_on_every_cell_of_the_predicted_cl
 
 @pytest.mark.parametrize("map_side", [16, 160])  # more points than pixels (projected) / fewer
 def test_render_equals_the_plain_subdivision_loop(map_side, monkeypatch):
-    """The render's fast point head (class rows only, first layer projected over the map when
-    that is cheaper) gives the plain loop's masks: point_logits, then the class selected."""
+    """The render's fused point head (class rows only, first layer projected over the map when
+    that is cheaper) gives the plain loop's masks: the plain head's point_logits, then the class
+    selected; with autograd the render calls the plain head and gives the same masks."""
     features, boxes, _ = _branch_inputs()
     features = F.interpolate(features, size=(map_side, map_side), mode="bilinear")
     stride = 64 / map_side
-    config = PointRendMaskConfig(
-        conv_dim=16, fc_dim=32, point_fc_dim=16, output_size=56, subdivision_num_points=100
-    )
+    config = small_config(output_size=56, subdivision_num_points=100)
     branch = PointRendMaskBranch(8, 4, config)
     for p in branch.point_head.parameters():
         torch.nn.init.normal_(p, std=0.3)
     classes = torch.tensor([2, 0, 3])
     projections = []
-    project = branch.point_head.project_fine_features
+    project = FusedPointHead.project_fine_features
     monkeypatch.setattr(
-        branch.point_head, "project_fine_features", lambda f: projections.append(f) or project(f)
+        FusedPointHead,
+        "project_fine_features",
+        lambda self, f: projections.append(f) or project(self, f),
     )
     with torch.no_grad():
         out = branch.render(features, stride, boxes, classes)
@@ -199,6 +209,10 @@ def test_render_equals_the_plain_subdivision_loop(map_side, monkeypatch):
             select_class(coarse, classes), predict, calculate_uncertainty, None, 100, (56, 56)
         )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with torch.enable_grad():
+        plain = branch.render(features, stride, boxes, classes)
+    assert plain.requires_grad and len(projections) == (1 if map_side == 16 else 0)
+    torch.testing.assert_close(plain.detach(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_render_default_is_224_and_empty_input():

@@ -276,7 +276,7 @@ def test_mask_options_and_mobilenet_backbone():
         "resnet18", 3, mask_output_size=448, mask_subdivision_points=1024, box_head_dim=16
     )
     config = model.roi_heads.mask_branch.config
-    assert (config.output_size, config.subdivision_num_points) == (448, 1024)
+    assert (config.output_size, config.pointrend.subdivision_num_points) == (448, 1024)
     mobile = pointrend_maskrcnn("mobilenet_v3_large", 3, box_head_dim=16, min_size=64, max_size=64)
     mobile.eval()
     with torch.no_grad():

@@ -16,6 +16,13 @@ from pointrend import (
     point_sample,
     point_sample_fine_grained_features,
 )
+from pointrend.points import sample_training_points, select_class
+from pointrend.settings import (
+    INSTANCE_SETTINGS,
+    SEMANTIC_SETTINGS,
+    PointRendSettings,
+    replace_options,
+)
 
 
 def test_point_sample_at_cell_centres_returns_cell_values():
@@ -226,3 +233,70 @@ def test_point_functions_properties(n, c, h, w, p, dtype):
     sampled = get_uncertain_point_coords_with_randomness(x[:, :1], calculate_uncertainty, p, 2, 0.5)
     assert sampled.shape == (n, p, 2) and sampled.min() >= 0 and sampled.max() <= 1
     assert not math.isnan(float(sampled.sum()))
+
+
+def test_select_class_picks_each_regions_channel():
+    logits = torch.randn(3, 5, 4, 6)
+    classes = torch.tensor([4, 0, 2], dtype=torch.int32)
+    picked = select_class(logits, classes)
+    assert picked.shape == (3, 1, 4, 6)
+    for r, k in enumerate(classes.tolist()):
+        torch.testing.assert_close(picked[r, 0], logits[r, k])
+    torch.testing.assert_close(calculate_uncertainty(logits, classes), -picked.abs())
+
+
+def test_training_sampler_modes():
+    coarse = torch.randn(3, 1, 7, 7)
+    torch.manual_seed(5)
+    uncertain = sample_training_points(coarse, calculate_uncertainty, 20, "uncertain", 2, 0.5)
+    torch.manual_seed(5)
+    reference = get_uncertain_point_coords_with_randomness(
+        coarse, calculate_uncertainty, 20, 2, 0.5
+    )
+    torch.testing.assert_close(uncertain, reference)
+
+    grid = sample_training_points(coarse, calculate_uncertainty, 20, "grid")
+    torch.testing.assert_close(grid, generate_regular_grid_point_coords(3, 4))  # isqrt(20) = 4
+
+    torch.manual_seed(5)
+    uniform = sample_training_points(coarse, calculate_uncertainty, 20, "uniform")
+    torch.manual_seed(5)
+    torch.testing.assert_close(uniform, torch.rand(3, 20, 2))
+    with pytest.raises(ValueError, match="'random'"):
+        sample_training_points(coarse, calculate_uncertainty, 20, "random")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("train_num_points", 0),
+        ("train_point_sampling", "random"),
+        ("oversample_ratio", 0.5),
+        ("importance_sample_ratio", 1.5),
+        ("subdivision_steps", -1),
+        ("subdivision_num_points", -1),
+        ("fc_dim", 0),
+        ("num_fc", -1),
+    ],
+)
+def test_settings_refuse_bad_values_naming_field_and_value(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be .* got {value!r}"):
+        PointRendSettings(**{field: value})
+
+
+def test_replace_options_sets_own_fields_then_the_pointrend_settings():
+    from pointrend.instance import PointRendMaskConfig
+    from pointrend.semantic import SemanticPointRendConfig
+
+    config = replace_options(PointRendMaskConfig(), fc_dim=64, train_num_points=50)
+    assert config.fc_dim == 64 and config.pointrend.fc_dim == 256  # the coarse head's width
+    assert config.pointrend.train_num_points == 50
+    assert config.pointrend.subdivision_num_points == INSTANCE_SETTINGS.subdivision_num_points
+    semantic = replace_options(SemanticPointRendConfig(), fc_dim=64)
+    assert semantic.pointrend.fc_dim == 64
+    assert semantic.pointrend.train_num_points == SEMANTIC_SETTINGS.train_num_points == 2048
+    assert not SEMANTIC_SETTINGS.coarse_pred_each_layer and INSTANCE_SETTINGS.coarse_pred_each_layer
+    with pytest.raises(ValueError, match="train_num_point'"):
+        replace_options(SemanticPointRendConfig(), train_num_point=5)
+    with pytest.raises(ValueError, match="oversample_ratio must be >= 1, got 0.5"):
+        replace_options(PointRendMaskConfig(), oversample_ratio=0.5)

@@ -1,12 +1,16 @@
 import pytest
 import torch
+from torch import nn
 
 from pointrend import (
+    PointHead,
     calculate_uncertainty,
     dense_point_prediction,
     subdivision_inference,
     subdivision_sizes,
 )
+from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
+from pointrend.settings import replace_options
 
 SIZE = 224.0
 
@@ -138,3 +142,45 @@ def test_inference_without_autograd_writes_in_place_with_the_same_result():
     for a, b in zip(steps, steps_grad):
         torch.testing.assert_close(a.logits, b.logits)
     torch.testing.assert_close(coarse, kept)
+
+
+def _semantic_renderer(**options):
+    """A stride-4 semantic renderer fed features directly (no backbone), 5 classes."""
+    torch.manual_seed(0)
+    head = PointHead(6, 5, fc_dim=8, coarse_pred_each_layer=False)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    config = replace_options(SemanticPointRendConfig(), **options)
+    model = SemanticSegmenter(
+        nn.Identity(),
+        nn.Identity(),
+        num_classes=5,
+        coarse_stride=4,
+        fine_index=0,
+        fine_stride=4,
+        point_head=head,
+        config=config,
+    )
+    return model.eval()
+
+
+def test_semantic_render_with_the_fused_head_equals_the_plain_head():
+    model = _semantic_renderer(subdivision_num_points=30)
+    fine, coarse = torch.randn(2, 6, 12, 10), torch.randn(2, 5, 12, 10)
+    with torch.no_grad():
+        fused = model.render(fine, coarse)
+    plain = model.render(fine, coarse)  # autograd on: the plain head
+    assert plain.requires_grad and fused.shape == (2, 5, 48, 40)
+    torch.testing.assert_close(fused, plain.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_semantic_render_with_fewer_steps_upsamples_to_the_canvas():
+    fine, coarse = torch.randn(1, 6, 12, 10), torch.randn(1, 5, 12, 10)
+    model = _semantic_renderer(subdivision_num_points=30, subdivision_steps=1)
+    with torch.no_grad():
+        out, steps = model.render(fine, coarse, return_steps=True)
+    assert out.shape == (1, 5, 48, 40) and [s.size for s in steps] == [(24, 20)]
+    up = torch.nn.functional.interpolate(
+        steps[0].logits, size=(48, 40), mode="bilinear", align_corners=False
+    )
+    torch.testing.assert_close(out, up)

@@ -13,6 +13,7 @@ from pointrend.pretrained import load_torchvision_weights, map_torchvision_state
 from pointrend.render import subdivision_inference
 from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
 from pointrend.semantic.pointrend import sample_labels_nearest
+from pointrend.settings import replace_options
 
 
 def tiny(fn=pointrend_semantic_fpn, **kw):
@@ -110,7 +111,7 @@ def test_grid_training_points_are_deterministic():
     b = model(images, labels)["loss_sem_seg_point"]
     assert a.item() == b.item()
     with pytest.raises(ValueError, match="train_point_sampling"):
-        SemanticPointRendConfig(train_point_sampling="random")
+        replace_options(SemanticPointRendConfig(), train_point_sampling="random")
 
 
 def test_torchvision_deeplabv3_weights_map_onto_the_model():
@@ -147,7 +148,7 @@ def test_baseline_and_pointrend_builders_and_their_option_errors():
     assert plain.point_head is None and ours.point_head is not None
     shared = {k: v.shape for k, v in ours.state_dict().items() if not k.startswith("point_")}
     assert {k: v.shape for k, v in plain.state_dict().items()} == shared
-    assert plain.config.train_num_points == 128  # kept, so a pair shares its options
+    assert plain.config.pointrend.train_num_points == 128  # kept, so a pair shares its options
     with pytest.raises(OptionError) as error:
         pointrend_deeplabv3("resnet18", 3, train_num_pionts=10)
     message = str(error.value)

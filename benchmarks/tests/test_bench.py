@@ -22,6 +22,7 @@ from pointrend.engine.build import build_model
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 from pointrend.models import maskrcnn, pointrend_maskrcnn
 from pointrend.points import generate_regular_grid_point_coords
+from pointrend.settings import replace_options
 
 PNGS = [
     "cost_vs_resolution.png",
@@ -220,13 +221,15 @@ def test_semantic_dense_head_equals_rendering_every_pixel():
 
 
 def test_grid_training_points_are_the_regular_grid():
-    branch = PointRendMaskBranch(8, 3, PointRendMaskConfig(train_point_sampling="grid"))
+    branch = PointRendMaskBranch(
+        8, 3, replace_options(PointRendMaskConfig(), train_point_sampling="grid")
+    )
     points = branch.training_points(torch.randn(5, 1, 7, 7))
     torch.testing.assert_close(points, generate_regular_grid_point_coords(5, 14))
 
 
 def test_uniform_training_points_ignore_the_logits():
-    config = PointRendMaskConfig(oversample_ratio=1, importance_sample_ratio=0.0)
+    config = replace_options(PointRendMaskConfig(), oversample_ratio=1, importance_sample_ratio=0.0)
     branch = PointRendMaskBranch(8, 3, config)
     logits = torch.randn(4, 1, 7, 7)
     torch.manual_seed(3)
@@ -247,7 +250,7 @@ def test_uniform_training_points_ignore_the_logits():
 )
 def test_mask_config_refuses_bad_training_options(field, value):
     with pytest.raises(ValueError, match=field):
-        PointRendMaskConfig(**{field: value})
+        replace_options(PointRendMaskConfig(), **{field: value})
 
 
 def test_builder_and_yaml_set_the_training_point_options():
@@ -260,7 +263,7 @@ def test_builder_and_yaml_set_the_training_point_options():
         mask_importance_sample_ratio=0.0,
         mask_train_num_points=64,
     )
-    config = model.roi_heads.mask_branch.config
+    config = model.roi_heads.mask_branch.config.pointrend
     assert (config.train_point_sampling, config.oversample_ratio) == ("grid", 1)
     assert (config.importance_sample_ratio, config.train_num_points) == (0.0, 64)
     with pytest.raises(ValueError, match="mask_oversample_ratio"):
@@ -273,7 +276,7 @@ def test_builder_and_yaml_set_the_training_point_options():
             "model.options.mask_importance_sample_ratio=1.0",
         ],
     )
-    config = build_model(cfg.model, 8).roi_heads.mask_branch.config
+    config = build_model(cfg.model, 8).roi_heads.mask_branch.config.pointrend
     assert config.oversample_ratio == 10 and config.importance_sample_ratio == 1.0
     assert config.train_point_sampling == "uncertain"
 

@@ -17,6 +17,8 @@ from .points import (
     image_to_feature_coords,
     point_sample,
     point_sample_fine_grained_features,
+    sample_training_points,
+    select_class,
 )
 from .render import (
     SubdivisionStep,
@@ -42,6 +44,8 @@ __all__ = [
     "image_to_feature_coords",
     "point_sample",
     "point_sample_fine_grained_features",
+    "sample_training_points",
+    "select_class",
     "subdivision_inference",
     "subdivision_sizes",
 ]

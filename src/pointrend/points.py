@@ -1,19 +1,24 @@
 """Point coordinates and point sampling: the primitives every PointRend task shares.
 
-Conventions (SPEC.md):
+Conventions (every function of the package follows them):
 
 * A point is ``(x, y)`` in ``[0, 1] x [0, 1]``, x first, relative to a region (a box or a whole
-  map). Pixel ``i`` of a map of width ``W`` has its centre at ``x = (i + 0.5) / W``: that is the
-  half-pixel offset of ``align_corners=False``.
+  map). Pixel ``(i, j)`` of an ``H x W`` map has its centre at ``((i + 0.5) / W, (j + 0.5) / H)``:
+  the half-pixel offset of ``align_corners=False``. Grid cells are numbered row-major.
 * Bilinear sampling is ``grid_sample(map, 2 * points - 1, align_corners=False)`` with zero
-  padding outside the map.
+  padding outside the map; the renderer upsamples with the same convention
+  (``interpolate(..., mode="bilinear", align_corners=False)``).
 * Feature maps are ``N x C x H x W``, point sets ``N x P x 2``, point features ``N x C x P``.
+* Random points are drawn with ``torch.rand`` on the device of the logits they are chosen from;
+  the order of the draws is part of each sampler's contract (stated in its docstring), so that a
+  seed gives the same points.
 
-Nothing here knows about classes, datasets or models.
+Nothing here knows about datasets or models.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,7 +30,10 @@ __all__ = [
     "generate_regular_grid_point_coords",
     "grid_cell_centres",
     "get_uncertain_point_coords_with_randomness",
+    "TRAINING_SAMPLING_MODES",
+    "sample_training_points",
     "get_uncertain_point_coords_on_grid",
+    "select_class",
     "calculate_uncertainty",
     "calculate_semantic_uncertainty",
     "box_to_image_coords",
@@ -135,8 +143,7 @@ def get_uncertain_point_coords_with_randomness(
         raise ValueError(
             f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
         )
-    R = coarse_logits.shape[0]
-    device = coarse_logits.device
+    R, device = coarse_logits.shape[0], coarse_logits.device
     num_sampled = int(num_points * oversample_ratio)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
@@ -150,6 +157,44 @@ def get_uncertain_point_coords_with_randomness(
             fresh = torch.rand(R, num_random, 2, device=device)
             chosen = torch.cat([chosen, fresh], dim=1)
     return chosen
+
+
+TRAINING_SAMPLING_MODES = ("uncertain", "grid", "uniform")
+
+
+def sample_training_points(
+    coarse_logits: Tensor,
+    uncertainty_func: Callable[[Tensor], Tensor],
+    num_points: int,
+    mode: str = "uncertain",
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+) -> Tensor:
+    """Training points for the point head, ``R x P x 2`` in ``[0, 1]`` of each region.
+
+    Modes (:data:`TRAINING_SAMPLING_MODES`):
+
+    * ``"uncertain"``: :func:`get_uncertain_point_coords_with_randomness` with k
+      (``oversample_ratio``) and beta (``importance_sample_ratio``), ``P = num_points``.
+    * ``"grid"``: the cell centres of a regular ``s x s`` grid, ``s = isqrt(num_points)``
+      (``P = s * s``); no randomness.
+    * ``"uniform"``: ``P = num_points`` points drawn as one ``torch.rand(R, P, 2)``.
+
+    Only ``"uncertain"`` reads ``coarse_logits`` (``R x C x h x w``) and ``uncertainty_func``
+    (point logits ``R x C x P`` -> uncertainties ``R x 1 x P``).
+    """
+    if mode not in TRAINING_SAMPLING_MODES:
+        raise ValueError(
+            f"training point sampling mode must be one of {TRAINING_SAMPLING_MODES}, got {mode!r}"
+        )
+    R, device = coarse_logits.shape[0], coarse_logits.device
+    if mode == "grid":
+        return generate_regular_grid_point_coords(R, math.isqrt(num_points), device=device)
+    if mode == "uniform":
+        return torch.rand(R, num_points, 2, device=device)
+    return get_uncertain_point_coords_with_randomness(
+        coarse_logits, uncertainty_func, num_points, oversample_ratio, importance_sample_ratio
+    )
 
 
 def get_uncertain_point_coords_on_grid(
@@ -192,6 +237,15 @@ def _capped_count(count, cap: int):
     return min(count, cap)
 
 
+def select_class(logits: Tensor, classes: Tensor) -> Tensor:
+    """Channel ``classes[r]`` of each region ``r``: ``R x K x ...`` -> ``R x 1 x ...``.
+
+    ``classes`` holds ``R`` class indices (any integer dtype).
+    """
+    index = classes.to(torch.long).view(-1, *([1] * (logits.dim() - 1)))
+    return torch.gather(logits, 1, index.expand(-1, 1, *logits.shape[2:]))
+
+
 def calculate_uncertainty(logits: Tensor, classes: Tensor | None = None) -> Tensor:
     """Uncertainty of binary (per-instance) mask logits: ``-|logit|`` of the relevant class.
 
@@ -204,17 +258,13 @@ def calculate_uncertainty(logits: Tensor, classes: Tensor | None = None) -> Tens
     Returns:
         ``R x 1 x ...``; 0 (the maximum) where the probability is 0.5.
     """
-    if classes is None:
-        if logits.shape[1] != 1:
-            raise ValueError(
-                f"logits have {logits.shape[1]} channels: pass `classes` to select one per region"
-            )
-        selected = logits
-    else:
-        index = classes.to(torch.long).view(-1, *([1] * (logits.dim() - 1)))
-        index = index.expand(-1, 1, *logits.shape[2:])
-        selected = torch.gather(logits, 1, index)
-    return -selected.abs()
+    if classes is not None:
+        return -select_class(logits, classes).abs()
+    if logits.shape[1] != 1:
+        raise ValueError(
+            f"logits have {logits.shape[1]} channels: pass `classes` to select one per region"
+        )
+    return -logits.abs()
 
 
 def calculate_semantic_uncertainty(logits: Tensor) -> Tensor:

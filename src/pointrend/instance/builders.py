@@ -14,7 +14,6 @@ drop them silently).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 
 from torch import nn
@@ -27,6 +26,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from ..backbones import FPNBackbone, fpn_backbone
 from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
+from ..settings import replace_options
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
@@ -209,7 +209,7 @@ def pointrend_maskrcnn(
         "fc_dim": mask_fc_dim,
         "conv_dim": mask_conv_dim,
     }
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace_options(config, **{k: v for k, v in overrides.items() if v is not None})
     backbone, load = _backbone(
         backbone_name,
         weights,

@@ -1,4 +1,4 @@
-"""PointRend's mask branch for box-based instance segmentation (SPEC.md, "Instance segmentation").
+"""PointRend's mask branch for box-based instance segmentation (Mask R-CNN).
 
 * :class:`CoarseMaskHead`: ``R x C x 14 x 14`` box features (a regular grid of cell centres over
   each box, sampled from P2) -> 2x2 stride-2 conv + ReLU -> ``num_fc`` fully connected layers +
@@ -22,22 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._fused_head import FusedPointHead, inference_point_head
 from ..head import PointHead
 from ..points import (
     calculate_uncertainty,
     generate_regular_grid_point_coords,
-    get_uncertain_point_coords_with_randomness,
     point_sample,
     point_sample_fine_grained_features,
+    sample_training_points,
+    select_class,
 )
 from ..render import subdivision_inference, subdivision_sizes
+from ..settings import INSTANCE_SETTINGS, PointRendSettings
 from .paste import FlatMasks, sample_masks_at_points
 
 __all__ = [
     "PointRendMaskConfig",
     "CoarseMaskHead",
     "PointRendMaskBranch",
-    "select_class",
     "infer_stride",
     "box_grid_features",
     "coarse_mask_targets",
@@ -46,23 +48,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PointRendMaskConfig:
-    """Options of PointRend's mask branch; the defaults are SPEC.md's (COCO, R50-FPN).
+    """Options of PointRend's mask branch; the defaults are the paper's (COCO, R50-FPN).
 
     Attributes:
         feature_key: the FPN level of the fine-grained features (``"0"`` = P2, stride 4).
         coarse_grid: points per side sampled over each box for the coarse head (14).
         conv_dim: channels of the coarse head's 2x2 stride-2 conv (256).
         fc_dim, num_fc: the coarse head's fully connected layers (2 x 1024).
-        point_fc_dim, point_num_fc: the point head's hidden layers (3 x 256).
-        train_num_points: points per box in training (14 x 14 = 196).
-        oversample_ratio, importance_sample_ratio: the training sampler's k (3) and beta (0.75).
-        train_point_sampling: ``"uncertain"`` (the biased random sampler of SPEC.md, with k and
-            beta) or ``"grid"`` (the paper's ablation: the cell centres of a regular
-            ``s x s`` grid over each box, ``s = isqrt(train_num_points)``; no randomness).
-        output_size: side of the rendered mask at inference (224 = 7 * 2**5).
-        subdivision_steps: at most this many 2x steps (``None``: as many as ``output_size``
-            needs).
-        subdivision_num_points: points predicted per step (28 x 28 = 784).
+        output_size: side of the rendered mask at inference (224 = 7 * 2**5); the subdivision
+            stops there (or after ``pointrend.subdivision_steps`` steps).
+        pointrend: the point head, training points and subdivision
+            (:data:`~pointrend.settings.INSTANCE_SETTINGS`: 196 training points per box, k = 3,
+            beta = 0.75, 784 points per step, a 3 x 256 point head with the coarse logits at
+            every layer).
     """
 
     feature_key: str = "0"
@@ -70,15 +68,8 @@ class PointRendMaskConfig:
     conv_dim: int = 256
     fc_dim: int = 1024
     num_fc: int = 2
-    point_fc_dim: int = 256
-    point_num_fc: int = 3
-    train_num_points: int = 196
-    oversample_ratio: float = 3.0
-    importance_sample_ratio: float = 0.75
-    train_point_sampling: str = "uncertain"
     output_size: int = 224
-    subdivision_steps: int | None = None
-    subdivision_num_points: int = 784
+    pointrend: PointRendSettings = INSTANCE_SETTINGS
 
     def __post_init__(self):
         if self.coarse_grid < 2 or self.coarse_grid % 2:
@@ -87,19 +78,6 @@ class PointRendMaskConfig:
             raise ValueError(
                 f"output_size {self.output_size} is smaller than the coarse mask "
                 f"({self.coarse_grid // 2})"
-            )
-        if self.train_num_points < 1 or self.subdivision_num_points < 1:
-            raise ValueError("train_num_points and subdivision_num_points must be >= 1")
-        if self.train_point_sampling not in ("uncertain", "grid"):
-            raise ValueError(
-                "train_point_sampling must be 'uncertain' or 'grid', got "
-                f"{self.train_point_sampling!r}"
-            )
-        if self.oversample_ratio < 1:
-            raise ValueError(f"oversample_ratio must be >= 1, got {self.oversample_ratio}")
-        if not 0 <= self.importance_sample_ratio <= 1:
-            raise ValueError(
-                f"importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}"
             )
 
 
@@ -144,12 +122,6 @@ class CoarseMaskHead(nn.Module):
             x = torch.relu(fc(x))
         s = self.output_size
         return self.predictor(x).view(-1, self.num_classes, s, s)
-
-
-def select_class(logits: Tensor, classes: Tensor) -> Tensor:
-    """``R x K x ...`` -> ``R x 1 x ...``: channel ``classes[r]`` of region ``r``."""
-    index = classes.to(torch.long).view(-1, *([1] * (logits.dim() - 1)))
-    return torch.gather(logits, 1, index.expand(-1, 1, *logits.shape[2:]))
 
 
 def infer_stride(feature_size: Sequence[int], image_sizes: Sequence[Sequence[int]]) -> float:
@@ -233,9 +205,9 @@ class PointRendMaskBranch(nn.Module):
         self.point_head = PointHead(
             in_channels,
             num_classes,
-            fc_dim=config.point_fc_dim,
-            num_fc=config.point_num_fc,
-            coarse_pred_each_layer=True,
+            fc_dim=config.pointrend.fc_dim,
+            num_fc=config.pointrend.num_fc,
+            coarse_pred_each_layer=config.pointrend.coarse_pred_each_layer,
         )
 
     def coarse_logits(self, features: Tensor, stride: float, boxes: Sequence[Tensor]) -> Tensor:
@@ -296,16 +268,14 @@ class PointRendMaskBranch(nn.Module):
 
     def training_points(self, coarse_gt: Tensor) -> Tensor:
         """Box-relative training points ``R x P x 2`` from the coarse logits of the GT class."""
-        cfg = self.config
-        if cfg.train_point_sampling == "grid":
-            side = math.isqrt(cfg.train_num_points)
-            return generate_regular_grid_point_coords(coarse_gt.shape[0], side, coarse_gt.device)
-        return get_uncertain_point_coords_with_randomness(
+        settings = self.config.pointrend
+        return sample_training_points(
             coarse_gt,
             calculate_uncertainty,
-            cfg.train_num_points,
-            cfg.oversample_ratio,
-            cfg.importance_sample_ratio,
+            settings.train_num_points,
+            settings.train_point_sampling,
+            settings.oversample_ratio,
+            settings.importance_sample_ratio,
         )
 
     def render(
@@ -322,45 +292,52 @@ class PointRendMaskBranch(nn.Module):
         ``classes`` channel is carried through the steps (uncertainty of the predicted class).
         With ``return_steps`` also the coarse logits ``R x 1 x 7 x 7`` and the
         :class:`~pointrend.render.SubdivisionStep` list (for figures).
+
+        Without autograd the points are predicted with a
+        :class:`~pointrend._fused_head.FusedPointHead` (the predicted class's row only); with
+        autograd or under tracing with the point head itself, then the class selected.
         """
-        cfg = self.config
+        cfg, settings = self.config, self.config.pointrend
         # Channels-last: point sampling reads all channels of a pixel together (faster).
         features = features.contiguous(memory_format=torch.channels_last)
         coarse = self.coarse_logits(features, stride, boxes)
-        R = coarse.shape[0]
-        if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
+        if coarse.shape[0] == 0 and not torch.jit.is_tracing():  # traced: no branch on boxes
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
 
-        # With more points to predict than the map has pixels, the point head's first layer is
-        # applied to the whole map once and sampled (exact: sampling is linear).
-        sizes = subdivision_sizes(
-            (coarse.shape[-2], coarse.shape[-1]),
-            cfg.subdivision_steps,
-            (cfg.output_size, cfg.output_size),
-        )
-        points_per_box = min(cfg.subdivision_num_points, cfg.output_size**2) * len(sizes)
-        pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
-        projected = not torch.jit.is_tracing() and R * points_per_box > pixels
-        if projected:  # channels-last as well
-            features = self.point_head.project_fine_features(features)
+        head = inference_point_head(self.point_head)
+        if isinstance(head, FusedPointHead):
+            projected = self._project_first_layer(head, features, coarse)
+            if projected:
+                features = head.project_fine_features(features)
 
-        workspace: dict = {}  # the point head's buffers, reused by every step
+            def predict(points: Tensor) -> Tensor:
+                fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
+                return head(fine, point_sample(coarse, points), classes, fine_projected=projected)
+        else:
 
-        def predict(points: Tensor) -> Tensor:
-            fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
-            coarse_at_points = point_sample(coarse, points)
-            return self.point_head(
-                fine, coarse_at_points, classes, fine_projected=projected, workspace=workspace
-            )
+            def predict(points: Tensor) -> Tensor:
+                logits, _ = self.point_logits(features, stride, boxes, coarse, points)
+                return select_class(logits, classes)
 
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
             coarse_class,
             predict,
             calculate_uncertainty,
-            steps=cfg.subdivision_steps,
-            num_points=cfg.subdivision_num_points,
+            steps=settings.subdivision_steps,
+            num_points=settings.subdivision_num_points,
             output_size=(cfg.output_size, cfg.output_size),
             return_steps=return_steps,
         )
         return (out[0], coarse_class, out[1]) if return_steps else out
+
+    def _project_first_layer(self, head: FusedPointHead, features: Tensor, coarse: Tensor) -> bool:
+        """Whether applying the point head's first layer to the whole fine map (``N x C x H x W``)
+        once is cheaper than applying it at every point: more points to predict than pixels."""
+        cfg = self.config
+        sizes = subdivision_sizes(
+            coarse.shape[-2:], cfg.pointrend.subdivision_steps, (cfg.output_size, cfg.output_size)
+        )
+        points_per_box = min(cfg.pointrend.subdivision_num_points, cfg.output_size**2) * len(sizes)
+        pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
+        return head.num_hidden > 0 and coarse.shape[0] * points_per_box > pixels

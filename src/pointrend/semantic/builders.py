@@ -9,7 +9,8 @@
 The backbone comes from :mod:`pointrend.backbones` with batch norm and every stage trainable by
 default (as torchvision's segmentation models); ``norm="frozen"`` and
 ``trainable_backbone_layers`` change that. PointRend's options are the fields of
-:class:`SemanticPointRendConfig`, given whole (``config``) or one by one (``train_num_points=1024``);
+:class:`SemanticPointRendConfig` (its ``pointrend`` settings), given whole (``config``) or field
+by field (``train_num_points=1024``);
 the baselines accept them too (unused), so a pair of configs can differ only in the builder.
 Options a builder does not take raise :class:`~pointrend.options.OptionError`.
 """
@@ -24,6 +25,7 @@ from ..backbones import resnet_backbone, resnet_fpn_backbone
 from ..head import PointHead
 from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
+from ..settings import PointRendSettings, replace_options
 from .fpn_head import SemanticFPNHead
 from .pointrend import SemanticPointRendConfig, SemanticSegmenter
 
@@ -36,17 +38,19 @@ __all__ = [
     "semantic_fpn",
 ]
 
-POINTREND_OPTIONS = tuple(f.name for f in dataclasses.fields(SemanticPointRendConfig))
+# The flat option names: the fields of the embedded PointRend settings.
+POINTREND_OPTIONS = tuple(f.name for f in dataclasses.fields(PointRendSettings))
 DEEPLABV3_WEIGHTS = ("resnet50", "resnet101")  # torchvision's COCO DeepLabV3 backbones
 
 
 def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendConfig) -> PointHead:
+    settings = config.pointrend
     return PointHead(
         fine_channels,
         num_classes,
-        fc_dim=config.fc_dim,
-        num_fc=config.num_fc,
-        coarse_pred_each_layer=config.coarse_pred_each_layer,
+        fc_dim=settings.fc_dim,
+        num_fc=settings.num_fc,
+        coarse_pred_each_layer=settings.coarse_pred_each_layer,
     )
 
 
@@ -54,7 +58,7 @@ def _semantic_config(builder, config, config_overrides: dict) -> SemanticPointRe
     """Check a builder's options, then apply them to ``config``."""
     known = {*keyword_options(builder), *POINTREND_OPTIONS}
     check_options(builder.__name__, config_overrides, known)
-    return dataclasses.replace(config or SemanticPointRendConfig(), **config_overrides)
+    return replace_options(config or SemanticPointRendConfig(), **config_overrides)
 
 
 def _semantic_fpn_model(

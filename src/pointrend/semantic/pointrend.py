@@ -17,14 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._fused_head import inference_point_head
 from ..head import PointHead
 from ..image_checks import check_image_tensor
 from ..points import (
     calculate_semantic_uncertainty,
-    get_uncertain_point_coords_with_randomness,
     point_sample,
+    sample_training_points,
 )
 from ..render import subdivision_inference
+from ..settings import SEMANTIC_SETTINGS, PointRendSettings
 
 __all__ = ["SemanticPointRendConfig", "SemanticSegmenter", "check_labels", "sample_labels_nearest"]
 
@@ -34,35 +36,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class SemanticPointRendConfig:
-    """PointRend's semantic options (defaults: the paper's semantic settings).
-
-    ``train_num_points``: points per image in training (2048); ``oversample_ratio`` k (3) and
-    ``importance_sample_ratio`` beta (0.75); ``train_point_sampling``: ``"uncertain"`` (draw
-    ``k * N`` uniform points, keep the ``beta * N`` most uncertain by the multi-class
-    uncertainty ``logit_2nd - logit_1st`` of the interpolated coarse logits, add
-    ``N - beta * N`` uniform ones) or ``"grid"`` (a regular grid, the paper's ablation; no
-    randomness);
-    ``subdivision_num_points``: points per step at inference (8192); ``fc_dim`` / ``num_fc`` /
-    ``coarse_pred_each_layer``: the point head (3 x 256; the coarse logits only at its input,
-    the paper's semantic head).
+    """PointRend's semantic options: ``pointrend``, the :class:`~pointrend.settings.PointRendSettings`
+    with the semantic defaults (:data:`~pointrend.settings.SEMANTIC_SETTINGS`: 2048 training
+    points per image, k = 3, beta = 0.75, 8192 points per subdivision step, a 3 x 256 point head
+    with the coarse logits only at its input). ``pointrend.subdivision_steps = None`` refines up
+    to the full resolution (``log2(coarse stride)`` steps); fewer steps are followed by a
+    bilinear upsampling to it.
     """
 
-    train_num_points: int = 2048
-    oversample_ratio: float = 3.0
-    importance_sample_ratio: float = 0.75
-    train_point_sampling: str = "uncertain"
-    subdivision_num_points: int = 8192
-    fc_dim: int = 256
-    num_fc: int = 3
-    coarse_pred_each_layer: bool = False
-
-    def __post_init__(self):
-        if self.train_point_sampling not in ("uncertain", "grid"):
-            raise ValueError(
-                f"train_point_sampling must be 'uncertain' or 'grid', got {self.train_point_sampling!r}"
-            )
-        if self.train_num_points < 1 or self.subdivision_num_points < 0:
-            raise ValueError("train_num_points must be >= 1 and subdivision_num_points >= 0")
+    pointrend: PointRendSettings = SEMANTIC_SETTINGS
 
 
 def check_labels(labels: Tensor, num_classes: int, ignore_index: int) -> None:
@@ -114,7 +96,8 @@ class SemanticSegmenter(nn.Module):
             stride (res2 / P2: 4).
         point_head: a :class:`~pointrend.head.PointHead` (``None``: the plain baseline, whose
             output is the coarse logits bilinearly upsampled).
-        config: :class:`SemanticPointRendConfig`.
+        config: :class:`SemanticPointRendConfig` (its ``pointrend`` settings: training points,
+            points per subdivision step).
         ignore_index: label left out of the losses (255).
         coarse_inputs: which feature maps the coarse head takes (an index, a tuple of indices,
             or ``None`` for all).
@@ -167,8 +150,14 @@ class SemanticSegmenter(nn.Module):
             inputs = [features[i] for i in self.coarse_inputs]
         return features, self.coarse_head(inputs)
 
-    def _point_logits(self, fine: Tensor, coarse: Tensor, points: Tensor) -> Tensor:
-        """Point head logits ``N x K x P`` at canvas points ``N x P x 2`` (coarse-map relative)."""
+    def _point_logits(
+        self, fine: Tensor, coarse: Tensor, points: Tensor, head: nn.Module | None = None
+    ) -> Tensor:
+        """Point head logits ``N x K x P`` at canvas points ``N x P x 2`` (coarse-map relative).
+
+        ``head`` predicts them (by default :func:`~pointrend._fused_head.inference_point_head`
+        of the model's point head: its fused copy when autograd is off).
+        """
         s, (h, w) = self.coarse_stride, coarse.shape[-2:]
         fh, fw = fine.shape[-2:]
         # Written with tensor arithmetic so that traced sizes (export) stay symbolic.
@@ -176,7 +165,9 @@ class SemanticSegmenter(nn.Module):
         scale = torch.stack(
             [one * (s * w) / (self.fine_stride * fw), one * (s * h) / (self.fine_stride * fh)]
         )
-        return self.point_head(point_sample(fine, points * scale), point_sample(coarse, points))
+        if head is None:
+            head = inference_point_head(self.point_head)
+        return head(point_sample(fine, points * scale), point_sample(coarse, points))
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
         H, W = images.shape[-2:]
@@ -209,34 +200,45 @@ class SemanticSegmenter(nn.Module):
         return {"out": out[..., :H, :W]}
 
     def _point_loss(self, fine: Tensor, coarse: Tensor, targets: Tensor) -> Tensor:
-        cfg = self.config
-        N, s, (h, w) = coarse.shape[0], self.coarse_stride, coarse.shape[-2:]
-        if cfg.train_point_sampling == "grid":
-            side = max(1, int(math.sqrt(cfg.train_num_points)))
-            from ..points import generate_regular_grid_point_coords
-
-            points = generate_regular_grid_point_coords(N, side, device=coarse.device)
-        else:
-            points = get_uncertain_point_coords_with_randomness(
-                coarse,
-                calculate_semantic_uncertainty,
-                cfg.train_num_points,
-                cfg.oversample_ratio,
-                cfg.importance_sample_ratio,
-            )
+        settings = self.config.pointrend
+        s, (h, w) = self.coarse_stride, coarse.shape[-2:]
+        points = sample_training_points(
+            coarse,
+            calculate_semantic_uncertainty,
+            settings.train_num_points,
+            settings.train_point_sampling,
+            settings.oversample_ratio,
+            settings.importance_sample_ratio,
+        )
         logits = self._point_logits(fine, coarse, points)
         image_points = points * points.new_tensor([s * w, s * h])
         labels = sample_labels_nearest(targets, image_points, self.ignore_index)
         return _masked_cross_entropy(logits, labels, self.ignore_index)
 
     def render(self, fine: Tensor, coarse: Tensor, return_steps: bool = False):
-        """Subdivide the coarse logits to the canvas resolution (``log2(stride)`` steps)."""
-        steps = int(math.log2(self.coarse_stride))
-        return subdivision_inference(
+        """Subdivide the coarse logits ``N x K x h x w`` to the canvas resolution ``s*h x s*w``.
+
+        ``log2(s)`` steps of ``pointrend.subdivision_num_points`` points (``s`` the coarse
+        stride); with ``pointrend.subdivision_steps`` fewer, the result is then upsampled
+        bilinearly to the canvas. One point head (fused without autograd) serves every step.
+        """
+        settings = self.config.pointrend
+        full = int(math.log2(self.coarse_stride))
+        steps = (
+            full if settings.subdivision_steps is None else min(settings.subdivision_steps, full)
+        )
+        head = inference_point_head(self.point_head)
+        out = subdivision_inference(
             coarse,
-            lambda points: self._point_logits(fine, coarse, points),
+            lambda points: self._point_logits(fine, coarse, points, head),
             calculate_semantic_uncertainty,
             steps=steps,
-            num_points=self.config.subdivision_num_points,
+            num_points=settings.subdivision_num_points,
             return_steps=return_steps,
         )
+        if steps == full:
+            return out
+        logits = out[0] if return_steps else out
+        size = (self.coarse_stride * coarse.shape[-2], self.coarse_stride * coarse.shape[-1])
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return (logits, out[1]) if return_steps else logits
