@@ -54,29 +54,35 @@ def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendC
     )
 
 
-def _semantic_config(builder, config, config_overrides: dict) -> SemanticPointRendConfig:
-    """Check a builder's options, then apply them to ``config``."""
-    known = {*keyword_options(builder), *POINTREND_OPTIONS}
-    check_options(builder.__name__, config_overrides, known)
+def _semantic_config(
+    builder: str, model_function, config, config_overrides: dict
+) -> SemanticPointRendConfig:
+    """Check a builder's options (``model_function``'s keywords and PointRend's settings), then
+    apply them to ``config``."""
+    known = {*keyword_options(model_function), *POINTREND_OPTIONS} - {"pointrend", "builder"}
+    check_options(builder, config_overrides, known)
     return replace_options(config or SemanticPointRendConfig(), **config_overrides)
 
 
 def _semantic_fpn_model(
     backbone: str,
     num_classes: int,
-    config: SemanticPointRendConfig,
-    pointrend: bool,
     *,
-    levels: str,
-    weights,
-    weights_backbone,
-    norm: str | None,
-    trainable_backbone_layers: int | None,
-    conv_dims: int,
-    fpn_channels: int,
-    backbone_returned_layers: list[int] | None,
+    pointrend: bool,
+    builder: str,
+    levels: str = "P2-P5",
+    weights=None,
+    weights_backbone=None,
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
+    conv_dims: int = 128,
+    fpn_channels: int = 256,
+    backbone_returned_layers: list[int] | None = None,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
 ) -> SemanticSegmenter:
-    """Semantic FPN, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
+    """Semantic FPN, with PointRend's point head when ``pointrend`` (options: :func:`semantic_fpn`)."""
+    config = _semantic_config(builder, _semantic_fpn_model, config, config_overrides)
     if weights is not None:
         raise ValueError(
             f"weights={weights!r}: Semantic FPN has no torchvision weights (use weights_backbone)"
@@ -117,21 +123,7 @@ def _semantic_fpn_model(
     return model
 
 
-def semantic_fpn(
-    backbone: str = "resnet50",
-    num_classes: int = 19,
-    *,
-    levels: str = "P2-P5",
-    weights=None,
-    weights_backbone=None,
-    norm: str | None = "batch",
-    trainable_backbone_layers: int | None = 5,
-    conv_dims: int = 128,
-    fpn_channels: int = 256,
-    backbone_returned_layers: list[int] | None = None,
-    config: SemanticPointRendConfig | None = None,
-    **config_overrides,
-) -> SemanticSegmenter:
+def semantic_fpn(backbone: str = "resnet50", num_classes: int = 19, **options) -> SemanticSegmenter:
     """The baseline Semantic FPN: its coarse logits bilinearly upsampled.
 
     Args:
@@ -148,73 +140,40 @@ def semantic_fpn(
             its fields), accepted and kept in ``model.config`` so that a baseline and its
             PointRend model can share one set of options; the baseline does not use them.
     """
-    config = _semantic_config(semantic_fpn, config, config_overrides)
     return _semantic_fpn_model(
-        backbone,
-        num_classes,
-        config,
-        False,
-        levels=levels,
-        weights=weights,
-        weights_backbone=weights_backbone,
-        norm=norm,
-        trainable_backbone_layers=trainable_backbone_layers,
-        conv_dims=conv_dims,
-        fpn_channels=fpn_channels,
-        backbone_returned_layers=backbone_returned_layers,
+        backbone, num_classes, pointrend=False, builder="semantic_fpn", **options
     )
 
 
 def pointrend_semantic_fpn(
-    backbone: str = "resnet50",
-    num_classes: int = 19,
-    *,
-    levels: str = "P2-P5",
-    weights=None,
-    weights_backbone=None,
-    norm: str | None = "batch",
-    trainable_backbone_layers: int | None = 5,
-    conv_dims: int = 128,
-    fpn_channels: int = 256,
-    backbone_returned_layers: list[int] | None = None,
-    config: SemanticPointRendConfig | None = None,
-    **config_overrides,
+    backbone: str = "resnet50", num_classes: int = 19, **options
 ) -> SemanticSegmenter:
     """Semantic FPN with PointRend (fine-grained features: P2, ``fpn_channels``, stride 4).
 
     Arguments of :func:`semantic_fpn`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
     fields ``config_overrides`` set (e.g. ``train_num_points=1024``).
     """
-    config = _semantic_config(pointrend_semantic_fpn, config, config_overrides)
     return _semantic_fpn_model(
-        backbone,
-        num_classes,
-        config,
-        True,
-        levels=levels,
-        weights=weights,
-        weights_backbone=weights_backbone,
-        norm=norm,
-        trainable_backbone_layers=trainable_backbone_layers,
-        conv_dims=conv_dims,
-        fpn_channels=fpn_channels,
-        backbone_returned_layers=backbone_returned_layers,
+        backbone, num_classes, pointrend=True, builder="pointrend_semantic_fpn", **options
     )
 
 
 def _deeplabv3_model(
     backbone: str,
     num_classes: int,
-    config: SemanticPointRendConfig,
-    pointrend: bool,
     *,
-    output_stride: int,
-    weights,
-    weights_backbone,
-    norm: str | None,
-    trainable_backbone_layers: int | None,
+    pointrend: bool,
+    builder: str,
+    output_stride: int = 16,
+    weights=None,
+    weights_backbone=None,
+    norm: str | None = "batch",
+    trainable_backbone_layers: int | None = 5,
+    config: SemanticPointRendConfig | None = None,
+    **config_overrides,
 ) -> SemanticSegmenter:
-    """DeepLabV3, with PointRend's point head when ``pointrend`` (arguments: the builders')."""
+    """DeepLabV3, with PointRend's point head when ``pointrend`` (options: :func:`deeplabv3`)."""
+    config = _semantic_config(builder, _deeplabv3_model, config, config_overrides)
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
     if weights is not None and backbone not in DEEPLABV3_WEIGHTS:
@@ -253,18 +212,7 @@ def _deeplabv3_model(
     return model
 
 
-def deeplabv3(
-    backbone: str = "resnet50",
-    num_classes: int = 19,
-    *,
-    output_stride: int = 16,
-    weights=None,
-    weights_backbone=None,
-    norm: str | None = "batch",
-    trainable_backbone_layers: int | None = 5,
-    config: SemanticPointRendConfig | None = None,
-    **config_overrides,
-) -> SemanticSegmenter:
+def deeplabv3(backbone: str = "resnet50", num_classes: int = 19, **options) -> SemanticSegmenter:
     """The baseline DeepLabV3 (torchvision's head): its coarse logits bilinearly upsampled.
 
     Args:
@@ -277,48 +225,19 @@ def deeplabv3(
         norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
         config, **config_overrides: as :func:`semantic_fpn` (kept, not used by the baseline).
     """
-    config = _semantic_config(deeplabv3, config, config_overrides)
-    return _deeplabv3_model(
-        backbone,
-        num_classes,
-        config,
-        False,
-        output_stride=output_stride,
-        weights=weights,
-        weights_backbone=weights_backbone,
-        norm=norm,
-        trainable_backbone_layers=trainable_backbone_layers,
-    )
+    return _deeplabv3_model(backbone, num_classes, pointrend=False, builder="deeplabv3", **options)
 
 
 def pointrend_deeplabv3(
-    backbone: str = "resnet50",
-    num_classes: int = 19,
-    *,
-    output_stride: int = 16,
-    weights=None,
-    weights_backbone=None,
-    norm: str | None = "batch",
-    trainable_backbone_layers: int | None = 5,
-    config: SemanticPointRendConfig | None = None,
-    **config_overrides,
+    backbone: str = "resnet50", num_classes: int = 19, **options
 ) -> SemanticSegmenter:
     """DeepLabV3 with PointRend (fine-grained features: res2, stride 4).
 
     Arguments of :func:`deeplabv3`, plus ``config`` (:class:`SemanticPointRendConfig`) whose
     fields ``config_overrides`` set (e.g. ``subdivision_num_points=4096``).
     """
-    config = _semantic_config(pointrend_deeplabv3, config, config_overrides)
     return _deeplabv3_model(
-        backbone,
-        num_classes,
-        config,
-        True,
-        output_stride=output_stride,
-        weights=weights,
-        weights_backbone=weights_backbone,
-        norm=norm,
-        trainable_backbone_layers=trainable_backbone_layers,
+        backbone, num_classes, pointrend=True, builder="pointrend_deeplabv3", **options
     )
 
 
