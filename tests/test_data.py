@@ -270,6 +270,19 @@ def test_coco_reader_lists_every_file_problem_before_the_first_sample(tmp_path):
     )
 
 
+def test_coco_reader_says_when_file_names_repeat_the_images_folder(tmp_path):
+    path = _coco_file(
+        tmp_path,
+        [_ann(1)],
+        images=[{"id": 1, "file_name": "img/a.png", "width": 30, "height": 20}],
+    )
+    with pytest.raises(
+        DataError, match=r"the file names already start with 'img', so set images to "
+    ):
+        CocoInstanceDataset(tmp_path / "img", path)
+    assert len(CocoInstanceDataset(tmp_path, path)) == 1  # the folder the names are relative to
+
+
 def test_coco_labels_are_checked_against_the_model_classes_at_start(tmp_path):
     from pointrend.engine.build import check_labels_fit
 

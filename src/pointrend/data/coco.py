@@ -226,7 +226,7 @@ class CocoInstanceDataset(Dataset):
             try:
                 size = image_size(path)
             except ImageError as err:
-                problems.append(f"image {image_id}: {err}")
+                problems.append(f"image {image_id}: {err}{self._doubled_folder_hint(path)}")
                 continue
             if size != (info.get("height"), info.get("width")):
                 problems.append(
@@ -234,6 +234,17 @@ class CocoInstanceDataset(Dataset):
                     f"annotation file says {info.get('width')} x {info.get('height')}"
                 )
         return problems
+
+    def _doubled_folder_hint(self, missing: Path) -> str:
+        """A hint when a missing image exists one folder up: ``file_name`` already starts with
+        the folder ``images`` names (``images/1.png`` joined with ``.../images``)."""
+        relative = missing.relative_to(self.image_dir)
+        if not missing.exists() and (self.image_dir.parent / relative).is_file():
+            return (
+                f" (but {self.image_dir.parent / relative} exists: the file names already start "
+                f"with {relative.parts[0]!r}, so set images to {self.image_dir.parent})"
+            )
+        return ""
 
     def check_num_classes(self, num_classes: int) -> None:
         """Raise a :class:`DataError` if an annotation's label falls outside a model of
