@@ -11,6 +11,7 @@ exactly ``H x W``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,19 @@ def sample_labels_nearest(labels: Tensor, image_points: Tensor, ignore_index: in
     return torch.where(inside, picked, torch.full_like(picked, ignore_index))
 
 
+def _channel_statistics(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """``image_mean`` / ``image_std`` as two float32 tensors of 3 values; std must be positive."""
+    values = []
+    for name, given in (("image_mean", mean), ("image_std", std)):
+        tensor = torch.as_tensor(given, dtype=torch.float32).flatten()
+        if tensor.numel() != 3:
+            raise ValueError(f"{name} needs 3 values (R, G, B), got {list(given)}")
+        values.append(tensor)
+    if bool((values[1] <= 0).any()):
+        raise ValueError(f"image_std must be positive, got {list(std)}")
+    return values[0], values[1]
+
+
 def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     """Mean cross-entropy over non-ignored entries; 0 (finite, with gradient) when all are."""
     total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
@@ -101,9 +115,15 @@ class SemanticSegmenter(nn.Module):
         ignore_index: label left out of the losses (255).
         coarse_inputs: which feature maps the coarse head takes (an index, a tuple of indices,
             or ``None`` for all).
+        image_mean, image_std: per-channel RGB statistics in ``[0, 1]`` units; the backbone
+            sees ``(images - image_mean) / image_std`` (ImageNet's by default).
+        size_divisibility: the normalised images are zero-padded at the bottom and right to a
+            multiple of it (1: no padding) before the backbone, and the output is cropped back
+            to ``H x W``. Padding changes the features near the border and, through the
+            receptive field, far from it: a model trained on padded inputs (detectron2's
+            Semantic FPN pads to 32) computes its outputs only with the same padding.
 
-    Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``
-    (normalised inside with ImageNet statistics). Training: ``model(images, targets N x H x W
+    Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``. Training: ``model(images, targets N x H x W
     int64) -> {"loss_sem_seg", "loss_sem_seg_point"}`` (the baseline only the first). Eval:
     ``model(images) -> {"out": N x K x H x W}`` logits.
     """
@@ -121,6 +141,9 @@ class SemanticSegmenter(nn.Module):
         config: SemanticPointRendConfig | None = None,
         ignore_index: int = 255,
         coarse_inputs: int | tuple[int, ...] | None = None,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        size_divisibility: int = 1,
     ):
         super().__init__()
         if coarse_stride < 1 or coarse_stride & (coarse_stride - 1):
@@ -134,12 +157,22 @@ class SemanticSegmenter(nn.Module):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.config = config or SemanticPointRendConfig()
         self.coarse_inputs = coarse_inputs
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = _channel_statistics(image_mean, image_std)
+        if int(size_divisibility) != size_divisibility or size_divisibility < 1:
+            raise ValueError(
+                f"size_divisibility must be a positive integer, got {size_divisibility}"
+            )
+        self.size_divisibility = int(size_divisibility)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
-        features = self.backbone((images - self.mean) / self.std)
+        x = (images - self.mean) / self.std
+        d = self.size_divisibility
+        if d > 1:
+            x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
+        features = self.backbone(x)
         if isinstance(features, dict):
             features = list(features.values())
         if self.coarse_inputs is None:
