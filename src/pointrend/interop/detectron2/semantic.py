@@ -35,11 +35,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...data.semantic import CITYSCAPES_CLASSES
 from ...semantic import SemanticSegmenter
 from .config import D2Config, D2ImportError
 
 __all__ = [
     "semantic_builder_from_detectron2",
+    "semantic_class_names",
     "semantic_model_from_detectron2",
     "semantic_state_dict_from_detectron2",
 ]
@@ -170,6 +172,18 @@ def semantic_builder_from_detectron2(cfg: D2Config) -> dict[str, Any]:
         "num_classes": num_classes,
         "options": options,
     }
+
+
+def semantic_class_names(cfg: D2Config) -> list[str]:
+    """Names of the ``SEM_SEG_HEAD.NUM_CLASSES`` labels: Cityscapes' 19 train ids in order
+    (road, sidewalk, ...) when the config's datasets (``DATASETS.TRAIN`` / ``DATASETS.TEST``)
+    are Cityscapes ones, else ``class_0``, ``class_1``, ..."""
+    num_classes = int(cfg.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES"))
+    datasets = [*cfg.get("DATASETS.TRAIN", ()), *cfg.get("DATASETS.TEST", ())]
+    cityscapes = bool(datasets) and all(str(d).startswith("cityscapes") for d in datasets)
+    if cityscapes and num_classes == len(CITYSCAPES_CLASSES):
+        return list(CITYSCAPES_CLASSES)
+    return [f"class_{k}" for k in range(num_classes)]
 
 
 def _point_head_options(cfg: D2Config, num_classes: int, common_stride: int) -> dict[str, Any]:
