@@ -217,3 +217,26 @@ def test_normalisation_options_are_checked():
         semantic_fpn("resnet18", 3, image_mean=[0.5])
     with pytest.raises(ValueError, match="size_divisibility must be a positive integer"):
         semantic_fpn("resnet18", 3, size_divisibility=0)
+
+
+def test_padded_model_exports_to_onnx_with_dynamic_sizes(tmp_path):
+    from pointrend.export import OnnxPredictor, export_onnx
+
+    torch.manual_seed(0)
+    model = pointrend_semantic_fpn(
+        "resnet18",
+        3,
+        backbone_returned_layers=[1, 2, 3],
+        subdivision_num_points=512,
+        size_divisibility=32,
+        stride_in_1x1=True,
+        norm="frozen",
+    ).eval()
+    torch.nn.init.normal_(model.point_head.predictor.weight, std=0.01)
+    predictor = OnnxPredictor(export_onnx(model, tmp_path / "padded.onnx"))
+    for shape in [(1, 3, 97, 131), (2, 3, 50, 70)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            reference = model(x)["out"].numpy()
+        assert predictor(x).shape == reference.shape
+        np.testing.assert_allclose(predictor(x), reference, atol=1e-4, rtol=0)

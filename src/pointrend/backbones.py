@@ -194,10 +194,12 @@ def move_stride_to_1x1_(resnet: nn.Module) -> None:
     detectron2's ``STRIDE_IN_1X1``) stride the first 1x1 conv instead. Same parameters and
     output sizes, different function: weights trained one way need the same placement.
     ``BasicBlock`` ResNets (18 / 34, whose ``conv1`` is the 3x3) and dilated stages are left as
-    they are.
+    they are; so are stages a :class:`StageOutputs` did not keep.
     """
-    for layer in (resnet.layer2, resnet.layer3, resnet.layer4):
-        block = layer[0]
+    for name in RESNET_STAGES[1:]:
+        if not hasattr(resnet, name):  # stages after the last returned one are not built
+            continue
+        block = getattr(resnet, name)[0]
         conv3x3 = getattr(block, "conv2", None)
         if getattr(block, "conv3", None) is None or conv3x3.stride != (2, 2):
             continue
