@@ -3,6 +3,7 @@ detectron2's own on the fixture (weights regenerated from their rule), the zoo m
 the options that make the difference, and the errors."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,37 @@ def test_padded_model_exports_to_onnx_with_dynamic_sizes(tmp_path):
             reference = model(x)["out"].numpy()
         assert predictor(x).shape == reference.shape
         np.testing.assert_allclose(predictor(x), reference, atol=1e-4, rtol=0)
+
+
+def test_coarse_head_on_p3_to_p5_maps_by_the_config():
+    # COMMON_STRIDE 8: p3 one stage, p4 one stage + upsample, p5 two stages + upsamples
+    kept = {"p3.0", "p4.0", "p5.0", "p5.2"}
+    keys = []
+    for key, shape in spec()["weights"]["keys_and_shapes"]:
+        match = re.match(r"sem_seg_head\.coarse_sem_seg_head\.(p\d\.\d)\.", key)
+        if match is None or match[1] in kept:
+            keys.append([key, shape])
+    cfg = d2_config(
+        **{
+            "MODEL.SEM_SEG_HEAD.IN_FEATURES": ["p3", "p4", "p5"],
+            "MODEL.SEM_SEG_HEAD.COMMON_STRIDE": 8,
+            "MODEL.POINT_HEAD.SUBDIVISION_STEPS": 3,
+        }
+    )
+    model = semantic_model_from_detectron2(generate_weights(keys, 0, []), cfg)
+    assert model.coarse_stride == 8 and len(model.coarse_head.towers) == 3
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 40, 60))["out"].shape == (1, 5, 40, 60)
+
+
+def test_batch_norm_and_freeze_at_from_the_config():
+    cfg = d2_config(**{"MODEL.RESNETS.NORM": "BN", "MODEL.BACKBONE.FREEZE_AT": 2})
+    model = semantic_model_from_detectron2(fixture_weights(), cfg)
+    body = model.backbone.body
+    assert isinstance(body.bn1, torch.nn.BatchNorm2d)
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad
+    assert body.layer2[0].conv1.weight.requires_grad
+    frozen = semantic_model_from_detectron2(fixture_weights(), d2_config())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # eval: batch norm with the checkpoint's statistics = FrozenBN
+        torch.testing.assert_close(model(x)["out"], frozen(x)["out"], atol=1e-4, rtol=0)
