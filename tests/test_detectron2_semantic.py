@@ -15,8 +15,8 @@ from pointrend.engine.build import build_model
 from pointrend.engine.config import ModelConfig
 from pointrend.interop.detectron2 import D2Config, D2ImportError
 from pointrend.interop.detectron2.semantic import (
-    semantic_builder_from_detectron2,
     semantic_class_names,
+    semantic_model_config_from_detectron2,
     semantic_model_from_detectron2,
 )
 from pointrend.models import pointrend_semantic_fpn, semantic_fpn
@@ -82,7 +82,7 @@ def test_padding_to_32_is_what_makes_the_unaligned_image_match(imported):
 
 
 def test_stored_builder_config_rebuilds_the_same_model(imported):
-    fields = semantic_builder_from_detectron2(d2_config())
+    fields = semantic_model_config_from_detectron2(d2_config())
     assert fields["options"]["size_divisibility"] == 32 and fields["options"]["stride_in_1x1"]
     rebuilt = build_model(ModelConfig(**fields), fields["num_classes"])
     rebuilt.load_state_dict(imported.state_dict())
@@ -115,7 +115,7 @@ def test_plain_semantic_fpn_head_imports_as_the_baseline():
     head_keys = ("sem_seg_head.point_head.",)
     weights = {k: v for k, v in fixture_weights().items() if not k.startswith(head_keys)}
     cfg = d2_config(**{"MODEL.SEM_SEG_HEAD.NAME": "SemSegFPNHead"})
-    assert semantic_builder_from_detectron2(cfg)["name"] == "coarse"
+    assert semantic_model_config_from_detectron2(cfg)["name"] == "coarse"
     model = semantic_model_from_detectron2(weights, cfg)
     assert model.point_head is None
     coarse = torch.from_numpy(fixture_outputs()["img0_coarse_logits"].astype(np.float32))
@@ -151,21 +151,21 @@ def test_wrong_shape_names_both_keys():
 )
 def test_unsupported_configs_name_the_key(key, value, message):
     with pytest.raises(D2ImportError, match=message):
-        semantic_builder_from_detectron2(d2_config(**{key: value}))
+        semantic_model_config_from_detectron2(d2_config(**{key: value}))
 
 
 def test_missing_config_key_is_named():
     values = fixture_config()
     del values["MODEL.PIXEL_STD"]
     with pytest.raises(D2ImportError, match="MODEL.PIXEL_STD is not set"):
-        semantic_builder_from_detectron2(D2Config(values, "cfg.yaml"))
+        semantic_model_config_from_detectron2(D2Config(values, "cfg.yaml"))
 
 
 def test_input_convention_from_the_config():
-    options = semantic_builder_from_detectron2(d2_config())["options"]
+    options = semantic_model_config_from_detectron2(d2_config())["options"]
     assert options["image_mean"] == pytest.approx([123.675 / 255, 116.28 / 255, 103.53 / 255])
     assert options["image_std"] == pytest.approx([1 / 255] * 3)
-    rgb = semantic_builder_from_detectron2(
+    rgb = semantic_model_config_from_detectron2(
         d2_config(**{"INPUT.FORMAT": "RGB", "MODEL.PIXEL_STD": [58.395, 57.12, 57.375]})
     )["options"]
     assert rgb["image_mean"] == pytest.approx([103.53 / 255, 116.28 / 255, 123.675 / 255])

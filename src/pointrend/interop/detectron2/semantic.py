@@ -40,8 +40,8 @@ from ...semantic import SemanticSegmenter
 from .config import D2Config, D2ImportError
 
 __all__ = [
-    "semantic_builder_from_detectron2",
     "semantic_class_names",
+    "semantic_model_config_from_detectron2",
     "semantic_model_from_detectron2",
     "semantic_state_dict_from_detectron2",
 ]
@@ -67,6 +67,7 @@ _REQUIRED = {
     "MODEL.FPN.NORM": "",
     "MODEL.FPN.FUSE_TYPE": "sum",
     "MODEL.SEM_SEG_HEAD.NORM": "GN",
+    "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": 255,
     "MODEL.POINT_HEAD.NAME": "StandardPointHead",
     "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
     "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
@@ -126,7 +127,7 @@ def _rgb_statistics(cfg: D2Config) -> tuple[list[float], list[float]]:
     return stats[0], stats[1]
 
 
-def semantic_builder_from_detectron2(cfg: D2Config) -> dict[str, Any]:
+def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
     """The pointrend model a detectron2 semantic config describes, as the fields of a model
     config (``task``, ``name``, ``arch``, ``backbone``, ``num_classes``, ``options``): what an
     imported checkpoint stores so that :func:`pointrend.engine.build.build_model` rebuilds it.
@@ -330,7 +331,7 @@ def semantic_model_from_detectron2(weights: Mapping[str, Tensor], cfg: D2Config)
     """
     from ... import models
 
-    spec = semantic_builder_from_detectron2(cfg)
+    spec = semantic_model_config_from_detectron2(cfg)
     builder = "semantic_fpn" if spec["name"] == "coarse" else "pointrend_semantic_fpn"
     model = getattr(models, builder)(spec["backbone"], spec["num_classes"], **spec["options"])
     model.load_state_dict(semantic_state_dict_from_detectron2(weights, model, cfg))
