@@ -80,10 +80,11 @@ def fixture_config() -> dict:
     """The fixture's effective detectron2 config as a flat ``{dotted key: value}`` mapping."""
     config = {}
     for key, value in spec()["config_effective"].items():
-        name = key.split(" ", 1)[0]
+        name = key.split(" ", 1)[0]  # "MODEL.PIXEL_MEAN (BGR)" -> "MODEL.PIXEL_MEAN"
         if name.startswith(("MODEL.", "INPUT.")):
             config[name] = value
-    config["INPUT.MIN_SIZE_TEST"] = 0
+    # stored as "INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST (...)": [min, max]
+    config["INPUT.MIN_SIZE_TEST"], config["INPUT.MAX_SIZE_TEST"] = config["INPUT.MIN_SIZE_TEST"]
     return config
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from pointrend.backbones import move_stride_to_1x1_, resnet_backbone
 from pointrend.engine.build import build_model
@@ -20,7 +22,9 @@ from pointrend.interop.detectron2.semantic import (
     semantic_model_from_detectron2,
 )
 from pointrend.models import pointrend_semantic_fpn, semantic_fpn
+from pointrend.semantic.pointrend import shortest_edge_size
 from tests.detectron2_semantic_weights import (
+    FIXTURE,
     fixture_config,
     fixture_image,
     fixture_outputs,
@@ -96,6 +100,7 @@ def test_every_key_of_the_zoo_model_maps():
     params = sum(p.numel() for p in model.state_dict().values() if p.is_floating_point())
     assert params == zoo["num_elements"]
     assert model.num_classes == 19 and len(model.backbone.body.layer3) == 23
+    assert (model.test_min_size, model.test_max_size) == (1024, 2048)
 
 
 def test_coarse_prediction_at_every_point_head_layer_is_imported():
@@ -275,3 +280,45 @@ def test_batch_norm_and_freeze_at_from_the_config():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():  # eval: batch norm with the checkpoint's statistics = FrozenBN
         torch.testing.assert_close(model(x)["out"], frozen(x)["out"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "size, min_size, max_size, expected",
+    [
+        ((200, 333), 1024, 2048, (1024, 1705)),  # 333 * 5.12 = 1704.96
+        ((3000, 4000), 1024, 2048, (1024, 1365)),  # 1365.33
+        ((1000, 5000), 1024, 2048, (410, 2048)),  # the long side caps: 1024 * 0.4 = 409.6
+        ((5000, 1000), 800, 0, (4000, 800)),
+        ((1024, 2048), 1024, 2048, (1024, 2048)),
+    ],
+)
+def test_shortest_edge_size(size, min_size, max_size, expected):
+    assert shortest_edge_size(*size, min_size, max_size) == expected
+
+
+def test_test_time_resize_follows_detectrons_pipeline(imported):
+    # detectron2: the uint8 image resized by PIL (bilinear), the logits resized back bilinearly
+    height, width = 200, 333
+    size = shortest_edge_size(height, width, 128, 2048)
+    photo = Image.open(FIXTURE / "image_1.png").convert("RGB").resize(size[::-1], Image.BILINEAR)
+    small = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = F.interpolate(imported(small)["out"], size=(height, width), mode="bilinear")
+    imported.test_min_size = 128
+    try:
+        logits = run(imported, 1)
+    finally:
+        imported.test_min_size = 0
+    assert logits.shape == (5, height, width)
+    assert (logits.argmax(0) == expected[0].argmax(0)).float().mean() >= 0.995
+    assert not torch.equal(logits, run(imported, 1))
+
+
+def test_test_time_resize_is_refused_by_export(tmp_path):
+    from pointrend.export import export_torchscript
+
+    model = pointrend_semantic_fpn(
+        "resnet18", 3, backbone_returned_layers=[1, 2, 3], test_min_size=160
+    ).eval()
+    with pytest.raises(RuntimeError, match="test_min_size=0"):
+        export_torchscript(model, tmp_path / "resized.pt")

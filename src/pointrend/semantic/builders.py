@@ -83,6 +83,8 @@ def _semantic_fpn_model(
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
     size_divisibility: int = 1,
+    test_min_size: int = 0,
+    test_max_size: int = 0,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -127,6 +129,8 @@ def _semantic_fpn_model(
         image_mean=image_mean,
         image_std=image_std,
         size_divisibility=size_divisibility,
+        test_min_size=test_min_size,
+        test_max_size=test_max_size,
     )
     if enum is not None:
         load_pretrained(model, enum, "classification")
@@ -152,6 +156,10 @@ def semantic_fpn(backbone: str = "resnet50", num_classes: int = 19, **options) -
             units; ImageNet's by default) and the padding of the normalised input to a multiple
             of ``size_divisibility`` (1: none; detectron2 pads to 32); see
             :class:`~pointrend.semantic.SemanticSegmenter`.
+        test_min_size, test_max_size: eval-time resize of the shorter side to
+            ``test_min_size`` (0: none, the default), the longer at most ``test_max_size``
+            (0: no limit), logits resized back to the input size
+            (:class:`~pointrend.semantic.SemanticSegmenter`).
         config, **config_overrides: PointRend's options (:class:`SemanticPointRendConfig` and
             its fields), accepted and kept in ``model.config`` so that a baseline and its
             PointRend model can share one set of options; the baseline does not use them.
@@ -188,6 +196,8 @@ def _deeplabv3_model(
     image_mean: Sequence[float] = IMAGENET_MEAN,
     image_std: Sequence[float] = IMAGENET_STD,
     size_divisibility: int = 1,
+    test_min_size: int = 0,
+    test_max_size: int = 0,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -228,6 +238,8 @@ def _deeplabv3_model(
         image_mean=image_mean,
         image_std=image_std,
         size_divisibility=size_divisibility,
+        test_min_size=test_min_size,
+        test_max_size=test_max_size,
     )
     if load is not None:
         load_pretrained(model, *load)
@@ -245,7 +257,8 @@ def deeplabv3(backbone: str = "resnet50", num_classes: int = 19, **options) -> S
             last classifier conv only when ``num_classes`` is 21); weights_backbone: ImageNet
             weights of the backbone, ignored with ``weights``.
         norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
-        image_mean, image_std, size_divisibility: as :func:`semantic_fpn`.
+        image_mean, image_std, size_divisibility, test_min_size, test_max_size: as
+            :func:`semantic_fpn`.
         config, **config_overrides: as :func:`semantic_fpn` (kept, not used by the baseline).
     """
     return _deeplabv3_model(backbone, num_classes, pointrend=False, builder="deeplabv3", **options)

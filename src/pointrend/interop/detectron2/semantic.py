@@ -20,9 +20,13 @@ What makes the pointrend model compute what detectron2 computes, all ordinary bu
   and the subdivision settings from ``MODEL.POINT_HEAD``.
 
 Classes need no reordering: a semantic model has no background slot (label ``k`` is class
-``k``, ``SEM_SEG_HEAD.IGNORE_VALUE`` is left out of the losses). detectron2's test-time resize
-(``INPUT.MIN_SIZE_TEST``, 1024 for Cityscapes: an identity on 1024 x 2048 frames) is not part of
-the model: resize the images before, and the logits back after, when it matters.
+``k``, ``SEM_SEG_HEAD.IGNORE_VALUE`` 255 is left out of the losses).
+
+detectron2's test-time resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``: 1024 / 2048 for
+Cityscapes, an identity on 1024 x 2048 frames) becomes ``test_min_size`` / ``test_max_size``:
+the model resizes the image (detectron2 resizes the uint8 image with PIL, pointrend the float
+image with antialiased bilinear interpolation: the same filter, without the rounding to uint8)
+and the logits back to the input size, as detectron2's ``sem_seg_postprocess`` does.
 """
 
 from __future__ import annotations
@@ -162,6 +166,8 @@ def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
         "image_mean": mean,
         "image_std": std,
         "size_divisibility": 32,  # the stride of res5, the FPN's last input
+        "test_min_size": int(cfg.get("INPUT.MIN_SIZE_TEST")),
+        "test_max_size": int(cfg.get("INPUT.MAX_SIZE_TEST")),
     }
     if pointrend:
         options.update(_point_head_options(cfg, num_classes, common_stride))
