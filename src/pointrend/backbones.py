@@ -40,6 +40,7 @@ __all__ = [
     "StageOutputs",
     "dilate_resnet_",
     "fpn_backbone",
+    "move_stride_to_1x1_",
     "norm_layer",
     "resnet_backbone",
     "resnet_fpn_backbone",
@@ -184,6 +185,25 @@ def dilate_resnet_(resnet: nn.Module, dilate: Sequence[bool]) -> list[int]:
                     conv.dilation = (block_dilation, block_dilation)
                     conv.padding = (block_dilation, block_dilation)
     return strides
+
+
+def move_stride_to_1x1_(resnet: nn.Module) -> None:
+    """Put the stride of ``layer2..layer4``'s first bottleneck in its 1x1 ``conv1``, in place.
+
+    torchvision's bottleneck strides its 3x3 ``conv2``; the original MSRA ResNets (Caffe2,
+    detectron2's ``STRIDE_IN_1X1``) stride the first 1x1 conv instead. Same parameters and
+    output sizes, different function: weights trained one way need the same placement.
+    ``BasicBlock`` ResNets (18 / 34, whose ``conv1`` is the 3x3) and dilated stages are left as
+    they are; so are stages a :class:`StageOutputs` did not keep.
+    """
+    for name in RESNET_STAGES[1:]:
+        if not hasattr(resnet, name):  # stages after the last returned one are not built
+            continue
+        block = getattr(resnet, name)[0]
+        conv3x3 = getattr(block, "conv2", None)
+        if getattr(block, "conv3", None) is None or conv3x3.stride != (2, 2):
+            continue
+        block.conv1.stride, conv3x3.stride = (2, 2), (1, 1)
 
 
 def _freeze_resnet_(resnet: nn.Module, trainable_layers: int) -> None:

@@ -18,16 +18,17 @@ Options a builder does not take raise :class:`~pointrend.options.OptionError`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
-from ..backbones import resnet_backbone, resnet_fpn_backbone
+from ..backbones import move_stride_to_1x1_, resnet_backbone, resnet_fpn_backbone
 from ..head import PointHead
 from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
 from ..settings import PointRendSettings, replace_options
 from .fpn_head import SemanticFPNHead
-from .pointrend import SemanticPointRendConfig, SemanticSegmenter
+from .pointrend import IMAGENET_MEAN, IMAGENET_STD, SemanticPointRendConfig, SemanticSegmenter
 
 __all__ = [
     "deeplabv3",
@@ -78,6 +79,12 @@ def _semantic_fpn_model(
     conv_dims: int = 128,
     fpn_channels: int = 256,
     backbone_returned_layers: list[int] | None = None,
+    stride_in_1x1: bool = False,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    size_divisibility: int = 1,
+    test_min_size: int = 0,
+    test_max_size: int = 0,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -104,6 +111,8 @@ def _semantic_fpn_model(
         pretrained=enum is not None,
         trainable_layers=trainable_backbone_layers,
     )
+    if stride_in_1x1:
+        move_stride_to_1x1_(fpn.body)
     first = 0 if levels == "P2-P5" else 1
     in_strides = fpn.strides[first:]
     head = SemanticFPNHead(fpn_channels, num_classes, in_strides, conv_dims=conv_dims)
@@ -117,6 +126,11 @@ def _semantic_fpn_model(
         point_head=_point_head(fpn_channels, num_classes, config) if pointrend else None,
         config=config,
         coarse_inputs=tuple(range(first, len(returned))),
+        image_mean=image_mean,
+        image_std=image_std,
+        size_divisibility=size_divisibility,
+        test_min_size=test_min_size,
+        test_max_size=test_max_size,
     )
     if enum is not None:
         load_pretrained(model, enum, "classification")
@@ -136,6 +150,16 @@ def semantic_fpn(backbone: str = "resnet50", num_classes: int = 19, **options) -
         conv_dims: width of the head's towers (128); fpn_channels: of every FPN level (256).
         backbone_returned_layers: ``[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of
             a ResNet-18's weights): a small CPU model.
+        stride_in_1x1: stride the first 1x1 conv of ``layer2..layer4`` instead of the 3x3, as
+            the MSRA ResNets of detectron2 do (:func:`pointrend.backbones.move_stride_to_1x1_`).
+        image_mean, image_std, size_divisibility: the input normalisation (RGB, ``[0, 1]``
+            units; ImageNet's by default) and the padding of the normalised input to a multiple
+            of ``size_divisibility`` (1: none; detectron2 pads to 32); see
+            :class:`~pointrend.semantic.SemanticSegmenter`.
+        test_min_size, test_max_size: eval-time resize of the shorter side to
+            ``test_min_size`` (0: none, the default), the longer at most ``test_max_size``
+            (0: no limit), logits resized back to the input size
+            (:class:`~pointrend.semantic.SemanticSegmenter`).
         config, **config_overrides: PointRend's options (:class:`SemanticPointRendConfig` and
             its fields), accepted and kept in ``model.config`` so that a baseline and its
             PointRend model can share one set of options; the baseline does not use them.
@@ -169,6 +193,11 @@ def _deeplabv3_model(
     weights_backbone=None,
     norm: str | None = "batch",
     trainable_backbone_layers: int | None = 5,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    size_divisibility: int = 1,
+    test_min_size: int = 0,
+    test_max_size: int = 0,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -206,6 +235,11 @@ def _deeplabv3_model(
         point_head=_point_head(fine_channels, num_classes, config) if pointrend else None,
         config=config,
         coarse_inputs=1,
+        image_mean=image_mean,
+        image_std=image_std,
+        size_divisibility=size_divisibility,
+        test_min_size=test_min_size,
+        test_max_size=test_max_size,
     )
     if load is not None:
         load_pretrained(model, *load)
@@ -223,6 +257,8 @@ def deeplabv3(backbone: str = "resnet50", num_classes: int = 19, **options) -> S
             last classifier conv only when ``num_classes`` is 21); weights_backbone: ImageNet
             weights of the backbone, ignored with ``weights``.
         norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
+        image_mean, image_std, size_divisibility, test_min_size, test_max_size: as
+            :func:`semantic_fpn`.
         config, **config_overrides: as :func:`semantic_fpn` (kept, not used by the baseline).
     """
     return _deeplabv3_model(backbone, num_classes, pointrend=False, builder="deeplabv3", **options)

@@ -11,6 +11,7 @@ exactly ``H x W``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,13 @@ from ..points import (
 from ..render import subdivision_inference
 from ..settings import SEMANTIC_SETTINGS, PointRendSettings
 
-__all__ = ["SemanticPointRendConfig", "SemanticSegmenter", "check_labels", "sample_labels_nearest"]
+__all__ = [
+    "SemanticPointRendConfig",
+    "SemanticSegmenter",
+    "check_labels",
+    "sample_labels_nearest",
+    "shortest_edge_size",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,6 +84,31 @@ def sample_labels_nearest(labels: Tensor, image_points: Tensor, ignore_index: in
     return torch.where(inside, picked, torch.full_like(picked, ignore_index))
 
 
+def shortest_edge_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The size an ``height x width`` image is resized to for inference: the shorter side to
+    ``min_size``, then both scaled down so that the longer is at most ``max_size`` (0: no
+    limit), rounded to the nearest integer (detectron2's ``ResizeShortestEdge`` rule)."""
+    scale = min_size / min(height, width)
+    new_h, new_w = height * scale, width * scale
+    if max_size and max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def _channel_statistics(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """``image_mean`` / ``image_std`` as two float32 tensors of 3 values; std must be positive."""
+    values = []
+    for name, given in (("image_mean", mean), ("image_std", std)):
+        tensor = torch.as_tensor(given, dtype=torch.float32).flatten()
+        if tensor.numel() != 3:
+            raise ValueError(f"{name} needs 3 values (R, G, B), got {list(given)}")
+        values.append(tensor)
+    if bool((values[1] <= 0).any()):
+        raise ValueError(f"image_std must be positive, got {list(std)}")
+    return values[0], values[1]
+
+
 def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     """Mean cross-entropy over non-ignored entries; 0 (finite, with gradient) when all are."""
     total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
@@ -101,9 +133,19 @@ class SemanticSegmenter(nn.Module):
         ignore_index: label left out of the losses (255).
         coarse_inputs: which feature maps the coarse head takes (an index, a tuple of indices,
             or ``None`` for all).
+        image_mean, image_std: per-channel RGB statistics in ``[0, 1]`` units; the backbone
+            sees ``(images - image_mean) / image_std`` (ImageNet's by default).
+        size_divisibility: the normalised images are zero-padded at the bottom and right to a
+            multiple of it (1: no padding) before the backbone, and the output is cropped back
+            to ``H x W``. Padding changes the features near the border and, through the
+            receptive field, far from it: a model trained on padded inputs (detectron2's
+            Semantic FPN pads to 32) computes its outputs only with the same padding.
+        test_min_size, test_max_size: in eval mode, resize the images (bilinear, antialiased)
+            by :func:`shortest_edge_size` before the network and the logits back to ``H x W``
+            (bilinear) after; ``test_min_size=0`` (the default) runs at the input size. Export
+            needs ``test_min_size=0`` (an error otherwise).
 
-    Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``
-    (normalised inside with ImageNet statistics). Training: ``model(images, targets N x H x W
+    Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``. Training: ``model(images, targets N x H x W
     int64) -> {"loss_sem_seg", "loss_sem_seg_point"}`` (the baseline only the first). Eval:
     ``model(images) -> {"out": N x K x H x W}`` logits.
     """
@@ -121,6 +163,11 @@ class SemanticSegmenter(nn.Module):
         config: SemanticPointRendConfig | None = None,
         ignore_index: int = 255,
         coarse_inputs: int | tuple[int, ...] | None = None,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        size_divisibility: int = 1,
+        test_min_size: int = 0,
+        test_max_size: int = 0,
     ):
         super().__init__()
         if coarse_stride < 1 or coarse_stride & (coarse_stride - 1):
@@ -134,12 +181,28 @@ class SemanticSegmenter(nn.Module):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.config = config or SemanticPointRendConfig()
         self.coarse_inputs = coarse_inputs
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = _channel_statistics(image_mean, image_std)
+        if int(size_divisibility) != size_divisibility or size_divisibility < 1:
+            raise ValueError(
+                f"size_divisibility must be a positive integer, got {size_divisibility}"
+            )
+        self.size_divisibility = int(size_divisibility)
+        if test_min_size < 0 or test_max_size < 0:
+            raise ValueError(
+                f"test_min_size and test_max_size must be >= 0 (0: off), got {test_min_size} "
+                f"and {test_max_size}"
+            )
+        self.test_min_size, self.test_max_size = int(test_min_size), int(test_max_size)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
-        features = self.backbone((images - self.mean) / self.std)
+        x = (images - self.mean) / self.std
+        d = self.size_divisibility
+        if d > 1:
+            x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
+        features = self.backbone(x)
         if isinstance(features, dict):
             features = list(features.values())
         if self.coarse_inputs is None:
@@ -170,34 +233,61 @@ class SemanticSegmenter(nn.Module):
         return head(point_sample(fine, points * scale), point_sample(coarse, points))
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
+        if not self.training:
+            return {"out": self._predict(images)}
+        H, W = images.shape[-2:]
+        if targets is None:
+            raise ValueError("in training mode the model needs targets (N x H x W int64 labels)")
+        if targets.shape != (images.shape[0], H, W):
+            raise ValueError(
+                f"targets must be {(images.shape[0], H, W)} (N x H x W), got {tuple(targets.shape)}"
+            )
+        features, coarse = self._features(images)
+        s, (h, w) = self.coarse_stride, coarse.shape[-2:]
+        targets = targets.long()
+        check_labels(targets, self.num_classes, self.ignore_index)
+        up = F.interpolate(coarse, size=(s * h, s * w), mode="bilinear", align_corners=False)
+        losses = {
+            "loss_sem_seg": _masked_cross_entropy(up[..., :H, :W], targets, self.ignore_index)
+        }
+        if self.point_head is not None:
+            losses["loss_sem_seg_point"] = self._point_loss(
+                features[self.fine_index], coarse, targets
+            )
+        return losses
+
+    def _logits(self, images: Tensor) -> Tensor:
+        """Eval logits ``N x K x H x W`` of ``images`` ``N x 3 x H x W`` as they are."""
         H, W = images.shape[-2:]
         features, coarse = self._features(images)
         s, (h, w) = self.coarse_stride, coarse.shape[-2:]
-        if self.training:
-            if targets is None:
-                raise ValueError(
-                    "in training mode the model needs targets (N x H x W int64 labels)"
-                )
-            if targets.shape != (images.shape[0], H, W):
-                raise ValueError(
-                    f"targets must be {(images.shape[0], H, W)} (N x H x W), got {tuple(targets.shape)}"
-                )
-            targets = targets.long()
-            check_labels(targets, self.num_classes, self.ignore_index)
-            up = F.interpolate(coarse, size=(s * h, s * w), mode="bilinear", align_corners=False)[
-                ..., :H, :W
-            ]
-            losses = {"loss_sem_seg": _masked_cross_entropy(up, targets, self.ignore_index)}
-            if self.point_head is not None:
-                losses["loss_sem_seg_point"] = self._point_loss(
-                    features[self.fine_index], coarse, targets
-                )
-            return losses
         if self.point_head is None:
             out = F.interpolate(coarse, size=(s * h, s * w), mode="bilinear", align_corners=False)
         else:
             out = self.render(features[self.fine_index], coarse)
-        return {"out": out[..., :H, :W]}
+        return out[..., :H, :W]
+
+    def _predict(self, images: Tensor) -> Tensor:
+        """Eval logits ``N x K x H x W``, through the test-time resize when it is set."""
+        if not self.test_min_size:
+            return self._logits(images)
+        if torch.jit.is_tracing():
+            raise RuntimeError(
+                f"a model with test_min_size={self.test_min_size} cannot be exported (the traced "
+                "graph would keep one resized size): export it with "
+                "model.options.test_min_size=0 and resize the images before"
+            )
+        H, W = images.shape[-2:]
+        size = shortest_edge_size(H, W, self.test_min_size, self.test_max_size)
+        if size == (H, W):
+            return self._logits(images)
+        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
+        resized = F.interpolate(
+            images, size=size, mode="bilinear", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+        return F.interpolate(
+            self._logits(resized), size=(H, W), mode="bilinear", align_corners=False
+        )
 
     def _point_loss(self, fine: Tensor, coarse: Tensor, targets: Tensor) -> Tensor:
         settings = self.config.pointrend
