@@ -222,3 +222,43 @@ def test_eval_reports_cityscapes_ap_next_to_coco_and_writes_predictions(tmp_path
         "AP"
     ] == pytest.approx(100)
     assert len(list((tmp_path / "preds").glob("*_pred.txt"))) == len(TREE)
+
+
+def test_cli_trains_and_evaluates_on_a_cityscapes_tree(tmp_path, capsys):
+    import yaml
+
+    from pointrend.cli import main
+
+    root = write_tree(tmp_path / "tree", pngs=False)
+    data = {"format": "cityscapes", "root": str(root), "split": "val"}
+    options = {
+        **{"min_size": 64, "max_size": 128, "box_head_dim": 32, "box_score_thresh": 0.0},
+        **{"rpn_batch_size_per_image": 32, "box_batch_size_per_image": 16},
+        **{"box_detections_per_img": 5, "mask_output_size": 28},
+    }
+    config = {
+        "model": {
+            "task": "instance",
+            "name": "pointrend",
+            "backbone": "resnet18",
+            "options": options,
+        },
+        "train_data": data,
+        "val_data": {**data, "flip": False},
+        "solver": {"images_per_batch": 2, "max_iter": 1, "warmup_iters": 1},
+        "checkpoint_period": 0,
+    }
+    cfg = tmp_path / "cityscapes.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = tmp_path / "metrics.json"
+    weights = tmp_path / "run" / "model_final.pt"
+    assert (
+        main(["eval", str(cfg), "--weights", str(weights), "--out", str(out), "--no-progress"]) == 0
+    )
+    metrics = json.loads(out.read_text())
+    assert 0 <= metrics["cityscapes"]["AP"] <= metrics["cityscapes"]["AP50"] <= 100
+    assert set(metrics) == {"bbox", "segm", "boundary", "cityscapes"}
+    written = sorted(p.name for p in (tmp_path / "metrics_cityscapes").glob("*_pred.txt"))
+    assert written == [f"{n.split('/')[1]}_pred.txt" for n in sorted(TREE)]
+    assert "cityscapes" in capsys.readouterr().out
