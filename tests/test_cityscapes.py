@@ -261,4 +261,13 @@ def test_cli_trains_and_evaluates_on_a_cityscapes_tree(tmp_path, capsys):
     assert set(metrics) == {"bbox", "segm", "boundary", "cityscapes"}
     written = sorted(p.name for p in (tmp_path / "metrics_cityscapes").glob("*_pred.txt"))
     assert written == [f"{n.split('/')[1]}_pred.txt" for n in sorted(TREE)]
-    assert "cityscapes" in capsys.readouterr().out
+    assert "Cityscapes predictions written to" in capsys.readouterr().out
+    lines = [
+        line.split()
+        for path in (tmp_path / "metrics_cityscapes").glob("*_pred.txt")
+        for line in path.read_text().splitlines()
+    ]
+    assert lines  # box_score_thresh 0: every image has detections
+    for mask, label_id, score in lines:
+        assert (tmp_path / "metrics_cityscapes" / mask).is_file() and 0 <= float(score) <= 1
+        assert int(label_id) in (24, 25, 26, 27, 28, 31, 32, 33)
