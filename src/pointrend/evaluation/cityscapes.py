@@ -12,7 +12,7 @@ Predictions are written as that evaluation reads them, for each image ``NAME``
 
 * ``NAME_pred.txt``: one line ``masks/NAME_K.png LABEL_ID SCORE`` per predicted instance (the
   mask file relative to the text file, the Cityscapes label id, the confidence);
-* ``masks/NAME_K.png``: that instance's mask at image size, 255 inside and 0 outside.
+* ``masks/NAME_K.png``: that instance's mask at image size, a 1-bit PNG (1 inside).
 
 The evaluation's settings are module globals and it caches the ground truth in a JSON file:
 each run here uses a copy of the settings, and a temporary folder for the cache.
@@ -62,16 +62,22 @@ def write_cityscapes_predictions(
             raise ValueError(f"image name {name!r}: the Cityscapes evaluation reads no spaces")
         found = by_image.get(image_id, [])
         lines = []
-        if found:
-            masks = mask_utils.decode([r["segmentation"] for r in found])  # H x W x N
-            for k, result in enumerate(found):
-                relative = f"masks/{name}_{k}.png"
-                Image.fromarray(masks[:, :, k] * np.uint8(255)).save(out_dir / relative)
-                lines.append(f"{relative} {int(result['category_id'])} {float(result['score'])}\n")
+        for k, result in enumerate(found):
+            relative = f"masks/{name}_{k}.png"
+            _save_mask_png(result["segmentation"], out_dir / relative)
+            lines.append(f"{relative} {int(result['category_id'])} {float(result['score'])}\n")
         path = out_dir / f"{name}_pred.txt"
         path.write_text("".join(lines))
         files.append(path)
     return files
+
+
+def _save_mask_png(rle: Mapping, path: Path) -> None:
+    """An RLE mask as a 1-bit PNG: each ``H x W`` row packed 8 pixels to a byte, first pixel
+    in the high bit (Pillow's raw layout of mode ``"1"``)."""
+    mask = np.ascontiguousarray(mask_utils.decode(rle))  # pycocotools decodes column-major
+    bits = np.packbits(mask, axis=1)
+    Image.frombytes("1", (mask.shape[1], mask.shape[0]), bits.tobytes()).save(path)
 
 
 class _NumpyWithIn1d(types.ModuleType):
@@ -87,8 +93,8 @@ class _NumpyWithIn1d(types.ModuleType):
 
 @contextlib.contextmanager
 def _library_call(module):
-    """Run the evaluation quietly; its errors (printed, then ``sys.exit``) become a
-    ``RuntimeError`` with its message."""
+    """Run the evaluation quietly, with ``module.np`` given ``in1d`` where numpy lacks it; its
+    errors (printed, then ``sys.exit``) become a ``RuntimeError`` with its message."""
     saved = module.np
     if not hasattr(np, "in1d"):
         module.np = _NumpyWithIn1d("numpy")
