@@ -156,7 +156,7 @@ class CityscapesInstanceDataset(Dataset):
     Cityscapes evaluation reads. Image and PNG sizes are checked on construction (headers).
     """
 
-    def __init__(self, root: str | Path, split: str = "val", transforms=None):
+    def __init__(self, root: str | Path, split: str = "train", transforms=None):
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
