@@ -1,4 +1,4 @@
-# Every target sets up .venv first (python3 -m venv + pip install -e .[dev,export,viz]),
+# Every target sets up .venv first (python3 -m venv + pip install -e .[dev,export,viz,cityscapes]),
 # again whenever pyproject.toml changes. The benchmarks (benchmarks/, not installed with the
 # package) run from this checkout: `make bench`, `make bench-quick`, `make bench ARGS=...`.
 PYTHON ?= python3
@@ -12,7 +12,7 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,export,viz]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,viz,cityscapes]"
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -125,7 +125,9 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
     _add_set_option(p, "val_data.num_images=20")
     p.add_argument(
-        "--out", help="also write the metrics to this JSON file (null where nothing is scored)"
+        "--out",
+        help="also write the metrics to this JSON file (null where nothing is scored); on "
+        "Cityscapes instances, the predictions in that evaluation's format go to OUT_cityscapes/",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_option(p)
@@ -155,7 +157,8 @@ def _run_eval(args) -> int:
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
     check_classes_match(trained.class_names, trained.num_classes, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
-    metrics = evaluate(trained.model, dataset, progress=not args.no_progress)
+    extra = {"cityscapes_dir": _cityscapes_dir(args.out)} if trained.task == "instance" else {}
+    metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
@@ -163,7 +166,14 @@ def _run_eval(args) -> int:
             text = metrics_json(metrics)
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
+            if "cityscapes" in metrics:
+                print(f"Cityscapes predictions written to {_cityscapes_dir(args.out)}")
     return 0
+
+
+def _cityscapes_dir(out: str | None) -> Path | None:
+    """Where ``eval --out metrics.json`` puts Cityscapes predictions: ``metrics_cityscapes/``."""
+    return None if not out else Path(out).with_name(f"{Path(out).stem}_cityscapes")
 
 
 def _report_model_config(trained, args) -> None:

@@ -47,9 +47,13 @@ def encode_masks(masks: np.ndarray) -> list[dict]:
     return rles
 
 
-def instance_annotations(masks: np.ndarray, labels, image_id: int, first_id: int) -> list[dict]:
-    """COCO annotations (RLE, XYWH box, area, iscrowd 0) for one image's masks."""
+def instance_annotations(
+    masks: np.ndarray, labels, image_id: int, first_id: int, iscrowd=None
+) -> list[dict]:
+    """COCO annotations (RLE, XYWH box, area, iscrowd) for one image's ``N x H x W`` masks;
+    ``iscrowd``: ``N`` flags (default: none is crowd)."""
     rles = encode_masks(masks)
+    crowd = np.zeros(len(rles), bool) if iscrowd is None else np.asarray(iscrowd, bool)
     anns = []
     for k, (rle, label) in enumerate(zip(rles, labels)):
         anns.append(
@@ -60,7 +64,7 @@ def instance_annotations(masks: np.ndarray, labels, image_id: int, first_id: int
                 "segmentation": rle,
                 "area": float(mask_utils.area(rle)),
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0,
+                "iscrowd": int(crowd[k]),
             }
         )
     return anns

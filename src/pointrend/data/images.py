@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageError", "read_image", "image_size", "IMAGE_SUFFIXES"]
+__all__ = ["ImageError", "read_image", "image_size", "pair_size_problem", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -100,3 +100,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
         reason = "not found" if not path.exists() else str(err)
         raise ImageError(f"cannot read image {path}: {reason}") from err
     return height, width
+
+
+def pair_size_problem(image_path: Path, label_path: Path) -> str | None:
+    """Why an image and its label image cannot be used together, from the file headers:
+    one is unreadable, or their sizes differ (``None``: fine)."""
+    try:
+        image_hw, label_hw = image_size(image_path), image_size(label_path)
+    except ImageError as err:
+        return str(err)
+    if image_hw != label_hw:
+        return f"{label_path} is {label_hw} (H x W) but its image {image_path} is {image_hw}"
+    return None

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .cityscapes import cityscapes_pairs
 from .coco import DataError, raise_problems
-from .images import IMAGE_SUFFIXES, ImageError, image_size, read_image
+from .images import IMAGE_SUFFIXES, ImageError, pair_size_problem, read_image
 
 __all__ = ["SemanticFolderDataset", "CityscapesSemanticDataset", "CITYSCAPES_CLASSES"]
 
@@ -33,17 +34,6 @@ def _read_labels(path: Path) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.int64))
 
 
-def _pair_problem(image_path: Path, label_path: Path) -> str | None:
-    """Why an image / label map pair cannot be used, from the file headers (``None``: fine)."""
-    try:
-        image_hw, label_hw = image_size(image_path), image_size(label_path)
-    except ImageError as err:
-        return str(err)
-    if image_hw != label_hw:
-        return f"{label_path} is {label_hw} (H x W) but its image {image_path} is {image_hw}"
-    return None
-
-
 class _PairDataset(Dataset):
     """``(image 3 x H x W float in [0, 1], labels H x W int64)`` from lists of file pairs.
 
@@ -52,7 +42,7 @@ class _PairDataset(Dataset):
     """
 
     def __init__(self, pairs, num_classes, classes, ignore_index, transforms, where):
-        problems = [p for p in (_pair_problem(*pair) for pair in pairs) if p]
+        problems = [p for p in (pair_size_problem(*pair) for pair in pairs) if p]
         raise_problems(where, problems)
         self.pairs = pairs
         self.num_classes = num_classes
@@ -132,21 +122,12 @@ class CityscapesSemanticDataset(_PairDataset):
     ``root/gtFine/SPLIT/CITY/*_gtFine_labelTrainIds.png`` (19 classes, ignore 255)."""
 
     def __init__(self, root, split: str = "train", transforms=None):
-        root = Path(root)
-        image_root, label_root = root / "leftImg8bit" / split, root / "gtFine" / split
-        if not image_root.is_dir():
-            raise DataError(f"Cityscapes images not found: {image_root}")
-        pairs = []
-        for image in sorted(image_root.glob("*/*_leftImg8bit.png")):
-            stem = image.name[: -len("_leftImg8bit.png")]
-            label = label_root / image.parent.name / f"{stem}_gtFine_labelTrainIds.png"
-            pairs.append((image, label))
-        missing = [str(label) for _, label in pairs if not label.is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} label maps missing, e.g. {missing[0]} (create the "
-                f"*_labelTrainIds.png files with cityscapesscripts' createTrainIdLabelImgs)"
-            )
-        if not pairs:
-            raise DataError(f"no *_leftImg8bit.png images under {image_root}")
-        super().__init__(pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, root)
+        pairs = cityscapes_pairs(
+            root,
+            split,
+            ["_gtFine_labelTrainIds.png"],
+            "create the *_labelTrainIds.png files with cityscapesscripts' createTrainIdLabelImgs",
+        )
+        super().__init__(
+            pairs, len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, 255, transforms, Path(root)
+        )

@@ -94,6 +94,11 @@ def build_dataset(cfg: DatasetConfig, task: str, train: bool, field: str = "trai
         images = _require_path(cfg.images, f"{field}.images")
         annotations = _require_path(cfg.annotations, f"{field}.annotations")
         return CocoInstanceDataset(images, annotations, transforms=tf)
+    if cfg.format == "cityscapes" and task == "instance":
+        from ..data.cityscapes import CityscapesInstanceDataset
+
+        root = _require_path(cfg.root, f"{field}.root")
+        return CityscapesInstanceDataset(root, cfg.split, transforms=tf)
     if cfg.format in ("folder", "cityscapes"):
         from ..data.semantic import CityscapesSemanticDataset, SemanticFolderDataset
 

@@ -64,8 +64,9 @@ class ModelConfig:
 class DatasetConfig:
     """Where the data comes from. ``format`` (required): ``synthetic`` (generated from ``seed``),
     ``coco`` (``images`` dir + ``annotations`` json), ``folder`` (``images`` + ``labels`` dirs),
-    ``cityscapes`` (``root`` + ``split``). ``min_size`` / ``max_size`` / ``crop_size`` resize
-    and crop semantic data; instance models resize inside (``model.options.min_size``)."""
+    ``cityscapes`` (``root`` + ``split``: train ids for semantic models, gtFine instances for
+    instance models). ``min_size`` / ``max_size`` / ``crop_size`` resize and crop semantic data;
+    instance models resize inside (``model.options.min_size``)."""
 
     format: str | None = None
     images: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..evaluation import InstanceEvaluator, SemanticEvaluator
 from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 
 __all__ = [
+    "cityscapes_metrics",
     "coco_ground_truth",
     "evaluate_instances",
     "evaluate_semantic",
@@ -57,8 +59,14 @@ def evaluate_instances(
     progress: bool = False,
     coco_gt=None,
     device=None,
+    cityscapes_dir: str | Path | None = None,
 ) -> dict:
-    """Box AP, mask AP and Boundary AP of an instance model on ``dataset`` (all ranks call it)."""
+    """Box AP, mask AP and Boundary AP of an instance model on ``dataset`` (all ranks call it).
+
+    On Cityscapes instance data (a dataset with ``instance_id_files``) also the Cityscapes
+    instance AP / AP50 (``"cityscapes"``), from predictions written in that evaluation's format
+    into ``cityscapes_dir`` (default: a temporary folder, removed after scoring).
+    """
     gt, label_map = (
         coco_ground_truth(dataset)
         if coco_gt is None
@@ -73,7 +81,25 @@ def evaluate_instances(
         outputs = model([b[0].to(device) for b in batch])
         evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
     gathered = all_gather_objects(evaluator.results)
-    return evaluator.evaluate([r for part in gathered for r in part]) if is_main_process() else {}
+    if not is_main_process():
+        return {}
+    results = [r for part in gathered for r in part]
+    metrics = evaluator.evaluate(results)
+    if hasattr(dataset, "instance_id_files") and "segm" in metrics:
+        metrics["cityscapes"] = cityscapes_metrics(dataset, results, cityscapes_dir)
+    return metrics
+
+
+def cityscapes_metrics(dataset: Dataset, results: list[dict], out_dir: str | Path | None) -> dict:
+    """Cityscapes instance AP of COCO-style ``results`` (category ids = Cityscapes label ids) on
+    a :class:`~pointrend.data.cityscapes.CityscapesInstanceDataset`; the prediction files go to
+    ``out_dir`` (default: a temporary folder)."""
+    from ..evaluation.cityscapes import evaluate_cityscapes
+
+    with tempfile.TemporaryDirectory() as work:
+        gt_files = dataset.instance_id_files(Path(work) / "gtFine")
+        out = Path(out_dir) if out_dir is not None else Path(work) / "results"
+        return evaluate_cityscapes(results, dataset.image_names, gt_files, out)
 
 
 @torch.no_grad()
