@@ -43,6 +43,7 @@ __all__ = [
     "norm_layer",
     "resnet_backbone",
     "resnet_fpn_backbone",
+    "stride_in_1x1_",
 ]
 
 RESNETS = (
@@ -184,6 +185,26 @@ def dilate_resnet_(resnet: nn.Module, dilate: Sequence[bool]) -> list[int]:
                     conv.dilation = (block_dilation, block_dilation)
                     conv.padding = (block_dilation, block_dilation)
     return strides
+
+
+def stride_in_1x1_(body: nn.Module) -> None:
+    """Move the stride of each strided bottleneck from its 3x3 conv to its first 1x1 conv, in
+    place (the original MSRA ResNet, detectron2's ``RESNETS.STRIDE_IN_1X1``; torchvision's
+    ResNet v1.5 strides the 3x3 conv).
+
+    Same shapes and weights, another function: the 1x1 conv then reads every other pixel. Applies
+    to every stage of ``body`` (a ResNet or :class:`StageOutputs`) whose first block halves the
+    resolution in ``conv2``; ResNets of ``BasicBlock`` (18 / 34) have no 1x1 conv and are refused.
+    """
+    for name in RESNET_STAGES:
+        layer = getattr(body, name, None)
+        if layer is None:
+            continue
+        block = layer[0]
+        if not hasattr(block, "conv3"):
+            raise ValueError(f"stride_in_1x1 needs bottleneck blocks, {name} has none")
+        if block.conv2.stride == (2, 2):
+            block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
 
 
 def _freeze_resnet_(resnet: nn.Module, trainable_layers: int) -> None:

@@ -1,0 +1,330 @@
+"""detectron2 PointRend Mask R-CNN (``GeneralizedRCNN`` with ``PointRendMaskHead``) as a pointrend
+:func:`~pointrend.models.pointrend_maskrcnn`.
+
+:func:`instance_options` reads the detectron2 config into builder options that make the model
+compute what detectron2 computes (stride in the 1x1 conv, frozen batch norm, the input
+convention folded into the first conv and the normaliser, unrounded anchors at nominal strides,
+aligned adaptive RoIAlign, detectron2's resize rule and mask paste, score / NMS / count settings);
+:func:`map_instance_weights` renames and reshapes detectron2's weights to the model's keys:
+
+* the first conv's input channels are reordered to RGB when the config's ``INPUT.FORMAT`` is BGR,
+  and the normaliser gets ``PIXEL_MEAN / 255`` and ``PIXEL_STD / 255`` in RGB order, so that the
+  model takes RGB images in ``[0, 1]`` as every pointrend model;
+* detectron2 has no background slot in its mask heads and puts the background last in its box
+  classifier (``K + 1`` scores, ``4K`` box deltas); pointrend counts the background first. The
+  classifier's rows become ``[K, 0, ..., K-1]``, and the box deltas, the coarse head's
+  predictor and the point head get a background slot of zeros (rows, and a zero input column for
+  the background coarse logit), which never changes a foreground value. detectron2 class ``c``
+  is pointrend label ``c + 1``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor, nn
+
+from .config import D2Config, D2ImportError
+
+__all__ = ["instance_options", "map_instance_weights", "instance_model_from_detectron2"]
+
+# config key -> the value pointrend's model implements (other values are refused, by key)
+_REQUIRED = {
+    "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
+    "MODEL.RESNETS.RES5_DILATION": 1,
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": 256,
+    "MODEL.RESNETS.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, False, False, False],
+    "MODEL.FPN.NORM": "",
+    "MODEL.FPN.FUSE_TYPE": "sum",
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.5, 1.0, 2.0]],
+    "MODEL.ANCHOR_GENERATOR.OFFSET": 0.0,
+    "MODEL.RPN.BBOX_REG_WEIGHTS": [1.0, 1.0, 1.0, 1.0],
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": [10.0, 10.0, 5.0, 5.0],
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False,
+    "MODEL.ROI_MASK_HEAD.NAME": "PointRendMaskHead",
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": 14,
+    "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False,
+    "MODEL.POINT_HEAD.NAME": "StandardPointHead",
+    "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
+}
+_POOLERS = {"ROIAlignV2": True, "ROIAlign": False}  # POOLER_TYPE -> aligned
+_NORMS = ("FrozenBN", "BN", "SyncBN")  # all read as fixed statistics at inference
+
+
+def _check_supported(cfg: D2Config) -> None:
+    for key, value in _REQUIRED.items():
+        if key in cfg and _same(cfg.get(key), value) is False:
+            raise D2ImportError(
+                f"{cfg.source}: {key} = {cfg.get(key)!r} is not supported (pointrend's model "
+                f"implements {value!r})"
+            )
+    if cfg.get("MODEL.RESNETS.NORM") not in _NORMS:
+        raise D2ImportError(
+            f"{cfg.source}: MODEL.RESNETS.NORM = {cfg.get('MODEL.RESNETS.NORM')!r} is not "
+            f"supported (one of {list(_NORMS)})"
+        )
+    if "MODEL.IMPLICIT_POINTREND" in cfg or "parameter_head" in str(
+        cfg.get("MODEL.ROI_MASK_HEAD.NAME", "")
+    ):
+        raise D2ImportError(f"{cfg.source}: Implicit PointRend is not supported")
+    if cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM", 256) != cfg.get("MODEL.FPN.OUT_CHANNELS"):
+        raise D2ImportError(
+            f"{cfg.source}: ROI_MASK_HEAD.CONV_DIM != FPN.OUT_CHANNELS needs detectron2's "
+            "channel-reduction conv, which pointrend's coarse head does not have"
+        )
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, list):
+        return [x if not isinstance(x, list) else list(x) for x in a] == b
+    return a == b
+
+
+def backbone_name(cfg: D2Config) -> str:
+    """The torchvision name of the config's ResNet / ResNeXt (``resnet50``, ``resnext101_32x8d``)."""
+    depth = int(cfg.get("MODEL.RESNETS.DEPTH"))
+    groups = int(cfg.get("MODEL.RESNETS.NUM_GROUPS", 1))
+    width = int(cfg.get("MODEL.RESNETS.WIDTH_PER_GROUP", 64))
+    name = f"resnet{depth}" if (groups, width) == (1, 64) else f"resnext{depth}_{groups}x{width}d"
+    from ...backbones import RESNETS
+
+    if name not in RESNETS or depth < 50:
+        raise D2ImportError(
+            f"{cfg.source}: MODEL.RESNETS.DEPTH {depth}, NUM_GROUPS {groups}, WIDTH_PER_GROUP "
+            f"{width} ({name}) is not a supported bottleneck ResNet / ResNeXt"
+        )
+    return name
+
+
+def input_normalisation(cfg: D2Config) -> tuple[list[float], list[float], bool]:
+    """``(image_mean, image_std, flip)``: RGB ``[0, 1]`` normaliser equal to detectron2's, and
+    whether the first conv's input channels are to be reversed (a BGR model)."""
+    fmt = cfg.get("INPUT.FORMAT")
+    if fmt not in ("BGR", "RGB"):
+        raise D2ImportError(f"{cfg.source}: INPUT.FORMAT {fmt!r} is not supported (BGR or RGB)")
+    mean = [float(v) / 255 for v in cfg.get("MODEL.PIXEL_MEAN")]
+    std = [float(v) / 255 for v in cfg.get("MODEL.PIXEL_STD")]
+    if len(mean) != 3 or len(std) != 3:
+        raise D2ImportError(f"{cfg.source}: MODEL.PIXEL_MEAN / PIXEL_STD need 3 values")
+    flip = fmt == "BGR"
+    return (mean[::-1], std[::-1], flip) if flip else (mean, std, flip)
+
+
+def _num_classes(cfg: D2Config) -> int:
+    """K of the config (detectron2 counts no background)."""
+    k = int(cfg.get("MODEL.ROI_HEADS.NUM_CLASSES"))
+    if int(cfg.get("MODEL.POINT_HEAD.NUM_CLASSES", k)) != k:
+        raise D2ImportError(f"{cfg.source}: POINT_HEAD.NUM_CLASSES differs from ROI_HEADS'")
+    return k
+
+
+def _subdivision(cfg: D2Config) -> dict:
+    """Output size and steps: detectron2 starts at the 7x7 coarse mask and doubles
+    ``SUBDIVISION_STEPS`` times."""
+    side = int(cfg.get("MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION"))
+    steps = int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_STEPS"))
+    return {
+        "mask_output_size": side * 2**steps,
+        "mask_subdivision_points": int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS")),
+    }
+
+
+def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
+    """``(backbone_name, num_classes, options)`` of :func:`pointrend_maskrcnn` (plain values, as
+    a config file's ``model.options``) for the detectron2 config; ``num_classes`` counts the
+    background."""
+    _check_supported(cfg)
+    name = backbone_name(cfg)
+    mean, std, _ = input_normalisation(cfg)
+    pooler = cfg.get("MODEL.ROI_BOX_HEAD.POOLER_TYPE")
+    if pooler not in _POOLERS:
+        raise D2ImportError(f"{cfg.source}: ROI_BOX_HEAD.POOLER_TYPE {pooler!r} is not supported")
+    sizes = [list(s) for s in cfg.get("MODEL.ANCHOR_GENERATOR.SIZES")]
+    if any(len(s) != 1 for s in sizes) or len(sizes) != 5:
+        raise D2ImportError(
+            f"{cfg.source}: ANCHOR_GENERATOR.SIZES needs one size for each of 5 levels"
+        )
+    min_size = int(cfg.get("INPUT.MIN_SIZE_TEST"))
+    options = {
+        "norm": "frozen",
+        "stride_in_1x1": bool(cfg.get("MODEL.RESNETS.STRIDE_IN_1X1")),
+        "fpn_channels": int(cfg.get("MODEL.FPN.OUT_CHANNELS")),
+        "image_mean": mean,
+        "image_std": std,
+        "min_size": min_size,
+        "max_size": int(cfg.get("INPUT.MAX_SIZE_TEST")) if min_size else 1333,
+        "resize_rule": "detectron2",
+        "rpn_anchor_sizes": [int(s[0]) for s in sizes],
+        "rpn_anchor_rule": "detectron2",
+        "rpn_pre_nms_top_n_test": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TEST")),
+        "rpn_post_nms_top_n_test": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TEST")),
+        "rpn_nms_thresh": float(cfg.get("MODEL.RPN.NMS_THRESH")),
+        "roi_align_aligned": _POOLERS[pooler],
+        "roi_align_sampling_ratio": int(cfg.get("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO")),
+        "box_head_dim": int(cfg.get("MODEL.ROI_BOX_HEAD.FC_DIM")),
+        "box_score_thresh": float(cfg.get("MODEL.ROI_HEADS.SCORE_THRESH_TEST")),
+        "box_nms_thresh": float(cfg.get("MODEL.ROI_HEADS.NMS_THRESH_TEST")),
+        "box_detections_per_img": int(cfg.get("TEST.DETECTIONS_PER_IMAGE")),
+        "mask_fc_dim": int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
+        "mask_conv_dim": int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM", 256)),
+        "mask_paste": "detectron2",
+        **_subdivision(cfg),
+    }
+    return name, _num_classes(cfg) + 1, options
+
+
+# detectron2 key pattern -> pointrend key template (applied with re.fullmatch / expand)
+_RENAMES = [
+    (r"backbone\.bottom_up\.stem\.conv1\.weight", r"backbone.body.conv1.weight"),
+    (r"backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)", r"backbone.body.bn1.\1"),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
+        r"backbone.body.layer<\1>.\2.conv\3.weight",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)",
+        r"backbone.body.layer<\1>.\2.bn\3.\4",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.0\.shortcut\.weight",
+        r"backbone.body.layer<\1>.0.downsample.0.weight",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.0\.shortcut\.norm\.(\w+)",
+        r"backbone.body.layer<\1>.0.downsample.1.\2",
+    ),
+    (r"backbone\.fpn_lateral(\d)\.(\w+)", r"backbone.fpn.inner_blocks.<\1>.0.\2"),
+    (r"backbone\.fpn_output(\d)\.(\w+)", r"backbone.fpn.layer_blocks.<\1>.0.\2"),
+    (r"proposal_generator\.rpn_head\.conv\.(\w+)", r"rpn.head.conv.0.0.\1"),
+    (r"proposal_generator\.rpn_head\.objectness_logits\.(\w+)", r"rpn.head.cls_logits.\1"),
+    (r"proposal_generator\.rpn_head\.anchor_deltas\.(\w+)", r"rpn.head.bbox_pred.\1"),
+    (r"roi_heads\.box_head\.fc1\.(\w+)", r"roi_heads.box_head.fc6.\1"),
+    (r"roi_heads\.box_head\.fc2\.(\w+)", r"roi_heads.box_head.fc7.\1"),
+    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(\w+)", r"roi_heads.box_predictor.\1.\2"),
+    (
+        r"roi_heads\.mask_head\.coarse_head\.reduce_spatial_dim_conv\.(\w+)",
+        r"roi_heads.mask_branch.coarse_head.reduce.\1",
+    ),
+    (
+        r"roi_heads\.mask_head\.coarse_head\.fc(\d)\.(\w+)",
+        r"roi_heads.mask_branch.coarse_head.fcs.<\1>.\2",
+    ),
+    (
+        r"roi_heads\.mask_head\.coarse_head\.prediction\.(\w+)",
+        r"roi_heads.mask_branch.coarse_head.predictor.\1",
+    ),
+    (
+        r"roi_heads\.mask_head\.point_head\.fc(\d)\.(\w+)",
+        r"roi_heads.mask_branch.point_head.fc_layers.<\1>.\2",
+    ),
+    (
+        r"roi_heads\.mask_head\.point_head\.predictor\.(\w+)",
+        r"roi_heads.mask_branch.point_head.predictor.\1",
+    ),
+]
+# index shift of each <n> group: res{s} -> layer{s-1}, fpn level l -> l-2, fc{k} -> k-1
+_SHIFTS = {"layer": -1, "inner_blocks.": -2, "layer_blocks.": -2, "fcs.": -1, "fc_layers.": -1}
+
+
+def pointrend_key(key: str) -> str | None:
+    """The pointrend key of a detectron2 instance-model key, or ``None`` if it has none."""
+    for pattern, template in _RENAMES:
+        match = re.fullmatch(pattern, key)
+        if match:
+            out = match.expand(template)
+            return re.sub(
+                r"(layer|inner_blocks\.|layer_blocks\.|fcs\.|fc_layers\.)<(\d+)>",
+                lambda m: f"{m.group(1)}{int(m.group(2)) + _SHIFTS[m.group(1)]}",
+                out,
+            )
+    return None
+
+
+def _with_background(key: str, value: Tensor, k: int, fine_channels: int) -> Tensor:
+    """Add pointrend's background slot to a detectron2 head tensor (see the module docstring)."""
+    if key.startswith("roi_heads.box_predictor.cls_score."):
+        return torch.cat([value[k:], value[:k]])  # background last -> first
+    if key.startswith("roi_heads.box_predictor.bbox_pred."):
+        return torch.cat([value.new_zeros(4, *value.shape[1:]), value])
+    if key.startswith("roi_heads.mask_branch.coarse_head.predictor."):
+        cells = value.shape[0] // k
+        return torch.cat([value.new_zeros(cells, *value.shape[1:]), value])
+    if key.startswith("roi_heads.mask_branch.point_head."):
+        if key.endswith(".weight"):  # out x (width + K) x 1: a zero column before the K coarse
+            width = value.shape[1] - k
+            value = torch.cat(
+                [
+                    value[:, :width],
+                    value.new_zeros(value.shape[0], 1, *value.shape[2:]),
+                    value[:, width:],
+                ],
+                dim=1,
+            )
+        if ".predictor." in key:
+            value = torch.cat([value.new_zeros(1, *value.shape[1:]), value])
+    return value
+
+
+def map_instance_weights(weights: dict[str, Tensor], cfg: D2Config) -> dict[str, Tensor]:
+    """detectron2 weights (current key names) -> a state dict of the model of
+    :func:`instance_options`. Keys it has no place for raise :class:`D2ImportError`, naming them."""
+    k = _num_classes(cfg)
+    _, _, flip = input_normalisation(cfg)
+    state, unused = {}, []
+    for key, value in weights.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = pointrend_key(key)
+        if name is None:
+            unused.append(key)
+            continue
+        if name == "backbone.body.conv1.weight" and flip:
+            value = value[:, [2, 1, 0]]
+        state[name] = _with_background(name, value.float(), k, 0)
+    if unused:
+        raise D2ImportError(
+            f"{len(unused)} detectron2 key(s) have no place in pointrend's model: "
+            f"{', '.join(sorted(unused)[:8])}{' ...' if len(unused) > 8 else ''}"
+        )
+    return state
+
+
+def load_mapped(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load ``state`` into ``model``: every model weight given, with its shape, else an error
+    naming the keys (``num_batches_tracked`` counters excepted)."""
+    expected = {
+        k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(n for n in set(state) & set(expected) if state[n].shape != expected[n].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    if extra:
+        problems.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
+    if wrong:
+        shapes = [f"{n}: {tuple(state[n].shape)} vs {tuple(expected[n].shape)}" for n in wrong[:4]]
+        problems.append(f"wrong shapes {shapes}")
+    if problems:
+        raise D2ImportError(f"{source}: the weights do not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=False)
+
+
+def instance_model_from_detectron2(weights: dict[str, Tensor], cfg: D2Config) -> nn.Module:
+    """The pointrend PointRend Mask R-CNN computing what the detectron2 model computes
+    (eval mode), with ``weights`` (current detectron2 key names) loaded."""
+    from ...instance import pointrend_maskrcnn
+
+    name, num_classes, options = instance_options(cfg)
+    model = pointrend_maskrcnn(name, num_classes, **options)
+    load_mapped(model, map_instance_weights(weights, cfg), cfg.source)
+    return model.eval()
