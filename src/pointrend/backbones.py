@@ -40,10 +40,10 @@ __all__ = [
     "StageOutputs",
     "dilate_resnet_",
     "fpn_backbone",
+    "move_stride_to_1x1_",
     "norm_layer",
     "resnet_backbone",
     "resnet_fpn_backbone",
-    "stride_in_1x1_",
 ]
 
 RESNETS = (
@@ -187,24 +187,23 @@ def dilate_resnet_(resnet: nn.Module, dilate: Sequence[bool]) -> list[int]:
     return strides
 
 
-def stride_in_1x1_(body: nn.Module) -> None:
-    """Move the stride of each strided bottleneck from its 3x3 conv to its first 1x1 conv, in
-    place (the original MSRA ResNet, detectron2's ``RESNETS.STRIDE_IN_1X1``; torchvision's
-    ResNet v1.5 strides the 3x3 conv).
+def move_stride_to_1x1_(resnet: nn.Module) -> None:
+    """Put the stride of ``layer2..layer4``'s first bottleneck in its 1x1 ``conv1``, in place.
 
-    Same shapes and weights, another function: the 1x1 conv then reads every other pixel. Applies
-    to every stage of ``body`` (a ResNet or :class:`StageOutputs`) whose first block halves the
-    resolution in ``conv2``; ResNets of ``BasicBlock`` (18 / 34) have no 1x1 conv and are refused.
+    torchvision's bottleneck strides its 3x3 ``conv2``; the original MSRA ResNets (Caffe2,
+    detectron2's ``STRIDE_IN_1X1``) stride the first 1x1 conv instead. Same parameters and
+    output sizes, different function: weights trained one way need the same placement.
+    ``BasicBlock`` ResNets (18 / 34, whose ``conv1`` is the 3x3) and dilated stages are left as
+    they are; so are stages a :class:`StageOutputs` did not keep.
     """
-    for name in RESNET_STAGES:
-        layer = getattr(body, name, None)
-        if layer is None:
+    for name in RESNET_STAGES[1:]:
+        if not hasattr(resnet, name):  # stages after the last returned one are not built
             continue
-        block = layer[0]
-        if not hasattr(block, "conv3"):
-            raise ValueError(f"stride_in_1x1 needs bottleneck blocks, {name} has none")
-        if block.conv2.stride == (2, 2):
-            block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
+        block = getattr(resnet, name)[0]
+        conv3x3 = getattr(block, "conv2", None)
+        if getattr(block, "conv3", None) is None or conv3x3.stride != (2, 2):
+            continue
+        block.conv1.stride, conv3x3.stride = (2, 2), (1, 1)
 
 
 def _freeze_resnet_(resnet: nn.Module, trainable_layers: int) -> None:

@@ -23,7 +23,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from ..backbones import FPNBackbone, fpn_backbone, stride_in_1x1_
+from ..backbones import FPNBackbone, fpn_backbone, move_stride_to_1x1_
 from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
 from ..settings import replace_options
@@ -150,7 +150,7 @@ def _instance_model(
         trainable_layers=trainable_backbone_layers,
     )
     if stride_in_1x1:
-        stride_in_1x1_(backbone.body)
+        move_stride_to_1x1_(backbone.body)
     anchors = {"sizes": rpn_anchor_sizes, "rule": rpn_anchor_rule}
     roi_align = {"aligned": roi_align_aligned, "sampling_ratio": roi_align_sampling_ratio}
     if pointrend:

@@ -27,7 +27,12 @@ from torch import Tensor, nn
 
 from .config import D2Config, D2ImportError
 
-__all__ = ["instance_options", "map_instance_weights", "instance_model_from_detectron2"]
+__all__ = [
+    "instance_builder_from_detectron2",
+    "instance_model_from_detectron2",
+    "instance_options",
+    "map_instance_weights",
+]
 
 # config key -> the value pointrend's model implements (other values are refused, by key)
 _REQUIRED = {
@@ -248,7 +253,7 @@ def pointrend_key(key: str) -> str | None:
     return None
 
 
-def _with_background(key: str, value: Tensor, k: int, fine_channels: int) -> Tensor:
+def _with_background(key: str, value: Tensor, k: int) -> Tensor:
     """Add pointrend's background slot to a detectron2 head tensor (see the module docstring)."""
     if key.startswith("roi_heads.box_predictor.cls_score."):
         return torch.cat([value[k:], value[:k]])  # background last -> first
@@ -288,7 +293,7 @@ def map_instance_weights(weights: dict[str, Tensor], cfg: D2Config) -> dict[str,
             continue
         if name == "backbone.body.conv1.weight" and flip:
             value = value[:, [2, 1, 0]]
-        state[name] = _with_background(name, value.float(), k, 0)
+        state[name] = _with_background(name, value.float(), k)
     if unused:
         raise D2ImportError(
             f"{len(unused)} detectron2 key(s) have no place in pointrend's model: "
@@ -317,6 +322,20 @@ def load_mapped(model: nn.Module, state: dict[str, Tensor], source: str) -> None
     if problems:
         raise D2ImportError(f"{source}: the weights do not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state, strict=False)
+
+
+def instance_builder_from_detectron2(cfg: D2Config) -> dict:
+    """The model config fields (``task``, ``name``, ``arch``, ``backbone``, ``num_classes``,
+    ``options``) that rebuild the imported model through the engine's ``build_model``."""
+    name, num_classes, options = instance_options(cfg)
+    return {
+        "task": "instance",
+        "name": "pointrend",
+        "arch": "fpn",
+        "backbone": name,
+        "num_classes": num_classes,
+        "options": options,
+    }
 
 
 def instance_model_from_detectron2(weights: dict[str, Tensor], cfg: D2Config) -> nn.Module:

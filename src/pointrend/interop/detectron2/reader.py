@@ -42,7 +42,8 @@ _NUMPY_GLOBALS = {
         (f"{core}.numeric", "_frombuffer"),
     )
 } | {("numpy", "ndarray"), ("numpy", "dtype")}
-_PLAIN_GLOBALS = {("collections", "OrderedDict"), ("builtins", "bytearray")}
+# protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1")
+_PLAIN_GLOBALS = {("collections", "OrderedDict"), ("builtins", "bytearray"), ("_codecs", "encode")}
 _OLD_PREFIXES = (
     ("roi_heads.mask_point_head.", "roi_heads.mask_head.point_head."),
     ("roi_heads.mask_coarse_head.", "roi_heads.mask_head.coarse_head."),
@@ -80,9 +81,18 @@ def _resolve(module: str, name: str):
         return OrderedDict
     if module == "builtins":
         return bytearray
+    if module == "_codecs":
+        return _latin1_bytes
     submodule = module.rsplit(".", 1)[1]  # multiarray / numeric
     core = getattr(np, "_core", None) or np.core
     return getattr(getattr(core, submodule), name)
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` restricted to the two encodings pickle uses for bytes."""
+    if encoding not in ("latin1", "latin-1", "utf-8") or not isinstance(text, str):
+        raise D2ImportError(f"refused to unpickle bytes encoded as {encoding!r}")
+    return text.encode(encoding)
 
 
 def _unpickle(path: Path) -> object:
