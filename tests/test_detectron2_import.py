@@ -21,7 +21,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from detectron2_fixture import (
     INSTANCE,
     ZOO,
@@ -35,6 +34,7 @@ from detectron2_fixture import (
     write_trainer_pth,
     write_zoo_pkl,
 )
+
 from pointrend.cli import main
 from pointrend.engine.inference import load_trained_model
 from pointrend.interop.detectron2 import D2Config, D2ImportError, read_detectron2_weights
@@ -43,8 +43,8 @@ from pointrend.interop.detectron2.instance import (
     load_mapped,
     map_instance_weights,
 )
-from pointrend.interop.detectron2.zoo import NOT_SUPPORTED, ZOO as PUBLISHED
-from pointrend.interop.detectron2.zoo import dataset_classes, zoo_config
+from pointrend.interop.detectron2.zoo import NOT_SUPPORTED, dataset_classes, zoo_config
+from pointrend.interop.detectron2.zoo import ZOO as PUBLISHED
 from pointrend.models import from_detectron2, pointrend_maskrcnn
 
 D2 = np.load(INSTANCE / "d2_outputs.npz")
