@@ -235,3 +235,109 @@ def test_an_offline_zoo_download_names_url_and_destination(monkeypatch, tmp_path
     message = str(error.value)
     assert PUBLISHED[name].url in message
     assert str(tmp_path / "checkpoints" / "detectron2" / "164254221") in message
+
+
+# --- the builder options the importer sets, on small models ---------------------------------
+
+
+def test_detectron2_anchors_are_unrounded_at_nominal_strides():
+    from torchvision.models.detection.image_list import ImageList
+
+    from pointrend.instance.detectron2_ops import NominalStrideAnchorGenerator
+
+    generator = NominalStrideAnchorGenerator(((32,), (64,)), ((0.5, 1.0, 2.0),) * 2, [4, 60])
+    features = [torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 1, 2)]
+    anchors = generator(ImageList(torch.zeros(1, 3, 8, 12), [(8, 12)]), features)[0]
+    assert anchors.shape == (3 * 2 * 3 + 3 * 1 * 2, 4)
+    half_w, half_h = 32 / 0.5**0.5 / 2, 32 * 0.5**0.5 / 2  # ratio h / w = 0.5
+    first = torch.tensor([-half_w, -half_h, half_w, half_h])
+    np.testing.assert_allclose(anchors[0], first, rtol=1e-6)  # not rounded to +-23 x +-11
+    # the second level's second cell is one nominal stride (60) to the right
+    np.testing.assert_allclose(anchors[-3:, 0] - anchors[-6:-3, 0], [60.0] * 3)
+
+
+def test_aligned_pooler_is_roi_align_with_half_pixel_centres():
+    from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+    from pointrend.instance.detectron2_ops import AlignedMultiScaleRoIAlign
+
+    g = torch.Generator().manual_seed(0)
+    features = {
+        "0": torch.randn(1, 4, 16, 16, generator=g),
+        "1": torch.randn(1, 4, 8, 8, generator=g),
+    }
+    boxes = [torch.tensor([[3.3, 4.1, 20.7, 30.2], [1.0, 2.0, 60.0, 50.0]])]
+    pooler = AlignedMultiScaleRoIAlign(["0", "1"], 7, 0)
+    pooled = pooler(features, boxes, [(64, 64)])
+    levels = pooler.map_levels(boxes)
+    for i in range(2):
+        level = str(int(levels[i]))
+        scale = features[level].shape[-1] / 64
+        rois = torch.cat([torch.zeros(1, 1), boxes[0][i : i + 1]], dim=1)
+        expected = roi_align(features[level], rois, 7, scale, sampling_ratio=0, aligned=True)
+        torch.testing.assert_close(pooled[i : i + 1], expected)
+    unaligned = MultiScaleRoIAlign(["0", "1"], 7, 0)(features, boxes, [(64, 64)])
+    assert (pooled - unaligned).abs().max() > 1e-3
+
+
+def test_detectron2_resize_rounds_sides_and_min_size_0_keeps_the_image():
+    model = pointrend_maskrcnn(
+        "resnet18", 3, min_size=320, max_size=1333, resize_rule="detectron2"
+    ).eval()
+    image = torch.rand(3, 301, 452)
+    resized, _ = model.transform.resize(image)
+    scale = 320 / 301
+    assert resized.shape[-2:] == (int(301 * scale + 0.5), int(452 * scale + 0.5))  # 320 x 481
+    assert resized.shape[-1] == 481 != int(452 * scale)  # torchvision's floor gives 480
+    keep = pointrend_maskrcnn("resnet18", 3, min_size=0).eval()
+    images, _ = keep.transform([image])
+    assert images.image_sizes == [(301, 452)]
+
+
+def detectron2_paste(masks, boxes, height, width):
+    """detectron2's rule written out: every pixel centre of the image mapped into each box and
+    read from the mask with zero padding, then thresholded at 0.5."""
+    ys = (torch.arange(height) + 0.5)[None, :]
+    xs = (torch.arange(width) + 0.5)[None, :]
+    gy = (ys - boxes[:, 1:2]) / (boxes[:, 3:4] - boxes[:, 1:2]) * 2 - 1
+    gx = (xs - boxes[:, 0:1]) / (boxes[:, 2:3] - boxes[:, 0:1]) * 2 - 1
+    grid = torch.stack(
+        [gx[:, None, :].expand(-1, height, -1), gy[:, :, None].expand(-1, -1, width)], dim=-1
+    )
+    values = torch.nn.functional.grid_sample(masks, grid, align_corners=False)
+    return values[:, 0] > 0.5
+
+
+def test_detectron2_paste_fades_at_the_box_border_as_detectron2():
+    from pointrend.instance.paste import paste_masks
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(20, 1, 28, 28, generator=g) ** 0.5
+    origin = torch.rand(20, 2, generator=g) * 50 - 5
+    boxes = torch.cat([origin, origin + 3 + torch.rand(20, 2, generator=g) * 40], dim=1)
+    faded = paste_masks(masks, boxes, (60, 70), fade_border=True)[:, 0]
+    assert torch.equal(faded > 0.5, detectron2_paste(masks, boxes, 60, 70))
+    clamped = paste_masks(masks, boxes, (60, 70))[:, 0]
+    assert not torch.equal(clamped > 0.5, faded > 0.5)  # the two rules differ at box borders
+    ones = paste_masks(
+        torch.ones(1, 1, 2, 2), torch.tensor([[10.0, 10.0, 20.0, 20.0]]), (30, 30), fade_border=True
+    )
+    # pixel 10 (centre 10.5) is 0.05 of the box: between the padding and the first cell centre
+    assert ones[0, 0, 15, 10].item() == pytest.approx(0.6) and ones[0, 0, 15, 15] == 1
+
+
+def test_stride_in_1x1_and_the_common_options_of_both_builders():
+    from torchvision.models.detection import MaskRCNN
+
+    from pointrend.instance.detectron2_ops import AlignedMultiScaleRoIAlign
+    from pointrend.models import maskrcnn
+
+    options = dict(stride_in_1x1=True, roi_align_aligned=True, rpn_anchor_rule="detectron2")
+    for build in (maskrcnn, pointrend_maskrcnn):
+        model = build("resnet50", 3, box_head_dim=32, **options)
+        assert isinstance(model, MaskRCNN)
+        block = model.backbone.body.layer2[0]
+        assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+        assert isinstance(model.roi_heads.box_roi_pool, AlignedMultiScaleRoIAlign)
+    with pytest.raises(ValueError, match="rpn_anchor_rule"):
+        pointrend_maskrcnn("resnet18", 3, rpn_anchor_rule="caffe2")
