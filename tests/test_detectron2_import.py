@@ -341,3 +341,17 @@ def test_stride_in_1x1_and_the_common_options_of_both_builders():
         assert isinstance(model.roi_heads.box_roi_pool, AlignedMultiScaleRoIAlign)
     with pytest.raises(ValueError, match="rpn_anchor_rule"):
         pointrend_maskrcnn("resnet18", 3, rpn_anchor_rule="caffe2")
+
+
+def test_imported_model_exports_to_onnx(imported, tmp_path):
+    from test_export import assert_instances_match
+
+    from pointrend.export import INSTANCE_OUTPUTS, OnnxPredictor, export_onnx
+
+    predictor = OnnxPredictor(export_onnx(imported.model, tmp_path / "imported.onnx"))
+    image = fixture_image(NUM_IMAGES - 1)  # 300 x 452: padded to 320 x 480 inside the graph
+    with torch.no_grad():
+        eager = imported.model([image])[0]
+    got = predictor(image)
+    assert len(got["boxes"]) == 10
+    assert_instances_match([eager[k].numpy() for k in INSTANCE_OUTPUTS], list(got.values()))
