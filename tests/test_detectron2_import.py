@@ -57,16 +57,20 @@ def d2_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory, d2_config):
-    """The fixture imported through the CLI from a numpy 1.x zoo .pkl (current key layout),
-    rebuilt from the written checkpoint."""
+def imported_file(tmp_path_factory, d2_config):
+    """The fixture imported through the CLI from a numpy 1.x zoo .pkl (current key layout)."""
     folder = tmp_path_factory.mktemp("import")
     pkl = write_zoo_pkl(instance_weights(), folder / "model_final.pkl", "numpy.core")
     out = folder / "imported.pt"
-    assert (
-        main(["import-detectron2", str(pkl), "--d2-config", str(d2_config), "--out", str(out)]) == 0
-    )
-    return load_trained_model(out)
+    argv = ["import-detectron2", str(pkl), "--d2-config", str(d2_config), "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported(imported_file):
+    """The imported checkpoint rebuilt from its own config, as ``pointrend predict`` does."""
+    return load_trained_model(imported_file)
 
 
 def run_stages(model, image):
@@ -355,3 +359,43 @@ def test_imported_model_exports_to_onnx(imported, tmp_path):
     got = predictor(image)
     assert len(got["boxes"]) == 10
     assert_instances_match([eager[k].numpy() for k in INSTANCE_OUTPUTS], list(got.values()))
+
+
+def test_predict_and_export_take_the_imported_checkpoint(imported_file, tmp_path, capsys):
+    image = INSTANCE / f"image_{NUM_IMAGES - 1}.png"
+    argv = ["predict", "--weights", str(imported_file), str(image), "--out", str(tmp_path / "p")]
+    assert main([*argv, "--no-progress"]) == 0
+    predictions = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    (found,) = predictions["images"].values()
+    d2_classes = sorted(int(c) + 1 for c in D2[f"img{NUM_IMAGES - 1}_classes"])
+    assert sorted(d["category_id"] for d in found) == d2_classes
+    config = imported_file.with_suffix(".yaml")
+    argv = [
+        "export",
+        str(config),
+        "--weights",
+        str(imported_file),
+        "--out",
+        str(tmp_path / "m.onnx"),
+    ]
+    assert main([*argv, "--size", "96", "128"]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+
+
+def test_fine_tuning_starts_from_the_imported_weights(imported_file, imported, tmp_path):
+    import yaml
+
+    config = yaml.safe_load(imported_file.with_suffix(".yaml").read_text())
+    assert config["model"]["weights"] == str(imported_file)
+    config["train_data"] = {"format": "synthetic", "num_images": 2, "image_size": 64, "seed": 0}
+    config["solver"].update(lr=1e-9, max_iter=1, images_per_batch=1, warmup_iters=0)
+    config["model"]["options"].update(rpn_batch_size_per_image=16, box_batch_size_per_image=16)
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    tuned = load_trained_model(tmp_path / "run" / "model_final.pt")
+    assert tuned.num_classes == 8  # the synthetic data's 7 shapes and the background
+    ours, theirs = tuned.model.state_dict(), imported.model.state_dict()
+    for key in ("backbone.body.conv1.weight", "roi_heads.mask_branch.coarse_head.fcs.0.weight"):
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=0)  # lr 1e-9
+    assert ours["roi_heads.box_predictor.cls_score.weight"].shape[0] == 8

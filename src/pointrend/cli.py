@@ -335,7 +335,7 @@ def _run_import_detectron2(args) -> int:
     spec = imported.model_config
     print(
         f"imported a {spec['task']} {spec['name']} {spec['backbone']} model "
-        f"({len(imported.class_names)} classes) to {path}"
+        f"({len(imported.class_names)} classes) to {path}; its config: {path.with_suffix('.yaml')}"
     )
     return 0
 

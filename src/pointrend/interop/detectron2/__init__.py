@@ -116,10 +116,15 @@ def from_detectron2(
 
 def write_imported_checkpoint(imported: ImportedModel, path: str | Path) -> Path:
     """Write an ordinary pointrend checkpoint (weights, config with the model options, class
-    names, label -> category id) that ``pointrend predict / eval / export`` accept."""
-    from ...engine.checkpoint import atomic_save
+    names, label -> category id) that ``pointrend predict / eval / export`` accept, and beside it
+    its config as YAML (``OUT.yaml``: the model section to fine-tune from, with
+    ``model.weights: OUT.pt``; its data sections are to be filled in)."""
+    import yaml
+
+    from ...engine.checkpoint import atomic_save, atomic_write
     from ...engine.config import ModelConfig, TrainConfig, config_to_dict
 
+    path = Path(path)
     config = config_to_dict(TrainConfig(model=ModelConfig(**imported.model_config)))
     checkpoint = {
         "model": imported.model.state_dict(),
@@ -129,4 +134,10 @@ def write_imported_checkpoint(imported: ImportedModel, path: str | Path) -> Path
     }
     if imported.label_to_category_id:
         checkpoint["label_to_category_id"] = dict(imported.label_to_category_id)
-    return atomic_save(checkpoint, path)
+    atomic_save(checkpoint, path)
+    config["model"]["weights"] = str(path)
+    config["model"]["num_classes"] = None  # from the fine-tuning data
+    text = f"# {path.name} imported from detectron2; set train_data to fine-tune from it\n"
+    text += yaml.safe_dump(config, sort_keys=False)
+    atomic_write(path.with_suffix(".yaml"), lambda f: f.write(text), binary=False)
+    return path
