@@ -399,3 +399,13 @@ def test_fine_tuning_starts_from_the_imported_weights(imported_file, imported, t
     for key in ("backbone.body.conv1.weight", "roi_heads.mask_branch.coarse_head.fcs.0.weight"):
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=0)  # lr 1e-9
     assert ours["roi_heads.box_predictor.cls_score.weight"].shape[0] == 8
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_zoo_table_config_values_are_detectron2s(name):
+    effective = json.loads((ZOO / f"{name}.json").read_text())["effective"]
+    ours = PUBLISHED[name].config
+    differing = {k: v for k, v in ours.items() if k in effective and effective[k] != v}
+    assert not differing
+    if PUBLISHED[name].task == "instance":  # the same model as from all of detectron2's values
+        assert instance_options(zoo_config(name)) == instance_options(D2Config(effective))

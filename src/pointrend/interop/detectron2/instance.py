@@ -160,6 +160,7 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
     min_size = int(cfg.get("INPUT.MIN_SIZE_TEST"))
     options = {
         "norm": "frozen",
+        "trainable_backbone_layers": 5 - int(cfg.get("MODEL.BACKBONE.FREEZE_AT")),
         "stride_in_1x1": bool(cfg.get("MODEL.RESNETS.STRIDE_IN_1X1")),
         "fpn_channels": int(cfg.get("MODEL.FPN.OUT_CHANNELS")),
         "image_mean": mean,

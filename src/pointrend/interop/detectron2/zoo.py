@@ -32,6 +32,7 @@ URL_ROOT = "https://dl.fbaipublicfiles.com/detectron2/"
 # Config values every model shares: ResNet-FPN backbone, detectron2's input convention.
 _BACKBONE = {
     "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
+    "MODEL.BACKBONE.FREEZE_AT": 2,
     "MODEL.RESNETS.DEPTH": 50,
     "MODEL.RESNETS.STRIDE_IN_1X1": True,
     "MODEL.RESNETS.NUM_GROUPS": 1,
