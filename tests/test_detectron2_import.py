@@ -42,10 +42,11 @@ from pointrend.interop.detectron2.instance import (
     instance_options,
     load_mapped,
     map_instance_weights,
+    mask_head_kind,
 )
 from pointrend.interop.detectron2.zoo import NOT_SUPPORTED, dataset_classes, zoo_config
 from pointrend.interop.detectron2.zoo import ZOO as PUBLISHED
-from pointrend.models import from_detectron2, pointrend_maskrcnn
+from pointrend.models import from_detectron2, maskrcnn, pointrend_maskrcnn
 
 D2 = np.load(INSTANCE / "d2_outputs.npz")
 NUM_IMAGES = len(instance_spec()["inference"]["images"])
@@ -197,8 +198,9 @@ def _meta_mapping(name):
     cfg = zoo_config(name)
     weights = {key: torch.empty(shape, device="meta") for key, shape in keys}
     backbone, num_classes, options = instance_options(cfg)
+    build = pointrend_maskrcnn if mask_head_kind(cfg) == "pointrend" else maskrcnn
     with torch.device("meta"):
-        model = pointrend_maskrcnn(backbone, num_classes, **options)
+        model = build(backbone, num_classes, **options)
     return map_instance_weights(weights, cfg), model.state_dict()
 
 

@@ -1,5 +1,6 @@
-"""detectron2 PointRend Mask R-CNN (``GeneralizedRCNN`` with ``PointRendMaskHead``) as a pointrend
-:func:`~pointrend.models.pointrend_maskrcnn`.
+"""detectron2 Mask R-CNN (``GeneralizedRCNN``) as a pointrend model: with ``PointRendMaskHead``
+a :func:`~pointrend.models.pointrend_maskrcnn`, with the standard ``MaskRCNNConvUpsampleHead``
+the baseline :func:`~pointrend.models.maskrcnn`.
 
 :func:`instance_options` reads the detectron2 config into builder options that make the model
 compute what detectron2 computes (stride in the 1x1 conv, frozen batch norm, the input
@@ -20,12 +21,10 @@ aligned adaptive RoIAlign, detectron2's resize rule and mask paste, score / NMS 
 
 from __future__ import annotations
 
-import re
-
-import torch
 from torch import Tensor, nn
 
 from .config import D2Config, D2ImportError
+from .instance_weights import load_mapped, rename_instance_weights
 
 __all__ = [
     "instance_builder_from_detectron2",
@@ -53,19 +52,42 @@ _REQUIRED = {
     "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
     "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": [10.0, 10.0, 5.0, 5.0],
     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False,
-    "MODEL.ROI_MASK_HEAD.NAME": "PointRendMaskHead",
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": 14,
-    "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False,
+}
+_POINTREND_REQUIRED = {
+    "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
     "MODEL.POINT_HEAD.NAME": "StandardPointHead",
     "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
+}
+_BASELINE_REQUIRED = {"MODEL.ROI_MASK_HEAD.NUM_CONV": 4}
+# ROI_MASK_HEAD.NAME -> pointrend's model (engine name) and the values it requires
+_MASK_HEADS = {
+    "PointRendMaskHead": ("pointrend", _POINTREND_REQUIRED),
+    "MaskRCNNConvUpsampleHead": ("maskrcnn", _BASELINE_REQUIRED),
 }
 _POOLERS = {"ROIAlignV2": True, "ROIAlign": False}  # POOLER_TYPE -> aligned
 _NORMS = ("FrozenBN", "BN", "SyncBN")  # all read as fixed statistics at inference
 
 
+def mask_head_kind(cfg: D2Config) -> str:
+    """``"pointrend"`` or ``"maskrcnn"``: the pointrend model of the config's mask head."""
+    head = cfg.get("MODEL.ROI_MASK_HEAD.NAME")
+    if "Implicit" in str(head):
+        raise D2ImportError(
+            f"{cfg.source}: Implicit PointRend ({head}) is not supported (no published checkpoint)"
+        )
+    if head not in _MASK_HEADS:
+        raise D2ImportError(
+            f"{cfg.source}: MODEL.ROI_MASK_HEAD.NAME {head!r} is not supported "
+            f"(one of {sorted(_MASK_HEADS)})"
+        )
+    return _MASK_HEADS[head][0]
+
+
 def _check_supported(cfg: D2Config) -> None:
-    for key, value in _REQUIRED.items():
+    required = {**_REQUIRED, **_MASK_HEADS[cfg.get("MODEL.ROI_MASK_HEAD.NAME")][1]}
+    for key, value in required.items():
         if key in cfg and _same(cfg.get(key), value) is False:
             raise D2ImportError(
                 f"{cfg.source}: {key} = {cfg.get(key)!r} is not supported (pointrend's model "
@@ -76,11 +98,8 @@ def _check_supported(cfg: D2Config) -> None:
             f"{cfg.source}: MODEL.RESNETS.NORM = {cfg.get('MODEL.RESNETS.NORM')!r} is not "
             f"supported (one of {list(_NORMS)})"
         )
-    if "MODEL.IMPLICIT_POINTREND" in cfg or "parameter_head" in str(
-        cfg.get("MODEL.ROI_MASK_HEAD.NAME", "")
-    ):
-        raise D2ImportError(f"{cfg.source}: Implicit PointRend is not supported")
-    if cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM", 256) != cfg.get("MODEL.FPN.OUT_CHANNELS"):
+    pointrend = mask_head_kind(cfg) == "pointrend"
+    if pointrend and cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM") != cfg.get("MODEL.FPN.OUT_CHANNELS"):
         raise D2ImportError(
             f"{cfg.source}: ROI_MASK_HEAD.CONV_DIM != FPN.OUT_CHANNELS needs detectron2's "
             "channel-reduction conv, which pointrend's coarse head does not have"
@@ -126,7 +145,7 @@ def input_normalisation(cfg: D2Config) -> tuple[list[float], list[float], bool]:
 def _num_classes(cfg: D2Config) -> int:
     """K of the config (detectron2 counts no background)."""
     k = int(cfg.get("MODEL.ROI_HEADS.NUM_CLASSES"))
-    if int(cfg.get("MODEL.POINT_HEAD.NUM_CLASSES", k)) != k:
+    if mask_head_kind(cfg) == "pointrend" and int(cfg.get("MODEL.POINT_HEAD.NUM_CLASSES")) != k:
         raise D2ImportError(f"{cfg.source}: POINT_HEAD.NUM_CLASSES differs from ROI_HEADS'")
     return k
 
@@ -143,9 +162,10 @@ def _subdivision(cfg: D2Config) -> dict:
 
 
 def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
-    """``(backbone_name, num_classes, options)`` of :func:`pointrend_maskrcnn` (plain values, as
-    a config file's ``model.options``) for the detectron2 config; ``num_classes`` counts the
-    background."""
+    """``(backbone_name, num_classes, options)`` of :func:`pointrend_maskrcnn` (or
+    :func:`maskrcnn` for :func:`mask_head_kind` ``"maskrcnn"``; plain values, as a config file's
+    ``model.options``) for the detectron2 config; ``num_classes`` counts the background."""
+    kind = mask_head_kind(cfg)
     _check_supported(cfg)
     name = backbone_name(cfg)
     mean, std, _ = input_normalisation(cfg)
@@ -179,150 +199,24 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         "box_score_thresh": float(cfg.get("MODEL.ROI_HEADS.SCORE_THRESH_TEST")),
         "box_nms_thresh": float(cfg.get("MODEL.ROI_HEADS.NMS_THRESH_TEST")),
         "box_detections_per_img": int(cfg.get("TEST.DETECTIONS_PER_IMAGE")),
-        "mask_fc_dim": int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
-        "mask_conv_dim": int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM", 256)),
         "mask_paste": "detectron2",
-        **_subdivision(cfg),
     }
+    if kind == "pointrend":
+        options.update(
+            mask_fc_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
+            mask_conv_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM")),
+            **_subdivision(cfg),
+        )
+    else:
+        options["mask_head_dim"] = int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM"))
     return name, _num_classes(cfg) + 1, options
-
-
-# detectron2 key pattern -> pointrend key template (applied with re.fullmatch / expand)
-_RENAMES = [
-    (r"backbone\.bottom_up\.stem\.conv1\.weight", r"backbone.body.conv1.weight"),
-    (r"backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)", r"backbone.body.bn1.\1"),
-    (
-        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
-        r"backbone.body.layer<\1>.\2.conv\3.weight",
-    ),
-    (
-        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)",
-        r"backbone.body.layer<\1>.\2.bn\3.\4",
-    ),
-    (
-        r"backbone\.bottom_up\.res(\d)\.0\.shortcut\.weight",
-        r"backbone.body.layer<\1>.0.downsample.0.weight",
-    ),
-    (
-        r"backbone\.bottom_up\.res(\d)\.0\.shortcut\.norm\.(\w+)",
-        r"backbone.body.layer<\1>.0.downsample.1.\2",
-    ),
-    (r"backbone\.fpn_lateral(\d)\.(\w+)", r"backbone.fpn.inner_blocks.<\1>.0.\2"),
-    (r"backbone\.fpn_output(\d)\.(\w+)", r"backbone.fpn.layer_blocks.<\1>.0.\2"),
-    (r"proposal_generator\.rpn_head\.conv\.(\w+)", r"rpn.head.conv.0.0.\1"),
-    (r"proposal_generator\.rpn_head\.objectness_logits\.(\w+)", r"rpn.head.cls_logits.\1"),
-    (r"proposal_generator\.rpn_head\.anchor_deltas\.(\w+)", r"rpn.head.bbox_pred.\1"),
-    (r"roi_heads\.box_head\.fc1\.(\w+)", r"roi_heads.box_head.fc6.\1"),
-    (r"roi_heads\.box_head\.fc2\.(\w+)", r"roi_heads.box_head.fc7.\1"),
-    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(\w+)", r"roi_heads.box_predictor.\1.\2"),
-    (
-        r"roi_heads\.mask_head\.coarse_head\.reduce_spatial_dim_conv\.(\w+)",
-        r"roi_heads.mask_branch.coarse_head.reduce.\1",
-    ),
-    (
-        r"roi_heads\.mask_head\.coarse_head\.fc(\d)\.(\w+)",
-        r"roi_heads.mask_branch.coarse_head.fcs.<\1>.\2",
-    ),
-    (
-        r"roi_heads\.mask_head\.coarse_head\.prediction\.(\w+)",
-        r"roi_heads.mask_branch.coarse_head.predictor.\1",
-    ),
-    (
-        r"roi_heads\.mask_head\.point_head\.fc(\d)\.(\w+)",
-        r"roi_heads.mask_branch.point_head.fc_layers.<\1>.\2",
-    ),
-    (
-        r"roi_heads\.mask_head\.point_head\.predictor\.(\w+)",
-        r"roi_heads.mask_branch.point_head.predictor.\1",
-    ),
-]
-# index shift of each <n> group: res{s} -> layer{s-1}, fpn level l -> l-2, fc{k} -> k-1
-_SHIFTS = {"layer": -1, "inner_blocks.": -2, "layer_blocks.": -2, "fcs.": -1, "fc_layers.": -1}
-
-
-def pointrend_key(key: str) -> str | None:
-    """The pointrend key of a detectron2 instance-model key, or ``None`` if it has none."""
-    for pattern, template in _RENAMES:
-        match = re.fullmatch(pattern, key)
-        if match:
-            out = match.expand(template)
-            return re.sub(
-                r"(layer|inner_blocks\.|layer_blocks\.|fcs\.|fc_layers\.)<(\d+)>",
-                lambda m: f"{m.group(1)}{int(m.group(2)) + _SHIFTS[m.group(1)]}",
-                out,
-            )
-    return None
-
-
-def _with_background(key: str, value: Tensor, k: int) -> Tensor:
-    """Add pointrend's background slot to a detectron2 head tensor (see the module docstring)."""
-    if key.startswith("roi_heads.box_predictor.cls_score."):
-        return torch.cat([value[k:], value[:k]])  # background last -> first
-    if key.startswith("roi_heads.box_predictor.bbox_pred."):
-        return torch.cat([value.new_zeros(4, *value.shape[1:]), value])
-    if key.startswith("roi_heads.mask_branch.coarse_head.predictor."):
-        cells = value.shape[0] // k
-        return torch.cat([value.new_zeros(cells, *value.shape[1:]), value])
-    if key.startswith("roi_heads.mask_branch.point_head."):
-        if key.endswith(".weight"):  # out x (width + K) x 1: a zero column before the K coarse
-            width = value.shape[1] - k
-            value = torch.cat(
-                [
-                    value[:, :width],
-                    value.new_zeros(value.shape[0], 1, *value.shape[2:]),
-                    value[:, width:],
-                ],
-                dim=1,
-            )
-        if ".predictor." in key:
-            value = torch.cat([value.new_zeros(1, *value.shape[1:]), value])
-    return value
 
 
 def map_instance_weights(weights: dict[str, Tensor], cfg: D2Config) -> dict[str, Tensor]:
     """detectron2 weights (current key names) -> a state dict of the model of
     :func:`instance_options`. Keys it has no place for raise :class:`D2ImportError`, naming them."""
-    k = _num_classes(cfg)
     _, _, flip = input_normalisation(cfg)
-    state, unused = {}, []
-    for key, value in weights.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        name = pointrend_key(key)
-        if name is None:
-            unused.append(key)
-            continue
-        if name == "backbone.body.conv1.weight" and flip:
-            value = value[:, [2, 1, 0]]
-        state[name] = _with_background(name, value.float(), k)
-    if unused:
-        raise D2ImportError(
-            f"{len(unused)} detectron2 key(s) have no place in pointrend's model: "
-            f"{', '.join(sorted(unused)[:8])}{' ...' if len(unused) > 8 else ''}"
-        )
-    return state
-
-
-def load_mapped(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load ``state`` into ``model``: every model weight given, with its shape, else an error
-    naming the keys (``num_batches_tracked`` counters excepted)."""
-    expected = {
-        k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
-    }
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(n for n in set(state) & set(expected) if state[n].shape != expected[n].shape)
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        problems.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    if wrong:
-        shapes = [f"{n}: {tuple(state[n].shape)} vs {tuple(expected[n].shape)}" for n in wrong[:4]]
-        problems.append(f"wrong shapes {shapes}")
-    if problems:
-        raise D2ImportError(f"{source}: the weights do not fit the model: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=False)
+    return rename_instance_weights(weights, _num_classes(cfg), flip)
 
 
 def instance_builder_from_detectron2(cfg: D2Config) -> dict:
@@ -331,7 +225,7 @@ def instance_builder_from_detectron2(cfg: D2Config) -> dict:
     name, num_classes, options = instance_options(cfg)
     return {
         "task": "instance",
-        "name": "pointrend",
+        "name": mask_head_kind(cfg),
         "arch": "fpn",
         "backbone": name,
         "num_classes": num_classes,
@@ -340,11 +234,12 @@ def instance_builder_from_detectron2(cfg: D2Config) -> dict:
 
 
 def instance_model_from_detectron2(weights: dict[str, Tensor], cfg: D2Config) -> nn.Module:
-    """The pointrend PointRend Mask R-CNN computing what the detectron2 model computes
-    (eval mode), with ``weights`` (current detectron2 key names) loaded."""
-    from ...instance import pointrend_maskrcnn
+    """The pointrend Mask R-CNN computing what the detectron2 model computes (eval mode), with
+    ``weights`` (current detectron2 key names) loaded."""
+    from ...instance import maskrcnn, pointrend_maskrcnn
 
     name, num_classes, options = instance_options(cfg)
-    model = pointrend_maskrcnn(name, num_classes, **options)
+    build = pointrend_maskrcnn if mask_head_kind(cfg) == "pointrend" else maskrcnn
+    model = build(name, num_classes, **options)
     load_mapped(model, map_instance_weights(weights, cfg), cfg.source)
     return model.eval()

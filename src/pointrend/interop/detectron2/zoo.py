@@ -141,10 +141,25 @@ class ZooModel:
         return URL_ROOT + self.path
 
 
-def _instance(name: str, model_id: str, file: str, metrics: dict, **changes) -> ZooModel:
-    path = f"PointRend/InstanceSegmentation/{name}/{model_id}/{file}"
+# The plain Mask R-CNN (COCO-InstanceSegmentation configs): 4 convs, deconv, 28x28 masks.
+_MASK_RCNN = {
+    **{k: v for k, v in _POINTREND_RCNN.items() if not k.startswith("MODEL.POINT_HEAD.")},
+    "MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsampleHead",
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlignV2",
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 4,
+}
+
+
+def _instance(
+    name: str, model_id: str, file: str, metrics: dict, base: dict = _POINTREND_RCNN, **changes
+) -> ZooModel:
+    folder = (
+        "PointRend/InstanceSegmentation" if base is _POINTREND_RCNN else "COCO-InstanceSegmentation"
+    )
+    path = f"{folder}/{name}/{model_id}/{file}"
     dataset = "cityscapes" if name.endswith("cityscapes") else "coco"
-    config = {**_POINTREND_RCNN, **{k.replace("__", "."): v for k, v in changes.items()}}
+    config = {**base, **{k.replace("__", "."): v for k, v in changes.items()}}
     return ZooModel(name, path, "instance", dataset, metrics, config)
 
 
@@ -198,6 +213,13 @@ ZOO: dict[str, ZooModel] = {
             {"mask AP": 35.9},
             **_CITYSCAPES,
         ),
+        _instance(
+            "mask_rcnn_R_50_FPN_1x",
+            "137260431",
+            "model_final_a54504.pkl",
+            {"box AP": 38.6, "mask AP": 35.2},
+            _MASK_RCNN,
+        ),
         ZooModel(
             "pointrend_semantic_R_101_FPN_1x_cityscapes",
             "PointRend/SemanticSegmentation/pointrend_semantic_R_101_FPN_1x_cityscapes/"
@@ -215,8 +237,6 @@ NOT_SUPPORTED = {
     "checkpoint is published",
     "implicit_pointrend_R_50_FPN_3x_coco": "Implicit PointRend: configs exist, but no "
     "checkpoint is published",
-    "mask_rcnn_R_50_FPN_1x": "plain Mask R-CNN (not PointRend): its 28x28 mask head is not "
-    "mapped yet",
 }
 
 
