@@ -1,10 +1,13 @@
 """CPU time of an imported detectron2 PointRend R50-FPN next to pointrend's own R50-FPN. Not a test.
 
-Both are :func:`pointrend.models.pointrend_maskrcnn` ResNet-50-FPN with 80 classes and the
+All are :func:`pointrend.models.pointrend_maskrcnn` ResNet-50-FPN with 80 classes and the
 background (81): "imported" with the options the importer sets for the zoo model
 ``pointrend_rcnn_R_50_FPN_1x_coco`` (stride in the 1x1 conv, frozen batch norm, unrounded
-anchors at nominal strides, aligned adaptive RoIAlign, detectron2's resize rule and mask paste),
-"pointrend" with the builder's defaults. Weights are random (seed 0): the time does not depend on
+anchors at nominal strides, aligned adaptive RoIAlign, detectron2's resize rule and mask paste);
+"pointrend (COCO)" with the builder's defaults as ``weights="COCO"`` builds it (frozen batch
+norm, the model the imported one replaces); "pointrend (scratch)" with the defaults of a model
+trained from scratch (``BatchNorm2d``, one fused pass at inference where the frozen norm takes
+a multiply and an add). Weights are random (seed 0): the time does not depend on
 their values once the number of detections is fixed, and the score threshold 0 gives both models
 their full 100 detections (both normalise with torchvision's ImageNet mean / std: with random
 weights detectron2's 0-255 scale makes the logits overflow). Input: one 800 x 1333 RGB image (neither model resizes it). One
@@ -44,11 +47,17 @@ def build_models() -> dict[str, torch.nn.Module]:
     )
     torch.manual_seed(0)
     imported = pointrend_maskrcnn(name, num_classes, **options).eval()
-    torch.manual_seed(0)
-    own = pointrend_maskrcnn(
-        "resnet50", num_classes, box_score_thresh=0.0, box_detections_per_img=DETECTIONS
-    ).eval()
-    return {"imported (detectron2 options)": imported, "pointrend (defaults)": own}
+    models = {"imported (detectron2 options)": imported}
+    for label, norm in (("pointrend (COCO)", "frozen"), ("pointrend (scratch)", "batch")):
+        torch.manual_seed(0)
+        models[label] = pointrend_maskrcnn(
+            "resnet50",
+            num_classes,
+            norm=norm,
+            box_score_thresh=0.0,
+            box_detections_per_img=DETECTIONS,
+        ).eval()
+    return models
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         warmup=False,  # the detection count above was the warm-up call
     )
     medians = {name: statistics.median(times) for name, times in samples.items()}
-    imported, own = medians.values()
+    imported, coco, scratch = medians.values()
     result = {
         "command": command_line("benchmarks.detectron2_speed", argv),
         "machine": machine_info(),
@@ -75,11 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
         "detections": counts,
         "seconds": samples,
         "median_seconds": medians,
-        "imported_over_pointrend": imported / own,
+        "imported_over_pointrend_coco": imported / coco,
+        "imported_over_pointrend_scratch": imported / scratch,
     }
     for name, seconds in medians.items():
         print(f"{name:32s} {seconds:7.2f} s  ({counts[name]} detections)")
-    print(f"imported / pointrend: {imported / own:.3f}")
+    print(f"imported / pointrend (COCO): {imported / coco:.3f}")
+    print(f"imported / pointrend (scratch): {imported / scratch:.3f}")
     if args.out:
         write_json(result, args.out)
     return result

@@ -216,6 +216,21 @@ def test_every_key_of_every_published_instance_model_maps(name):
 def test_unsupported_zoo_configs_say_why(name):
     with pytest.raises(D2ImportError, match="not supported"):
         zoo_config(name)
+    effective = json.loads((ZOO / f"{name}.json").read_text())["effective"]
+    with pytest.raises(D2ImportError, match="Implicit PointRend .* is not supported"):
+        instance_options(D2Config(effective))  # its config.yaml is refused too
+
+
+def test_zoo_table_has_the_published_urls_and_metrics():
+    published = json.loads((ZOO / "MODEL_ZOO.json").read_text())["checkpoints"]
+    assert len(published) == len(PUBLISHED)
+    for entry in published:
+        name = entry["config"].rsplit("/", 1)[1].removesuffix(".yaml")
+        assert PUBLISHED[name].url == entry["url"]
+        figures = {"mask AP": "mask_AP", "mask AP*": "mask_AP_star", "box AP": "box_AP"}
+        figures["mIoU"] = "mIoU"
+        assert PUBLISHED[name].metrics == {k: entry[figures[k]] for k in PUBLISHED[name].metrics}
+        assert len(PUBLISHED[name].metrics) == sum(v in entry for v in figures.values())
 
 
 def test_zoo_models_know_their_datasets_classes():
