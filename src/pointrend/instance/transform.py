@@ -176,7 +176,9 @@ class PointRendTransform(GeneralizedRCNNTransform):
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
         """Shortest side to ``min_size`` unless the longest would exceed ``max_size`` (then the
         longest to ``max_size``), each side rounded to the nearest pixel (``int(x + 0.5)``);
-        bilinear, antialiased when shrinking (as PIL resizes an 8-bit image).
+        bilinear, antialiased when shrinking (as PIL resizes an 8-bit image). Traced (export),
+        without antialiasing: the ONNX exporter has no antialiased resize, so an exported model
+        that shrinks an image computes slightly different values than in PyTorch.
 
         Shapes: ``image`` ``3 x H x W`` -> ``3 x H' x W'``; target boxes and masks follow.
         """
