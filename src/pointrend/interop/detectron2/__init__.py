@@ -92,7 +92,10 @@ def import_detectron2(
         model = instance_model_from_detectron2(weights, cfg)
         names, to_category = dataset_classes(dataset or _dataset_of(cfg), spec["num_classes"])
     elif arch == "SemanticSegmentor":
-        from . import semantic  # the semantic importer, loaded only when needed
+        try:  # the semantic importer, loaded only when needed
+            from . import semantic
+        except ImportError as err:  # a build without the semantic importer
+            raise D2ImportError(f"{cfg.source}: semantic models cannot be imported here") from err
 
         spec = semantic.semantic_builder_from_detectron2(cfg)
         model = semantic.semantic_model_from_detectron2(weights, cfg)
