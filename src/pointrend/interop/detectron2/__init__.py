@@ -86,9 +86,9 @@ def import_detectron2(
     weights = read_detectron2_weights(checkpoint)
     arch = cfg.get("MODEL.META_ARCHITECTURE")
     if arch == "GeneralizedRCNN":
-        from .instance import instance_builder_from_detectron2, instance_model_from_detectron2
+        from .instance import instance_model_config_from_detectron2, instance_model_from_detectron2
 
-        spec = instance_builder_from_detectron2(cfg)
+        spec = instance_model_config_from_detectron2(cfg)
         model = instance_model_from_detectron2(weights, cfg)
         names, to_category = dataset_classes(dataset or _dataset_of(cfg), spec["num_classes"])
     elif arch == "SemanticSegmentor":
@@ -97,7 +97,7 @@ def import_detectron2(
         except ImportError as err:  # a build without the semantic importer
             raise D2ImportError(f"{cfg.source}: semantic models cannot be imported here") from err
 
-        spec = semantic.semantic_builder_from_detectron2(cfg)
+        spec = semantic.semantic_model_config_from_detectron2(cfg)
         model = semantic.semantic_model_from_detectron2(weights, cfg)
         names, to_category = semantic.semantic_class_names(cfg), {}
     else:

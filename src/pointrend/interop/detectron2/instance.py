@@ -27,7 +27,7 @@ from .config import D2Config, D2ImportError
 from .instance_weights import load_mapped, rename_instance_weights
 
 __all__ = [
-    "instance_builder_from_detectron2",
+    "instance_model_config_from_detectron2",
     "instance_model_from_detectron2",
     "instance_options",
     "map_instance_weights",
@@ -219,7 +219,7 @@ def map_instance_weights(weights: dict[str, Tensor], cfg: D2Config) -> dict[str,
     return rename_instance_weights(weights, _num_classes(cfg), flip)
 
 
-def instance_builder_from_detectron2(cfg: D2Config) -> dict:
+def instance_model_config_from_detectron2(cfg: D2Config) -> dict:
     """The model config fields (``task``, ``name``, ``arch``, ``backbone``, ``num_classes``,
     ``options``) that rebuild the imported model through the engine's ``build_model``."""
     name, num_classes, options = instance_options(cfg)
