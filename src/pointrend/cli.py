@@ -317,6 +317,39 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_import_detectron2_parser(sub) -> None:
+    p = sub.add_parser(
+        "import-detectron2",
+        help="convert a detectron2 PointRend checkpoint (.pkl / .pth) into a pointrend checkpoint",
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="detectron2 model-zoo .pkl or trainer .pth (with --zoo and no file: downloaded "
+        "into torch's hub cache)",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--d2-config", help="the config.yaml detectron2 wrote next to the weights")
+    source.add_argument(
+        "--zoo", help="name of a published model, e.g. pointrend_rcnn_R_50_FPN_3x_coco"
+    )
+    p.add_argument("--out", required=True, help="pointrend checkpoint to write, e.g. model.pt")
+    p.set_defaults(func=_run_import_detectron2)
+
+
+def _run_import_detectron2(args) -> int:
+    from .interop.detectron2 import import_detectron2, write_imported_checkpoint
+
+    imported = import_detectron2(args.checkpoint, args.d2_config, args.zoo)
+    path = write_imported_checkpoint(imported, args.out)
+    spec = imported.model_config
+    print(
+        f"imported a {spec['task']} {spec['name']} {spec['backbone']} model "
+        f"({len(imported.class_names)} classes) to {path}; its config: {path.with_suffix('.yaml')}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
@@ -330,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_parser,
         _add_demo_parser,
         _add_export_parser,
+        _add_import_detectron2_parser,
     ):
         add(sub)
     return parser

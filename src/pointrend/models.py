@@ -21,6 +21,7 @@ from .semantic import (
 
 __all__ = [
     "OptionError",
+    "from_detectron2",
     # instance segmentation
     "maskrcnn",
     "pointrend_maskrcnn",
@@ -33,3 +34,11 @@ __all__ = [
     "pointrend_semantic_fpn",
     "pointrend_semantic_fpn_resnet50",
 ]
+
+
+def from_detectron2(checkpoint, d2_config=None, zoo=None):
+    """A detectron2 PointRend checkpoint as a pointrend model (eval mode):
+    :func:`pointrend.interop.detectron2.from_detectron2`."""
+    from .interop.detectron2 import from_detectron2 as convert
+
+    return convert(checkpoint, d2_config, zoo)

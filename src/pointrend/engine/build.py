@@ -18,6 +18,7 @@ __all__ = [
     "build_dataset",
     "build_model",
     "build_train_objects",
+    "is_checkpoint_path",
     "collate_fn_for",
     "model_builder",
     "num_classes_of",
@@ -150,28 +151,48 @@ def model_builder(cfg: ModelConfig) -> Callable[..., nn.Module]:
     return getattr(models, baseline if cfg.name == "coarse" else f"pointrend_{baseline}")
 
 
-def build_model(cfg: ModelConfig, num_classes: int, source: str | None = None) -> nn.Module:
+def is_checkpoint_path(weights: str | None) -> bool:
+    """Whether ``model.weights`` names a pointrend checkpoint file (``.pt`` / ``.pth``) rather
+    than torchvision weights (``COCO``, an enum name)."""
+    return isinstance(weights, str) and weights.endswith((".pt", ".pth"))
+
+
+def build_model(
+    cfg: ModelConfig, num_classes: int, source: str | None = None, initial_weights: bool = True
+) -> nn.Module:
     """The model a config describes; ``num_classes`` from the dataset unless the config sets it.
 
     ``model.options`` go to the builder as keyword arguments; an option it does not take raises
     a :class:`ConfigError` naming ``source`` (the config file; by default where
     :func:`load_config` read ``cfg``), the key and the builder's options.
+
+    ``model.weights`` may be a pointrend checkpoint (``.pt``, e.g. one written by ``pointrend
+    import-detectron2``) to fine-tune from: the model is built from the config, then every
+    checkpoint weight of the same key and shape is loaded (class-specific layers of another
+    class count keep their initialisation). ``initial_weights=False`` skips that loading (the
+    caller loads other weights over them).
     """
     builder = model_builder(cfg)
     where = source or getattr(cfg, "source", None) or "model config"
     for key, field in CONFIG_FIELDS.items():
         if key in cfg.options:
             raise ConfigError(f"{where}: model.options.{key}: set model.{field} instead")
+    from_checkpoint = is_checkpoint_path(cfg.weights)
     try:
-        return builder(
+        model = builder(
             cfg.backbone,
             cfg.num_classes or num_classes,
-            weights=cfg.weights,
+            weights=None if from_checkpoint else cfg.weights,
             weights_backbone=cfg.weights_backbone,
             **cfg.options,
         )
     except OptionError as error:
         raise ConfigError(error.located(where)) from error
+    if from_checkpoint and initial_weights:
+        from .checkpoint import load_matching_weights
+
+        load_matching_weights(model, cfg.weights)
+    return model
 
 
 def check_labels_fit(dataset: Dataset, num_classes: int) -> None:

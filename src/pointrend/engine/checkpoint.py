@@ -31,6 +31,7 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "load_model_weights",
+    "load_matching_weights",
     "load_state_checked",
     "remove_stale_temp_files",
 ]
@@ -212,12 +213,8 @@ def load_state_checked(model: torch.nn.Module, state: dict, path: str | Path) ->
     model.load_state_dict(state)
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load model weights from a training checkpoint or a bare state dict (``weights_only``).
-
-    Returns the checkpoint dict. Mismatched keys or shapes raise an error naming the file.
-    """
-    ckpt = load_checkpoint(path)
+def checkpoint_state(ckpt: dict) -> dict:
+    """The float32 state dict of a loaded checkpoint (int8 / fp16 shipped weights restored)."""
     state = dict(ckpt.get("model", ckpt))
     scales = ckpt.get("int8_scales", {})  # shipped checkpoints: int8 weights, one scale a row
     for k, v in state.items():
@@ -225,5 +222,26 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
             state[k] = (v.float().reshape(v.shape[0], -1) * scales[k][:, None]).reshape(v.shape)
         elif torch.is_tensor(v) and v.dtype == torch.float16:
             state[k] = v.float()
-    load_state_checked(model, state, path)
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load model weights from a training checkpoint or a bare state dict (``weights_only``).
+
+    Returns the checkpoint dict. Mismatched keys or shapes raise an error naming the file.
+    """
+    ckpt = load_checkpoint(path)
+    load_state_checked(model, checkpoint_state(ckpt), path)
     return ckpt
+
+
+def load_matching_weights(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load the weights of checkpoint ``path`` whose key and shape the model has (to fine-tune
+    on other classes); returns the model's keys left as initialised. None matching is an error."""
+    state = checkpoint_state(load_checkpoint(path))
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise CheckpointError(f"{path}: no weight fits the model (another architecture?)")
+    model.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))

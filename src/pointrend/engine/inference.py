@@ -103,7 +103,7 @@ def load_trained_model(
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
-    model = build_model(cfg.model, num_classes)
+    model = build_model(cfg.model, num_classes, initial_weights=False)
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])

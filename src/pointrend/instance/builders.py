@@ -23,10 +23,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from ..backbones import FPNBackbone, fpn_backbone
+from ..backbones import FPNBackbone, fpn_backbone, move_stride_to_1x1_
 from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
 from ..settings import replace_options
+from .detectron2_ops import ANCHOR_RULES, AlignedMultiScaleRoIAlign, NominalStrideAnchorGenerator
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
@@ -72,12 +73,15 @@ def _skeleton(
     num_classes: int,
     box_head_dim: int,
     mask_predictor: nn.Module,
-    rpn_anchor_sizes: list[int] | None,
+    anchors: dict,
+    roi_align: dict,
     kwargs: dict,
 ) -> MaskRCNN:
     """A torchvision MaskRCNN with a ``box_head_dim``-wide box head (torchvision's key names).
 
-    ``rpn_anchor_sizes``: one anchor size per FPN level (default 32, 64, ... as torchvision).
+    ``anchors``: ``sizes`` (one anchor size per FPN level, default 32, 64, ... as torchvision)
+    and ``rule`` (:data:`ANCHOR_RULES`); ``roi_align``: ``aligned`` and ``sampling_ratio`` of
+    the box (and baseline mask) RoIAlign.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
@@ -86,17 +90,20 @@ def _skeleton(
     box_predictor = FastRCNNPredictor(box_head_dim, num_classes)
     levels = [str(i) for i in range(len(backbone.strides))]
     n = len(levels) + 1  # with the max-pool level
-    sizes = rpn_anchor_sizes or ([32 * 2**i for i in range(n)] if n != 5 else None)
-    if sizes is not None:  # torchvision's default has one size per level: 32 ... 512
-        if len(sizes) != n:
-            raise ValueError(f"rpn_anchor_sizes needs one size per FPN level ({n}), got {sizes}")
-        kwargs.setdefault(
-            "rpn_anchor_generator",
-            AnchorGenerator(tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * n),
-        )
-    if levels != ["0", "1", "2", "3"]:  # fewer FPN levels than torchvision's default
-        kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(levels, resolution, 2))
-        kwargs.setdefault("mask_roi_pool", MultiScaleRoIAlign(levels, 14, 2))
+    sizes = anchors["sizes"] or [32 * 2**i for i in range(n)]
+    if len(sizes) != n:
+        raise ValueError(f"rpn_anchor_sizes needs one size per FPN level ({n}), got {sizes}")
+    if anchors["rule"] not in ANCHOR_RULES:
+        raise ValueError(f"rpn_anchor_rule must be one of {ANCHOR_RULES}, got {anchors['rule']!r}")
+    cell = (tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * n)
+    if anchors["rule"] == "detectron2":
+        strides = [*backbone.strides, 2 * backbone.strides[-1]]
+        kwargs.setdefault("rpn_anchor_generator", NominalStrideAnchorGenerator(*cell, strides))
+    else:
+        kwargs.setdefault("rpn_anchor_generator", AnchorGenerator(*cell))
+    pooler = AlignedMultiScaleRoIAlign if roi_align["aligned"] else MultiScaleRoIAlign
+    kwargs.setdefault("box_roi_pool", pooler(levels, resolution, roi_align["sampling_ratio"]))
+    kwargs.setdefault("mask_roi_pool", pooler(levels, 14, roi_align["sampling_ratio"]))
     return MaskRCNN(
         backbone,
         num_classes=None,
@@ -107,28 +114,32 @@ def _skeleton(
     )
 
 
-def maskrcnn(
-    backbone_name: str = "resnet50",
-    num_classes: int = 91,
+def _instance_model(
+    backbone_name: str,
+    num_classes: int,
     *,
+    pointrend: bool,
+    builder: str,
+    mask_head_dim: int = 256,
+    mask_config: PointRendMaskConfig | None = None,
     weights=None,
     weights_backbone=None,
     trainable_backbone_layers: int | None = None,
     norm: str | None = None,
     box_head_dim: int = 1024,
-    mask_head_dim: int = 256,
     backbone_returned_layers: list[int] | None = None,
     fpn_channels: int = 256,
+    stride_in_1x1: bool = False,
     rpn_anchor_sizes: list[int] | None = None,
+    rpn_anchor_rule: str = "torchvision",
+    roi_align_aligned: bool = False,
+    roi_align_sampling_ratio: int = 2,
+    resize_rule: str = "torchvision",
+    mask_paste: str = "pointrend",
     **kwargs,
 ) -> MaskRCNN:
-    """The baseline: torchvision's Mask R-CNN (4x conv mask head, 28x28 masks) on any backbone.
-
-    Same arguments as :func:`pointrend_maskrcnn` apart from the mask options; ``mask_head_dim``
-    is the width of the 4 convs and the deconv (torchvision: 256); ``mask_roi_pool`` and
-    ``mask_head`` (torchvision modules) may be given.
-    """
-    check_options("maskrcnn", kwargs, _maskrcnn_options(), misplaced=_POINTREND_ONLY)
+    """Mask R-CNN with torchvision's mask branch (``mask_head_dim``) or, when ``pointrend``,
+    PointRend's (``mask_config``); the options common to both: :func:`pointrend_maskrcnn`."""
     backbone, load = _backbone(
         backbone_name,
         weights,
@@ -138,24 +149,61 @@ def maskrcnn(
         norm=norm,
         trainable_layers=trainable_backbone_layers,
     )
-    predictor = MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes)
-    if mask_head_dim != 256 or backbone.out_channels != 256:
-        kwargs.setdefault("mask_head", MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1))
-    model = _skeleton(backbone, num_classes, box_head_dim, predictor, rpn_anchor_sizes, kwargs)
+    if stride_in_1x1:
+        move_stride_to_1x1_(backbone.body)
+    anchors = {"sizes": rpn_anchor_sizes, "rule": rpn_anchor_rule}
+    roi_align = {"aligned": roi_align_aligned, "sampling_ratio": roi_align_sampling_ratio}
+    if pointrend:
+        mask_predictor = nn.Identity()
+    else:
+        mask_predictor = MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes)
+        if mask_head_dim != 256 or backbone.out_channels != 256:
+            heads = MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1)
+            kwargs.setdefault("mask_head", heads)
+    model = _skeleton(
+        backbone, num_classes, box_head_dim, mask_predictor, anchors, roi_align, kwargs
+    )
+    if pointrend:
+        branch = PointRendMaskBranch(backbone.out_channels, num_classes, mask_config)
+        model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)
+    if pointrend or (resize_rule, mask_paste) != ("torchvision", "pointrend"):
+        model.transform = PointRendTransform.from_transform(
+            model.transform, num_classes, resize_rule=resize_rule, mask_paste=mask_paste
+        )
     if load is not None:
         load_pretrained(model, *load)
     return model
+
+
+def maskrcnn(
+    backbone_name: str = "resnet50",
+    num_classes: int = 91,
+    *,
+    mask_head_dim: int = 256,
+    **options,
+) -> MaskRCNN:
+    """The baseline: torchvision's Mask R-CNN (4x conv mask head, 28x28 masks) on any backbone.
+
+    Same options as :func:`pointrend_maskrcnn` apart from the mask options; ``mask_head_dim``
+    is the width of the 4 convs and the deconv (torchvision: 256); ``mask_roi_pool`` and
+    ``mask_head`` (torchvision modules) may be given. Its transform is torchvision's, or a
+    :class:`PointRendTransform` when ``resize_rule`` or ``mask_paste`` is ``"detectron2"``.
+    """
+    check_options("maskrcnn", options, _maskrcnn_options(), misplaced=_POINTREND_ONLY)
+    return _instance_model(
+        backbone_name,
+        num_classes,
+        pointrend=False,
+        builder="maskrcnn",
+        mask_head_dim=mask_head_dim,
+        **options,
+    )
 
 
 def pointrend_maskrcnn(
     backbone_name: str = "resnet50",
     num_classes: int = 91,
     *,
-    weights=None,
-    weights_backbone=None,
-    trainable_backbone_layers: int | None = None,
-    norm: str | None = None,
-    box_head_dim: int = 1024,
     mask_config: PointRendMaskConfig | None = None,
     mask_output_size: int | None = None,
     mask_subdivision_steps: int | None = None,
@@ -166,10 +214,7 @@ def pointrend_maskrcnn(
     mask_importance_sample_ratio: float | None = None,
     mask_fc_dim: int | None = None,
     mask_conv_dim: int | None = None,
-    backbone_returned_layers: list[int] | None = None,
-    fpn_channels: int = 256,
-    rpn_anchor_sizes: list[int] | None = None,
-    **kwargs,
+    **options,
 ) -> MaskRCNN:
     """PointRend Mask R-CNN on a torchvision ResNet / ResNeXt / MobileNetV3 FPN backbone.
 
@@ -177,27 +222,46 @@ def pointrend_maskrcnn(
         backbone_name: one of :data:`pointrend.backbones.RESNETS` or ``MOBILENETS``
             (``"resnet18"`` with a small ``box_head_dim`` makes a CPU-sized model).
         num_classes: K including the background.
-        weights: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights`` (ResNet-50 only):
-            torchvision's COCO model into backbone, RPN and box head (box predictor when
-            ``num_classes == 91``); weights_backbone: ImageNet weights (ignored with ``weights``).
-        trainable_backbone_layers, norm: as torchvision (default: 3 stages and frozen batch
-            norm when pretrained, else all and batch norm; :mod:`pointrend.backbones`).
-        box_head_dim: width of the two-layer box head (torchvision: 1024).
         mask_config: :class:`PointRendMaskConfig`, whose fields the ``mask_*`` options override
             (inference: output size, subdivision steps and points; training: points, sampling,
             k, beta; the coarse head's widths), so that a YAML config can set them.
-        backbone_returned_layers: ResNet stages feeding the FPN (default ``[1, 2, 3, 4]``;
-            ``[1, 2, 3]`` drops ``layer4``: a small CPU model); fpn_channels: of every level.
-        rpn_anchor_sizes: one anchor size per FPN level with the max-pool level (32, 64, ...).
-        **kwargs: torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``, RPN and
-            box options); others raise :class:`~pointrend.options.OptionError`.
+        **options: the options common to :func:`maskrcnn` and this builder:
+
+            * ``weights``: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights``
+              (ResNet-50 only): torchvision's COCO model into backbone, RPN and box head (box
+              predictor when ``num_classes == 91``); ``weights_backbone``: ImageNet weights
+              (ignored with ``weights``).
+            * ``trainable_backbone_layers``, ``norm``: as torchvision (default: 3 stages and
+              frozen batch norm when pretrained, else all and batch norm;
+              :mod:`pointrend.backbones`).
+            * ``box_head_dim``: width of the two-layer box head (torchvision: 1024).
+            * ``backbone_returned_layers``: ResNet stages feeding the FPN (default
+              ``[1, 2, 3, 4]``; ``[1, 2, 3]`` drops ``layer4``: a small CPU model);
+              ``fpn_channels``: of every level.
+            * ``stride_in_1x1``: the stride of each ResNet stage in its first 1x1 conv (the
+              original MSRA ResNet, detectron2's ``STRIDE_IN_1X1``) instead of the 3x3 conv.
+            * ``rpn_anchor_sizes``: one anchor size per FPN level with the max-pool level (32,
+              64, ...); ``rpn_anchor_rule``: ``"torchvision"`` (cell anchors rounded to whole
+              pixels, level strides from the padded image size) or ``"detectron2"`` (unrounded,
+              at each level's nominal stride).
+            * ``roi_align_aligned``: RoIAlign with pixel centres at half-integers (``aligned``,
+              detectron2's ``ROIAlignV2``); ``roi_align_sampling_ratio``: points per bin side
+              (torchvision: 2; 0: ``ceil(bin size)``, detectron2's).
+            * ``resize_rule``: ``"torchvision"`` (output size ``floor(side * scale)``) or
+              ``"detectron2"`` (``int(side * scale + 0.5)``, antialiased when shrinking); with
+              ``min_size=0`` images are not resized.
+            * ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
+              up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
+              towards 0 at the box border).
+            * torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``,
+              ``image_mean``, ``image_std``, RPN and box options); others raise
+              :class:`~pointrend.options.OptionError`.
 
     Returns:
         A :class:`MaskRCNN` whose ``roi_heads`` is a :class:`PointRendRoIHeads` and whose
         ``transform`` is a :class:`PointRendTransform`.
     """
-    check_options("pointrend_maskrcnn", kwargs, _pointrend_maskrcnn_options(), _BASELINE_ONLY)
-    config = mask_config or PointRendMaskConfig()
+    check_options("pointrend_maskrcnn", options, _pointrend_maskrcnn_options(), _BASELINE_ONLY)
     overrides = {
         "output_size": mask_output_size,
         "subdivision_steps": mask_subdivision_steps,
@@ -209,43 +273,42 @@ def pointrend_maskrcnn(
         "fc_dim": mask_fc_dim,
         "conv_dim": mask_conv_dim,
     }
-    config = replace_options(config, **{k: v for k, v in overrides.items() if v is not None})
-    backbone, load = _backbone(
+    config = replace_options(
+        mask_config or PointRendMaskConfig(),
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    return _instance_model(
         backbone_name,
-        weights,
-        weights_backbone,
-        returned_layers=backbone_returned_layers,
-        fpn_channels=fpn_channels,
-        norm=norm,
-        trainable_layers=trainable_backbone_layers,
+        num_classes,
+        pointrend=True,
+        builder="pointrend_maskrcnn",
+        mask_config=config,
+        **options,
     )
-    model = _skeleton(backbone, num_classes, box_head_dim, nn.Identity(), rpn_anchor_sizes, kwargs)
-    branch = PointRendMaskBranch(backbone.out_channels, num_classes, config)
-    model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)
-    model.transform = PointRendTransform.from_transform(model.transform, num_classes)
-    if load is not None:
-        load_pretrained(model, *load)
-    return model
 
 
-def pointrend_maskrcnn_resnet50_fpn(
-    num_classes: int = 91, *, weights=None, weights_backbone=None, **kwargs
-) -> MaskRCNN:
+def pointrend_maskrcnn_resnet50_fpn(num_classes: int = 91, **options) -> MaskRCNN:
     """The paper's PointRend Mask R-CNN, ResNet-50-FPN (see :func:`pointrend_maskrcnn`)."""
-    return pointrend_maskrcnn(
-        "resnet50", num_classes, weights=weights, weights_backbone=weights_backbone, **kwargs
+    return pointrend_maskrcnn("resnet50", num_classes, **options)
+
+
+COMMON_OPTIONS = tuple(
+    sorted(
+        set(keyword_options(_instance_model))
+        - {"pointrend", "builder", "mask_head_dim", "mask_config"}
     )
+)
 
 
 def _maskrcnn_options() -> list[str]:
     """The public keyword options of :func:`maskrcnn` (its own and torchvision's)."""
-    return sorted({*keyword_options(maskrcnn), *TORCHVISION_OPTIONS})
+    return sorted({*keyword_options(maskrcnn), *COMMON_OPTIONS, *TORCHVISION_OPTIONS})
 
 
 def _pointrend_maskrcnn_options() -> list[str]:
     """The public keyword options of :func:`pointrend_maskrcnn` (its own and torchvision's)."""
     own = keyword_options(pointrend_maskrcnn)
-    return sorted({*own, *TORCHVISION_OPTIONS} - set(MASK_BRANCH_MODULES))
+    return sorted({*own, *COMMON_OPTIONS, *TORCHVISION_OPTIONS} - set(MASK_BRANCH_MODULES))
 
 
 _POINTREND_ONLY = {

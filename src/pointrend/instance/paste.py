@@ -41,6 +41,7 @@ def paste_masks(
     boxes: Tensor,
     image_size: Sequence[int],
     max_elements: int = 1 << 24,
+    fade_border: bool = False,
 ) -> Tensor:
     """Paste box-relative masks (e.g. 224 x 224 rendered probabilities) into an image.
 
@@ -55,6 +56,9 @@ def paste_masks(
         image_size: ``(H, W)`` of the target image.
         max_elements: bound on the number of sampled values computed at once; boxes are
             processed in chunks of this many window pixels.
+        fade_border: read the mask with zero padding up to the box edge instead of clamping to
+            its border cells, so that values fade towards 0 within half a mask cell of the edge
+            (detectron2's paste; thresholded at 0.5 it gives detectron2's masks).
 
     Returns:
         ``R x 1 x H x W`` in ``masks``' floating dtype.
@@ -63,7 +67,7 @@ def paste_masks(
     windows padded to the chunk's largest); values are written with one ``scatter_add``.
     """
     if torch.jit.is_tracing():
-        return _paste_whole_image(masks, boxes, image_size)
+        return _paste_whole_image(masks, boxes, image_size, fade_border)
     H, W = int(image_size[0]), int(image_size[1])
     R = masks.shape[0]
     if masks.dim() != 4 or masks.shape[1] != 1:
@@ -90,6 +94,7 @@ def paste_masks(
             (x_start[sl], x_end[sl]),
             (y_start[sl], y_end[sl]),
             W,
+            fade_border,
         )
     return out.view(R, 1, H, W)
 
@@ -101,6 +106,7 @@ def _paste_chunk(
     xr: tuple[Tensor, Tensor],
     yr: tuple[Tensor, Tensor],
     W: int,
+    fade_border: bool,
 ) -> None:
     """One chunk of :func:`paste_masks`: adds into ``out`` (``r x (H * W)``, zeros, a view)."""
     r = masks.shape[0]
@@ -110,7 +116,8 @@ def _paste_chunk(
     win_h = max(int((y_end - y_start).max()), 1)
     cols = x_start[:, None] + torch.arange(win_w, device=boxes.device)  # r x w
     rows = y_start[:, None] + torch.arange(win_h, device=boxes.device)  # r x h
-    grid = _window_grid(masks, boxes, cols, rows, cols < x_end[:, None], rows < y_end[:, None])
+    inside = (cols < x_end[:, None], rows < y_end[:, None])
+    grid = _window_grid(masks, boxes, cols, rows, *inside, fade_border)
     values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
     # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
     index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
@@ -118,12 +125,19 @@ def _paste_chunk(
 
 
 def _window_grid(
-    masks: Tensor, boxes: Tensor, cols: Tensor, rows: Tensor, col_ok: Tensor, row_ok: Tensor
+    masks: Tensor,
+    boxes: Tensor,
+    cols: Tensor,
+    rows: Tensor,
+    col_ok: Tensor,
+    row_ok: Tensor,
+    fade_border: bool = False,
 ) -> Tensor:
     """``grid_sample`` grid ``r x h x w x 2`` reading each box's mask at the pixels of a window.
 
     ``cols`` (``r x w``) and ``rows`` (``r x h``) are image pixel indices, ``col_ok`` /
     ``row_ok`` whether each lies inside its box; pixels outside get a point far outside the mask.
+    ``fade_border``: no clamping to the outer cell centres (zero padding reaches into the box).
     """
     r = masks.shape[0]
     win_h, win_w = rows.shape[1], cols.shape[1]
@@ -135,8 +149,10 @@ def _window_grid(
     # outside the mask, where zero padding makes them 0. All on r x w and r x h vectors.
     u = (cols.to(torch.float32) + 0.5 - boxes[:, 0:1]) / width[:, None]
     v = (rows.to(torch.float32) + 0.5 - boxes[:, 1:2]) / height[:, None]
-    u = 2 * u.clamp(0.5 / M_w, 1 - 0.5 / M_w) - 1
-    v = 2 * v.clamp(0.5 / M_h, 1 - 0.5 / M_h) - 1
+    if not fade_border:
+        u = u.clamp(0.5 / M_w, 1 - 0.5 / M_w)
+        v = v.clamp(0.5 / M_h, 1 - 0.5 / M_h)
+    u, v = 2 * u - 1, 2 * v - 1
     u = torch.where(col_ok, u, torch.full_like(u, -3.0)).to(masks.dtype)
     v = torch.where(row_ok, v, torch.full_like(v, -3.0)).to(masks.dtype)
     return torch.stack(
@@ -144,7 +160,9 @@ def _window_grid(
     )
 
 
-def _paste_whole_image(masks: Tensor, boxes: Tensor, image_size: Sequence) -> Tensor:
+def _paste_whole_image(
+    masks: Tensor, boxes: Tensor, image_size: Sequence, fade_border: bool = False
+) -> Tensor:
     """The paste for tracing / export: every box read over the whole image, ``R x 1 x H x W``.
 
     Same values as :func:`paste_masks` (a pixel is inside a box iff ``start <= i < end`` of
@@ -162,7 +180,7 @@ def _paste_whole_image(masks: Tensor, boxes: Tensor, image_size: Sequence) -> Te
     y_start, y_end = torch.ceil(boxes[:, 1:2] - 0.5), torch.ceil(boxes[:, 3:4] - 0.5)
     col_ok = (cols >= x_start) & (cols < x_end)
     row_ok = (rows >= y_start) & (rows < y_end)
-    grid = _window_grid(masks, boxes, cols, rows, col_ok, row_ok)
+    grid = _window_grid(masks, boxes, cols, rows, col_ok, row_ok, fade_border)
     return F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)
 
 

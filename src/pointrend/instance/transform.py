@@ -9,7 +9,11 @@
   they make the box-regression targets infinite and match every anchor in the RPN);
 * pastes the rendered ``M x M`` masks into the original image with
   :func:`~pointrend.instance.paste.paste_masks` (vectorised over boxes, the project's pixel-centre
-  convention), instead of torchvision's per-box loop over 28x28 masks.
+  convention), instead of torchvision's per-box loop over 28x28 masks; ``mask_paste="detectron2"``
+  pastes with zero padding outside the mask, so that values fade towards 0 at the box border;
+* resizes as torchvision (``resize_rule="torchvision"``) or as detectron2's test-time
+  ``ResizeShortestEdge`` (``"detectron2"``: sides rounded to the nearest pixel, antialiased
+  when shrinking); ``min_size=0`` does not resize.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from .roi_heads import check_training_targets
 
 __all__ = ["PointRendTransform", "drop_degenerate_instances", "check_mask_sizes"]
 
+RESIZE_RULES = ("torchvision", "detectron2")
+PASTE_RULES = ("pointrend", "detectron2")
 PER_INSTANCE_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "keypoints", "scores")
 
 
@@ -69,11 +75,26 @@ class PointRendTransform(GeneralizedRCNNTransform):
         *,
         num_classes: int | None = None,
         paste_max_elements: int = 1 << 24,
+        resize_rule: str = "torchvision",
+        mask_paste: str = "pointrend",
         **transform_arguments,
     ):
         super().__init__(**transform_arguments)
+        if resize_rule not in RESIZE_RULES:
+            raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {resize_rule!r}")
+        if mask_paste not in PASTE_RULES:
+            raise ValueError(f"mask_paste must be one of {PASTE_RULES}, got {mask_paste!r}")
+        if min(self.min_size) < 0 or (min(self.min_size) == 0 and max(self.min_size) > 0):
+            raise ValueError(f"min_size must be > 0, or 0 alone (no resize), got {self.min_size}")
         self.num_classes = num_classes
         self.paste_max_elements = paste_max_elements
+        self.resize_rule = resize_rule
+        self.mask_paste = mask_paste
+
+    @property
+    def resizes(self) -> bool:
+        """Whether images are resized (``min_size=0``: they are not)."""
+        return self.fixed_size is not None or self.min_size[-1] > 0
 
     @staticmethod
     def transform_arguments(transform: GeneralizedRCNNTransform) -> dict:
@@ -90,10 +111,11 @@ class PointRendTransform(GeneralizedRCNNTransform):
 
     @classmethod
     def from_transform(
-        cls, transform: GeneralizedRCNNTransform, num_classes: int | None
+        cls, transform: GeneralizedRCNNTransform, num_classes: int | None, **options
     ) -> PointRendTransform:
-        """The same resizing and normalisation as ``transform``, with PointRend's checks and paste."""
-        return cls(num_classes=num_classes, **cls.transform_arguments(transform))
+        """The same resizing and normalisation as ``transform``, with PointRend's checks and paste
+        (``options``: ``resize_rule``, ``mask_paste``, ``paste_max_elements``)."""
+        return cls(num_classes=num_classes, **options, **cls.transform_arguments(transform))
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
@@ -110,7 +132,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
 
     def _check_resized_size(self, image: Tensor, name: str) -> None:
         """Refuse an image so elongated that resizing would leave a side of 0 pixels."""
-        if self.fixed_size is not None:
+        if not self.resizes or self.fixed_size is not None:
             return
         h, w = (int(s) for s in image.shape[-2:])
         scale = min(min(self.min_size) / min(h, w), self.max_size / max(h, w))
@@ -131,6 +153,10 @@ class PointRendTransform(GeneralizedRCNNTransform):
         differently. Here the size is ``floor(side * scale)`` in float64, as Python computes
         it in eager mode, and the interpolation is the same (bilinear to that size).
         """
+        if not self.resizes:
+            return image, target
+        if self.resize_rule == "detectron2" and self.fixed_size is None:
+            return self._resize_detectron2(image, target)
         if not torch.jit.is_tracing() or self.training or self.fixed_size is not None:
             return super().resize(image, target)
         if target is not None:
@@ -143,6 +169,39 @@ class PointRendTransform(GeneralizedRCNNTransform):
         image = F.interpolate(
             image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
         )[0]
+        return image, target
+
+    def _resize_detectron2(
+        self, image: Tensor, target: dict[str, Tensor] | None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """Shortest side to ``min_size`` unless the longest would exceed ``max_size`` (then the
+        longest to ``max_size``), each side rounded to the nearest pixel (``int(x + 0.5)``);
+        bilinear, antialiased when shrinking (as PIL resizes an 8-bit image). Traced (export),
+        without antialiasing: the ONNX exporter has no antialiased resize, so an exported model
+        that shrinks an image computes slightly different values than in PyTorch.
+
+        Shapes: ``image`` ``3 x H x W`` -> ``3 x H' x W'``; target boxes and masks follow.
+        """
+        h, w = image.shape[-2:]
+        short = float(self.torch_choice(self.min_size) if self.training else self.min_size[-1])
+        if torch.jit.is_tracing():
+            side = torch.stack([torch.as_tensor(h), torch.as_tensor(w)]).to(torch.float64)
+            scale = torch.minimum(short / side.min(), self.max_size / side.max())
+            size = torch.floor(side * scale + 0.5).to(torch.int64)
+            new_size = (size[0], size[1])
+        else:
+            scale = min(short / min(h, w), self.max_size / max(h, w))
+            new_size = (int(h * scale + 0.5), int(w * scale + 0.5))
+        antialias = not torch.jit.is_tracing() and new_size[0] < h
+        image = F.interpolate(
+            image[None], size=new_size, mode="bilinear", align_corners=False, antialias=antialias
+        )[0]
+        if target is not None:
+            target = dict(target)
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+            if "masks" in target:
+                masks = target["masks"][:, None].float()
+                target["masks"] = F.interpolate(masks, size=new_size)[:, 0].byte()
         return image, target
 
     def postprocess(
@@ -160,6 +219,10 @@ class PointRendTransform(GeneralizedRCNNTransform):
             pred["boxes"] = resize_boxes(pred["boxes"], size, original)
             if "masks" in pred:
                 pred["masks"] = paste_masks(
-                    pred["masks"], pred["boxes"], original, self.paste_max_elements
+                    pred["masks"],
+                    pred["boxes"],
+                    original,
+                    self.paste_max_elements,
+                    fade_border=self.mask_paste == "detectron2",
                 )
         return result
