@@ -22,7 +22,7 @@ from pointrend.interop.detectron2.semantic import (
     semantic_model_from_detectron2,
 )
 from pointrend.models import pointrend_semantic_fpn, semantic_fpn
-from pointrend.semantic.pointrend import shortest_edge_size
+from pointrend.resize import shortest_edge_size
 from tests.detectron2_semantic_weights import (
     FIXTURE,
     fixture_config,

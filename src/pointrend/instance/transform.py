@@ -25,6 +25,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from ..image_checks import check_image_tensor
+from ..resize import shortest_edge_size
 from .paste import paste_masks
 from .roi_heads import check_training_targets
 
@@ -190,8 +191,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
             size = torch.floor(side * scale + 0.5).to(torch.int64)
             new_size = (size[0], size[1])
         else:
-            scale = min(short / min(h, w), self.max_size / max(h, w))
-            new_size = (int(h * scale + 0.5), int(w * scale + 0.5))
+            new_size = shortest_edge_size(int(h), int(w), short, self.max_size)
         antialias = not torch.jit.is_tracing() and new_size[0] < h
         image = F.interpolate(
             image[None], size=new_size, mode="bilinear", align_corners=False, antialias=antialias

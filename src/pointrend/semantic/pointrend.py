@@ -27,6 +27,7 @@ from ..points import (
     sample_training_points,
 )
 from ..render import subdivision_inference
+from ..resize import shortest_edge_size
 from ..settings import SEMANTIC_SETTINGS, PointRendSettings
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "SemanticSegmenter",
     "check_labels",
     "sample_labels_nearest",
-    "shortest_edge_size",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,18 +82,6 @@ def sample_labels_nearest(labels: Tensor, image_points: Tensor, ignore_index: in
     flat = (y.clamp(0, H - 1) * W + x.clamp(0, W - 1)).view(N, -1)
     picked = torch.gather(labels.reshape(N, H * W), 1, flat)
     return torch.where(inside, picked, torch.full_like(picked, ignore_index))
-
-
-def shortest_edge_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """The size an ``height x width`` image is resized to for inference: the shorter side to
-    ``min_size``, then both scaled down so that the longer is at most ``max_size`` (0: no
-    limit), rounded to the nearest integer (detectron2's ``ResizeShortestEdge`` rule)."""
-    scale = min_size / min(height, width)
-    new_h, new_w = height * scale, width * scale
-    if max_size and max(new_h, new_w) > max_size:
-        shrink = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * shrink, new_w * shrink
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def _channel_statistics(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
