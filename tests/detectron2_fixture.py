@@ -31,16 +31,15 @@ def instance_spec() -> dict:
 
 
 def _draw(key: str, shape: list[int], g: torch.Generator) -> torch.Tensor:
-    norm = key.rsplit(".", 2)
-    if len(norm) == 3 and norm[1] == "norm":
-        kind = norm[2]
-        if kind == "weight":
+    """One tensor by the fixtures' rule: norm statistics (``*.norm.<leaf>``), He-normal weights,
+    small biases."""
+    if ".norm." in key:
+        leaf = key.rsplit(".", 1)[1]
+        if leaf == "weight":
             return 1.0 + 0.1 * torch.randn(shape, generator=g)
-        if kind == "bias":
-            return 0.1 * torch.randn(shape, generator=g)
-        if kind == "running_mean":
-            return 0.1 * torch.randn(shape, generator=g)
-        return 0.75 + 0.5 * torch.rand(shape, generator=g)
+        if leaf == "running_var":
+            return 0.75 + 0.5 * torch.rand(shape, generator=g)
+        return 0.1 * torch.randn(shape, generator=g)  # bias, running_mean
     if key.endswith(".weight") and len(shape) >= 2:
         fan_in = math.prod(shape[1:])
         return torch.randn(shape, generator=g) * math.sqrt(2 / fan_in)
@@ -49,20 +48,27 @@ def _draw(key: str, shape: list[int], g: torch.Generator) -> torch.Tensor:
     raise ValueError(f"no rule for {key} {shape}")
 
 
-@functools.cache
-def _instance_weights_cached() -> tuple[tuple[str, torch.Tensor], ...]:
-    spec = instance_spec()["weights"]
-    shapes = dict((k, s) for k, s in spec["keys_and_shapes"])
-    out = []
+def generate_weights(keys_and_shapes, seed: int, gains_table) -> dict[str, torch.Tensor]:
+    """Tensors by the fixtures' rule for ``keys_and_shapes`` (``[[key, shape], ...]``): keys
+    sorted, tensor ``i`` drawn from ``torch.Generator().manual_seed(seed + i)``, then the first
+    matching gain of ``gains_table``."""
+    shapes = dict((key, list(shape)) for key, shape in keys_and_shapes)
+    weights = {}
     for i, key in enumerate(sorted(shapes)):
-        g = torch.Generator(device="cpu").manual_seed(spec["seed"] + i)
-        value = _draw(key, shapes[key], g)
-        for gain in spec["gains_table"]:
+        value = _draw(key, shapes[key], torch.Generator(device="cpu").manual_seed(seed + i))
+        for gain in gains_table:
             if gain["key_contains"] in key and key.endswith(gain["key_endswith"]):
                 value = value * gain["gain"]
                 break
-        out.append((key, value.float().contiguous()))
-    return tuple(out)
+        weights[key] = value.float().contiguous()
+    return weights
+
+
+@functools.cache
+def _instance_weights_cached() -> tuple[tuple[str, torch.Tensor], ...]:
+    spec = instance_spec()["weights"]
+    weights = generate_weights(spec["keys_and_shapes"], spec["seed"], spec["gains_table"])
+    return tuple(weights.items())
 
 
 def instance_weights() -> dict[str, torch.Tensor]:

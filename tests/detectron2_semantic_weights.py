@@ -10,14 +10,13 @@ biases ``0.01 randn``; then the first matching gain of the gains table.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
+from detectron2_fixture import generate_weights, weights_sha256
 from PIL import Image
 
 FIXTURE = Path(__file__).parent / "fixtures" / "detectron2" / "semantic"
@@ -26,43 +25,6 @@ FIXTURE = Path(__file__).parent / "fixtures" / "detectron2" / "semantic"
 @cache
 def spec() -> dict:
     return json.loads((FIXTURE / "spec.json").read_text())
-
-
-def _draw(key: str, shape: list[int], generator: torch.Generator) -> torch.Tensor:
-    if ".norm." in key:
-        leaf = key.rsplit(".", 1)[1]
-        if leaf == "weight":
-            return 1.0 + 0.1 * torch.randn(shape, generator=generator)
-        if leaf == "running_var":
-            return 0.75 + 0.5 * torch.rand(shape, generator=generator)
-        return 0.1 * torch.randn(shape, generator=generator)
-    if key.endswith(".weight") and len(shape) >= 2:
-        fan_in = math.prod(shape[1:])
-        return torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
-    if key.endswith(".bias") and len(shape) == 1:
-        return 0.01 * torch.randn(shape, generator=generator)
-    raise ValueError(f"no rule for {key} {shape}")
-
-
-def generate_weights(keys_and_shapes, seed: int, gains_table) -> dict[str, torch.Tensor]:
-    """Tensors by the fixture's rule, for ``keys_and_shapes`` (``[[key, shape], ...]``)."""
-    shapes = dict((key, list(shape)) for key, shape in keys_and_shapes)
-    weights = {}
-    for i, key in enumerate(sorted(shapes)):
-        tensor = _draw(key, shapes[key], torch.Generator().manual_seed(seed + i))
-        for gain in gains_table:
-            if gain["key_contains"] in key and key.endswith(gain["key_endswith"]):
-                tensor = tensor * gain["gain"]
-                break
-        weights[key] = tensor
-    return weights
-
-
-def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(weights):
-        digest.update(weights[key].contiguous().numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()
 
 
 @cache
