@@ -100,14 +100,16 @@ def cityscapes_pairs(
     return pairs
 
 
-def _read_id_png(path: Path) -> np.ndarray:
+def read_index_png(path: Path, what: str) -> np.ndarray:
+    """A single-channel PNG of indices (a label map, instance ids) as ``H x W`` int64; ``what``
+    names it in the :class:`DataError` raised when it cannot be read or has channels."""
     try:
         with Image.open(path) as im:
             ids = np.asarray(im)
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read instance ids {path}: {err}") from err
+        raise DataError(f"cannot read {what} {path}: {err}") from err
     if ids.ndim != 2:
-        raise DataError(f"instance ids {path} must be a single-channel PNG, got shape {ids.shape}")
+        raise DataError(f"{what} {path} must be a single-channel PNG, got shape {ids.shape}")
     return ids.astype(np.int64)
 
 
@@ -194,7 +196,7 @@ class CityscapesInstanceDataset(Dataset):
         """``H x W`` int64 instance ids of image ``index`` (from its PNG or its polygons)."""
         image, annotation = self.pairs[index]
         if annotation.suffix == ".png":
-            return _read_id_png(annotation)
+            return read_index_png(annotation, "instance ids")
         ids = _rasterise_polygons(annotation)
         with Image.open(image) as im:
             width, height = im.size

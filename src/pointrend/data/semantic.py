@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from .cityscapes import cityscapes_pairs
+from .cityscapes import cityscapes_pairs, read_index_png
 from .coco import DataError, raise_problems
 from .images import IMAGE_SUFFIXES, ImageError, pair_size_problem, read_image
 
@@ -21,17 +19,6 @@ CITYSCAPES_CLASSES = [
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
 ]  # fmt: skip
-
-
-def _read_labels(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im)
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read label map {path}: {err}") from err
-    if array.ndim != 2:
-        raise DataError(f"label map {path} must be a single-channel PNG, got shape {array.shape}")
-    return torch.from_numpy(array.astype(np.int64))
 
 
 class _PairDataset(Dataset):
@@ -69,7 +56,9 @@ class _PairDataset(Dataset):
             image = read_image(image_path)
         except ImageError as err:
             raise DataError(str(err)) from err
-        labels = _read_labels(label_path)  # its size was checked on construction
+        labels = torch.from_numpy(
+            read_index_png(label_path, "label map")
+        )  # its size was checked on construction
         bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_classes))
         if bad.any():
             raise DataError(
