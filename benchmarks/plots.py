@@ -13,10 +13,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from .summary import standard_error  # noqa: E402
+
 __all__ = [
     "plot_cost_vs_resolution",
     "plot_semantic_cost",
     "plot_accuracy",
+    "plot_accuracy_by_resolution",
     "plot_inference_ablation",
     "plot_training_ablation",
 ]
@@ -112,6 +115,34 @@ def plot_accuracy(accuracy: dict, out: Path) -> str | None:
     if semantic:
         _bars(axes[1], semantic["rows"], ["mIoU", "boundary_F"], "semantic (%)")
     return _save(fig, out / "accuracy.png")
+
+
+def plot_accuracy_by_resolution(section: dict, out: Path) -> str | None:
+    """Boundary AP against evaluation size: PointRend, Mask R-CNN and the oracles (± 1 SE)."""
+    rows = section.get("rows")
+    if not rows:
+        return None
+    sizes = [str(s) for s in section["sizes"]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {
+        "oracle28": ("k", ":", "oracle 28x28"),
+        "oracle224": ("k", "--", "oracle 224x224"),
+        "maskrcnn": (COLOURS["dense"], "-", "Mask R-CNN 28x28"),
+        "pointrend28": ("tab:cyan", "-", "PointRend 28x28"),
+        "pointrend224": (COLOURS["pointrend"], "-", "PointRend 224x224"),
+    }
+    for name, (colour, line, label) in styles.items():
+        values = [rows[s][name]["boundary_AP"] for s in sizes]
+        errors = [standard_error(rows[s][name], "boundary_AP") or 0.0 for s in sizes]
+        x = [int(s) for s in sizes]
+        ax.errorbar(x, values, yerr=errors, color=colour, ls=line, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([int(s) for s in sizes], sizes)
+    ax.set_xlabel(f"evaluation size (px; models see {section['model_input_size']} px)")
+    ax.set_ylabel("Boundary AP (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "accuracy_by_resolution.png")
 
 
 def plot_inference_ablation(inference: dict, out: Path) -> str | None:

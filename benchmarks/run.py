@@ -33,6 +33,7 @@ from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, se
 from .learning import boundary_learning
 from .machine import machine_info
 from .report import write_report
+from .resolution import resolution_table
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
@@ -218,6 +219,9 @@ def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: di
             "settings": {"quick": options.quick, **sizes, "command": options.command},
             "sections": sections,
         }
+        by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
+        if by_resolution:  # the table a script reads, at the top level
+            results["accuracy_by_resolution"] = resolution_table(by_resolution)
         write_report(results, out)
     return results
 

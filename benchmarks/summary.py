@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 
-__all__ = ["delta", "pm", "summary_md"]
+__all__ = ["delta", "standard_error", "pm", "summary_md"]
 
 
 def delta(a: dict, b: dict, key: str) -> tuple[float, float | None]:
@@ -21,6 +21,14 @@ def delta(a: dict, b: dict, key: str) -> tuple[float, float | None]:
         return d, None
     per_fold = [fa[key] - fb[key] for fa, fb in folds]
     return d, statistics.stdev(per_fold) / math.sqrt(len(per_fold))
+
+
+def standard_error(row: dict, key: str) -> float | None:
+    """Standard error of ``row[key]`` over its folds (``None`` with fewer than 2)."""
+    values = [f[key] for f in row.get("folds") or []]
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 def pm(d: float, se: float | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..summary import delta, pm
 from .cells import count, measured, number, table
+from .resolution import resolution_md
 
 __all__ = ["accuracy_md", "ablation_md", "semantic_md", "learning_md"]
 
@@ -95,6 +96,8 @@ def accuracy_md(acc: dict, figures: dict) -> list[str]:
         ]
     if figures.get("accuracy"):
         out += [f"![accuracy]({figures['accuracy']})", ""]
+    if inst and inst.get("by_resolution"):
+        out += resolution_md(inst["by_resolution"], figures)
     return out
 
 
