@@ -39,6 +39,8 @@ __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
+# what Boundary AP / IoU meant when a section was measured (recorded with its figures)
+BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
 
 
 def default_weights_dir() -> Path:
@@ -267,6 +269,7 @@ def run_bench(options: BenchOptions) -> dict:
             "load_average_at_end": os.getloadavg()[0],
             "command": options.command,
             "machine": machine_info(),
+            "boundary_definition": BOUNDARY_DEFINITION,
         }
         measured[part] = figures
     return _merge_and_write(out, options, sizes, measured)
