@@ -114,8 +114,12 @@ def evaluate_instances(
     indices = list(_shard(len(dataset)))
     for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
         batch = [dataset[i] for i in indices[start : start + batch_size]]
+        images = [b[0].to(device) for b in batch]
         gt_sizes = [_ground_truth_size(image, target) for image, target in batch]
-        (outputs,) = predict_pasted(model, [b[0].to(device) for b in batch], [gt_sizes])
+        if gt_sizes == [tuple(image.shape[-2:]) for image in images]:
+            outputs = model(images)
+        else:  # ground truth at another size: paste there
+            (outputs,) = predict_pasted(model, images, [gt_sizes])
         evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
     gathered = all_gather_objects(evaluator.results)
     return evaluator.evaluate([r for part in gathered for r in part]) if is_main_process() else {}
