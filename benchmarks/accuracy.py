@@ -4,7 +4,8 @@
   PointRend rendered at 28x28 vs PointRend at 224x224. The two PointRend rows are the SAME
   weights; only the rendering settings change at inference. An oracle row (the ground-truth
   masks resampled to M x M in their box and pasted back) shows how much a resolution alone can
-  hold on this data.
+  hold on this data. The same predictions are also scored against exact ground truth at 2x and
+  4x the input size, with oracle rows for 28 .. 224 (:mod:`.resolution`).
 * Semantic (section 4): the coarse Semantic FPN upsampled vs the same recipe + PointRend.
 
 Models come from checkpoints (``<weights_dir>/<config name>.pt``, or a training output folder
@@ -27,6 +28,7 @@ from pointrend.engine.config import SolverConfig, load_config
 from pointrend.engine.inference import load_trained_model
 from pointrend.engine.train import train
 
+from .resolution import FACTORS, by_resolution
 from .scoring import (
     VAL_SEED,
     instance_scores,
@@ -207,6 +209,13 @@ def instance_accuracy(
             f"  {name:<34} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
             f"Boundary AP {row['boundary_AP']:5.1f}"
         )
+    base = pointrend.image_size
+    source.log(f"  evaluating at {[base * f for f in FACTORS]} px (exact ground truth)")
+    vals = {
+        base * f: validation_set("instance", num_images, base, folds, base * f) for f in FACTORS[1:]
+    }
+    vals[base] = val
+    resolution = by_resolution(pointrend.model, baseline.model, vals, log=source.log)
     config = pointrend.model.roi_heads.mask_branch.config
     result = {
         "val_images": num_images,
@@ -216,6 +225,7 @@ def instance_accuracy(
         "models": {"pointrend": _describe(pointrend), "maskrcnn": _describe(baseline)},
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
+        "by_resolution": resolution,
     }
     return result, pointrend
 

@@ -17,10 +17,10 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.transform import resize_boxes
 
+from pointrend.evaluation.boundary import boundary_distance, boundary_region
 from pointrend.instance import maskrcnn, pointrend_maskrcnn
 
 __all__ = ["star_mask", "star_images", "boundary_iou", "train_and_score", "boundary_learning"]
@@ -87,16 +87,10 @@ class OracleRPN(nn.Module):
         return proposals, {}
 
 
-def inner_boundary(masks: Tensor, d: int) -> Tensor:
-    """``N x H x W``: the pixels of ``masks`` within (chessboard) distance ``d`` of a contour."""
-    m = masks.float()[:, None]
-    eroded = 1 - F.max_pool2d(1 - m, 2 * d + 1, stride=1, padding=d)
-    return (m - eroded)[:, 0] > 0.5
-
-
 def boundary_iou(pred: Tensor, gt: Tensor, d: int) -> Tensor:
-    """``N``: IoU of the ``d``-pixel inner boundary bands of ``N x H x W`` bool masks."""
-    p, g = inner_boundary(pred, d), inner_boundary(gt, d)
+    """``N``: IoU of the ``d``-pixel boundary regions (the published definition, image border
+    included: :func:`pointrend.evaluation.boundary_region`) of ``N x H x W`` bool masks."""
+    p, g = boundary_region(pred, distance=d), boundary_region(gt, distance=d)
     return (p & g).sum((1, 2)) / (p | g).sum((1, 2)).clamp(min=1)
 
 
@@ -130,7 +124,7 @@ def train_and_score(builder: Callable, images, targets, steps: int, size: int) -
     model.eval()
     with torch.no_grad():
         outputs = model(images)
-    d = max(1, round(0.02 * math.hypot(size, size)))
+    d = boundary_distance(size, size)
     pred = torch.cat([out["masks"][:, 0] >= 0.5 for out in outputs])  # M x H x W
     gt = torch.cat([t["masks"].bool() for t in targets])
     ious = (pred & gt).sum((1, 2)) / (pred | gt).sum((1, 2))

@@ -13,10 +13,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from .summary import standard_error  # noqa: E402
+
 __all__ = [
     "plot_cost_vs_resolution",
     "plot_semantic_cost",
     "plot_accuracy",
+    "plot_accuracy_by_resolution",
     "plot_inference_ablation",
     "plot_training_ablation",
 ]
@@ -112,6 +115,41 @@ def plot_accuracy(accuracy: dict, out: Path) -> str | None:
     if semantic:
         _bars(axes[1], semantic["rows"], ["mIoU", "boundary_F"], "semantic (%)")
     return _save(fig, out / "accuracy.png")
+
+
+RESOLUTION_STYLES = {
+    "oracle28": ("k", ":", "oracle 28x28"),
+    "oracle56": ("0.45", ":", "oracle 56x56"),
+    "oracle224": ("k", "--", "oracle 224x224"),
+    "maskrcnn": (COLOURS["dense"], "-", "Mask R-CNN 28x28"),
+    "pointrend28": ("tab:cyan", "-", "PointRend 28x28"),
+    "pointrend224": (COLOURS["pointrend"], "-", "PointRend 224x224"),
+}
+
+
+def plot_accuracy_by_resolution(section: dict, out: Path) -> str | None:
+    """Boundary AP against evaluation size (± 1 SE): all rows, then the trained models alone."""
+    rows = section.get("rows")
+    if not rows:
+        return None
+    sizes = [str(s) for s in section["sizes"]]
+    x = [int(s) for s in sizes]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, names in ((axes[0], list(RESOLUTION_STYLES)), (axes[1], list(RESOLUTION_STYLES)[3:])):
+        for name in names:
+            colour, line, label = RESOLUTION_STYLES[name]
+            values = [rows[s][name]["boundary_AP"] for s in sizes]
+            errors = [standard_error(rows[s][name], "boundary_AP") or 0.0 for s in sizes]
+            ax.errorbar(x, values, yerr=errors, color=colour, ls=line, marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, sizes)
+        ax.set_xlabel(f"evaluation size (px; the models see {section['model_input_size']} px)")
+        ax.set_ylabel("Boundary AP (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("ceilings (oracles) and trained models")
+    axes[1].set_title("trained models only")
+    return _save(fig, out / "accuracy_by_resolution.png")
 
 
 def plot_inference_ablation(inference: dict, out: Path) -> str | None:

@@ -20,6 +20,10 @@ def write_report(results: dict, out: Path) -> dict:
         "cost": (plots.plot_cost_vs_resolution, sections.get("cost")),
         "semantic": (plots.plot_semantic_cost, sections.get("semantic")),
         "accuracy": (plots.plot_accuracy, sections.get("accuracy")),
+        "resolution": (
+            plots.plot_accuracy_by_resolution,
+            sections.get("accuracy", {}).get("instance", {}).get("by_resolution"),
+        ),
         "inference": (plots.plot_inference_ablation, ablation.get("inference")),
         "training": (plots.plot_training_ablation, ablation.get("training")),
     }

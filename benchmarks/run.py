@@ -33,11 +33,14 @@ from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, se
 from .learning import boundary_learning
 from .machine import machine_info
 from .report import write_report
+from .resolution import resolution_table
 
 __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
+# what Boundary AP / IoU meant when a section was measured (recorded with its figures)
+BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
 
 
 def default_weights_dir() -> Path:
@@ -218,6 +221,9 @@ def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: di
             "settings": {"quick": options.quick, **sizes, "command": options.command},
             "sections": sections,
         }
+        by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
+        if by_resolution:  # the table a script reads, at the top level
+            results["accuracy_by_resolution"] = resolution_table(by_resolution)
         write_report(results, out)
     return results
 
@@ -263,6 +269,7 @@ def run_bench(options: BenchOptions) -> dict:
             "load_average_at_end": os.getloadavg()[0],
             "command": options.command,
             "machine": machine_info(),
+            "boundary_definition": BOUNDARY_DEFINITION,
         }
         measured[part] = figures
     return _merge_and_write(out, options, sizes, measured)

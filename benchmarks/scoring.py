@@ -22,7 +22,7 @@ from torchvision.ops import roi_align
 from pointrend.data.coco import make_coco
 from pointrend.engine.build import build_dataset
 from pointrend.engine.config import DatasetConfig
-from pointrend.engine.evaluate import coco_ground_truth, evaluate_semantic
+from pointrend.engine.evaluate import coco_ground_truth, evaluate_semantic, predict_pasted
 from pointrend.evaluation import InstanceEvaluator, predictions_to_coco
 from pointrend.instance.paste import paste_masks
 from pointrend.settings import replace_options
@@ -31,6 +31,8 @@ __all__ = [
     "VAL_SEED",
     "ValSet",
     "validation_set",
+    "predict_at_sizes",
+    "score_results",
     "instance_scores",
     "oracle_scores",
     "semantic_scores",
@@ -41,10 +43,12 @@ VAL_SEED = 7000  # the recipes train on seed 0 and validate on seed 1000
 
 
 class _Part(Dataset):
-    """Some items of a dataset, with its class facts (what the evaluators ask of a dataset)."""
+    """Some items of a dataset, with its class facts (what the evaluators ask of a dataset);
+    ``rendered=True`` keeps the items in memory (data slow to render, read several times)."""
 
-    def __init__(self, dataset, indices: list[int]):
+    def __init__(self, dataset, indices: list[int], rendered: bool = False):
         self.dataset, self.indices = dataset, list(indices)
+        self.items = [dataset[i] for i in self.indices] if rendered else None
         for name in ("num_classes", "categories", "classes", "ignore_index"):
             if hasattr(dataset, name):
                 setattr(self, name, getattr(dataset, name))
@@ -53,7 +57,7 @@ class _Part(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        return self.dataset[self.indices[i]]
+        return self.items[i] if self.items is not None else self.dataset[self.indices[i]]
 
 
 @dataclass
@@ -71,6 +75,12 @@ class ValSet:
     def image_size(self) -> int:
         return int(self.dataset[0][0].shape[-1])
 
+    @property
+    def gt_size(self) -> int:
+        """Side of the ground truth (the image's, or larger for exact ground truth at 2x, 4x)."""
+        target = self.dataset[0][1]
+        return int(target["masks"].shape[-1]) if self.task == "instance" else self.image_size
+
 
 def _fold_coco(gt: COCO, image_ids: set[int]) -> COCO:
     data = gt.dataset
@@ -83,12 +93,22 @@ def _fold_coco(gt: COCO, image_ids: set[int]) -> COCO:
     )
 
 
-def validation_set(task: str, num_images: int, image_size: int, folds: int = 4) -> ValSet:
-    """``num_images`` fresh synthetic images (seed :data:`VAL_SEED`) in ``folds`` equal parts."""
+def validation_set(
+    task: str, num_images: int, image_size: int, folds: int = 4, gt_size: int | None = None
+) -> ValSet:
+    """``num_images`` fresh synthetic images (seed :data:`VAL_SEED`) in ``folds`` equal parts;
+    with ``gt_size``, instance ground truth rendered exactly at that size (kept in memory)."""
     cfg = DatasetConfig(
-        format="synthetic", num_images=num_images, image_size=image_size, seed=VAL_SEED, flip=False
+        format="synthetic",
+        num_images=num_images,
+        image_size=image_size,
+        seed=VAL_SEED,
+        flip=False,
+        gt_size=gt_size,
     )
     dataset = build_dataset(cfg, task, train=False, field="val_data")
+    if gt_size is not None:
+        dataset = _Part(dataset, range(num_images), rendered=True)
     folds = max(1, min(folds, num_images))
     parts = [list(range(k, num_images, folds)) for k in range(folds)]
     if task != "instance":
@@ -110,7 +130,8 @@ def _pick(metrics: dict) -> dict:
     }
 
 
-def _score(val: ValSet, results: list[dict]) -> dict:
+def score_results(val: ValSet, results: list[dict]) -> dict:
+    """The scores of COCO result dicts against ``val``'s ground truth, overall and per fold."""
     scores = _pick(InstanceEvaluator(val.gt).evaluate(results))
     scores["folds"] = []
     for gt in val.fold_gts:
@@ -122,24 +143,30 @@ def _score(val: ValSet, results: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, dataset, batch_size: int = 2) -> list[dict]:
-    """COCO result dicts of ``model`` on every image of ``dataset`` (one process)."""
-    model.eval()
-    results = []
+def predict_at_sizes(
+    model: nn.Module, dataset, sizes: list[int] | None = None, batch_size: int = 2
+) -> dict[int, list[dict]]:
+    """COCO result dicts of ``model`` on every (square) image of ``dataset``, one model run
+    per image, its detections pasted into ``S x S`` images for each ``S`` of ``sizes`` (default:
+    the image's own size): ``{S: results}``."""
+    sizes = sizes or [int(dataset[0][0].shape[-1])]
+    results = {size: [] for size in sizes}
     for start in range(0, len(dataset), batch_size):
         batch = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        outputs = model([image for image, _ in batch])
-        for (_, target), output in zip(batch, outputs):
-            results += predictions_to_coco(int(target["image_id"]), output)
+        out_sizes = [[(size, size)] * len(batch) for size in sizes]
+        pasted = predict_pasted(model, [image for image, _ in batch], out_sizes)
+        for size, outputs in zip(sizes, pasted):
+            for (_, target), output in zip(batch, outputs):
+                results[size] += predictions_to_coco(int(target["image_id"]), output)
     return results
 
 
 def instance_scores(model: nn.Module, val: ValSet) -> dict:
     """Mask AP / AP50 / AP75, Boundary AP / AP75, box AP (percent), overall and per fold."""
     started = time.perf_counter()
-    results = _predict(model, val.dataset)
+    results = predict_at_sizes(model, val.dataset)[val.image_size]
     seconds = time.perf_counter() - started
-    scores = _score(val, results)
+    scores = score_results(val, results)
     scores["eval_s_per_image"] = seconds / len(val.dataset)
     return scores
 
@@ -160,11 +187,12 @@ def oracle_outputs(dataset, size: int) -> list[dict]:
     """Ground-truth instances whose masks were resampled to ``size x size`` in their box.
 
     Each mask is averaged over ``size x size`` bins of its tight box (RoIAlign, aligned, 2 x 2
-    samples a bin: how Mask R-CNN makes its mask targets), then pasted back bilinearly.
+    samples a bin: how Mask R-CNN makes its mask targets), then pasted back bilinearly into an
+    image of the ground truth's size.
     """
     outputs = []
     for i in range(len(dataset)):
-        image, target = dataset[i]
+        _, target = dataset[i]
         masks, boxes = target["masks"].float(), target["boxes"].float()
         index = torch.arange(len(boxes), dtype=torch.float32)[:, None]
         small = roi_align(masks[:, None], torch.cat([index, boxes], 1), size, 1.0, 2, True)
@@ -173,7 +201,7 @@ def oracle_outputs(dataset, size: int) -> list[dict]:
                 "boxes": boxes,
                 "labels": target["labels"],
                 "scores": torch.ones(len(boxes)),
-                "masks": paste_masks(small, boxes, image.shape[-2:]),
+                "masks": paste_masks(small, boxes, masks.shape[-2:]),
                 "image_id": int(target["image_id"]),
             }
         )
@@ -185,7 +213,7 @@ def oracle_scores(val: ValSet, size: int) -> dict:
     results = []
     for output in oracle_outputs(val.dataset, size):
         results += predictions_to_coco(output["image_id"], output)
-    return _score(val, results)
+    return score_results(val, results)
 
 
 def _semantic_row(metrics: dict) -> dict:

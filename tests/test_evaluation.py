@@ -34,10 +34,12 @@ def test_boundary_iou_hand_computed():
     assert boundary_iou(a, square(shift=1)) == pytest.approx(18 / 54)
 
 
-def test_boundary_region_ignores_image_border():
+def test_boundary_region_counts_the_image_border_unless_replicate():
     m = np.zeros((10, 10), bool)
     m[:, :5] = True  # touches the left, top and bottom borders
     region = boundary_region(m, distance=1).numpy()
+    assert region.sum() == 50 - 8 * 3 and region[:, 0].all() and region[:, 4].all()
+    region = boundary_region(m, distance=1, border="replicate").numpy()
     assert region.sum() == 10 and region[:, 4].all()
 
 

@@ -7,7 +7,8 @@ validation set in equal parts): a rough guide to what a difference is worth, not
 from __future__ import annotations
 
 from ..summary import delta, pm
-from .cells import count, measured, number, table
+from .cells import boundary_note, count, measured, number, table
+from .resolution import resolution_md
 
 __all__ = ["accuracy_md", "ablation_md", "semantic_md", "learning_md"]
 
@@ -70,6 +71,7 @@ def _models_line(models: dict) -> str:
 
 def accuracy_md(acc: dict, figures: dict) -> list[str]:
     out = ["## 2. Instance accuracy at equal training budget", "", measured(acc), ""]
+    out += boundary_note(acc)
     inst = acc.get("instance")
     keys = ["mask_AP", "mask_AP50", "mask_AP75", "boundary_AP", "boundary_AP75", "box_AP"]
     if inst:
@@ -95,6 +97,8 @@ def accuracy_md(acc: dict, figures: dict) -> list[str]:
         ]
     if figures.get("accuracy"):
         out += [f"![accuracy]({figures['accuracy']})", ""]
+    if inst and inst.get("by_resolution"):
+        out += resolution_md(inst["by_resolution"], figures)
     return out
 
 
@@ -108,6 +112,7 @@ def semantic_md(acc: dict) -> list[str]:
             "",
             measured(acc),
             "",
+            *boundary_note(acc),
             f"{sem['val_images']} fresh synthetic images of {sem['image_size']} px; coarse "
             f"logits at stride {sem.get('coarse_stride', '?')}. {_models_line(sem['models'])}",
             "",
@@ -134,6 +139,7 @@ def ablation_md(abl: dict, figures: dict) -> list[str]:
             "",
             measured(inf),
             "",
+            *boundary_note(inf),
             f"Weights `{inf['model']['weights']}` (iteration {inf['model']['iteration']}); "
             f"{inf['val_images']} validation images. Time: the mask branch on the "
             f"{t['boxes']} ground-truth boxes of {t['images']} images, settings alternated, "
@@ -173,6 +179,7 @@ def ablation_md(abl: dict, figures: dict) -> list[str]:
             "",
             measured(tr),
             "",
+            *boundary_note(tr),
             f"Each variant trained here from the PointRend CPU recipe for {tr['train_iters']} "
             f"iterations ({_schedule(tr.get('schedule'))}), the same seed and data order; "
             f"evaluated at 224x224 on {tr['val_images']} validation images. The paper: uniform "
@@ -225,11 +232,12 @@ def learning_md(learning: dict) -> list[str]:
         "",
         measured(learning),
         "",
+        *boundary_note(learning),
         f"The same tiny ResNet-18-FPN Mask R-CNN with either mask branch, {learning['steps']} Adam "
         f"steps of 2 images from scratch on {learning['images']} synthetic {size} x {size} images "
         "of star-shaped objects (the ground-truth boxes, jittered, as proposals); masks scored "
         "on the same images with the ground-truth boxes as detections. Boundary IoU: band of 2% "
-        "of the image diagonal.",
+        "of the image diagonal, the image border counted as a contour (the published definition).",
         "",
         table(["mask branch", "Boundary IoU", "mask IoU"], cells),
         "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["number", "count", "table", "measured", "met"]
+__all__ = ["number", "count", "table", "measured", "boundary_note", "met"]
 
 
 def number(value, digits: int = 1, unit: str = "") -> str:
@@ -39,6 +39,20 @@ def measured(section: dict) -> str:
         f"{number(m.get('load_average_at_end'), 2)} at end; {machine.get('cpu', '?')}, "
         f"{machine.get('torch_threads', '?')} thread(s)) by `{m.get('command', '?')}`._"
     )
+
+
+def boundary_note(section: dict) -> list[str]:
+    """A warning for a section measured before Boundary AP / IoU followed the published
+    definition (its ``measured`` record names no ``boundary_definition``), else nothing."""
+    if "boundary_definition" in section.get("measured", {}):
+        return []
+    return [
+        "**Boundary AP / Boundary IoU in this section were measured with an earlier definition** "
+        "(the image border not counted as a contour, which scores objects that touch the border "
+        "lower): not comparable with the other sections' boundary figures or the papers'. "
+        "The models are not available to measure them again.",
+        "",
+    ]
 
 
 def met(flag: bool) -> str:

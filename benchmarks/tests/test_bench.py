@@ -15,6 +15,7 @@ import torch
 from benchmarks import plots, run
 from benchmarks.__main__ import main
 from benchmarks.meters import PeakMemory
+from benchmarks.resolution import FACTORS, ROWS
 from benchmarks.run import _parts
 from benchmarks.semantic_cost import dense_point_head, semantic_renderer
 from pointrend.engine import load_config
@@ -28,6 +29,7 @@ PNGS = [
     "cost_vs_resolution.png",
     "semantic_cost.png",
     "accuracy.png",
+    "accuracy_by_resolution.png",
     "inference_ablation.png",
     "training_ablation.png",
 ]
@@ -123,6 +125,34 @@ def test_accuracy_figures_come_from_evaluation(bench):
     for row in semantic["rows"].values():
         assert 0 <= row["mIoU"] <= 100 and 0 <= row["boundary_F"] <= 100
         assert row["images"] == 2
+
+
+def test_accuracy_by_resolution_table(bench):
+    """The same predictions scored at 1x, 2x, 4x the input size against exact ground truth."""
+    out, results = bench
+    instance = results["sections"]["accuracy"]["instance"]
+    base = instance["image_size"]
+    table = results["accuracy_by_resolution"]
+    assert list(table) == [str(base * f) for f in FACTORS]
+    for rows in table.values():
+        assert list(rows) == ROWS
+        for row in rows.values():
+            assert set(row) == {"mask_ap", "ap75", "boundary_ap"}
+            assert all(0 <= v <= 100 for v in row.values())
+    # at the input size the rows are the section's own: the same predictions, the same scorer
+    same = table[str(base)]
+    assert same["pointrend28"]["boundary_ap"] == instance["rows"]["PointRend, 28x28"]["boundary_AP"]
+    assert same["maskrcnn"]["mask_ap"] == instance["rows"]["Mask R-CNN 4x conv, 28x28"]["mask_AP"]
+    assert (
+        same["oracle28"]["ap75"] == instance["rows"]["oracle: ground truth at 28x28"]["mask_AP75"]
+    )
+    # a 28x28 mask holds less of the boundary of objects 4x larger: its ceiling drops
+    largest = table[str(base * FACTORS[-1])]
+    assert largest["oracle28"]["boundary_ap"] < same["oracle28"]["boundary_ap"]
+    assert largest["oracle224"]["boundary_ap"] > largest["oracle28"]["boundary_ap"]
+    section = instance["by_resolution"]
+    assert len(section["rows"][str(base)]["maskrcnn"]["folds"]) == instance["folds"]
+    assert "### Accuracy by evaluation resolution" in (out / "REPORT.md").read_text()
 
 
 def test_ablation_figures_vary_with_the_setting(bench):

@@ -129,6 +129,13 @@ def _add_eval_parser(sub) -> None:
         help="also write the metrics to this JSON file (null where nothing is scored); on "
         "Cityscapes instances, the predictions in that evaluation's format go to OUT_cityscapes/",
     )
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        metavar="N",
+        help="score against ground truth rendered exactly at N x N (synthetic instance data; the "
+        "model still sees val_data.image_size and pastes its masks at N x N; sets val_data.gt_size)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_option(p)
     p.set_defaults(func=_run_eval)
@@ -149,7 +156,10 @@ def _run_eval(args) -> int:
 
     _set_threads(args)
     device = init_distributed("auto")
-    trained = load_trained_model(args.weights, args.config, args.set, device=device)
+    overrides = list(args.set or [])
+    if args.eval_size is not None:
+        overrides.append(f"val_data.gt_size={args.eval_size}")
+    trained = load_trained_model(args.weights, args.config, overrides, device=device)
     _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CATEGORIES", "Shape", "random_shape", "coverage"]
+__all__ = ["CATEGORIES", "Shape", "random_shape", "scaled", "coverage"]
 
 # contiguous label -> name (0 is background for semantic data)
 CATEGORIES = ["star", "gear", "ring", "crescent", "bar", "blob", "polygon"]
@@ -155,6 +155,17 @@ def random_shape(rng: np.random.Generator, height: int, width: int) -> Shape:
         }[name](rng, cx, cy, r)
     bbox = (max(cx - r, 0.0), max(cy - r, 0.0), min(cx + r, width), min(cy + r, height))
     return Shape(label, inside, bbox)
+
+
+def scaled(shape: Shape, sy: float, sx: float) -> Shape:
+    """The same shape in an image ``sy`` times as tall and ``sx`` times as wide: image point
+    ``(x, y)`` is inside iff ``(x / sx, y / sy)`` is inside ``shape`` (exact, not resampled)."""
+
+    def inside(x, y):
+        return shape.inside(x / sx, y / sy)
+
+    x0, y0, x1, y1 = shape.bbox
+    return Shape(shape.label, inside, (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
 
 
 def coverage(shape: Shape, height: int, width: int, ss: int = 4) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .shapes import CATEGORIES, coverage, random_shape
+from .shapes import CATEGORIES, coverage, random_shape, scaled
 
 __all__ = [
     "SyntheticSample",
@@ -65,14 +65,23 @@ def _texture(rng, height, width, base) -> np.ndarray:
 
 
 def render_sample(
-    index: int, height: int, width: int | None = None, seed: int = 0
+    index: int,
+    height: int,
+    width: int | None = None,
+    seed: int = 0,
+    mask_size: tuple[int, int] | None = None,
 ) -> SyntheticSample:
-    """Generate image ``index`` of the synthetic dataset with ``seed``."""
+    """Generate image ``index`` of the synthetic dataset with ``seed``.
+
+    With ``mask_size = (H, W)`` the image is still ``height x width`` but the masks are the same
+    objects rendered exactly at ``H x W`` (the scene's shapes scaled by ``H / height`` and
+    ``W / width``, each pixel supersampled: exact ground truth at another size, not resampled).
+    """
     width = height if width is None else width
     rng = np.random.default_rng([seed, index])
     image = _texture(rng, height, width, rng.uniform(40, 215, size=3))
     count = int(rng.integers(2, 7))
-    fractions, labels = [], []
+    shapes, fractions = [], []
     for _ in range(count):
         shape = random_shape(rng, height, width)
         cover = coverage(shape, height, width)
@@ -82,19 +91,30 @@ def render_sample(
         alpha = cover[..., None]
         image = image * (1 - alpha) + paint * alpha
         fractions.append(cover)
-        labels.append(shape.label)
+        shapes.append(shape)
     image += rng.normal(0, rng.uniform(4, 14), size=image.shape).astype(np.float32)
     image = np.clip(image, 0, 255).astype(np.uint8)
 
+    masks = _visible_parts(fractions, height, width)
+    keep = masks.reshape(len(masks), -1).sum(1) >= MIN_VISIBLE_PIXELS
+    if mask_size is not None:
+        h, w = mask_size
+        fine = [coverage(scaled(s, h / height, w / width), h, w) for s in shapes]
+        masks = _visible_parts(fine, h, w)
+    labels = np.asarray([s.label for s in shapes], dtype=np.int64)
+    return SyntheticSample(image, masks[keep], labels[keep])
+
+
+def _visible_parts(fractions: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """``N x H x W`` bool: each shape's mask (coverage >= 0.5, bottom to top) less what the
+    shapes above it cover."""
     masks = np.stack(fractions) >= 0.5 if fractions else np.zeros((0, height, width), dtype=bool)
-    # visible parts: what no later (upper) shape covers
     covered_above = np.zeros((height, width), dtype=bool)
     for i in range(len(masks) - 1, -1, -1):
         full = masks[i].copy()
         masks[i] &= ~covered_above
         covered_above |= full
-    keep = masks.reshape(len(masks), -1).sum(1) >= MIN_VISIBLE_PIXELS
-    return SyntheticSample(image, masks[keep], np.asarray(labels, dtype=np.int64)[keep])
+    return masks
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -107,14 +127,28 @@ class SyntheticInstanceDataset(Dataset):
     ``target`` has ``boxes`` (``N x 4`` XYXY float32, tight around the visible mask),
     ``labels`` (``N`` int64, 1-based: ``CATEGORIES[label - 1]``), ``masks`` (``N x H x W``
     uint8), ``image_id`` (int). ``transforms(image, target)`` is applied when given.
+
+    ``gt_size``: the image stays ``size x size`` but ``boxes`` and ``masks`` are the same
+    objects rendered exactly at ``gt_size x gt_size`` (to score predictions pasted at that
+    size against exact ground truth).
     """
 
     categories = CATEGORIES
 
-    def __init__(self, num_images: int, size: int = 256, seed: int = 0, transforms=None):
+    def __init__(
+        self,
+        num_images: int,
+        size: int = 256,
+        seed: int = 0,
+        transforms=None,
+        gt_size: int | None = None,
+    ):
         if num_images < 1 or size < 16:
             raise ValueError(f"need num_images >= 1 and size >= 16, got {num_images}, {size}")
+        if gt_size is not None and gt_size < 16:
+            raise ValueError(f"need gt_size >= 16, got {gt_size}")
         self.num_images, self.size, self.seed = num_images, size, seed
+        self.gt_size = gt_size
         self.transforms = transforms
         self.num_classes = len(CATEGORIES) + 1  # with the background, as torchvision counts
 
@@ -124,7 +158,8 @@ class SyntheticInstanceDataset(Dataset):
     def sample(self, index: int) -> SyntheticSample:
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
-        return render_sample(index, self.size, self.size, self.seed)
+        gt = None if self.gt_size is None else (self.gt_size, self.gt_size)
+        return render_sample(index, self.size, self.size, self.seed, mask_size=gt)
 
     def __getitem__(self, index: int):
         s = self.sample(index)

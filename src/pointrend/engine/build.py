@@ -82,11 +82,19 @@ def build_dataset(cfg: DatasetConfig, task: str, train: bool, field: str = "trai
 
     task = _check_task(task)
     tf = T.build_transforms(task, train, cfg)
+    if cfg.gt_size is not None and (cfg.format != "synthetic" or task != "instance"):
+        raise ValueError(
+            f"{field}.gt_size needs synthetic instance data (exact ground truth at another "
+            f"size), got format {cfg.format!r} for a {task} model"
+        )
     if cfg.format == "synthetic":
         from ..data.synthetic import SyntheticInstanceDataset, SyntheticSemanticDataset
 
-        cls = SyntheticInstanceDataset if task == "instance" else SyntheticSemanticDataset
-        return cls(cfg.num_images, cfg.image_size, cfg.seed, transforms=tf)
+        if task == "instance":
+            return SyntheticInstanceDataset(
+                cfg.num_images, cfg.image_size, cfg.seed, transforms=tf, gt_size=cfg.gt_size
+            )
+        return SyntheticSemanticDataset(cfg.num_images, cfg.image_size, cfg.seed, transforms=tf)
     if cfg.format == "coco":
         from ..data.coco import CocoInstanceDataset
 

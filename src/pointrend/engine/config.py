@@ -66,7 +66,9 @@ class DatasetConfig:
     ``coco`` (``images`` dir + ``annotations`` json), ``folder`` (``images`` + ``labels`` dirs),
     ``cityscapes`` (``root`` + ``split``: train ids for semantic models, gtFine instances for
     instance models). ``min_size`` / ``max_size`` / ``crop_size`` resize and crop semantic data;
-    instance models resize inside (``model.options.min_size``)."""
+    instance models resize inside (``model.options.min_size``). ``gt_size`` (synthetic instance
+    data, evaluation): ground truth rendered exactly at ``gt_size x gt_size`` while the image
+    stays ``image_size``; predictions are pasted at that size."""
 
     format: str | None = None
     images: str | None = None
@@ -82,6 +84,7 @@ class DatasetConfig:
     crop_size: list[int] | None = None
     flip: bool = True
     color_jitter: float = 0.0
+    gt_size: int | None = None
 
 
 @dataclass

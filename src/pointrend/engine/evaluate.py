@@ -19,6 +19,7 @@ from .distributed import all_gather_objects, get_rank, get_world_size, is_main_p
 __all__ = [
     "cityscapes_metrics",
     "coco_ground_truth",
+    "predict_pasted",
     "evaluate_instances",
     "evaluate_semantic",
     "make_evaluate_fn",
@@ -29,13 +30,14 @@ __all__ = [
 
 
 def coco_ground_truth(dataset: Dataset):
-    """``(COCO, label_to_category_id)`` for a dataset: its own file, or one built from its targets."""
+    """``(COCO, label_to_category_id)`` for a dataset: its own file, or one built from its targets
+    (each image as large as its ground-truth masks)."""
     if hasattr(dataset, "coco"):
         return dataset.coco, dataset.label_to_category_id
     images, anns = [], []
     for i in range(len(dataset)):
         image, target = dataset[i]
-        h, w = image.shape[-2:]
+        h, w = _ground_truth_size(image, target)  # the image's, but for data with a gt_size
         image_id = int(target["image_id"])
         images.append(
             {"id": image_id, "width": int(w), "height": int(h), "file_name": f"{image_id}.png"}
@@ -51,6 +53,44 @@ def _shard(n: int) -> range:
     return range(get_rank(), n, get_world_size())
 
 
+def _ground_truth_size(image: torch.Tensor, target: dict) -> tuple[int, int]:
+    """``(H, W)`` of a target's masks, else of its image."""
+    return tuple(int(n) for n in target.get("masks", image).shape[-2:])
+
+
+@torch.no_grad()
+def predict_pasted(
+    model: nn.Module, images: list[torch.Tensor], sizes: list[list[tuple[int, int]]]
+) -> list[list[dict]]:
+    """Run an instance model (torchvision-style, with a ``transform``) once on ``images`` and
+    paste its detections into images of other sizes: ``sizes`` holds one ``(H, W)`` per image
+    for each wanted output; returns one output list per entry of ``sizes``.
+
+    The boxes are scaled from the model's resized image to ``(H, W)`` and the per-box masks
+    pasted there, as ``model(images)`` does for the input images' own sizes.
+    """
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        raise ValueError(f"{type(model).__name__} has no transform: cannot paste at another size")
+    caught = {}
+
+    def keep_unpasted(result, image_shapes, original_image_sizes):
+        caught["result"], caught["shapes"] = result, image_shapes
+        return result
+
+    transform.postprocess = keep_unpasted  # shadows the class's method for this call only
+    try:
+        model.eval()
+        model(images)
+    finally:
+        del transform.postprocess
+    paste = type(transform).postprocess
+    return [
+        paste(transform, [dict(r) for r in caught["result"]], caught["shapes"], list(out))
+        for out in sizes
+    ]
+
+
 @torch.no_grad()
 def evaluate_instances(
     model: nn.Module,
@@ -63,6 +103,8 @@ def evaluate_instances(
 ) -> dict:
     """Box AP, mask AP and Boundary AP of an instance model on ``dataset`` (all ranks call it).
 
+    Predictions are pasted at the size of each image's ground-truth masks: the image's own size,
+    or a larger one for data that renders exact ground truth at another size (``gt_size``).
     On Cityscapes instance data (a dataset with ``instance_id_files``) also the Cityscapes
     instance AP / AP50 (``"cityscapes"``), from predictions written in that evaluation's format
     into ``cityscapes_dir`` (default: a temporary folder, removed after scoring).
@@ -78,7 +120,12 @@ def evaluate_instances(
     indices = list(_shard(len(dataset)))
     for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
         batch = [dataset[i] for i in indices[start : start + batch_size]]
-        outputs = model([b[0].to(device) for b in batch])
+        images = [b[0].to(device) for b in batch]
+        gt_sizes = [_ground_truth_size(image, target) for image, target in batch]
+        if gt_sizes == [tuple(image.shape[-2:]) for image in images]:
+            outputs = model(images)
+        else:  # ground truth at another size: paste there
+            (outputs,) = predict_pasted(model, images, [gt_sizes])
         evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
     gathered = all_gather_objects(evaluator.results)
     if not is_main_process():
