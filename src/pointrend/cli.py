@@ -167,7 +167,11 @@ def _run_eval(args) -> int:
     dataset = build_dataset(cfg.val_data, trained.task, train=False, field="val_data")
     check_classes_match(trained.class_names, trained.num_classes, dataset, args.weights)
     evaluate = evaluate_instances if trained.task == "instance" else evaluate_semantic
-    extra = {"cityscapes_dir": _cityscapes_dir(args.out)} if trained.task == "instance" else {}
+    # eval --out metrics.json keeps Cityscapes predictions in metrics_cityscapes/
+    predictions = (
+        Path(args.out).with_name(f"{Path(args.out).stem}_cityscapes") if args.out else None
+    )
+    extra = {"cityscapes_dir": predictions} if trained.task == "instance" else {}
     metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
@@ -177,13 +181,8 @@ def _run_eval(args) -> int:
             atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
             if "cityscapes" in metrics:
-                print(f"Cityscapes predictions written to {_cityscapes_dir(args.out)}")
+                print(f"Cityscapes predictions written to {predictions}")
     return 0
-
-
-def _cityscapes_dir(out: str | None) -> Path | None:
-    """Where ``eval --out metrics.json`` puts Cityscapes predictions: ``metrics_cityscapes/``."""
-    return None if not out else Path(out).with_name(f"{Path(out).stem}_cityscapes")
 
 
 def _report_model_config(trained, args) -> None:
@@ -340,9 +339,7 @@ def _add_import_detectron2_parser(sub) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--d2-config", help="the config.yaml detectron2 wrote next to the weights")
-    source.add_argument(
-        "--zoo", help="name of a published model, e.g. pointrend_rcnn_R_50_FPN_3x_coco"
-    )
+    source.add_argument("--zoo", help="a published model, e.g. pointrend_rcnn_R_50_FPN_3x_coco")
     p.add_argument("--out", required=True, help="pointrend checkpoint to write, e.g. model.pt")
     p.set_defaults(func=_run_import_detectron2)
 

@@ -8,6 +8,38 @@ box head (state-dict keys as torchvision's), so that the two differ only in the 
 * :func:`pointrend_maskrcnn_resnet50_fpn`: the paper's model; ``weights="COCO"`` starts from
   torchvision's COCO Mask R-CNN (backbone, RPN, box head; the mask branch stays initialised).
 
+Options common to both builders (keyword arguments):
+
+* ``weights``: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights``
+  (ResNet-50 only): torchvision's COCO model into backbone, RPN and box head (box
+  predictor when ``num_classes == 91``); ``weights_backbone``: ImageNet weights
+  (ignored with ``weights``).
+* ``trainable_backbone_layers``, ``norm``: as torchvision (default: 3 stages and
+  frozen batch norm when pretrained, else all and batch norm;
+  :mod:`pointrend.backbones`).
+* ``box_head_dim``: width of the two-layer box head (torchvision: 1024).
+* ``backbone_returned_layers``: ResNet stages feeding the FPN (default
+  ``[1, 2, 3, 4]``; ``[1, 2, 3]`` drops ``layer4``: a small CPU model);
+  ``fpn_channels``: of every level.
+* ``stride_in_1x1``: the stride of each ResNet stage in its first 1x1 conv (the
+  original MSRA ResNet, detectron2's ``STRIDE_IN_1X1``) instead of the 3x3 conv.
+* ``rpn_anchor_sizes``: one anchor size per FPN level with the max-pool level (32,
+  64, ...); ``rpn_anchor_rule``: ``"torchvision"`` (cell anchors rounded to whole
+  pixels, level strides from the padded image size) or ``"detectron2"`` (unrounded,
+  at each level's nominal stride).
+* ``roi_align_aligned``: RoIAlign with pixel centres at half-integers (``aligned``,
+  detectron2's ``ROIAlignV2``); ``roi_align_sampling_ratio``: points per bin side
+  (torchvision: 2; 0: ``ceil(bin size)``, detectron2's).
+* ``resize_rule``: ``"torchvision"`` (output size ``floor(side * scale)``) or
+  ``"detectron2"`` (``int(side * scale + 0.5)``, antialiased when shrinking); with
+  ``min_size=0`` images are not resized.
+* ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
+  up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
+  towards 0 at the box border).
+* torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``,
+  ``image_mean``, ``image_std``, RPN and box options); others raise
+  :class:`~pointrend.options.OptionError`.
+
 Options a builder does not take raise :class:`~pointrend.options.OptionError` (torchvision would
 drop them silently).
 """
@@ -225,37 +257,7 @@ def pointrend_maskrcnn(
         mask_config: :class:`PointRendMaskConfig`, whose fields the ``mask_*`` options override
             (inference: output size, subdivision steps and points; training: points, sampling,
             k, beta; the coarse head's widths), so that a YAML config can set them.
-        **options: the options common to :func:`maskrcnn` and this builder:
-
-            * ``weights``: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights``
-              (ResNet-50 only): torchvision's COCO model into backbone, RPN and box head (box
-              predictor when ``num_classes == 91``); ``weights_backbone``: ImageNet weights
-              (ignored with ``weights``).
-            * ``trainable_backbone_layers``, ``norm``: as torchvision (default: 3 stages and
-              frozen batch norm when pretrained, else all and batch norm;
-              :mod:`pointrend.backbones`).
-            * ``box_head_dim``: width of the two-layer box head (torchvision: 1024).
-            * ``backbone_returned_layers``: ResNet stages feeding the FPN (default
-              ``[1, 2, 3, 4]``; ``[1, 2, 3]`` drops ``layer4``: a small CPU model);
-              ``fpn_channels``: of every level.
-            * ``stride_in_1x1``: the stride of each ResNet stage in its first 1x1 conv (the
-              original MSRA ResNet, detectron2's ``STRIDE_IN_1X1``) instead of the 3x3 conv.
-            * ``rpn_anchor_sizes``: one anchor size per FPN level with the max-pool level (32,
-              64, ...); ``rpn_anchor_rule``: ``"torchvision"`` (cell anchors rounded to whole
-              pixels, level strides from the padded image size) or ``"detectron2"`` (unrounded,
-              at each level's nominal stride).
-            * ``roi_align_aligned``: RoIAlign with pixel centres at half-integers (``aligned``,
-              detectron2's ``ROIAlignV2``); ``roi_align_sampling_ratio``: points per bin side
-              (torchvision: 2; 0: ``ceil(bin size)``, detectron2's).
-            * ``resize_rule``: ``"torchvision"`` (output size ``floor(side * scale)``) or
-              ``"detectron2"`` (``int(side * scale + 0.5)``, antialiased when shrinking); with
-              ``min_size=0`` images are not resized.
-            * ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
-              up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
-              towards 0 at the box border).
-            * torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``,
-              ``image_mean``, ``image_std``, RPN and box options); others raise
-              :class:`~pointrend.options.OptionError`.
+        **options: the options common to both builders (this module's docstring).
 
     Returns:
         A :class:`MaskRCNN` whose ``roi_heads`` is a :class:`PointRendRoIHeads` and whose
