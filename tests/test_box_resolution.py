@@ -6,6 +6,7 @@ import torch
 from pointrend.cli import main
 from pointrend.engine.build import build_model
 from pointrend.engine.config import config_to_dict, load_config
+from pointrend.engine.evaluate import predict_pasted
 from pointrend.export import export_onnx
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig, paste_masks
 from pointrend.instance.box_resolution import (
@@ -130,13 +131,14 @@ def tiny_model(**options):
     )
 
 
-def test_model_renders_each_box_at_its_size_in_the_original_image(monkeypatch):
+def forced_model_with_spy(monkeypatch, boxes, labels):
+    """A box-mode model whose detections are ``boxes`` (resized pixels); the list it returns
+    receives the roi heads' unpasted masks of every call."""
     model = tiny_model(mask_resolution="box").eval()
-    forced = torch.tensor([[10.0, 10.0, 38.0, 24.0], [2.0, 2.0, 5.0, 4.0]])  # resized pixels
     model.roi_heads.postprocess_detections = lambda *args: (
-        [forced],
-        [torch.ones(2)],
-        [torch.tensor([1, 2])],
+        [boxes],
+        [torch.ones(len(boxes))],
+        [labels],
     )
     seen = []
     heads_forward = type(model.roi_heads).forward
@@ -147,13 +149,32 @@ def test_model_renders_each_box_at_its_size_in_the_original_image(monkeypatch):
         return result, losses
 
     monkeypatch.setattr(type(model.roi_heads), "forward", spy)
+    return model, seen
+
+
+def test_model_renders_each_box_at_its_size_in_the_original_image(monkeypatch):
+    forced = torch.tensor([[10.0, 10.0, 38.0, 24.0], [2.0, 2.0, 5.0, 4.0]])
+    model, seen = forced_model_with_spy(monkeypatch, forced, torch.tensor([1, 2]))
     with torch.no_grad():
         (out,) = model([torch.rand(3, 128, 160)])  # resized to 64 x 80: scale 2 back
     assert out["masks"].shape == (2, 1, 128, 160)
     assert seen[0].sizes().tolist() == [56, 7]  # 28 resized px = 56 output px; 6 px -> 7
-    transform = model.transform
-    images, _ = transform([torch.rand(3, 128, 160)])
+    images, _ = model.transform([torch.rand(3, 128, 160)])
     assert images.image_sizes == [(64, 80)] and images.image_sizes.output_sizes == [(128, 160)]
+
+
+def test_pasting_at_a_larger_size_renders_for_that_size(monkeypatch):
+    forced = torch.tensor([[10.0, 10.0, 38.0, 24.0]])
+    model, seen = forced_model_with_spy(monkeypatch, forced, torch.tensor([1]))
+    image = torch.rand(3, 64, 80)  # not resized
+    small, large = predict_pasted(model, [image], [[(64, 80)], [(256, 320)]])
+    assert seen[0].sizes().tolist() == [112]  # 28 px x 4
+    assert small[0]["masks"].shape == (1, 1, 64, 80)
+    assert large[0]["masks"].shape == (1, 1, 256, 320)
+    assert "forward" not in vars(model.transform)
+    with torch.no_grad():
+        model([image])
+    assert seen[1].sizes().tolist() == [28]
 
 
 def test_training_is_unchanged_by_the_option():
