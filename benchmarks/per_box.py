@@ -8,6 +8,8 @@ on the number of points, which is fixed per step), one thread:
   intermediate tensors (:func:`~benchmarks.meters.peak_bytes`) of PointRend's branch with
   ``mask_resolution="box"`` (each box at its own grid side), PointRend at a fixed 224 and
   torchvision's 4x conv head at 28 x 28; masks box-relative, not pasted;
+* the mask branch also with ``mask_points_per_side`` 1.75 (half the default's points per step;
+  its accuracy is not measured);
 * end to end: ResNet-50-FPN Mask R-CNN on the image, the same 100 boxes forced through the three
   mask branches (box branch's detections replaced), masks pasted at image size.
 
@@ -41,6 +43,7 @@ from .meters import alternate, peak_bytes
 log = functools.partial(print, flush=True)
 IMAGE = (800, 1333)
 CONTENDERS = ("box", "fixed224", "torchvision28")
+SPARSE = 1.75  # half the default points per step (784 / 224 = 3.5 per grid side)
 
 
 def log_uniform_boxes(n: int, height: int, width: int, low=16.0, high=600.0, seed=0):
@@ -59,10 +62,15 @@ def mask_branch(rounds: int, boxes: torch.Tensor, labels: torch.Tensor) -> dict:
     fixed = pointrend_branch(224).eval()
     box = pointrend_branch(224, mask_resolution="box").eval()
     box.load_state_dict(fixed.state_dict())
+    sparse = pointrend_branch(224, mask_resolution="box", points_per_side=SPARSE).eval()
+    sparse.load_state_dict(fixed.state_dict())
     dense = DenseMaskHead(28).eval()
     fine = features.contiguous(memory_format=torch.channels_last)
     runs = {
         "box": lambda: render_by_box_size(box, fine, 4.0, [boxes], labels, torch.ones(1, 2)),
+        f"box_points_per_side_{SPARSE}": lambda: render_by_box_size(
+            sparse, fine, 4.0, [boxes], labels, torch.ones(1, 2)
+        ),
         "fixed224": lambda: render_as_the_model_does(fixed, features, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),
     }
@@ -116,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     labels = torch.randint(1, K, (args.boxes,), generator=torch.Generator().manual_seed(1))
     log(f"per-box mask resolution: {args.boxes} boxes, sides log-uniform 16..600 px, {IMAGE}")
     section = mask_branch(args.rounds, boxes, labels)
-    for k in CONTENDERS:
+    for k in section["mask_branch_s"]:
         log(
-            f"  mask branch {k:<14} {section['mask_branch_s'][k]:7.3f} s, "
+            f"  mask branch {k:<26} {section['mask_branch_s'][k]:7.3f} s, "
             f"peak {section['peak_mb'][k]:8.1f} MB"
         )
     log(f"  grid sides of the boxes (side: boxes): {section['box_grid_sides']}")
