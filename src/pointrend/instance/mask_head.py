@@ -314,7 +314,9 @@ class PointRendMaskBranch(nn.Module):
         ``M = config.output_size``; the point head still sees all K coarse logits, but only the
         ``classes`` channel is carried through the steps (uncertainty of the predicted class).
         With ``return_steps`` also the coarse logits ``R x 1 x 7 x 7`` and the
-        :class:`~pointrend.render.SubdivisionStep` list (for figures).
+        :class:`~pointrend.render.SubdivisionStep` list (for figures). This is the fixed mode
+        whatever ``config.mask_resolution``; the per-box mode is
+        :func:`~pointrend.instance.box_resolution.render_by_box_size`.
 
         Without autograd the points are predicted with a
         :class:`~pointrend._fused_head.FusedPointHead` (the predicted class's row only); with
