@@ -13,11 +13,16 @@ on the number of points, which is fixed per step), one thread:
 * end to end: ResNet-50-FPN Mask R-CNN on the image, the same 100 boxes forced through the three
   mask branches (box branch's detections replaced), masks pasted at image size.
 
-Writes ``results.json``'s ``"per_box_resolution"`` (``mask_branch_s``, ``peak_mb``,
-``end_to_end_s``, each for ``"box"``, ``"fixed224"``, ``"torchvision28"``). Accuracy
-(``boundary_ap``) is not measured here.
+With ``--accuracy N``: the shipped synthetic PointRend model (160 px input) on N fresh validation
+images, masks fixed 224 vs per-box, scored at 160 / 320 / 640 px against exact ground truth
+(as the bench's accuracy by resolution), Boundary AP and mask AP with standard errors over folds.
 
-Run: ``python -m benchmarks.per_box --rounds 3``.
+Writes ``results.json``'s ``"per_box_resolution"`` (``mask_branch_s``, ``peak_mb``,
+``end_to_end_s``, each for ``"box"``, ``"fixed224"``, ``"torchvision28"``; with
+``--accuracy``, ``boundary_ap`` / ``mask_ap`` by evaluation size for ``"box"`` and
+``"fixed224"``, each ``{"value", "se"}``).
+
+Run: ``python -m benchmarks.per_box --rounds 3 [--accuracy 100]``.
 """
 
 from __future__ import annotations
@@ -27,18 +32,24 @@ import functools
 import json
 import math
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
+from pointrend.demo import WEIGHTS_DIR
 from pointrend.instance.box_resolution import render_by_box_size
 from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
 
+from .accuracy import INSTANCE, ModelSource, obtain_model
 from .cost import CHANNELS, DenseMaskHead, K, pointrend_branch, render_as_the_model_does
 from .machine import command_line, machine_info, write_json
 from .meters import alternate, peak_bytes
+from .resolution import FACTORS
+from .scoring import mask_settings, predict_at_sizes, score_results, validation_set
+from .summary import standard_error
 
 log = functools.partial(print, flush=True)
 IMAGE = (800, 1333)
@@ -110,6 +121,28 @@ def end_to_end(rounds: int, boxes: torch.Tensor) -> dict:
     }
 
 
+def accuracy(num_images: int, folds: int = 4) -> dict:
+    """Boundary AP and mask AP of fixed 224 vs per-box masks at 1x, 2x and 4x the input size."""
+    source = ModelSource(WEIGHTS_DIR, Path(tempfile.mkdtemp(prefix="per-box-")), None, log=log)
+    pointrend = obtain_model(INSTANCE["pointrend"], source)
+    base = pointrend.image_size
+    vals = {
+        base * f: validation_set("instance", num_images, base, folds, base * f if f > 1 else None)
+        for f in FACTORS
+    }
+    table = {"boundary_ap": {}, "mask_ap": {}}
+    for name, changes in (("fixed224", {"output_size": 224}), ("box", {"mask_resolution": "box"})):
+        with mask_settings(pointrend.model, **changes):
+            results = predict_at_sizes(pointrend.model, vals[base].dataset, sorted(vals))
+        for size, val in vals.items():
+            scores = score_results(val, results[size])
+            for key, metric in (("boundary_ap", "boundary_AP"), ("mask_ap", "mask_AP")):
+                cell = {"value": scores[metric], "se": standard_error(scores, metric)}
+                table[key].setdefault(str(size), {})[name] = cell
+            log(f"  {name:<9} at {size} px: Boundary AP {scores['boundary_AP']:5.1f}")
+    return {**table, "accuracy_val_images": num_images, "accuracy_folds": folds}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.per_box", description=__doc__.split("\n")[0]
@@ -117,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--boxes", type=int, default=100)
+    parser.add_argument("--accuracy", type=int, default=0, help="validation images (0: skip)")
     parser.add_argument("--out", default="benchmarks/results/results.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -133,12 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     section.update(end_to_end(args.rounds, boxes))
     for k in CONTENDERS:
         log(f"  end to end {k:<14} {section['end_to_end_s'][k]:7.2f} s")
+    if args.accuracy:
+        section.update(accuracy(args.accuracy))
     section.update(
         boxes=args.boxes,
         image=list(IMAGE),
         rounds=args.rounds,
         threads=args.threads,
-        not_measured=["boundary_ap"],
+        not_measured=[] if args.accuracy else ["boundary_ap"],
         command=command_line("benchmarks.per_box", argv),
         machine=machine_info(),
     )
