@@ -39,6 +39,7 @@ __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
+STANDALONE_KEYS = ("per_box_resolution",)  # python -m benchmarks.per_box
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
 
@@ -220,6 +221,7 @@ def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: di
             "machine": machine_info(),
             "settings": {"quick": options.quick, **sizes, "command": options.command},
             "sections": sections,
+            **standalone_results(out / "results.json"),
         }
         by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
         if by_resolution:  # the table a script reads, at the top level
@@ -228,13 +230,23 @@ def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: di
     return results
 
 
-def _previous(path: Path, quick: bool) -> dict:
-    if not path.is_file():
-        return {}
+def _read_results(path: Path) -> dict:
+    """The results in ``path``, or ``{}`` when missing or unreadable."""
     try:
-        old = json.loads(path.read_text())
+        return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def standalone_results(path: Path) -> dict:
+    """The top-level keys of ``path`` that stand-alone modules write (:data:`STANDALONE_KEYS`),
+    kept when the bench rewrites the file."""
+    old = _read_results(path)
+    return {key: old[key] for key in STANDALONE_KEYS if key in old}
+
+
+def _previous(path: Path, quick: bool) -> dict:
+    old = _read_results(path)
     if old.get("settings", {}).get("quick") != quick:
         return {}
     return old.get("sections", {})

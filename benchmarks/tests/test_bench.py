@@ -322,3 +322,12 @@ def test_a_quick_run_never_replaces_the_stored_figures(monkeypatch):
         asked[0].command
         == "python -m benchmarks --quick --sections cost --out outputs/bench-quick --threads 1"
     )
+
+
+def test_the_bench_keeps_the_figures_stand_alone_modules_wrote(tmp_path):
+    from benchmarks.run import standalone_results
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"sections": {}, "per_box_resolution": {"peak_mb": {"box": 1.5}}}))
+    assert standalone_results(path) == {"per_box_resolution": {"peak_mb": {"box": 1.5}}}
+    assert standalone_results(tmp_path / "missing.json") == {}

@@ -89,9 +89,21 @@ class _InstanceGraph(nn.Module):
         return out["boxes"], out["labels"], out["scores"], out["masks"]
 
 
+def check_exportable(model: nn.Module) -> None:
+    """Refuse a model whose masks have one size per box (``mask_resolution: box``): the exported
+    graph returns one ``detections x 1 x H x W`` tensor rendered at a fixed grid."""
+    branch = getattr(getattr(model, "roi_heads", None), "mask_branch", None)
+    if branch is not None and getattr(branch.config, "mask_resolution", "fixed") == "box":
+        raise ValueError(
+            "cannot export a model with mask_resolution 'box' (a grid size per box is not "
+            "traceable); export it with model.options.mask_resolution=fixed"
+        )
+
+
 def _graph_module(model: nn.Module, task: str) -> nn.Module:
     if task not in _INPUT_NAMES:
         raise ValueError(f"task must be 'semantic' or 'instance', got {task!r}")
+    check_exportable(model)
     return (_SemanticGraph if task == "semantic" else _InstanceGraph)(model).eval()
 
 

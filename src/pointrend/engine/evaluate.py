@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ..data.coco import instance_annotations, make_coco
 from ..evaluation import InstanceEvaluator, SemanticEvaluator
+from ..instance.roi_heads import ImageSizes
 from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 
 __all__ = [
@@ -67,23 +68,31 @@ def predict_pasted(
     for each wanted output; returns one output list per entry of ``sizes``.
 
     The boxes are scaled from the model's resized image to ``(H, W)`` and the per-box masks
-    pasted there, as ``model(images)`` does for the input images' own sizes.
+    pasted there, as ``model(images)`` does for the input images' own sizes. Masks rendered at
+    each box's output size (``mask_resolution: box``) are rendered for the largest wanted size.
     """
     transform = getattr(model, "transform", None)
     if transform is None:
         raise ValueError(f"{type(model).__name__} has no transform: cannot paste at another size")
     caught = {}
+    largest = [max(wanted, key=lambda s: s[0] * s[1]) for wanted in zip(*sizes)]
 
     def keep_unpasted(result, image_shapes, original_image_sizes):
         caught["result"], caught["shapes"] = result, image_shapes
         return result
 
-    transform.postprocess = keep_unpasted  # shadows the class's method for this call only
+    def resize_for_largest(images, targets=None):
+        image_list, targets = type(transform).forward(transform, images, targets)
+        image_list.image_sizes = ImageSizes(image_list.image_sizes, largest)
+        return image_list, targets
+
+    # Both shadow the class's methods for this call only.
+    transform.postprocess, transform.forward = keep_unpasted, resize_for_largest
     try:
         model.eval()
         model(images)
     finally:
-        del transform.postprocess
+        del transform.postprocess, transform.forward
     paste = type(transform).postprocess
     return [
         paste(transform, [dict(r) for r in caught["result"]], caught["shapes"], list(out))

@@ -8,13 +8,14 @@ from .builders import (
     pointrend_maskrcnn_resnet50_fpn,
 )
 from .mask_head import CoarseMaskHead, PointRendMaskBranch, PointRendMaskConfig
-from .paste import FlatMasks, paste_masks, sample_masks_at_points
+from .paste import FlatMasks, MasksBySize, paste_masks, sample_masks_at_points
 from .roi_heads import PointRendRoIHeads, check_training_targets
 from .transform import PointRendTransform
 
 __all__ = [
     "CoarseMaskHead",
     "FlatMasks",
+    "MasksBySize",
     "PointRendMaskBranch",
     "PointRendMaskConfig",
     "PointRendRoIHeads",

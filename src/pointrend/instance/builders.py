@@ -246,6 +246,9 @@ def pointrend_maskrcnn(
     mask_importance_sample_ratio: float | None = None,
     mask_fc_dim: int | None = None,
     mask_conv_dim: int | None = None,
+    mask_resolution: str | None = None,
+    max_mask_size: int | None = None,
+    mask_points_per_side: float | None = None,
     **options,
 ) -> MaskRCNN:
     """PointRend Mask R-CNN on a torchvision ResNet / ResNeXt / MobileNetV3 FPN backbone.
@@ -257,6 +260,10 @@ def pointrend_maskrcnn(
         mask_config: :class:`PointRendMaskConfig`, whose fields the ``mask_*`` options override
             (inference: output size, subdivision steps and points; training: points, sampling,
             k, beta; the coarse head's widths), so that a YAML config can set them.
+            ``mask_resolution``: ``"fixed"`` (default, every mask ``mask_output_size``) or
+            ``"box"`` (each mask at about its box's size in the output image, capped at
+            ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per cell of the
+            grid's side): :mod:`pointrend.instance.box_resolution`.
         **options: the options common to both builders (this module's docstring).
 
     Returns:
@@ -274,6 +281,9 @@ def pointrend_maskrcnn(
         "importance_sample_ratio": mask_importance_sample_ratio,
         "fc_dim": mask_fc_dim,
         "conv_dim": mask_conv_dim,
+        "mask_resolution": mask_resolution,
+        "max_mask_size": max_mask_size,
+        "points_per_side": mask_points_per_side,
     }
     config = replace_options(
         mask_config or PointRendMaskConfig(),

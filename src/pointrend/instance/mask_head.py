@@ -36,6 +36,8 @@ from ..render import subdivision_inference, subdivision_sizes
 from ..settings import INSTANCE_SETTINGS, PointRendSettings
 from .paste import FlatMasks, sample_masks_at_points
 
+MASK_RESOLUTIONS = ("fixed", "box")
+
 __all__ = [
     "PointRendMaskConfig",
     "CoarseMaskHead",
@@ -61,6 +63,13 @@ class PointRendMaskConfig:
             (:data:`~pointrend.settings.INSTANCE_SETTINGS`: 196 training points per box, k = 3,
             beta = 0.75, 784 points per step, a 3 x 256 point head with the coarse logits at
             every layer).
+        mask_resolution: ``"fixed"`` (every box rendered to ``output_size``) or ``"box"``
+            (inference only: each box subdivided until its grid is at least its size in the
+            output image, see :mod:`~pointrend.instance.box_resolution`).
+        max_mask_size: the largest grid side of ``"box"`` (1024).
+        points_per_side: points per subdivision step per cell of the final grid's side in
+            ``"box"`` mode; ``None``: ``subdivision_num_points / output_size`` (784 / 224 = 3.5,
+            so a 224 grid gets 784 points and a 1024 grid 3584).
     """
 
     feature_key: str = "0"
@@ -70,8 +79,22 @@ class PointRendMaskConfig:
     num_fc: int = 2
     output_size: int = 224
     pointrend: PointRendSettings = INSTANCE_SETTINGS
+    mask_resolution: str = "fixed"
+    max_mask_size: int = 1024
+    points_per_side: float | None = None
 
     def __post_init__(self):
+        if self.mask_resolution not in MASK_RESOLUTIONS:
+            raise ValueError(
+                f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {self.mask_resolution!r}"
+            )
+        if self.max_mask_size < self.coarse_grid // 2:
+            raise ValueError(
+                f"max_mask_size {self.max_mask_size} is smaller than the coarse mask "
+                f"({self.coarse_grid // 2})"
+            )
+        if self.points_per_side is not None and self.points_per_side < 0:
+            raise ValueError(f"points_per_side must be >= 0, got {self.points_per_side}")
         if self.coarse_grid < 2 or self.coarse_grid % 2:
             raise ValueError(f"coarse_grid must be even and >= 2, got {self.coarse_grid}")
         if self.output_size < self.coarse_grid // 2:
@@ -291,7 +314,9 @@ class PointRendMaskBranch(nn.Module):
         ``M = config.output_size``; the point head still sees all K coarse logits, but only the
         ``classes`` channel is carried through the steps (uncertainty of the predicted class).
         With ``return_steps`` also the coarse logits ``R x 1 x 7 x 7`` and the
-        :class:`~pointrend.render.SubdivisionStep` list (for figures).
+        :class:`~pointrend.render.SubdivisionStep` list (for figures). This is the fixed mode
+        whatever ``config.mask_resolution``; the per-box mode is
+        :func:`~pointrend.instance.box_resolution.render_by_box_size`.
 
         Without autograd the points are predicted with a
         :class:`~pointrend._fused_head.FusedPointHead` (the predicted class's row only); with
@@ -303,26 +328,15 @@ class PointRendMaskBranch(nn.Module):
         coarse = self.coarse_logits(features, stride, boxes)
         if coarse.shape[0] == 0 and not torch.jit.is_tracing():  # traced: no branch on boxes
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
-
-        head = inference_point_head(self.point_head)
-        if isinstance(head, FusedPointHead):
-            projected = self._project_first_layer(head, features, coarse)
-            if projected:
-                features = head.project_fine_features(features)
-
-            def predict(points: Tensor) -> Tensor:
-                fine, _ = point_sample_fine_grained_features([features], [stride], boxes, points)
-                return head(fine, point_sample(coarse, points), classes, fine_projected=projected)
-        else:
-
-            def predict(points: Tensor) -> Tensor:
-                logits, _ = self.point_logits(features, stride, boxes, coarse, points)
-                return select_class(logits, classes)
-
+        sizes = subdivision_sizes(
+            coarse.shape[-2:], settings.subdivision_steps, (cfg.output_size, cfg.output_size)
+        )
+        points = min(settings.subdivision_num_points, cfg.output_size**2) * len(sizes)
+        predictor = self.point_predictor(features, stride, coarse, coarse.shape[0] * points)
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
             coarse_class,
-            predict,
+            predictor(boxes, coarse, classes),
             calculate_uncertainty,
             steps=settings.subdivision_steps,
             num_points=settings.subdivision_num_points,
@@ -331,13 +345,34 @@ class PointRendMaskBranch(nn.Module):
         )
         return (out[0], coarse_class, out[1]) if return_steps else out
 
-    def _project_first_layer(self, head: FusedPointHead, features: Tensor, coarse: Tensor) -> bool:
-        """Whether applying the point head's first layer to the whole fine map (``N x C x H x W``)
-        once is cheaper than applying it at every point: more points to predict than pixels."""
-        cfg = self.config
-        sizes = subdivision_sizes(
-            coarse.shape[-2:], cfg.pointrend.subdivision_steps, (cfg.output_size, cfg.output_size)
-        )
-        points_per_box = min(cfg.pointrend.subdivision_num_points, cfg.output_size**2) * len(sizes)
+    def point_predictor(self, features: Tensor, stride: float, coarse: Tensor, total_points):
+        """A factory of point predictors for :func:`~pointrend.render.subdivision_inference`.
+
+        ``features`` (``N x C x H x W``) are projected by the fused head's first layer once when
+        ``total_points`` (all boxes, all steps) outnumber their pixels. The factory takes boxes
+        (``N`` tensors ``R_i x 4``), their coarse logits ``R x K x 7 x 7`` and classes ``R``
+        (any subset of the boxes) and returns ``points R x P x 2 -> R x 1 x P`` logits.
+        """
+        head = inference_point_head(self.point_head)
+        if not isinstance(head, FusedPointHead):
+
+            def plain(boxes, coarse, classes):
+                def predict(points: Tensor) -> Tensor:
+                    logits, _ = self.point_logits(features, stride, boxes, coarse, points)
+                    return select_class(logits, classes)
+
+                return predict
+
+            return plain
         pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
-        return head.num_hidden > 0 and coarse.shape[0] * points_per_box > pixels
+        projected = head.num_hidden > 0 and total_points > pixels
+        fine_map = head.project_fine_features(features) if projected else features
+
+        def fused(boxes, coarse, classes):
+            def predict(points: Tensor) -> Tensor:
+                fine, _ = point_sample_fine_grained_features([fine_map], [stride], boxes, points)
+                return head(fine, point_sample(coarse, points), classes, fine_projected=projected)
+
+            return predict
+
+        return fused

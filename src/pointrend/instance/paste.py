@@ -10,13 +10,58 @@ over chunks of boxes, to bound the memory of the paste.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["paste_masks", "box_pixel_ranges", "FlatMasks", "sample_masks_at_points"]
+__all__ = [
+    "paste_masks",
+    "box_pixel_ranges",
+    "MasksBySize",
+    "FlatMasks",
+    "sample_masks_at_points",
+]
+
+
+@dataclass
+class MasksBySize:
+    """Box-relative masks of ``count`` boxes rendered at different sizes, grouped by size.
+
+    Attributes:
+        count: R, the number of boxes.
+        groups: ``(index, masks)`` pairs, one per size: ``index`` (``R_g`` int64) the boxes the
+            group holds, ``masks`` their ``R_g x 1 x M_g x M_g`` values. Every box is in exactly
+            one group.
+    """
+
+    count: int
+    groups: list[tuple[Tensor, Tensor]]
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> MasksBySize:
+        """``fn`` applied to every group's masks (e.g. ``torch.sigmoid``)."""
+        return MasksBySize(self.count, [(i, fn(m)) for i, m in self.groups])
+
+    def split(self, counts: Sequence[int]) -> list[MasksBySize]:
+        """One :class:`MasksBySize` per image, the boxes being ``counts[i]`` consecutive ones."""
+        parts, first = [], 0
+        for n in counts:
+            groups = []
+            for index, masks in self.groups:
+                mine = (index >= first) & (index < first + n)
+                groups.append((index[mine] - first, masks[mine]))
+            parts.append(MasksBySize(int(n), groups))
+            first += int(n)
+        return parts
+
+    def sizes(self) -> Tensor:
+        """``R`` int64: each box's mask side."""
+        out = torch.zeros(self.count, dtype=torch.int64)
+        for index, masks in self.groups:
+            out[index.cpu()] = masks.shape[-1]
+        return out
 
 
 def box_pixel_ranges(boxes: Tensor, size: int, axis: int) -> tuple[Tensor, Tensor]:
@@ -37,7 +82,7 @@ def box_pixel_ranges(boxes: Tensor, size: int, axis: int) -> tuple[Tensor, Tenso
 
 
 def paste_masks(
-    masks: Tensor,
+    masks: Tensor | MasksBySize,
     boxes: Tensor,
     image_size: Sequence[int],
     max_elements: int = 1 << 24,
@@ -51,7 +96,10 @@ def paste_masks(
     outside the image and may have zero width or height (their masks are all zero).
 
     Args:
-        masks: ``R x 1 x M x M'`` box-relative values (probabilities or logits; any M).
+        masks: ``R x 1 x M x M'`` box-relative values (probabilities or logits; any M), or a
+            :class:`MasksBySize` (each size pasted in one call, a loop over the sizes only). A
+            mask whose grid has one cell per pixel of an integer-aligned box pastes exactly:
+            pixel centres fall on cell centres.
         boxes: ``R x 4`` boxes ``(x0, y0, x1, y1)`` in the pixels of the target image.
         image_size: ``(H, W)`` of the target image.
         max_elements: bound on the number of sampled values computed at once; boxes are
@@ -66,6 +114,8 @@ def paste_masks(
     Only each box's own pixel window is sampled (one ``grid_sample`` per chunk of boxes, the
     windows padded to the chunk's largest); values are written with one ``scatter_add``.
     """
+    if isinstance(masks, MasksBySize):
+        return _paste_by_size(masks, boxes, image_size, max_elements, fade_border)
     if torch.jit.is_tracing():
         return _paste_whole_image(masks, boxes, image_size, fade_border)
     H, W = int(image_size[0]), int(image_size[1])
@@ -97,6 +147,27 @@ def paste_masks(
             fade_border,
         )
     return out.view(R, 1, H, W)
+
+
+def _paste_by_size(
+    masks: MasksBySize,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    max_elements: int,
+    fade_border: bool,
+) -> Tensor:
+    """:func:`paste_masks` of masks grouped by size: ``R x 1 x H x W``."""
+    if boxes.shape != (masks.count, 4):
+        raise ValueError(
+            f"boxes must be {masks.count} x 4 to match masks, got shape {tuple(boxes.shape)}"
+        )
+    H, W = int(image_size[0]), int(image_size[1])
+    dtypes = [m.dtype for _, m in masks.groups if m.is_floating_point()]
+    out = boxes.new_zeros(masks.count, 1, H, W, dtype=dtypes[0] if dtypes else torch.float32)
+    for index, group in masks.groups:
+        if index.numel():
+            out[index] = paste_masks(group, boxes[index], (H, W), max_elements, fade_border)
+    return out
 
 
 def _paste_chunk(

@@ -8,7 +8,11 @@ mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
   7x7) and ``loss_mask_point`` (196 points per positive box).
 * Inference: per image ``boxes``, ``labels``, ``scores`` and ``masks``, the latter ``N x 1 x M x M``
   box-relative probabilities (M = 224 by default) that the model's transform pastes into the
-  image (:class:`~pointrend.instance.transform.PointRendTransform`).
+  image (:class:`~pointrend.instance.transform.PointRendTransform`). With
+  ``mask_resolution="box"`` the masks are a :class:`~pointrend.instance.paste.MasksBySize`,
+  each box at about its size in the output image: the image sizes passed in may carry the
+  output sizes (:class:`ImageSizes`, as the transform passes them); otherwise the output is the
+  image itself.
 """
 
 from __future__ import annotations
@@ -17,10 +21,31 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
+from .box_resolution import render_by_box_size
 from .mask_head import PointRendMaskBranch, infer_stride
 from .paste import FlatMasks
 
-__all__ = ["PointRendRoIHeads", "check_training_targets"]
+__all__ = ["PointRendRoIHeads", "ImageSizes", "output_scales", "check_training_targets"]
+
+
+class ImageSizes(list):
+    """The ``(H, W)`` sizes of a batch's resized images (a list, as torchvision passes them) that
+    also know each image's output size, ``output_sizes`` (the original image, where masks are
+    pasted): how the transform tells the RoI heads the scale of the per-box mask resolution."""
+
+    def __init__(self, sizes, output_sizes):
+        super().__init__(sizes)
+        if len(output_sizes) != len(sizes):
+            raise ValueError(f"got {len(sizes)} image sizes but {len(output_sizes)} output sizes")
+        self.output_sizes = [tuple(int(v) for v in s) for s in output_sizes]
+
+
+def output_scales(image_sizes) -> Tensor:
+    """``N x 2`` output pixels per image pixel ``(x, y)``: 1 unless ``image_sizes`` is an
+    :class:`ImageSizes`."""
+    outputs = getattr(image_sizes, "output_sizes", image_sizes)
+    ratio = [(int(o[1]) / int(s[1]), int(o[0]) / int(s[0])) for s, o in zip(image_sizes, outputs)]
+    return torch.tensor(ratio, dtype=torch.float64).reshape(-1, 2)
 
 
 def check_training_targets(
@@ -147,8 +172,14 @@ class PointRendRoIHeads(RoIHeads):
             class_logits, box_regression, proposals, image_shapes
         )
         all_labels = torch.cat(labels)
-        logits = self.mask_branch.render(fine, stride, boxes, all_labels)
-        masks = logits.sigmoid().split([b.shape[0] for b in boxes])  # shapes: traceable
+        counts = [b.shape[0] for b in boxes]
+        if self.mask_branch.config.mask_resolution == "box":
+            scales = output_scales(image_shapes)
+            logits = render_by_box_size(self.mask_branch, fine, stride, boxes, all_labels, scales)
+            masks = logits.map(torch.sigmoid).split(counts)
+        else:
+            logits = self.mask_branch.render(fine, stride, boxes, all_labels)
+            masks = logits.sigmoid().split(counts)  # shapes: traceable
         result = [
             {"boxes": b, "labels": lab, "scores": s, "masks": m}
             for b, lab, s, m in zip(boxes, labels, scores, masks)

@@ -7,7 +7,9 @@
   ``[1, num_classes)``, non-finite boxes, ...);
 * drops ground-truth instances whose box has zero width or height (they have no area; left in,
   they make the box-regression targets infinite and match every anchor in the RPN);
-* pastes the rendered ``M x M`` masks into the original image with
+* passes the original image sizes on with the resized ones
+  (:class:`~pointrend.instance.roi_heads.ImageSizes`: the output size of per-box masks);
+* pastes the rendered ``M x M`` masks (or masks of several sizes) into the original image with
   :func:`~pointrend.instance.paste.paste_masks` (vectorised over boxes, the project's pixel-centre
   convention), instead of torchvision's per-box loop over 28x28 masks; ``mask_paste="detectron2"``
   pastes with zero padding outside the mask, so that values fade towards 0 at the box border;
@@ -27,7 +29,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from ..image_checks import check_image_tensor
 from ..resize import shortest_edge_size
 from .paste import paste_masks
-from .roi_heads import check_training_targets
+from .roi_heads import ImageSizes, check_training_targets
 
 __all__ = ["PointRendTransform", "drop_degenerate_instances", "check_mask_sizes"]
 
@@ -129,7 +131,11 @@ class PointRendTransform(GeneralizedRCNNTransform):
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)
             targets = [drop_degenerate_instances(t) for t in targets]
-        return super().forward(images, targets)
+        image_list, targets = super().forward(images, targets)
+        if not torch.jit.is_tracing():  # the output sizes, for per-box mask resolution
+            original = [tuple(image.shape[-2:]) for image in images]
+            image_list.image_sizes = ImageSizes(image_list.image_sizes, original)
+        return image_list, targets
 
     def _check_resized_size(self, image: Tensor, name: str) -> None:
         """Refuse an image so elongated that resizing would leave a side of 0 pixels."""

@@ -1,0 +1,110 @@
+"""Per-box mask resolution (``mask_resolution="box"``, inference only).
+
+Every detection is rendered at about its own size in the output image (the original image, after
+the transform's resize back), instead of every box at the same ``output_size``:
+
+* a box's grid side is the smallest ``coarse * 2**s`` (``s >= 0``, coarse = 7) at least the
+  longer side of the box in output pixels, capped at ``max_mask_size`` (the last step then stops
+  at the cap). A box of 7 pixels or less keeps its coarse 7 x 7 mask (no refinement step); a box
+  of exactly ``7 * 2**s`` pixels gets that grid;
+* each step predicts ``round(points_per_side * M)`` points for a final grid side ``M``;
+  ``points_per_side`` defaults to ``subdivision_num_points / output_size`` (784 / 224 = 3.5), so
+  that a 224 grid is rendered exactly as the fixed 224 mode and a 1024 grid gets 3584 points;
+* boxes with the same grid side (the same number of steps) are rendered in one batched call:
+  the loop runs over the few distinct sides, never over boxes.
+
+The result is a :class:`~pointrend.instance.paste.MasksBySize`, which the transform pastes one
+size at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..points import calculate_uncertainty, select_class
+from ..render import subdivision_inference, subdivision_sizes
+from .paste import MasksBySize
+
+__all__ = ["box_output_sides", "box_grid_sides", "step_points", "render_by_box_size"]
+
+
+def box_output_sides(boxes: Tensor, scales: Tensor) -> Tensor:
+    """``R`` longer side of each box in output pixels.
+
+    Args:
+        boxes: ``R x 4`` ``(x0, y0, x1, y1)`` in the pixels the boxes are given in.
+        scales: ``R x 2`` output pixels per box pixel, ``(x, y)``.
+    """
+    extent = (boxes[:, 2:4] - boxes[:, 0:2]).to(torch.float64) * scales.to(torch.float64)
+    return extent.amax(dim=1).clamp(min=0)
+
+
+def box_grid_sides(sides: Tensor, coarse_side: int, max_size: int) -> Tensor:
+    """``R`` int64 grid side of each box: ``coarse_side * 2**s`` for the smallest ``s >= 0`` with
+    a side at least ``sides`` (``R`` output pixels), capped at ``max_size``."""
+    ratio = (sides.to(torch.float64) / coarse_side).clamp(min=1.0)
+    steps = torch.ceil(torch.log2(ratio) - 1e-9).clamp(min=0, max=62).to(torch.int64)
+    return (coarse_side * 2**steps).clamp(max=max(max_size, coarse_side))
+
+
+def step_points(config, side: int) -> int:
+    """Points predicted per step for a final grid side ``side`` (a ``PointRendMaskConfig``)."""
+    per_side = config.points_per_side
+    if per_side is None:
+        per_side = config.pointrend.subdivision_num_points / config.output_size
+    return int(round(per_side * side))
+
+
+def render_by_box_size(
+    branch, features: Tensor, stride: float, boxes: Sequence[Tensor], classes: Tensor, scales
+) -> MasksBySize:
+    """Mask logits of the predicted classes, each box at its own grid side.
+
+    Args:
+        branch: a :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
+        features: ``N x C x H x W`` fine feature map; ``stride`` its stride in image pixels.
+        boxes: ``N`` tensors ``R_i x 4`` in image pixels; ``classes`` ``R`` their classes.
+        scales: ``N x 2`` output pixels per image pixel ``(x, y)`` of each image.
+
+    Returns:
+        :class:`MasksBySize` of ``R`` boxes, groups of ``R_g x 1 x M_g x M_g`` logits.
+    """
+    cfg, settings = branch.config, branch.config.pointrend
+    features = features.contiguous(memory_format=torch.channels_last)
+    coarse = branch.coarse_logits(features, stride, boxes)  # R x K x 7 x 7
+    R = coarse.shape[0]
+    if R == 0:
+        return MasksBySize(0, [])
+    device = coarse.device
+    counts = torch.tensor([b.shape[0] for b in boxes], device=device)
+    image_of = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+    all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
+    box_scales = torch.as_tensor(scales, dtype=torch.float64, device=device)[image_of]
+    sides = box_grid_sides(
+        box_output_sides(all_boxes, box_scales), coarse.shape[-1], cfg.max_mask_size
+    )
+    plans = []
+    for side in torch.unique(sides).tolist():
+        index = torch.nonzero(sides == side)[:, 0]
+        steps = subdivision_sizes(coarse.shape[-2:], settings.subdivision_steps, (side, side))
+        plans.append((index, side, steps, step_points(cfg, side)))
+    total = sum(len(i) * min(p, s * s) * len(st) for i, s, st, p in plans)
+    predictor = branch.point_predictor(features, stride, coarse, total)
+    coarse_class = select_class(coarse, classes)
+    groups = []
+    for index, side, _, points in plans:
+        per_image = torch.bincount(image_of[index], minlength=len(boxes)).tolist()
+        group_boxes = all_boxes[index].split(per_image)
+        logits = subdivision_inference(
+            coarse_class[index],
+            predictor(group_boxes, coarse[index], classes[index]),
+            calculate_uncertainty,
+            steps=settings.subdivision_steps,
+            num_points=points,
+            output_size=(side, side),
+        )
+        groups.append((index, logits))
+    return MasksBySize(R, groups)
