@@ -43,6 +43,8 @@ from torch import Tensor, nn
 from ...data.semantic import CITYSCAPES_CLASSES
 from ...semantic import SemanticSegmenter
 from .config import D2Config, D2ImportError
+from .instance import input_normalisation
+from .instance_weights import pointrend_key
 
 __all__ = [
     "semantic_class_names",
@@ -120,18 +122,6 @@ def _resnet_name(cfg: D2Config) -> str:
     return _RESNETS[arch]
 
 
-def _rgb_statistics(cfg: D2Config) -> tuple[list[float], list[float]]:
-    """``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` (``INPUT.FORMAT`` order, 0..255) as RGB ``[0, 1]``."""
-    order = [2, 1, 0] if cfg.get("INPUT.FORMAT") == "BGR" else [0, 1, 2]
-    stats = []
-    for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
-        values = [float(v) for v in cfg.get(key)]
-        if len(values) != 3:
-            raise D2ImportError(f"{cfg.source}: {key} needs 3 values, got {values}")
-        stats.append([values[i] / 255.0 for i in order])
-    return stats[0], stats[1]
-
-
 def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
     """The pointrend model a detectron2 semantic config describes, as the fields of a model
     config (``task``, ``name``, ``arch``, ``backbone``, ``num_classes``, ``options``): what an
@@ -153,7 +143,7 @@ def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
             f"{common_stride} is not supported (p2..p5 with 4, or p3..p5 with 8)"
         )
     num_classes = int(cfg.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES"))
-    mean, std = _rgb_statistics(cfg)
+    mean, std, _ = input_normalisation(cfg)
     fpn_in = list(cfg.get("MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"]))
     if fpn_in != ["res2", "res3", "res4", "res5"]:
         raise D2ImportError(f"{cfg.source}: MODEL.FPN.IN_FEATURES = {fpn_in}: res2..res5 only")
@@ -214,43 +204,6 @@ def _point_head_options(cfg: D2Config, num_classes: int, common_stride: int) -> 
     }
 
 
-def _backbone_key(key: str) -> str | None:
-    """A detectron2 ``backbone.*`` key under torchvision's ResNet-FPN names (``None``: none)."""
-    rules = (
-        (r"backbone\.bottom_up\.stem\.conv1\.weight", "backbone.body.conv1.weight"),
-        (r"backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)", r"backbone.body.bn1.\1"),
-        (
-            r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight",
-            lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight",
-        ),
-        (
-            r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)",
-            lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}",
-        ),
-        (
-            r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight",
-            lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight",
-        ),
-        (
-            r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)",
-            lambda m: f"backbone.body.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}",
-        ),
-        (
-            r"backbone\.fpn_lateral(\d)\.(\w+)",
-            lambda m: f"backbone.fpn.inner_blocks.{int(m[1]) - 2}.0.{m[2]}",
-        ),
-        (
-            r"backbone\.fpn_output(\d)\.(\w+)",
-            lambda m: f"backbone.fpn.layer_blocks.{int(m[1]) - 2}.0.{m[2]}",
-        ),
-    )
-    for pattern, target in rules:
-        match = re.fullmatch(pattern, key)
-        if match:
-            return target(match) if callable(target) else match.expand(target)
-    return None
-
-
 def _head_key(key: str, model: SemanticSegmenter, first_level: int) -> str | None:
     """A detectron2 ``sem_seg_head.*`` key under pointrend's names (``None``: none).
 
@@ -300,7 +253,7 @@ def semantic_state_dict_from_detectron2(
         if key in ("pixel_mean", "pixel_std"):  # from the config, in some old checkpoints
             continue
         name = (
-            _backbone_key(key)
+            pointrend_key(key)  # the backbone's keys are the instance model's
             if key.startswith("backbone.")
             else _head_key(key, model, first_level)
         )
