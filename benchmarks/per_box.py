@@ -87,12 +87,12 @@ def mask_branch(rounds: int, boxes: torch.Tensor, labels: torch.Tensor) -> dict:
     }
     samples = alternate(runs, rounds)
     with torch.no_grad():
-        sides = runs["box"]().sizes()
+        grids = [f"{h}x{w}" for h, w in runs["box"]().sizes().tolist()]
     return {
         "mask_branch_s": {k: statistics.median(v) for k, v in samples.items()},
         "peak_mb": {k: peak_bytes(run) / 2**20 for k, run in runs.items()},
         "mask_branch_samples_s": samples,
-        "box_grid_sides": {str(s): int((sides == s).sum()) for s in sorted(set(sides.tolist()))},
+        "box_grids": {g: grids.count(g) for g in sorted(set(grids), key=grids.index)},
     }
 
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  mask branch {k:<26} {section['mask_branch_s'][k]:7.3f} s, "
             f"peak {section['peak_mb'][k]:8.1f} MB"
         )
-    log(f"  grid sides of the boxes (side: boxes): {section['box_grid_sides']}")
+    log(f"  {len(section['box_grids'])} grids (H x W: boxes): {section['box_grids']}")
     section.update(end_to_end(args.rounds, boxes))
     for k in CONTENDERS:
         log(f"  end to end {k:<14} {section['end_to_end_s'][k]:7.2f} s")

@@ -11,7 +11,7 @@ from pointrend.export import export_onnx
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig, paste_masks
 from pointrend.instance.box_resolution import (
     box_grid_sides,
-    box_output_sides,
+    box_output_size,
     render_by_box_size,
     step_points,
 )
@@ -48,7 +48,7 @@ def test_grid_side_is_the_first_power_of_two_times_7_at_least_the_box_capped():
 def test_box_sides_are_measured_in_output_pixels():
     boxes = torch.tensor([[0.0, 0.0, 50.0, 20.0], [10.0, 10.0, 20.0, 40.0]])
     scales = torch.tensor([[2.0, 2.0], [1.0, 3.0]])
-    assert box_output_sides(boxes, scales).tolist() == [100.0, 90.0]
+    assert box_output_size(boxes, scales).tolist() == [[40.0, 100.0], [90.0, 10.0]]
     sizes = ImageSizes([(100, 200)], [(50, 300)])
     assert output_scales(sizes).tolist() == [[1.5, 0.5]]
     assert output_scales([(100, 200)]).tolist() == [[1.0, 1.0]]
@@ -56,15 +56,16 @@ def test_box_sides_are_measured_in_output_pixels():
 
 def test_points_per_step_grow_with_the_grid_side_from_the_paper_s_784_at_224():
     config = PointRendMaskConfig()
-    assert step_points(config, 224) == 784 and step_points(config, 1024) == 3584
-    assert step_points(replace_options(config, points_per_side=2.0), 56) == 112
+    assert step_points(config, (224, 224)) == 784 and step_points(config, (1024, 1024)) == 3584
+    assert step_points(config, (56, 896)) == round(3.5 * 476)
+    assert step_points(replace_options(config, points_per_side=2.0), (56, 56)) == 112
 
 
 @torch.no_grad()
 def test_box_mode_equals_fixed_224_when_every_box_is_224_in_the_output():
     branch, features = branch_and_features()
-    boxes = [torch.tensor([[4.0, 6.0, 116.0, 100.0]]), torch.tensor([[10.0, 3.0, 60.0, 115.0]])]
-    scales = torch.tensor([[2.0, 2.0], [2.0, 2.0]])  # longer sides 112 px -> 224 output px
+    boxes = [torch.tensor([[4.0, 6.0, 116.0, 100.0]]), torch.tensor([[10.0, 3.0, 70.0, 115.0]])]
+    scales = torch.tensor([[2.0, 2.0], [2.0, 2.0]])  # sides 94..112 px -> 188..224 output px
     classes = torch.tensor([1, 3])
     masks = render_by_box_size(branch, features, 4.0, boxes, classes, scales)
     fixed = branch.render(features, 4.0, boxes, classes)
@@ -82,8 +83,9 @@ def test_grouping_by_steps_gives_the_masks_of_each_box_rendered_alone():
     classes = torch.tensor([1, 2, 3, 1, 2])
     scales = torch.ones(2, 2)
     masks = render_by_box_size(branch, features, 4.0, boxes, classes, scales)
-    assert masks.sizes().tolist() == [56, 7, 56, 100, 14]  # 44, 6, 50, 250 (capped), 12 px
-    assert sorted(len(i) for i, _ in masks.groups) == [1, 1, 1, 2]
+    # (h, w) px: 44 x 36, 6 x 5, 27 x 50, 240 x 250 (capped), 1 x 12
+    assert masks.sizes().tolist() == [[56, 56], [7, 7], [28, 56], [100, 100], [7, 14]]
+    assert sorted(len(i) for i, _ in masks.groups) == [1, 1, 1, 1, 1]
     first = [0, 0, 1, 1, 1]
     slot = [0, 1, 0, 1, 2]
     coarse = branch.coarse_logits(features, 4.0, boxes)
@@ -93,7 +95,7 @@ def test_grouping_by_steps_gives_the_masks_of_each_box_rendered_alone():
             alone[first[r]] = boxes[first[r]][slot[r] : slot[r] + 1]
             single = render_by_box_size(branch, features, 4.0, alone, classes[r : r + 1], scales)
             torch.testing.assert_close(group[row], single.groups[0][1][0], atol=1e-5, rtol=1e-5)
-            if group.shape[-1] == 7:  # small boxes: no refinement step, the coarse mask
+            if group.shape[-2:] == (7, 7):  # small boxes: no refinement step, the coarse mask
                 expected = select_class(coarse[r : r + 1], classes[r : r + 1])[0]
                 torch.testing.assert_close(group[row], expected)
 
@@ -111,17 +113,17 @@ def test_zero_detections():
 
 def test_masks_by_size_paste_exactly_on_grid_aligned_boxes_and_as_one_by_one():
     torch.manual_seed(0)
-    a, b = torch.rand(2, 1, 28, 28), torch.rand(1, 1, 14, 14)
-    boxes = torch.tensor([[2.0, 3.0, 30.0, 31.0], [20.0, 1.0, 34.0, 15.0], [5.5, 7.2, 30.1, 40.0]])
+    a, b = torch.rand(2, 1, 28, 28), torch.rand(1, 1, 14, 7)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 31.0], [20.0, 1.0, 27.0, 15.0], [5.5, 7.2, 30.1, 40.0]])
     masks = MasksBySize(3, [(torch.tensor([0, 2]), a), (torch.tensor([1]), b)])
     out = paste_masks(masks, boxes, (48, 40))
     assert out.shape == (3, 1, 48, 40)
     torch.testing.assert_close(out[0, 0, 3:31, 2:30], a[0, 0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(out[1, 0, 1:15, 20:34], b[0, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1, 0, 1:15, 20:27], b[0, 0], atol=1e-6, rtol=0)
     torch.testing.assert_close(out[2:3], paste_masks(a[1:2], boxes[2:3], (48, 40)))
     per_image = masks.split([1, 2])
     assert [p.count for p in per_image] == [1, 2]
-    assert per_image[1].sizes().tolist() == [14, 28]
+    assert per_image[1].sizes().tolist() == [[14, 7], [28, 28]]
 
 
 def tiny_model(**options):
@@ -158,7 +160,8 @@ def test_model_renders_each_box_at_its_size_in_the_original_image(monkeypatch):
     with torch.no_grad():
         (out,) = model([torch.rand(3, 128, 160)])  # resized to 64 x 80: scale 2 back
     assert out["masks"].shape == (2, 1, 128, 160)
-    assert seen[0].sizes().tolist() == [56, 7]  # 28 resized px = 56 output px; 6 px -> 7
+    # 28 x 14 resized px = 56 x 28 output px; 6 x 4 px -> 7 x 7
+    assert seen[0].sizes().tolist() == [[28, 56], [7, 7]]
     images, _ = model.transform([torch.rand(3, 128, 160)])
     assert images.image_sizes == [(64, 80)] and images.image_sizes.output_sizes == [(128, 160)]
 
@@ -168,13 +171,13 @@ def test_pasting_at_a_larger_size_renders_for_that_size(monkeypatch):
     model, seen = forced_model_with_spy(monkeypatch, forced, torch.tensor([1]))
     image = torch.rand(3, 64, 80)  # not resized
     small, large = predict_pasted(model, [image], [[(64, 80)], [(256, 320)]])
-    assert seen[0].sizes().tolist() == [112]  # 28 px x 4
+    assert seen[0].sizes().tolist() == [[56, 112]]  # 14 x 28 px, x 4
     assert small[0]["masks"].shape == (1, 1, 64, 80)
     assert large[0]["masks"].shape == (1, 1, 256, 320)
     assert "forward" not in vars(model.transform)
     with torch.no_grad():
         model([image])
-    assert seen[1].sizes().tolist() == [28]
+    assert seen[1].sizes().tolist() == [[14, 28]]
 
 
 def test_training_is_unchanged_by_the_option():

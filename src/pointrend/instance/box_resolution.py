@@ -3,15 +3,19 @@
 Every detection is rendered at about its own size in the output image (the original image, after
 the transform's resize back), instead of every box at the same ``output_size``:
 
-* a box's grid side is the smallest ``coarse * 2**s`` (``s >= 0``, coarse = 7) at least the
-  longer side of the box in output pixels, capped at ``max_mask_size`` (the last step then stops
-  at the cap). A box of 7 pixels or less keeps its coarse 7 x 7 mask (no refinement step); a box
-  of exactly ``7 * 2**s`` pixels gets that grid;
-* each step predicts ``round(points_per_side * M)`` points for a final grid side ``M``;
-  ``points_per_side`` defaults to ``subdivision_num_points / output_size`` (784 / 224 = 3.5), so
-  that a 224 grid is rendered exactly as the fixed 224 mode and a 1024 grid gets 3584 points;
-* boxes with the same grid side (the same number of steps) are rendered in one batched call:
-  the loop runs over the few distinct sides, never over boxes.
+* each side of a box's grid is the smallest ``coarse * 2**s`` (``s >= 0``, coarse = 7) at least
+  that side of the box in output pixels (height and width each), capped at ``max_mask_size``.
+  A 600 x 40 px box gets a 896 x 56 grid, not 896 x 896. Each step doubles both sides, a side
+  stopping once it has reached its own (the last step then stops at the cap). A box of 7 pixels
+  or less keeps its coarse 7 x 7 mask (no refinement step); a box of exactly ``7 * 2**s`` pixels
+  gets that grid;
+* each step predicts ``round(points_per_side * (M_h + M_w) / 2)`` points for a final grid of
+  ``M_h x M_w``; ``points_per_side`` defaults to ``subdivision_num_points / output_size``
+  (784 / 224 = 3.5), so that a 224 x 224 grid is rendered exactly as the fixed 224 mode and a
+  1024 x 1024 grid gets 3584 points: the boundary of an object grows with the grid's side, its
+  area with the square;
+* boxes with the same grid (the same steps) are rendered in one batched call: the loop runs
+  over the few distinct grids, never over boxes.
 
 The result is a :class:`~pointrend.instance.paste.MasksBySize`, which the transform pastes one
 size at a time.
@@ -28,34 +32,34 @@ from ..points import calculate_uncertainty, select_class
 from ..render import subdivision_inference, subdivision_sizes
 from .paste import MasksBySize
 
-__all__ = ["box_output_sides", "box_grid_sides", "step_points", "render_by_box_size"]
+__all__ = ["box_output_size", "box_grid_sides", "step_points", "render_by_box_size"]
 
 
-def box_output_sides(boxes: Tensor, scales: Tensor) -> Tensor:
-    """``R`` longer side of each box in output pixels.
+def box_output_size(boxes: Tensor, scales: Tensor) -> Tensor:
+    """``R x 2`` float64 ``(height, width)`` of each box in output pixels.
 
     Args:
         boxes: ``R x 4`` ``(x0, y0, x1, y1)`` in the pixels the boxes are given in.
         scales: ``R x 2`` output pixels per box pixel, ``(x, y)``.
     """
     extent = (boxes[:, 2:4] - boxes[:, 0:2]).to(torch.float64) * scales.to(torch.float64)
-    return extent.amax(dim=1).clamp(min=0)
+    return extent.flip(1).clamp(min=0)
 
 
 def box_grid_sides(sides: Tensor, coarse_side: int, max_size: int) -> Tensor:
-    """``R`` int64 grid side of each box: ``coarse_side * 2**s`` for the smallest ``s >= 0`` with
-    a side at least ``sides`` (``R`` output pixels), capped at ``max_size``."""
+    """Grid sides (int64, the shape of ``sides``): ``coarse_side * 2**s`` for the smallest
+    ``s >= 0`` with a side at least ``sides`` (output pixels), capped at ``max_size``."""
     ratio = (sides.to(torch.float64) / coarse_side).clamp(min=1.0)
     steps = torch.ceil(torch.log2(ratio) - 1e-9).clamp(min=0, max=62).to(torch.int64)
     return (coarse_side * 2**steps).clamp(max=max(max_size, coarse_side))
 
 
-def step_points(config, side: int) -> int:
-    """Points predicted per step for a final grid side ``side`` (a ``PointRendMaskConfig``)."""
+def step_points(config, grid: Sequence[int]) -> int:
+    """Points predicted per step for a final grid ``(M_h, M_w)`` (a ``PointRendMaskConfig``)."""
     per_side = config.points_per_side
     if per_side is None:
         per_side = config.pointrend.subdivision_num_points / config.output_size
-    return int(round(per_side * side))
+    return int(round(per_side * (grid[0] + grid[1]) / 2))
 
 
 def render_by_box_size(
@@ -70,7 +74,7 @@ def render_by_box_size(
         scales: ``N x 2`` output pixels per image pixel ``(x, y)`` of each image.
 
     Returns:
-        :class:`MasksBySize` of ``R`` boxes, groups of ``R_g x 1 x M_g x M_g`` logits.
+        :class:`MasksBySize` of ``R`` boxes, groups of ``R_g x 1 x M_h x M_w`` logits.
     """
     cfg, settings = branch.config, branch.config.pointrend
     features = features.contiguous(memory_format=torch.channels_last)
@@ -83,19 +87,19 @@ def render_by_box_size(
     image_of = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
     all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
     box_scales = torch.as_tensor(scales, dtype=torch.float64, device=device)[image_of]
-    sides = box_grid_sides(
-        box_output_sides(all_boxes, box_scales), coarse.shape[-1], cfg.max_mask_size
-    )
+    grids = box_grid_sides(
+        box_output_size(all_boxes, box_scales), coarse.shape[-1], cfg.max_mask_size
+    )  # R x 2
     plans = []
-    for side in torch.unique(sides).tolist():
-        index = torch.nonzero(sides == side)[:, 0]
-        steps = subdivision_sizes(coarse.shape[-2:], settings.subdivision_steps, (side, side))
-        plans.append((index, side, steps, step_points(cfg, side)))
-    total = sum(len(i) * min(p, s * s) * len(st) for i, s, st, p in plans)
+    for grid in torch.unique(grids, dim=0).tolist():
+        index = torch.nonzero((grids == torch.tensor(grid, device=device)).all(dim=1))[:, 0]
+        steps = subdivision_sizes(coarse.shape[-2:], settings.subdivision_steps, grid)
+        plans.append((index, tuple(grid), steps, step_points(cfg, grid)))
+    total = sum(len(i) * sum(min(p, h * w) for h, w in st) for i, _, st, p in plans)
     predictor = branch.point_predictor(features, stride, coarse, total)
     coarse_class = select_class(coarse, classes)
     groups = []
-    for index, side, _, points in plans:
+    for index, grid, _, points in plans:
         per_image = torch.bincount(image_of[index], minlength=len(boxes)).tolist()
         group_boxes = all_boxes[index].split(per_image)
         logits = subdivision_inference(
@@ -104,7 +108,7 @@ def render_by_box_size(
             calculate_uncertainty,
             steps=settings.subdivision_steps,
             num_points=points,
-            output_size=(side, side),
+            output_size=grid,
         )
         groups.append((index, logits))
     return MasksBySize(R, groups)

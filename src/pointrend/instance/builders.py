@@ -261,9 +261,9 @@ def pointrend_maskrcnn(
             (inference: output size, subdivision steps and points; training: points, sampling,
             k, beta; the coarse head's widths), so that a YAML config can set them.
             ``mask_resolution``: ``"fixed"`` (default, every mask ``mask_output_size``) or
-            ``"box"`` (each mask at about its box's size in the output image, capped at
-            ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per cell of the
-            grid's side): :mod:`pointrend.instance.box_resolution`.
+            ``"box"`` (each mask at about its box's height and width in the output image,
+            capped at ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per
+            cell of the grid's mean side): :mod:`pointrend.instance.box_resolution`.
         **options: the options common to both builders (this module's docstring).
 
     Returns:

@@ -67,9 +67,9 @@ class PointRendMaskConfig:
             (inference only: each box subdivided until its grid is at least its size in the
             output image, see :mod:`~pointrend.instance.box_resolution`).
         max_mask_size: the largest grid side of ``"box"`` (1024).
-        points_per_side: points per subdivision step per cell of the final grid's side in
-            ``"box"`` mode; ``None``: ``subdivision_num_points / output_size`` (784 / 224 = 3.5,
-            so a 224 grid gets 784 points and a 1024 grid 3584).
+        points_per_side: points per subdivision step per cell of the final grid's mean side
+            ``(M_h + M_w) / 2`` in ``"box"`` mode; ``None``: ``subdivision_num_points /
+            output_size`` (784 / 224 = 3.5, so 224 x 224 gets 784 points, 1024 x 1024 3584).
     """
 
     feature_key: str = "0"

@@ -33,7 +33,7 @@ class MasksBySize:
     Attributes:
         count: R, the number of boxes.
         groups: ``(index, masks)`` pairs, one per size: ``index`` (``R_g`` int64) the boxes the
-            group holds, ``masks`` their ``R_g x 1 x M_g x M_g`` values. Every box is in exactly
+            group holds, ``masks`` their ``R_g x 1 x M_h x M_w`` values. Every box is in exactly
             one group.
     """
 
@@ -57,10 +57,10 @@ class MasksBySize:
         return parts
 
     def sizes(self) -> Tensor:
-        """``R`` int64: each box's mask side."""
-        out = torch.zeros(self.count, dtype=torch.int64)
+        """``R x 2`` int64: each box's mask ``(M_h, M_w)``."""
+        out = torch.zeros(self.count, 2, dtype=torch.int64)
         for index, masks in self.groups:
-            out[index.cpu()] = masks.shape[-1]
+            out[index.cpu()] = torch.tensor(masks.shape[-2:])
         return out
 
 
