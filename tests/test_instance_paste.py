@@ -71,6 +71,11 @@ def test_paste_empty_and_chunked():
     whole = paste_masks(masks, boxes, (50, 60))
     chunked = paste_masks(masks, boxes, (50, 60), max_elements=1)  # one box at a time
     torch.testing.assert_close(whole, chunked)
+    # boxes of several window sizes are pasted in size classes: each lands in its own row
+    alone = torch.cat([paste_masks(masks[i : i + 1], boxes[i : i + 1], (50, 60)) for i in range(7)])
+    torch.testing.assert_close(whole, alone)
+    widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=1).log2().ceil()
+    assert len(set(widths.tolist())) > 2
 
 
 def test_box_pixel_ranges_use_pixel_centres():

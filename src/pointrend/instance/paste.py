@@ -111,8 +111,9 @@ def paste_masks(
     Returns:
         ``R x 1 x H x W`` in ``masks``' floating dtype.
 
-    Only each box's own pixel window is sampled (one ``grid_sample`` per chunk of boxes, the
-    windows padded to the chunk's largest); values are written with one ``scatter_add``.
+    Only each box's own pixel window is sampled (one ``grid_sample`` per chunk of boxes of
+    about the same window size, padded to the chunk's largest); values are written with one
+    ``scatter_add`` per chunk.
     """
     if isinstance(masks, MasksBySize):
         return _paste_by_size(masks, boxes, image_size, max_elements, fade_border)
@@ -126,26 +127,9 @@ def paste_masks(
         raise ValueError(f"boxes must be {R} x 4 to match masks, got shape {tuple(boxes.shape)}")
     dtype = masks.dtype if masks.is_floating_point() else torch.float32
     out = torch.zeros(R, H * W, dtype=dtype, device=masks.device)
-    if R == 0 or H == 0 or W == 0:
-        return out.view(R, 1, H, W)
-
-    boxes = boxes.to(torch.float32)
-    x_start, x_end = box_pixel_ranges(boxes, W, axis=0)
-    y_start, y_end = box_pixel_ranges(boxes, H, axis=1)
-    win_w = max(int((x_end - x_start).max()), 1)
-    win_h = max(int((y_end - y_start).max()), 1)
-    chunk = max(1, max_elements // (win_w * win_h))
-    for first in range(0, R, chunk):
-        sl = slice(first, first + chunk)
-        _paste_chunk(
-            out[sl],
-            masks[sl].to(dtype),
-            boxes[sl],
-            (x_start[sl], x_end[sl]),
-            (y_start[sl], y_end[sl]),
-            W,
-            fade_border,
-        )
+    if R and H and W:
+        rows = torch.arange(R, device=masks.device)
+        _paste_into(out, rows, masks, boxes, W, max_elements, fade_border)
     return out.view(R, 1, H, W)
 
 
@@ -163,15 +147,60 @@ def _paste_by_size(
         )
     H, W = int(image_size[0]), int(image_size[1])
     dtypes = [m.dtype for _, m in masks.groups if m.is_floating_point()]
-    out = boxes.new_zeros(masks.count, 1, H, W, dtype=dtypes[0] if dtypes else torch.float32)
+    dtype = dtypes[0] if dtypes else torch.float32
+    out = torch.zeros(masks.count, H * W, dtype=dtype, device=boxes.device)
     for index, group in masks.groups:
-        if index.numel():
-            out[index] = paste_masks(group, boxes[index], (H, W), max_elements, fade_border)
-    return out
+        if index.numel() and H and W:
+            _paste_into(out, index, group.to(dtype), boxes[index], W, max_elements, fade_border)
+    return out.view(masks.count, 1, H, W)
+
+
+def _paste_into(
+    out: Tensor,
+    rows: Tensor,
+    masks: Tensor,
+    boxes: Tensor,
+    W: int,
+    max_elements: int,
+    fade_border: bool,
+) -> None:
+    """Add the pasted ``masks`` (``R x 1 x M_h x M_w``) of ``boxes`` (``R x 4``) into the rows
+    ``rows`` (``R`` int64) of ``out`` (``N x (H * W)`` zeros).
+
+    Boxes are pasted in chunks whose windows are padded to the chunk's largest: so that little
+    is padded, a chunk holds boxes whose window heights and widths round up to the same powers
+    of two (a loop over those classes, not over boxes).
+    """
+    boxes = boxes.to(torch.float32)
+    x_start, x_end = box_pixel_ranges(boxes, W, axis=0)
+    y_start, y_end = box_pixel_ranges(boxes, out.shape[1] // W, axis=1)
+    size_class = _log2_ceil(y_end - y_start) * 64 + _log2_ceil(x_end - x_start)
+    classes, order = torch.sort(size_class, stable=True)
+    counts = torch.unique_consecutive(classes, return_counts=True)[1].tolist()
+    for members in order.split(counts):
+        win_w = max(int((x_end[members] - x_start[members]).max()), 1)
+        win_h = max(int((y_end[members] - y_start[members]).max()), 1)
+        for chunk in members.split(max(1, max_elements // (win_w * win_h))):
+            _paste_chunk(
+                out,
+                rows[chunk],
+                masks[chunk].to(out.dtype),
+                boxes[chunk],
+                (x_start[chunk], x_end[chunk]),
+                (y_start[chunk], y_end[chunk]),
+                W,
+                fade_border,
+            )
+
+
+def _log2_ceil(n: Tensor) -> Tensor:
+    """``ceil(log2(n))`` of int64 ``n >= 0`` (0 for ``n <= 1``)."""
+    return torch.ceil(torch.log2(n.clamp(min=1).to(torch.float64))).to(torch.int64)
 
 
 def _paste_chunk(
     out: Tensor,
+    rows_of: Tensor,
     masks: Tensor,
     boxes: Tensor,
     xr: tuple[Tensor, Tensor],
@@ -179,8 +208,7 @@ def _paste_chunk(
     W: int,
     fade_border: bool,
 ) -> None:
-    """One chunk of :func:`paste_masks`: adds into ``out`` (``r x (H * W)``, zeros, a view)."""
-    r = masks.shape[0]
+    """One chunk of :func:`_paste_into`: adds into the rows ``rows_of`` of ``out``."""
     H = out.shape[1] // W
     (x_start, x_end), (y_start, y_end) = xr, yr
     win_w = max(int((x_end - x_start).max()), 1)
@@ -191,8 +219,9 @@ def _paste_chunk(
     grid = _window_grid(masks, boxes, cols, rows, *inside, fade_border)
     values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
     # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
-    index = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
-    out.scatter_add_(1, index.reshape(r, -1), values.reshape(r, -1))
+    pixel = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
+    index = rows_of.to(torch.int64)[:, None, None] * (H * W) + pixel
+    out.view(-1).scatter_add_(0, index.reshape(-1), values.reshape(-1))
 
 
 def _window_grid(
