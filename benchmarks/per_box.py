@@ -47,6 +47,7 @@ from .accuracy import INSTANCE, ModelSource, obtain_model
 from .cost import CHANNELS, DenseMaskHead, K, pointrend_branch, render_as_the_model_does
 from .machine import command_line, machine_info, write_json
 from .meters import alternate, peak_bytes
+from .report import rewrite_report
 from .resolution import FACTORS
 from .scoring import mask_settings, predict_at_sizes, score_results, validation_set
 from .summary import standard_error
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     results["per_box_resolution"] = section
     write_json(results, path)
-    log(f"wrote {path} ['per_box_resolution']")
+    rewrite_report(path)
+    log(f"wrote {path} ['per_box_resolution'] and the report beside it")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ RESOLUTION_STYLES = {
     "maskrcnn": (COLOURS["dense"], "-", "Mask R-CNN 28x28"),
     "pointrend28": ("tab:cyan", "-", "PointRend 28x28"),
     "pointrend224": (COLOURS["pointrend"], "-", "PointRend 224x224"),
+    "pointrend_box": ("tab:purple", "--", "PointRend per-box grid"),
 }
 
 
@@ -136,7 +137,7 @@ def plot_accuracy_by_resolution(section: dict, out: Path) -> str | None:
     x = [int(s) for s in sizes]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, names in ((axes[0], list(RESOLUTION_STYLES)), (axes[1], list(RESOLUTION_STYLES)[3:])):
-        for name in names:
+        for name in [n for n in names if n in rows[sizes[0]]]:
             colour, line, label = RESOLUTION_STYLES[name]
             values = [rows[s][name]["boundary_AP"] for s in sizes]
             errors = [standard_error(rows[s][name], "boundary_AP") or 0.0 for s in sizes]

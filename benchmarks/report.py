@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import plots
 from .machine import write_json
 from .markdown import render_markdown
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "rewrite_report"]
 
 
 def write_report(results: dict, out: Path) -> dict:
@@ -31,3 +32,12 @@ def write_report(results: dict, out: Path) -> dict:
     write_json(results, out / "results.json")
     (out / "REPORT.md").write_text(render_markdown(results, figures))
     return figures
+
+
+def rewrite_report(results_json: Path) -> None:
+    """Render ``REPORT.md`` and the plots again from ``results_json`` (after a stand-alone module
+    added its figures); nothing when the file holds no bench run."""
+    path = Path(results_json)
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if "sections" in results and "machine" in results:
+        write_report(results, path.parent)

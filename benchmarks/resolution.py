@@ -12,7 +12,9 @@ Rows (the keys of ``results.json``'s ``"accuracy_by_resolution"``):
 * ``oracle28`` .. ``oracle224``: the ground truth at that size resampled through an M x M mask in
   its box and pasted back, the ceiling of an M x M output at that evaluation size;
 * ``maskrcnn``: torchvision's Mask R-CNN (4x conv head, 28 x 28 masks);
-* ``pointrend28`` .. ``pointrend224``: PointRend rendered at M x M (the same weights).
+* ``pointrend28`` .. ``pointrend224``: PointRend rendered at M x M (the same weights);
+* ``pointrend_box``: the same weights with ``mask_resolution="box"``, each mask rendered at
+  about its box's size in the image it is pasted into (so a different grid at each size).
 
 Each row has mask AP, AP75 and Boundary AP (percent), overall and per fold.
 """
@@ -31,6 +33,7 @@ ROWS = [
     *(f"oracle{m}" for m in MASK_SIZES),
     "maskrcnn",
     *(f"pointrend{m}" for m in MASK_SIZES),
+    "pointrend_box",
 ]
 TABLE_KEYS = {"mask_ap": "mask_AP", "ap75": "mask_AP75", "boundary_ap": "boundary_AP"}
 
@@ -60,6 +63,9 @@ def by_resolution(
         with mask_settings(pointrend, output_size=m):
             for size, scores in _model_rows(pointrend, vals).items():
                 rows[size][f"pointrend{m}"] = scores
+    with mask_settings(pointrend, mask_resolution="box"):
+        for size, scores in _model_rows(pointrend, vals).items():
+            rows[size]["pointrend_box"] = scores
     if log:
         for size in sorted(vals):
             cells = "  ".join(f"{k} {rows[size][k]['boundary_AP']:5.1f}" for k in ROWS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..summary import summary_md
 from .accuracy import ablation_md, accuracy_md, learning_md, semantic_md
 from .cost import cost_md, semantic_cost_md
+from .per_box import per_box_md
 
 __all__ = ["render_markdown"]
 
@@ -48,4 +49,5 @@ def render_markdown(results: dict, figures: dict) -> str:
         out += semantic_md(sections["accuracy"])
     if "learning" in sections:
         out += learning_md(sections["learning"])
+    out += per_box_md(results)
     return "\n".join(out).rstrip() + "\n"

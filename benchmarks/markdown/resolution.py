@@ -20,7 +20,10 @@ def _reading(rows: dict, sizes: list[str]) -> list[str]:
     """What the figures say at the smallest and largest size, computed from them."""
     low, high = sizes[0], sizes[-1]
     out = []
-    for ours, base in (("pointrend224", "maskrcnn"), ("pointrend224", "pointrend28")):
+    pairs = [("pointrend224", "maskrcnn"), ("pointrend224", "pointrend28")]
+    if "pointrend_box" in rows[low]:
+        pairs.append(("pointrend_box", "pointrend224"))
+    for ours, base in pairs:
         parts = [
             f"{size} px {pm(*delta(rows[size][ours], rows[size][base], 'boundary_AP'))}"
             for size in (low, high)
@@ -58,12 +61,14 @@ def resolution_md(section: dict, figures: dict) -> list[str]:
         f"rendered exactly at that size (not upsampled); {section['val_images']} images, ± one "
         f"standard error over {section['folds']} folds. Rows `oracleM`: the ground truth at that "
         "size resampled through M x M in its box and pasted back (the ceiling of an M x M "
-        "output); `maskrcnn`: 28x28 masks; `pointrendM`: the PointRend weights rendered at M x M. "
+        "output); `maskrcnn`: 28x28 masks; `pointrendM`: the PointRend weights rendered at M x M; "
+        "`pointrend_box`: the same weights, each mask at about its box's size in that image. "
         "COCO's size ranges are absolute pixels, so APs/m/l are not comparable across sizes.",
         "",
     ]
     for key, label in METRICS.items():
-        cells = [[name, *[_cell(rows[s][name], key) for s in sizes]] for name in ROWS]
+        names = [name for name in ROWS if name in rows[sizes[0]]]
+        cells = [[name, *[_cell(rows[s][name], key) for s in sizes]] for name in names]
         out += [f"{label}:", "", table(["row", *[f"{s} px" for s in sizes]], cells), ""]
     out += _reading(rows, sizes) + [""]
     if figures.get("resolution"):
