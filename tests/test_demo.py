@@ -70,3 +70,17 @@ def test_demo_end_to_end_writes_every_file(tmp_path, capsys):
         assert 0 <= metrics["semantic"][key]["mIoU"] <= 100
     printed = capsys.readouterr().out
     assert "Boundary AP" in printed and "boundary F" in printed and "demo took" in printed
+    assert "PointRend (224x224)" in printed
+
+
+def test_demo_with_per_box_masks(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--instance-images", "1", "--semantic-images", "1"]
+    assert main([*argv, "--mask-resolution", "box"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["setting"]["mask_resolution"] == "box"
+    assert "PointRend (per-box grid)" in capsys.readouterr().out
+    assert (out / "instances.png").stat().st_size > 0
+    from pointrend.demo import DemoOptions, _load
+
+    branch = _load(DemoOptions(mask_resolution="box"))["pointrend"].model.roi_heads.mask_branch
+    assert branch.config.mask_resolution == "box"

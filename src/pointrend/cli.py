@@ -255,6 +255,9 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
+    p.add_argument(
+        "--mask-resolution", choices=("fixed", "box"), default="fixed", help="masks: 224 or box"
+    )
     _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
@@ -265,17 +268,15 @@ def _run_demo(args) -> int:
     from . import demo
 
     _set_threads(args)
-
     options = demo.DemoOptions(
         out=args.out,
         instance_images=args.instance_images,
         semantic_images=args.semantic_images,
         image=args.image,
+        seed=demo.DEMO_SEED if args.seed is None else args.seed,
+        weights_dir=args.weights_dir or demo.WEIGHTS_DIR,
+        mask_resolution=args.mask_resolution,
     )
-    if args.seed is not None:
-        options.seed = args.seed
-    if args.weights_dir:
-        options.weights_dir = args.weights_dir
     metrics = demo.run_demo(options)
     print(demo.format_demo_table(metrics))
     written = sorted(p.name for p in Path(args.out).iterdir() if p.suffix in (".png", ".json"))

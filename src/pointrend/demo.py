@@ -38,6 +38,7 @@ SHIPPED = {
     "semantic_coarse": "synthetic_semantic_coarse_fpn_r18.pt",
     "semantic_pointrend": "synthetic_semantic_pointrend_fpn_r18.pt",
 }
+MASK_TITLES = {"fixed": "224x224", "box": "per-box grid"}  # by PointRend's mask_resolution
 DEMO_SEED = 777  # training used seed 0, validation seed 1000
 
 
@@ -55,6 +56,7 @@ class DemoOptions:
     image: Path | None = None
     weights_dir: Path = WEIGHTS_DIR
     rows: int = 3  # images shown in the comparison figures
+    mask_resolution: str = "fixed"  # PointRend's instance masks: "fixed" 224 x 224 or per "box"
 
 
 def _load(options: DemoOptions) -> dict[str, TrainedModel]:
@@ -63,7 +65,10 @@ def _load(options: DemoOptions) -> dict[str, TrainedModel]:
         path = Path(options.weights_dir) / name
         if not path.is_file():
             raise FileNotFoundError(f"shipped checkpoint missing: {path}")
-        models[key] = load_trained_model(path)
+        overrides = []
+        if key == "pointrend":
+            overrides = [f"model.options.mask_resolution={options.mask_resolution}"]
+        models[key] = load_trained_model(path, overrides=overrides)
     return models
 
 
@@ -129,7 +134,11 @@ def _instance_figure(dataset, images, outputs, options: DemoOptions) -> Path:
         ]
         corner, side = _zoom_window(outputs["pointrend"][i], gt, size)
         rows.append(pictures + [_zoom(p, corner, side, size) for p in pictures])
-    titles = ["Mask R-CNN 28x28", "PointRend 224x224", "ground truth"]
+    titles = [
+        "Mask R-CNN 28x28",
+        f"PointRend {MASK_TITLES[options.mask_resolution]}",
+        "ground truth",
+    ]
     titles += [f"zoom: {t}" for t in titles]
     return plot_panels(rows, titles, Path(options.out) / "instances.png")
 
@@ -217,6 +226,7 @@ def run_demo(options: DemoOptions) -> dict:
         "instance_size": options.instance_size,
         "semantic_size": options.semantic_size,
         "seed": options.seed,
+        "mask_resolution": options.mask_resolution,
         "threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -240,6 +250,7 @@ def _user_image(models, path: Path, out: Path) -> None:
 def format_demo_table(metrics: dict) -> str:
     """The printed table: instance and semantic metrics, baseline and PointRend side by side."""
     inst, sem = metrics["instance"], metrics["semantic"]
+    masks = MASK_TITLES[metrics["setting"]["mask_resolution"]]
     lines = [
         f"{'instances':<24}{'mask AP':>9}{'AP75':>9}{'Boundary AP':>13}",
         *(
@@ -247,7 +258,7 @@ def format_demo_table(metrics: dict) -> str:
             f"{inst[k]['boundary_AP']:>13.1f}"
             for k, name in (
                 ("maskrcnn", "Mask R-CNN (28x28)"),
-                ("pointrend", "PointRend (224x224)"),
+                ("pointrend", f"PointRend ({masks})"),
             )
         ),
         "",
