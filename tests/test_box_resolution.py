@@ -19,6 +19,7 @@ from pointrend.instance.paste import MasksBySize
 from pointrend.instance.roi_heads import ImageSizes, output_scales
 from pointrend.models import pointrend_maskrcnn
 from pointrend.points import select_class
+from pointrend.render import subdivision_sizes
 from pointrend.settings import PointRendSettings, replace_options
 
 CONFIG = "configs/synthetic_instance_pointrend_r18.yaml"
@@ -54,11 +55,19 @@ def test_box_sides_are_measured_in_output_pixels():
     assert output_scales([(100, 200)]).tolist() == [[1.0, 1.0]]
 
 
-def test_points_per_step_grow_with_the_grid_side_from_the_paper_s_784_at_224():
+def test_points_per_step_follow_the_grid_side_from_the_paper_s_784_at_224():
     config = PointRendMaskConfig()
-    assert step_points(config, (224, 224)) == 784 and step_points(config, (1024, 1024)) == 3584
-    assert step_points(config, (56, 896)) == round(3.5 * 476)
-    assert step_points(replace_options(config, points_per_side=2.0), (56, 56)) == 112
+    steps = subdivision_sizes((7, 7), None, (224, 224))
+    assert step_points(config, steps) == [784] * 5  # the fixed mode's schedule
+    assert step_points(config, subdivision_sizes((7, 7), None, (56, 56))) == [196] * 3
+    # larger grids: 224 first, then 3.5 points per cell of each step's side
+    large = subdivision_sizes((7, 7), None, (896, 896))
+    assert step_points(config, large) == [784] * 5 + [1568, 3136]
+    thin = subdivision_sizes((7, 7), None, (56, 896))  # ... 56 x 224, 56 x 448, 56 x 896
+    assert step_points(config, thin)[-3:] == [784, round(3.5 * 252), round(3.5 * 476)]
+    sparse = replace_options(config, points_per_side=2.0)
+    assert step_points(sparse, subdivision_sizes((7, 7), None, (56, 56))) == [112] * 3
+    assert step_points(config, []) == []
 
 
 @torch.no_grad()

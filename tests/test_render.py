@@ -68,6 +68,23 @@ def test_plain_loop_counts_and_equals_shortcut():
     torch.testing.assert_close(plain, fast)
 
 
+def test_points_per_step_as_a_list():
+    oracle = Oracle(ring_sdf)
+    coarse = dense_point_prediction(oracle, 2, (7, 7))
+    oracle.calls.clear()
+    same = subdivision_inference(coarse, oracle, calculate_uncertainty, 5, [784] * 5)
+    assert sum(oracle.calls) == 3136  # the shortcut as with one count
+    torch.testing.assert_close(
+        same, subdivision_inference(coarse, oracle, calculate_uncertainty, 5, 784)
+    )
+    oracle.calls.clear()
+    counts = [196, 100, 900, 300, 400]  # 14x14 dense; 28x28 has more cells than 100: no shortcut
+    subdivision_inference(coarse, oracle, calculate_uncertainty, 5, counts)
+    assert oracle.calls == [196, 100, 900, 300, 400]
+    with pytest.raises(ValueError, match="4 point counts given for 5 steps"):
+        subdivision_inference(coarse, oracle, calculate_uncertainty, 5, [784] * 4)
+
+
 def test_many_points_equals_dense_prediction():
     torch.manual_seed(0)
     w = torch.randn(3)

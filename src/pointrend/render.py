@@ -78,7 +78,7 @@ def subdivision_inference(
     point_predictor: PointPredictor,
     uncertainty_func: UncertaintyFunc,
     steps: int | None,
-    num_points: int,
+    num_points: int | Sequence[int],
     output_size: Sequence[int] | None = None,
     shortcut: bool = True,
     return_steps: bool = False,
@@ -93,17 +93,21 @@ def subdivision_inference(
         uncertainty_func: maps logits ``R x K x H x W`` to uncertainty ``R x 1 x H x W``.
         steps: number of 2x steps (output ``h * 2**steps``); with ``output_size`` it may be
             ``None`` (step until the output size is reached).
-        num_points: points predicted per step (capped at ``H * W``).
+        num_points: points predicted per step (capped at ``H * W``), or one count per step.
         output_size: optional exact final ``(H, W)``; each step doubles but stops at it.
-        shortcut: start from the largest step whose map has at most ``num_points`` cells by
-            predicting every cell of that map densely. The plain loop would pick every cell of
-            those steps anyway, so the result is the same, with fewer point predictions.
+        shortcut: start from the last of the first steps whose maps have at most their
+            ``num_points`` cells by predicting every cell of that map densely. The plain loop
+            would pick every cell of those steps anyway, so the result is the same, with fewer
+            point predictions.
         return_steps: also return a :class:`SubdivisionStep` per step.
 
     Returns:
         The refined logits ``R x K x H x W`` (and the list of steps when asked).
     """
     sizes = subdivision_sizes(coarse_logits.shape[-2:], steps, output_size)
+    points = [num_points] * len(sizes) if isinstance(num_points, int) else list(num_points)
+    if len(points) != len(sizes):
+        raise ValueError(f"{len(points)} point counts given for {len(sizes)} steps")
     R, K = coarse_logits.shape[:2]
     logits = coarse_logits
     history: list[SubdivisionStep] = []
@@ -113,10 +117,10 @@ def subdivision_inference(
     # exporting a semantic model for any image size, the plain loop runs instead: it picks every
     # cell of those steps by itself (P = min(H * W, num_points)), so the result is the same.
     if shortcut and all(isinstance(v, int) for size in sizes for v in size):
-        dense = [i for i, (h, w) in enumerate(sizes) if h * w <= num_points]
-        if dense:
-            first = dense[-1] + 1
-            h, w = sizes[dense[-1]]
+        while first < len(sizes) and sizes[first][0] * sizes[first][1] <= points[first]:
+            first += 1
+        if first:
+            h, w = sizes[first - 1]
             logits = dense_point_prediction(point_predictor, R, (h, w), logits.device)
             logits = logits.to(coarse_logits.dtype)
             if return_steps:
@@ -124,9 +128,9 @@ def subdivision_inference(
                 coords = grid_cell_centres(h, w, device=logits.device).expand(R, -1, -1)
                 history.append(SubdivisionStep((h, w), indices, coords, logits))
 
-    for h, w in sizes[first:]:
+    for (h, w), count in zip(sizes[first:], points[first:]):
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        indices, coords = get_uncertain_point_coords_on_grid(uncertainty_func(logits), num_points)
+        indices, coords = get_uncertain_point_coords_on_grid(uncertainty_func(logits), count)
         predictions = point_predictor(coords).to(logits.dtype)
         flat = logits.reshape(R, K, h * w)
         index = indices.unsqueeze(1).expand(-1, K, -1)

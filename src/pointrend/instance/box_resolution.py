@@ -9,11 +9,14 @@ the transform's resize back), instead of every box at the same ``output_size``:
   stopping once it has reached its own (the last step then stops at the cap). A box of 7 pixels
   or less keeps its coarse 7 x 7 mask (no refinement step); a box of exactly ``7 * 2**s`` pixels
   gets that grid;
-* each step predicts ``round(points_per_side * (M_h + M_w) / 2)`` points for a final grid of
-  ``M_h x M_w``; ``points_per_side`` defaults to ``subdivision_num_points / output_size``
-  (784 / 224 = 3.5), so that a 224 x 224 grid is rendered exactly as the fixed 224 mode and a
-  1024 x 1024 grid gets 3584 points: the boundary of an object grows with the grid's side, its
-  area with the square;
+* the points per step follow the boundary, which grows with a grid's side (its area with the
+  square): with ``k = points_per_side`` (default ``subdivision_num_points / output_size``,
+  784 / 224 = 3.5) and mean sides ``(M_h + M_w) / 2`` of the final grid ``M`` and of a step's
+  grid ``s``, a step predicts ``round(k * min(M, max(s, output_size)))`` points. A grid up to
+  224 gets ``k * M`` points at every step (224 x 224: the fixed mode's 784 at every step, the
+  same mask); a larger grid is rendered as a 224 one first, then
+  each further doubling predicts ``k`` points per cell of that step's side (3584 at the last
+  step of 1024 x 1024), the band of cells the paper refines at 224, at every scale;
 * boxes with the same grid (the same steps) are rendered in one batched call: the loop runs
   over the few distinct grids, never over boxes.
 
@@ -54,12 +57,14 @@ def box_grid_sides(sides: Tensor, coarse_side: int, max_size: int) -> Tensor:
     return (coarse_side * 2**steps).clamp(max=max(max_size, coarse_side))
 
 
-def step_points(config, grid: Sequence[int]) -> int:
-    """Points predicted per step for a final grid ``(M_h, M_w)`` (a ``PointRendMaskConfig``)."""
+def step_points(config, steps: Sequence[Sequence[int]]) -> list[int]:
+    """Points predicted at each step of a box whose maps after each step are ``steps`` (the
+    last one the final grid), for a ``PointRendMaskConfig`` (rule in the module docstring)."""
     per_side = config.points_per_side
     if per_side is None:
         per_side = config.pointrend.subdivision_num_points / config.output_size
-    return int(round(per_side * (grid[0] + grid[1]) / 2))
+    final = sum(steps[-1]) / 2 if steps else 0
+    return [int(round(per_side * min(final, max(sum(s) / 2, config.output_size)))) for s in steps]
 
 
 def render_by_box_size(
@@ -94,8 +99,8 @@ def render_by_box_size(
     for grid in torch.unique(grids, dim=0).tolist():
         index = torch.nonzero((grids == torch.tensor(grid, device=device)).all(dim=1))[:, 0]
         steps = subdivision_sizes(coarse.shape[-2:], settings.subdivision_steps, grid)
-        plans.append((index, tuple(grid), steps, step_points(cfg, grid)))
-    total = sum(len(i) * sum(min(p, h * w) for h, w in st) for i, _, st, p in plans)
+        plans.append((index, tuple(grid), steps, step_points(cfg, steps)))
+    total = sum(len(i) * sum(map(min, pts, (h * w for h, w in st))) for i, _, st, pts in plans)
     predictor = branch.point_predictor(features, stride, coarse, total)
     coarse_class = select_class(coarse, classes)
     groups = []
