@@ -13,12 +13,14 @@ and 65 % of the image width (2,400 to 2,600 px at 4000 x 3000); the object must 
 detection of its class with the largest box IoU scores at least 0.5 and has mask IoU at least
 0.5 at the output size), else the run stops with an error.
 
-Measured, one thread, the two modes alternating (median of ``--rounds``):
+Measured, one thread, the two modes alternating (median of ``--rounds``), once with all the
+model's detections (score above 0.05, at most 30, as it returns them) and once with those scoring
+above 0.5 (``"score_above_0.5"``):
 
-* ``end_to_end_s``: the model on the small image, masks rendered and pasted at the output size;
-  ``detector_s``: the part of it inside the backbone, RPN and box head (forward hooks);
-  ``mask_s``: the rest, per round (mask rendering and pasting; with the transform and the box
-  post-processing, both small);
+* ``end_to_end_s``: the model on the small image, masks rendered and pasted at the output size,
+  split with forward hooks into ``detector_s`` (backbone, RPN, box head), ``render_s`` (the rest
+  of the RoI heads: box post-processing and mask rendering) and ``paste_s`` (the rest: the paste,
+  and the transform of the small image); ``mask_s = render_s + paste_s``;
 * ``peak_mb``: peak of live intermediate tensors of one call (:func:`~benchmarks.meters.peak_bytes`:
   it includes the ``R x 1 x H x W`` float32 pasted masks of all ``R`` detections);
 * the rendered grid of the big object and of every detection, the big object's mask IoU and
@@ -37,28 +39,30 @@ Run: ``python -m benchmarks.scale --rounds 3``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import box_iou, masks_to_boxes
 
 from pointrend.data.shapes import CATEGORIES
 from pointrend.data.synthetic import render_sample
 from pointrend.demo import WEIGHTS_DIR
 from pointrend.engine.evaluate import predict_pasted
-from pointrend.evaluation.boundary import boundary_distance, boundary_iou, boundary_region
+from pointrend.evaluation.boundary import boundary_distance, boundary_iou
 
 from .accuracy import INSTANCE, ModelSource, obtain_model
 from .machine import command_line, machine_info, write_json
-from .meters import alternate, peak_bytes
-from .scoring import VAL_SEED, mask_settings
+from .meters import ModuleSeconds, alternate, peak_bytes
+from .plots import plot_boundary_crop
+from .scoring import VAL_SEED, mask_settings, oracle_outputs
 
 log = functools.partial(print, flush=True)
 INPUT = (120, 160)  # H x W of the scene the model sees (4:3, its own size: not resized)
@@ -68,8 +72,10 @@ MODES = {
     "fixed224": {"mask_resolution": "fixed", "output_size": 224},
     "box": {"mask_resolution": "box"},
 }
+NAMES = {"fixed224": "fixed 224", "box": "per-box"}  # in the picture
 CROP = 300  # side of the picture's crop, output pixels
 MIN_SCORE, MIN_IOU = 0.5, 0.5  # the big object counts as detected above both
+SHOWN_SCORE = 0.5  # the second timing keeps only the detections scoring above this
 
 
 @dataclass
@@ -113,35 +119,27 @@ def make_scene(seed: int, output: tuple[int, int]) -> Scene:
     return Scene(seed, index, instance, image, int(sample.labels[instance]), mask)
 
 
-class ModuleSeconds:
-    """Seconds spent inside the forward of some (not nested) modules, summed until reset."""
-
-    def __init__(self, modules):
-        self.seconds, self._start = 0.0, 0.0
-        self.handles = [m.register_forward_pre_hook(self._enter) for m in modules]
-        self.handles += [m.register_forward_hook(self._leave) for m in modules]
-
-    def _enter(self, module, args) -> None:
-        self._start = time.perf_counter()
-
-    def _leave(self, module, args, output) -> None:
-        self.seconds += time.perf_counter() - self._start
-
-    def take(self) -> float:
-        """The seconds so far, and start again from 0."""
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-    def remove(self) -> None:
-        """Remove the hooks."""
-        for handle in self.handles:
-            handle.remove()
-
-
-def detector_modules(model) -> list:
-    """The modules of the detector before the masks: backbone, RPN and box head."""
+def stage_meters(model) -> dict[str, ModuleSeconds]:
+    """Meters of the backbone + RPN (``features``), the box head (``boxes``) and the RoI heads
+    (``heads``: the box head, the box post-processing and the mask rendering)."""
     heads = model.roi_heads
-    return [model.backbone, model.rpn, heads.box_roi_pool, heads.box_head, heads.box_predictor]
+    return {
+        "features": ModuleSeconds([model.backbone, model.rpn]),
+        "boxes": ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
+        "heads": ModuleSeconds([heads]),
+    }
+
+
+@contextlib.contextmanager
+def score_threshold(model, threshold: float | None) -> Iterator[None]:
+    """Keep only detections scoring above ``threshold`` inside the block (``None``: unchanged)."""
+    saved = model.roi_heads.score_thresh
+    if threshold is not None:
+        model.roi_heads.score_thresh = threshold
+    try:
+        yield
+    finally:
+        model.roi_heads.score_thresh = saved
 
 
 def grid_shapes(masks) -> torch.Tensor:
@@ -201,6 +199,7 @@ def accuracy(model, scene: Scene, output: tuple[int, int]) -> tuple[dict, dict]:
             "grid": grids[k].tolist(),
             "grids_all_detections": sides,
             "detections": len(result["boxes"]),
+            f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
             "mask_iou": mask_iou(pred, scene.mask),
             "boundary_iou": boundary_iou(scene.mask, pred),
         }
@@ -213,84 +212,59 @@ def accuracy(model, scene: Scene, output: tuple[int, int]) -> tuple[dict, dict]:
     return table, masks
 
 
-def timing(model, scene: Scene, output: tuple[int, int], rounds: int) -> dict:
-    """Medians of ``rounds`` alternated runs: end to end, detector, the rest (masks); peak MB."""
-    meter = ModuleSeconds(detector_modules(model))
-    inside = {mode: [] for mode in MODES}
+def oracle(scene: Scene, sides: list[int]) -> dict:
+    """The big object's ground truth resampled to ``side x side`` in its box and pasted back
+    (:func:`~benchmarks.scoring.oracle_outputs`): the mask IoU and Boundary IoU a grid of that
+    side can reach at most, by side."""
+    truth = scene.mask[None].to(torch.uint8)
+    target = {"masks": truth, "boxes": masks_to_boxes(truth), "labels": torch.tensor([scene.label])}
+    table = {}
+    for side in sides:
+        output = oracle_outputs([(scene.image, {**target, "image_id": 0})], side)[0]
+        mask = output["masks"][0, 0] > 0.5
+        table[str(side)] = {
+            "mask_iou": mask_iou(mask, scene.mask),
+            "boundary_iou": boundary_iou(scene.mask, mask),
+        }
+    return table
+
+
+def timing(
+    model, scene: Scene, output: tuple[int, int], rounds: int, threshold: float | None = None
+) -> dict:
+    """Medians of ``rounds`` alternated runs per mode (detections scoring above ``threshold``):
+    end to end, detector, mask rendering, paste, and their sum ``mask_s``; peak MB."""
+    meters = stage_meters(model)
+    seconds = {mode: [] for mode in MODES}
 
     def run(mode: str) -> None:
-        with mask_settings(model, **MODES[mode]):
+        with mask_settings(model, **MODES[mode]), score_threshold(model, threshold):
+            start = time.perf_counter()
             predict_pasted(model, [scene.image], [[output]])
-        inside[mode].append(meter.take())
+            total = time.perf_counter() - start
+        part = {name: meter.take() for name, meter in meters.items()}
+        detector = part["features"] + part["boxes"]
+        render = part["heads"] - part["boxes"]
+        seconds[mode].append((total, detector, render, total - part["features"] - part["heads"]))
 
     runs = {mode: functools.partial(run, mode) for mode in MODES}
     try:
-        total = alternate(runs, rounds)
+        alternate(runs, rounds)
     finally:
-        meter.remove()
-    detector = {mode: seconds[1:] for mode, seconds in inside.items()}  # not the warm-up
-    masks = {m: [t - d for t, d in zip(total[m], detector[m])] for m in MODES}
-    peak = {mode: peak_bytes(run) / 2**20 for mode, run in runs.items()}
-    return {
-        "mask_s": {m: statistics.median(v) for m, v in masks.items()},
-        "end_to_end_s": {m: statistics.median(v) for m, v in total.items()},
-        "detector_s": {m: statistics.median(v) for m, v in detector.items()},
-        "peak_mb": peak,
-        "samples_s": {"end_to_end": total, "detector": detector},
+        for meter in meters.values():
+            meter.remove()
+    names = ("end_to_end_s", "detector_s", "render_s", "paste_s")
+    samples = {m: [dict(zip(names, row)) for row in rows[1:]] for m, rows in seconds.items()}
+    table = {
+        name: {m: statistics.median(r[name] for r in rows) for m, rows in samples.items()}
+        for name in names
     }
-
-
-def contour(mask: torch.Tensor) -> torch.Tensor:
-    """``H x W`` bool: the mask's pixels next to a pixel outside it (the image border is not a
-    contour)."""
-    return boundary_region(mask, distance=1, border="replicate")
-
-
-def crop_origin(mask: torch.Tensor, side: int) -> tuple[int, int]:
-    """``(y, x)`` of the ``side x side`` window holding the most contour pixels of ``mask``
-    (windows on a grid of ``side / 8`` pixels)."""
-    step = max(1, side // 8)
-    counts = F.avg_pool2d(contour(mask)[None, None].float(), side, stride=step)[0, 0]
-    y, x = divmod(int(counts.argmax()), counts.shape[1])
-    return y * step, x * step
-
-
-def panel(mask: torch.Tensor, outline: torch.Tensor | None) -> torch.Tensor:
-    """``h x w x 3`` uint8: the mask light on dark, ``outline`` (bool) in red."""
-    grey = torch.where(mask, 225, 45).to(torch.uint8)
-    rgb = grey[..., None].repeat(1, 1, 3)
-    if outline is not None:
-        rgb[outline] = torch.tensor([230, 20, 20], dtype=torch.uint8)
-    return rgb
-
-
-def draw_picture(masks: dict, scene: Scene, titles: dict, path: Path) -> list[int]:
-    """Three panels at 100 % (fixed 224 | per-box | ground truth); returns the crop (y, x, side)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    side = min(CROP, *scene.mask.shape)
-    y, x = crop_origin(scene.mask, side)
-    window = (slice(y, y + side), slice(x, x + side))
-    truth = scene.mask[window]
-    images = [panel(masks[mode][window], contour(truth)) for mode in MODES]
-    images.append(panel(truth, None))
-    names = [titles[mode] for mode in MODES] + ["ground truth (exact)"]
-    gap, top, dpi = 12, 34, 100  # pixels
-    width, height = 3 * side + 4 * gap, side + top + gap
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    for i, (image, name) in enumerate(zip(images, names)):
-        left = gap + i * (side + gap)
-        ax = fig.add_axes((left / width, gap / height, side / width, side / height))
-        ax.imshow(image.numpy(), interpolation="nearest")
-        ax.set_axis_off()
-        ax.set_title(name, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return [y, x, side]
+    table["mask_s"] = {
+        m: statistics.median(r["render_s"] + r["paste_s"] for r in rows)
+        for m, rows in samples.items()
+    }
+    table["peak_mb"] = {mode: peak_bytes(run) / 2**20 for mode, run in runs.items()}
+    return {**table, "samples": samples}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -302,6 +276,27 @@ def parse_size(text: str) -> tuple[int, int]:
     if w < INPUT[1] or h < INPUT[0]:
         raise argparse.ArgumentTypeError(f"--output must be at least {INPUT[1]}x{INPUT[0]}")
     return h, w
+
+
+def log_results(section: dict) -> None:
+    """The figures of the big object, and one line per mode and timing."""
+    table = section["modes"]
+    shown = section[f"score_above_{SHOWN_SCORE}"]
+    log(f"  the two modes' masks of the big object differ at {section['pixels_that_differ']} px")
+    for side, row in section["oracle"].items():
+        log(f"  ground truth through a {side} grid: Boundary IoU {row['boundary_iou']:.4f}")
+    for mode in MODES:
+        row = table[mode]
+        log(
+            f"  {mode:<9} grid {row['grid']}: mask IoU {row['mask_iou']:.4f}, Boundary IoU "
+            f"{row['boundary_iou']:.4f}; grids of all detections {row['grids_all_detections']}"
+        )
+        for name, part in ((f"{row['detections']} detections", section), ("score > 0.5", shown)):
+            log(
+                f"    {name:<14} masks {part['mask_s'][mode]:6.3f} s (render "
+                f"{part['render_s'][mode]:6.3f}, paste {part['paste_s'][mode]:6.3f}), end to end "
+                f"{part['end_to_end_s'][mode]:6.3f} s, peak {part['peak_mb'][mode]:6.0f} MB"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -325,22 +320,24 @@ def main(argv: list[str] | None = None) -> dict:
         f"({CATEGORIES[scene.label - 1]}), masks pasted at {output[1]}x{output[0]}"
     )
     table, masks = accuracy(model, scene, output)
+    ceiling = oracle(scene, sorted({max(table[m]["grid"]) for m in MODES}))
     section = timing(model, scene, output, args.rounds)
-    titles = {m: f"{m}: grid {'x'.join(map(str, table[m]['grid']))}" for m in MODES}
-    crop = draw_picture(masks, scene, titles, Path(args.picture))
+    section[f"score_above_{SHOWN_SCORE}"] = timing(model, scene, output, args.rounds, SHOWN_SCORE)
+    titles = {
+        m: f"{NAMES[m]}: grid {'x'.join(map(str, table[m]['grid']))}, "
+        f"Boundary IoU {table[m]['boundary_iou']:.3f}"
+        for m in MODES
+    }
+    panels = {titles[m]: masks[m] for m in MODES}
+    crop = plot_boundary_crop(panels, scene.mask, Path(args.picture), CROP)
     gt_box = masks_to_boxes(scene.mask[None])[0]
-    for mode in MODES:
-        row = table[mode]
-        log(
-            f"  {mode:<9} grid {row['grid']}, mask {section['mask_s'][mode]:.3f} s, end to end "
-            f"{section['end_to_end_s'][mode]:.3f} s, peak {section['peak_mb'][mode]:.0f} MB, "
-            f"mask IoU {row['mask_iou']:.4f}, Boundary IoU {row['boundary_iou']:.4f}"
-        )
     section.update(
         grid={m: table[m]["grid"] for m in MODES},
         mask_iou={m: table[m]["mask_iou"] for m in MODES},
         boundary_iou={m: table[m]["boundary_iou"] for m in MODES},
         modes=table,
+        pixels_that_differ=int((masks["box"] ^ masks["fixed224"]).sum()),
+        oracle=ceiling,
         input_image=list(INPUT),
         output_image=list(output),
         object_box_px=(gt_box[2:] - gt_box[:2] + 1).tolist(),
@@ -358,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         command=command_line("benchmarks.scale", argv),
         machine=machine_info(),
     )
+    log_results(section)
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.is_file() else {}
     results["per_box_scale"] = section

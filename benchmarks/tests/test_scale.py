@@ -1,4 +1,4 @@
-"""``python -m benchmarks.scale`` at a small output size (640 x 480, one round)."""
+"""``python -m benchmarks.scale`` at a small output size (480 x 360, one round)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import json
 
 import torch
 
-from benchmarks.scale import CROP, OBJECT_FRACTION, crop_origin, grid_shapes, main
+from benchmarks.plots import crop_origin
+from benchmarks.scale import CROP, OBJECT_FRACTION, grid_shapes, main
 from pointrend.instance.paste import MasksBySize
 
 
 def test_scale_renders_the_big_object_at_its_size_and_draws_the_picture(tmp_path):
     out, picture = tmp_path / "results.json", tmp_path / "scale.png"
     out.write_text(json.dumps({"per_box_resolution": {"kept": 1}}))
-    argv = ["--rounds", "1", "--output", "640x480", "--out", str(out), "--picture", str(picture)]
+    argv = ["--rounds", "1", "--output", "480x360", "--out", str(out), "--picture", str(picture)]
     main(argv)
     results = json.loads(out.read_text())
     assert results["per_box_resolution"] == {"kept": 1}
     section = results["per_box_scale"]
-    assert section["output_image"] == [480, 640]
-    low, high = (f * 640 for f in OBJECT_FRACTION)
+    assert section["output_image"] == [360, 480]
+    low, high = (f * 480 for f in OBJECT_FRACTION)
     assert low <= section["object_size_px"] <= high
     fixed, box = section["modes"]["fixed224"], section["modes"]["box"]
     assert fixed["grid"] == [224, 224]
@@ -35,7 +36,11 @@ def test_scale_renders_the_big_object_at_its_size_and_draws_the_picture(tmp_path
 def test_grid_shapes_of_fixed_and_grouped_masks():
     assert grid_shapes(torch.zeros(3, 1, 28, 28)).tolist() == [[28, 28]] * 3
     grouped = MasksBySize(
-        3, [(torch.tensor([2]), torch.zeros(1, 1, 56, 56)), (torch.tensor([0, 1]), torch.zeros(2, 1, 7, 7))]
+        3,
+        [
+            (torch.tensor([2]), torch.zeros(1, 1, 56, 56)),
+            (torch.tensor([0, 1]), torch.zeros(2, 1, 7, 7)),
+        ],
     )
     assert grid_shapes(grouped).tolist() == [[7, 7], [7, 7], [56, 56]]
 
