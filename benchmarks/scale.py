@@ -198,6 +198,9 @@ def accuracy(model, scene: Scene, output: tuple[int, int]) -> tuple[dict, dict]:
             "box_px": [float(box[2] - box[0]), float(box[3] - box[1])],
             "grid": grids[k].tolist(),
             "grids_all_detections": sides,
+            "grid_and_score_by_detection": [
+                [*g, round(float(v), 4)] for g, v in zip(grids.tolist(), result["scores"])
+            ],
             "detections": len(result["boxes"]),
             f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
             "mask_iou": mask_iou(pred, scene.mask),
