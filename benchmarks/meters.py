@@ -2,6 +2,7 @@
 
 * :class:`ActivationCounter`: elements written by conv / linear operators, per phase.
 * :class:`PeakMemory`: the peak of live intermediate tensors allocated inside a ``with`` block.
+* :class:`ModuleSeconds`: seconds spent inside some modules' forward (hooks).
 * :func:`count_call`: multiply-adds (``FlopCounterMode`` counts 2 FLOPs per multiply-add, halved
   here) and activations of one call.
 * :func:`alternate`: every contender timed once per round, several rounds.
@@ -21,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = [
     "ActivationCounter",
     "PeakMemory",
+    "ModuleSeconds",
     "count_call",
     "peak_bytes",
     "timed",
@@ -97,6 +99,31 @@ class PeakMemory(TorchDispatchMode):
             self.live[key][1] += 1
             weakref.finalize(t, self._release, key)
         return out
+
+
+class ModuleSeconds:
+    """Seconds spent inside the forward of some (not nested) modules, summed until taken."""
+
+    def __init__(self, modules):
+        self.seconds, self._start = 0.0, 0.0
+        self.handles = [m.register_forward_pre_hook(self._enter) for m in modules]
+        self.handles += [m.register_forward_hook(self._leave) for m in modules]
+
+    def _enter(self, module, args) -> None:
+        self._start = time.perf_counter()
+
+    def _leave(self, module, args, output) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+    def take(self) -> float:
+        """The seconds so far, and start again from 0."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self.handles:
+            handle.remove()
 
 
 def count_call(run: Callable[[], object], counter: ActivationCounter) -> float:

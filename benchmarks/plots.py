@@ -1,7 +1,8 @@
 """The report's figures (PNG, matplotlib's Agg backend: no display needed).
 
-Each function takes one section of ``results.json`` and writes one file; it returns the file
-name, or ``None`` when the section has nothing to plot.
+Each ``plot_*`` function but the last takes one section of ``results.json`` and writes one file;
+it returns the file name, or ``None`` when the section has nothing to plot.
+:func:`plot_boundary_crop` draws masks themselves (a crop at 100 %).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from pointrend.evaluation.boundary import boundary_region  # noqa: E402
 
 from .summary import standard_error  # noqa: E402
 
@@ -22,6 +27,7 @@ __all__ = [
     "plot_accuracy_by_resolution",
     "plot_inference_ablation",
     "plot_training_ablation",
+    "plot_boundary_crop",
 ]
 
 COLOURS = {"pointrend": "tab:blue", "dense": "tab:orange", "other": "tab:gray"}
@@ -186,3 +192,52 @@ def plot_training_ablation(training: dict, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(10, 4))
     _bars(ax, rows, ["mask_AP", "mask_AP75", "boundary_AP"], "training point selection (%)")
     return _save(fig, out / "training_ablation.png")
+
+
+def contour(mask: torch.Tensor) -> torch.Tensor:
+    """``H x W`` bool: the mask's pixels next to a pixel outside it (the image border is not a
+    contour)."""
+    return boundary_region(mask, distance=1, border="replicate")
+
+
+def crop_origin(mask: torch.Tensor, side: int) -> tuple[int, int]:
+    """``(y, x)`` of the ``side x side`` window holding the most contour pixels of ``mask``
+    (``H x W`` bool; windows on a grid of ``side / 8`` pixels)."""
+    step = max(1, side // 8)
+    counts = F.avg_pool2d(contour(mask)[None, None].float(), side, stride=step)[0, 0]
+    y, x = divmod(int(counts.argmax()), counts.shape[1])
+    return y * step, x * step
+
+
+def _mask_panel(mask: torch.Tensor, outline: torch.Tensor | None) -> torch.Tensor:
+    """``h x w x 3`` uint8: the mask light on dark, ``outline`` (bool) in red."""
+    rgb = torch.where(mask, 225, 45).to(torch.uint8)[..., None].repeat(1, 1, 3)
+    if outline is not None:
+        rgb[outline] = torch.tensor([230, 20, 20], dtype=torch.uint8)
+    return rgb
+
+
+def plot_boundary_crop(predictions: dict, truth: torch.Tensor, path: Path, side: int) -> list[int]:
+    """One crop of masks at 100 % (one mask pixel per image pixel): a panel per prediction
+    (``{title: H x W bool}``), the ground truth's outline in red over it, then the ground truth
+    (``H x W`` bool). The ``side x side`` crop (smaller if the masks are) is the window holding
+    the most ground-truth contour pixels. Returns the crop ``[y, x, side]``."""
+    side = min(side, *truth.shape)
+    y, x = crop_origin(truth, side)
+    window = (slice(y, y + side), slice(x, x + side))
+    outline = contour(truth[window])
+    panels = {title: _mask_panel(m[window], outline) for title, m in predictions.items()}
+    panels["ground truth (exact)"] = _mask_panel(truth[window], None)
+    gap, top, dpi = 12, 34, 100  # pixels
+    width, height = len(panels) * (side + gap) + gap, side + top + gap
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    for i, (title, image) in enumerate(panels.items()):
+        left = gap + i * (side + gap)
+        ax = fig.add_axes((left / width, gap / height, side / width, side / height))
+        ax.imshow(image.numpy(), interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)  # no tight layout: the axes keep their exact pixel size
+    plt.close(fig)
+    return [y, x, side]

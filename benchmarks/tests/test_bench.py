@@ -328,6 +328,7 @@ def test_the_bench_keeps_the_figures_stand_alone_modules_wrote(tmp_path):
     from benchmarks.run import standalone_results
 
     path = tmp_path / "results.json"
-    path.write_text(json.dumps({"sections": {}, "per_box_resolution": {"peak_mb": {"box": 1.5}}}))
-    assert standalone_results(path) == {"per_box_resolution": {"peak_mb": {"box": 1.5}}}
+    kept = {"per_box_resolution": {"peak_mb": {"box": 1.5}}, "per_box_scale": {"mask_s": {}}}
+    path.write_text(json.dumps({"sections": {}, **kept}))
+    assert standalone_results(path) == kept
     assert standalone_results(tmp_path / "missing.json") == {}
