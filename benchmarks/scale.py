@@ -148,10 +148,7 @@ def grid_shapes(masks) -> torch.Tensor:
     ``(index, R_g x 1 x h x w)``)."""
     if isinstance(masks, torch.Tensor):
         return torch.tensor(masks.shape[-2:]).expand(masks.shape[0], 2).clone()
-    out = torch.zeros(masks.count, 2, dtype=torch.int64)
-    for index, group in masks.groups:
-        out[index.cpu()] = torch.tensor(group.shape[-2:])
-    return out
+    return masks.sizes()
 
 
 def predict(model, scene: Scene, output: tuple[int, int], mode: str) -> tuple[dict, torch.Tensor]:
