@@ -62,6 +62,7 @@ from .accuracy import INSTANCE, ModelSource, obtain_model
 from .machine import command_line, machine_info, write_json
 from .meters import ModuleSeconds, alternate, peak_bytes
 from .plots import plot_boundary_crop
+from .report import rewrite_report
 from .scoring import VAL_SEED, mask_settings, oracle_outputs
 
 log = functools.partial(print, flush=True)
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
     results["per_box_scale"] = section
     write_json(results, path)
-    log(f"wrote {path} ['per_box_scale'] and {args.picture}")
+    rewrite_report(path)
+    log(f"wrote {path} ['per_box_scale'], {args.picture} and the report beside them")
     return section
 
 
