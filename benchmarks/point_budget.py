@@ -118,7 +118,9 @@ def grid_side(coords: Tensor, sides: Sequence[int]) -> int:
     on_grid = ((scaled - scaled.round()).abs() < 1e-3).flatten(0, -2).all(0)
     matches = [s for s, ok in zip(sides, on_grid.tolist()) if ok]
     if len(matches) != 1:
-        raise ValueError(f"points are cell centres of grid sides {matches}, expected one of {sides}")
+        raise ValueError(
+            f"points are cell centres of grid sides {matches}, expected one of {sides}"
+        )
     return matches[0]
 
 
@@ -203,9 +205,7 @@ def configurations(k_values: Sequence[float]) -> list[tuple[str, float | None]]:
     return fixed + [(rule, k) for rule in RULES for k in k_values]
 
 
-def evaluate_size(
-    coverage_maps: dict[int, Tensor], final: int, k_values: Sequence[float]
-) -> dict:
+def evaluate_size(coverage_maps: dict[int, Tensor], final: int, k_values: Sequence[float]) -> dict:
     """Every rule at final side ``final``: scores and points per box (``coverage_maps`` by side,
     ``R x 1 x s x s``, from 7 to at least ``final``)."""
     logits = {s: clamped_logit(c) for s, c in coverage_maps.items() if s <= final}
