@@ -32,11 +32,11 @@ checked against the rule).
 
 Writes ``results.json``'s ``"point_budget"``: ``by_size[M]`` with ``no_refinement``, ``dense``,
 ``final_side[k]`` and ``step_side[k]`` (each ``boundary_iou`` / ``mask_iou`` as
-``{"value", "se"}`` and ``points_per_box``), and ``smallest_k``: for each rule, the smallest ``k``
-whose mean Boundary IoU is within ``tolerance`` points of the best refined mean at that ``M``
-(over both rules and every ``k``; ``None`` if none is).
+``{"value", "se"}`` and ``points_per_box``), and ``smallest_k`` (:func:`smallest_k`): for each
+rule, the smallest ``k`` whose mean Boundary IoU is within ``tolerance`` (0.5) points of the best
+refined mean at that ``M`` (over both rules and every ``k``), and of the rule's own best.
 
-Run: ``python -m benchmarks.point_budget [--shapes 40] [--sizes 56 112 224 448 896]``.
+Run: ``python -m benchmarks.point_budget [--shapes 80] [--sizes 56 112 224 448 896]``.
 """
 
 from __future__ import annotations
@@ -235,13 +235,20 @@ def evaluate_size(coverage_maps: dict[int, Tensor], final: int, k_values: Sequen
 
 
 def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANCE) -> dict:
-    """For each rule, the smallest ``k`` whose mean Boundary IoU is within ``tolerance`` points
-    of the best refined mean of ``row`` (both rules, every ``k``), or ``None``."""
+    """The smallest ``k`` of each rule whose mean Boundary IoU is within ``tolerance`` points of
+    the best refined mean of ``row`` (both rules, every ``k``: ``"of_best"``) and of the best of
+    the same rule (``"of_rule_best"``), ``None`` if none is; ``"rule_best"``: each rule's best."""
     means = {(r, k): row[r][str(k)]["boundary_iou"]["value"] for r in RULES for k in k_values}
-    best = max(means.values())
+    rule_best = {r: max(means[r, k] for k in k_values) for r in RULES}
+    best = max(rule_best.values())
+
+    def smallest(rule: str, target: float) -> float | None:
+        return next((k for k in sorted(k_values) if means[rule, k] >= target - tolerance), None)
+
     return {
-        rule: next((k for k in sorted(k_values) if means[rule, k] >= best - tolerance), None)
-        for rule in RULES
+        "of_best": {r: smallest(r, best) for r in RULES},
+        "of_rule_best": {r: smallest(r, rule_best[r]) for r in RULES},
+        "rule_best": rule_best,
     }
 
 
@@ -270,14 +277,16 @@ def print_table(by_size: dict, k_values: Sequence[float]) -> None:
                 f"  {rule:<14}{'' if k is None else k:>6} {cell['points_per_box']:>9} "
                 f"{b['value']:7.2f} ± {b['se'] or 0:4.2f} {m['value']:7.2f} ± {m['se'] or 0:4.2f}"
             )
-        log(f"  smallest k within {TOLERANCE} Boundary IoU points of the best: {row['smallest_k']}")
+        best = row["smallest_k"]
+        log(f"  smallest k within {TOLERANCE} Boundary IoU points of the best: {best['of_best']}")
+        log(f"  ... of the rule's own best: {best['of_rule_best']}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.point_budget", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--shapes", type=int, default=40)
+    parser.add_argument("--shapes", type=int, default=80)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--k", type=float, nargs="+", default=list(K_VALUES))
     parser.add_argument("--seed", type=int, default=0)

@@ -63,9 +63,23 @@ def test_dense_is_exact_and_more_points_do_not_lose(pyramid):
     assert biou[5.0] >= biou[0.875] - 0.5
     assert biou[0.875] > row["no_refinement"]["boundary_iou"]["value"] + 10
     assert row["step_side"]["5.0"]["points_per_box"] == 70 + 140 + 280
-    assert set(row["smallest_k"]) == set(pb.RULES)
+    assert set(row["smallest_k"]["of_best"]) == set(pb.RULES)
 
 
 def test_sizes_must_be_coarse_times_a_power_of_two():
     with pytest.raises(ValueError, match="--sizes must be 7"):
         pb.run(1, [100], (1.0,))
+
+
+def test_smallest_k_within_the_tolerance():
+    def cell(value):
+        return {"boundary_iou": {"value": value, "se": 0.1}}
+
+    row = {
+        "final_side": {"1.0": cell(98.0), "2.0": cell(99.6), "4.0": cell(99.9)},
+        "step_side": {"1.0": cell(90.0), "2.0": cell(95.0), "4.0": cell(97.2)},
+    }
+    found = pb.smallest_k(row, (4.0, 1.0, 2.0))
+    assert found["of_best"] == {"final_side": 2.0, "step_side": None}
+    assert found["of_rule_best"] == {"final_side": 2.0, "step_side": 4.0}
+    assert found["rule_best"] == {"final_side": 99.9, "step_side": 97.2}
