@@ -136,10 +136,11 @@ class Oracle:
     def __call__(self, coords: Tensor) -> Tensor:
         """``R x P x 2`` cell centres -> ``R x 1 x P`` logits."""
         s = grid_side(coords, self.sides)
-        cell = (coords * s).floor().long().clamp(0, s - 1)
-        index = cell[..., 1] * s + cell[..., 0]  # R x P, row-major
+        # row-major cell index, built in int32 (a dense step has a point per cell: memory)
+        column = coords[..., 0].mul(s).to(torch.int32).clamp_(0, s - 1)
+        index = coords[..., 1].mul(s).to(torch.int32).clamp_(0, s - 1).mul_(s).add_(column)
         self.points += coords.shape[1]
-        return self.logits[s].flatten(2).gather(2, index[:, None, :])
+        return self.logits[s].flatten(2).gather(2, index[:, None, :].long())
 
 
 def budget(rule: str, k: float, side: int) -> int:
@@ -205,27 +206,45 @@ def configurations(k_values: Sequence[float]) -> list[tuple[str, float | None]]:
     return fixed + [(rule, k) for rule in RULES for k in k_values]
 
 
-def evaluate_size(coverage_maps: dict[int, Tensor], final: int, k_values: Sequence[float]) -> dict:
-    """Every rule at final side ``final``: scores and points per box (``coverage_maps`` by side,
-    ``R x 1 x s x s``, from 7 to at least ``final``)."""
+def score_batch(
+    coverage_maps: dict[int, Tensor], final: int, config: tuple[str, float | None]
+) -> tuple[Tensor, Tensor]:
+    """Boundary IoU and mask IoU (``R`` each) of the boxes of ``coverage_maps`` (``R x 1 x s x s``
+    by side ``s``) rendered at ``final`` under ``config`` ``(rule, k)``; checks the points the
+    oracle predicted against the rule and that the dense rendering is exact."""
+    rule, k = config
     logits = {s: clamped_logit(c) for s, c in coverage_maps.items() if s <= final}
     truth = coverage_maps[final][:, 0] > 0.5
-    truth_region = boundary_region(truth)
+    oracle = Oracle(logits)
+    with torch.no_grad():
+        pred = render(rule, k, logits[COARSE], oracle, final)[:, 0] > 0
+    expected = points_per_box(rule, k, final)
+    if oracle.points != expected:
+        raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points, rule {expected}")
+    if rule == "dense" and not torch.equal(pred, truth):
+        raise AssertionError(f"dense rendering at M={final} is not the exact mask")
+    boundary = batched_iou(boundary_region(truth), boundary_region(pred))
+    return boundary, batched_iou(truth, pred)
+
+
+def evaluate_size(
+    coverage_maps: dict[int, Tensor], final: int, k_values: Sequence[float], batch: int = 20
+) -> dict:
+    """Every rule at final side ``final``: scores and points per box (``coverage_maps`` by side,
+    ``R x 1 x s x s``, from 7 to at least ``final``), ``batch`` boxes rendered at once."""
+    R = coverage_maps[COARSE].shape[0]
     row: dict = {rule: {} for rule in RULES}
-    for rule, k in configurations(k_values):
-        oracle = Oracle(logits)
-        with torch.no_grad():
-            pred = render(rule, k, logits[COARSE], oracle, final)[:, 0] > 0
-        expected = points_per_box(rule, k, final)
-        if oracle.points != expected:
-            raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points, rule {expected}")
+    for config in configurations(k_values):
+        batches = [
+            score_batch({s: c[i : i + batch] for s, c in coverage_maps.items()}, final, config)
+            for i in range(0, R, batch)
+        ]
+        rule, k = config
         cell = {
-            "boundary_iou": mean_se(batched_iou(truth_region, boundary_region(pred))),
-            "mask_iou": mean_se(batched_iou(truth, pred)),
-            "points_per_box": expected,
+            "boundary_iou": mean_se(torch.cat([b for b, _ in batches])),
+            "mask_iou": mean_se(torch.cat([m for _, m in batches])),
+            "points_per_box": points_per_box(rule, k, final),
         }
-        if rule == "dense" and not torch.equal(pred, truth):
-            raise AssertionError(f"dense rendering at M={final} is not the exact mask")
         if k is None:
             row[rule] = cell
         else:
@@ -252,18 +271,22 @@ def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANC
     }
 
 
-def run(num_shapes: int, sizes: Sequence[int], k_values: Sequence[float], seed: int = 0) -> dict:
+def run(
+    num_shapes: int, sizes: Sequence[int], k_values: Sequence[float], seed: int = 0, batch: int = 20
+) -> dict:
     """The ablation on ``num_shapes`` random shapes: ``{str(M): evaluate_size(...)}``."""
     valid = {COARSE * 2**s for s in range(1, 12)}
     bad = [m for m in sizes if m not in valid]
     if bad:
         raise ValueError(f"--sizes must be 7 * 2**s (14 to 14336), got {bad}")
+    if num_shapes < 2 or batch < 1:
+        raise ValueError(f"--shapes must be at least 2 and --batch 1, got {num_shapes}, {batch}")
     rng = np.random.default_rng(seed)
     shapes = [random_shape(rng, SOURCE_IMAGE, SOURCE_IMAGE) for _ in range(num_shapes)]
     largest = max(sizes)
     sides = [COARSE * 2**s for s in range(int(math.log2(largest // COARSE)) + 1)]
     maps = coverage_pyramid(shape_coverage(shapes, largest), sides)
-    return {str(m): evaluate_size(maps, m, k_values) for m in sorted(sizes)}
+    return {str(m): evaluate_size(maps, m, k_values, batch) for m in sorted(sizes)}
 
 
 def print_table(by_size: dict, k_values: Sequence[float]) -> None:
@@ -290,19 +313,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--k", type=float, nargs="+", default=list(K_VALUES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=20, help="boxes rendered in one call")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/results.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log(f"point budget oracle: {args.shapes} shapes, final sides {args.sizes}, k {args.k}")
     start = time.perf_counter()
-    by_size = run(args.shapes, args.sizes, args.k, args.seed)
+    by_size = run(args.shapes, args.sizes, args.k, args.seed, args.batch)
     seconds = time.perf_counter() - start
     print_table(by_size, args.k)
     section = {
         "by_size": by_size,
         "shapes": args.shapes,
         "seed": args.seed,
+        "batch": args.batch,
         "k_values": args.k,
         "tolerance_boundary_iou_points": TOLERANCE,
         "coarse_side": COARSE,

@@ -56,7 +56,8 @@ def test_batched_boundary_iou_is_the_published_one(pyramid):
 
 
 def test_dense_is_exact_and_more_points_do_not_lose(pyramid):
-    row = pb.evaluate_size(pyramid, 56, (0.875, 5.0))
+    row = pb.evaluate_size(pyramid, 56, (0.875, 5.0), batch=4)  # boxes 0-3, then 4-5
+    assert pb.evaluate_size(pyramid, 56, (0.875, 5.0), batch=6) == row
     assert row["dense"]["boundary_iou"]["value"] == 100.0
     assert row["dense"]["mask_iou"]["value"] == 100.0
     biou = {k: row["final_side"][str(k)]["boundary_iou"]["value"] for k in (0.875, 5.0)}
@@ -68,7 +69,9 @@ def test_dense_is_exact_and_more_points_do_not_lose(pyramid):
 
 def test_sizes_must_be_coarse_times_a_power_of_two():
     with pytest.raises(ValueError, match="--sizes must be 7"):
-        pb.run(1, [100], (1.0,))
+        pb.run(2, [100], (1.0,))
+    with pytest.raises(ValueError, match="--batch 1, got 2, 0"):
+        pb.run(2, [56], (1.0,), batch=0)
 
 
 def test_smallest_k_within_the_tolerance():
