@@ -34,7 +34,8 @@ Writes ``results.json``'s ``"point_budget"``: ``by_size[M]`` with ``no_refinemen
 ``final_side[k]`` and ``step_side[k]`` (each ``boundary_iou`` / ``mask_iou`` as
 ``{"value", "se"}`` and ``points_per_box``), and ``smallest_k`` (:func:`smallest_k`): for each
 rule, the smallest ``k`` whose mean Boundary IoU is within ``tolerance`` (0.5) points of the best
-refined mean at that ``M`` (over both rules and every ``k``), and of the rule's own best.
+refined mean at that ``M`` (over both rules and every ``k``), of the rule's own best and of the
+exact result (the dense reference, 100).
 
 Run: ``python -m benchmarks.point_budget [--shapes 80] [--sizes 56 112 224 448 896]``.
 """
@@ -255,11 +256,13 @@ def evaluate_size(
 
 def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANCE) -> dict:
     """The smallest ``k`` of each rule whose mean Boundary IoU is within ``tolerance`` points of
-    the best refined mean of ``row`` (both rules, every ``k``: ``"of_best"``) and of the best of
-    the same rule (``"of_rule_best"``), ``None`` if none is; ``"rule_best"``: each rule's best."""
+    the best refined mean of ``row`` (both rules, every ``k``: ``"of_best"``), of the best of the
+    same rule (``"of_rule_best"``) and of the dense reference (exact: ``"of_exact"``), ``None``
+    if none is; ``"rule_best"``: each rule's best mean. The first two depend on the ``k`` tried."""
     means = {(r, k): row[r][str(k)]["boundary_iou"]["value"] for r in RULES for k in k_values}
     rule_best = {r: max(means[r, k] for k in k_values) for r in RULES}
     best = max(rule_best.values())
+    exact = row["dense"]["boundary_iou"]["value"]
 
     def smallest(rule: str, target: float) -> float | None:
         return next((k for k in sorted(k_values) if means[rule, k] >= target - tolerance), None)
@@ -267,6 +270,7 @@ def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANC
     return {
         "of_best": {r: smallest(r, best) for r in RULES},
         "of_rule_best": {r: smallest(r, rule_best[r]) for r in RULES},
+        "of_exact": {r: smallest(r, exact) for r in RULES},
         "rule_best": rule_best,
     }
 
@@ -303,6 +307,7 @@ def print_table(by_size: dict, k_values: Sequence[float]) -> None:
         best = row["smallest_k"]
         log(f"  smallest k within {TOLERANCE} Boundary IoU points of the best: {best['of_best']}")
         log(f"  ... of the rule's own best: {best['of_rule_best']}")
+        log(f"  ... of the exact (dense) result: {best['of_exact']}")
 
 
 def main(argv: list[str] | None = None) -> None:

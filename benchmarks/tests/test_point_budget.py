@@ -79,10 +79,12 @@ def test_smallest_k_within_the_tolerance():
         return {"boundary_iou": {"value": value, "se": 0.1}}
 
     row = {
-        "final_side": {"1.0": cell(98.0), "2.0": cell(99.6), "4.0": cell(99.9)},
+        "dense": cell(100.0),
+        "final_side": {"1.0": cell(98.0), "2.0": cell(99.45), "4.0": cell(99.9)},
         "step_side": {"1.0": cell(90.0), "2.0": cell(95.0), "4.0": cell(97.2)},
     }
     found = pb.smallest_k(row, (4.0, 1.0, 2.0))
     assert found["of_best"] == {"final_side": 2.0, "step_side": None}
     assert found["of_rule_best"] == {"final_side": 2.0, "step_side": 4.0}
+    assert found["of_exact"] == {"final_side": 4.0, "step_side": None}
     assert found["rule_best"] == {"final_side": 99.9, "step_side": 97.2}
