@@ -5,9 +5,10 @@ Random synthetic shapes (:func:`pointrend.data.shapes.random_shape`), each stret
 bounding box fills the square box ``[0, 1]^2``, are rendered by
 :func:`pointrend.render.subdivision_inference` with an *oracle* instead of a point head:
 
-* coverage: the exact fraction of each cell inside the shape, from ``4 x 4`` samples per cell
-  at the largest grid side of the run and averaged down to every smaller side (``7 * 2**s``), so
-  that every side sees the same samples;
+* coverage: the fraction of each cell inside the shape (:func:`pointrend.data.shapes.coverage`),
+  from ``4 x 4`` samples per cell at the largest grid side ``L`` of the run, averaged down to
+  every smaller side ``s = 7 * 2**j``: the same as sampling ``4L/s x 4L/s`` points per cell at
+  side ``s`` (every side sees the same samples; the figures at a side depend a little on ``L``);
 * coarse logits: the logit of the 7 x 7 coverage, clamped to ``+-10`` (``R x 1 x 7 x 7``);
 * oracle point predictor: for the cell centres of a step's ``s x s`` grid (``R x P x 2``,
   ``(x, y)`` in ``[0, 1]`` of the box), the clamped logit of the coverage of those cells at side
@@ -116,7 +117,9 @@ def grid_side(coords: Tensor, sides: Sequence[int]) -> int:
     """The side ``s`` (among ``sides``) of the grid whose cell centres ``coords`` (``R x P x 2``)
     are: ``x * s - 0.5`` is a whole number (checked on the first 16 points of each box)."""
     scaled = coords[:, :16].double()[..., None] * torch.tensor(sides, dtype=torch.float64) - 0.5
-    on_grid = ((scaled - scaled.round()).abs() < 1e-3).flatten(0, -2).all(0)
+    on_grid = (
+        scaled - scaled.round()
+    ).abs() < 0.05  # other sides are >= 0.25 off.flatten(0, -2).all(0)
     matches = [s for s, ok in zip(sides, on_grid.tolist()) if ok]
     if len(matches) != 1:
         raise ValueError(
