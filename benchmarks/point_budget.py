@@ -117,9 +117,8 @@ def grid_side(coords: Tensor, sides: Sequence[int]) -> int:
     """The side ``s`` (among ``sides``) of the grid whose cell centres ``coords`` (``R x P x 2``)
     are: ``x * s - 0.5`` is a whole number (checked on the first 16 points of each box)."""
     scaled = coords[:, :16].double()[..., None] * torch.tensor(sides, dtype=torch.float64) - 0.5
-    on_grid = (
-        scaled - scaled.round()
-    ).abs() < 0.05  # other sides are >= 0.25 off.flatten(0, -2).all(0)
+    # a point of a grid of another side is at least 0.25 off a whole number
+    on_grid = ((scaled - scaled.round()).abs() < 0.05).flatten(0, -2).all(0)
     matches = [s for s, ok in zip(sides, on_grid.tolist()) if ok]
     if len(matches) != 1:
         raise ValueError(
