@@ -210,24 +210,24 @@ def configurations(k_values: Sequence[float]) -> list[tuple[str, float | None]]:
 
 
 def score_batch(
-    coverage_maps: dict[int, Tensor], final: int, config: tuple[str, float | None]
+    logits: dict[int, Tensor], truth: tuple[Tensor, Tensor], final: int, config: tuple
 ) -> tuple[Tensor, Tensor]:
-    """Boundary IoU and mask IoU (``R`` each) of the boxes of ``coverage_maps`` (``R x 1 x s x s``
-    by side ``s``) rendered at ``final`` under ``config`` ``(rule, k)``; checks the points the
-    oracle predicted against the rule and that the dense rendering is exact."""
+    """Boundary IoU and mask IoU (``R`` each) of boxes rendered at ``final`` under ``config``
+    ``(rule, k)`` against ``truth``: the exact masks (``R x final x final`` bool) and their
+    boundary regions. The oracle reads ``logits`` (``R x 1 x s x s`` by side ``s``). Checks the
+    points the oracle predicted against the rule and that the dense rendering is exact."""
     rule, k = config
-    logits = {s: clamped_logit(c) for s, c in coverage_maps.items() if s <= final}
-    truth = coverage_maps[final][:, 0] > 0.5
+    truth_mask, truth_region = truth
     oracle = Oracle(logits)
     with torch.no_grad():
         pred = render(rule, k, logits[COARSE], oracle, final)[:, 0] > 0
     expected = points_per_box(rule, k, final)
     if oracle.points != expected:
         raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points, rule {expected}")
-    if rule == "dense" and not torch.equal(pred, truth):
+    if rule == "dense" and not torch.equal(pred, truth_mask):
         raise AssertionError(f"dense rendering at M={final} is not the exact mask")
-    boundary = batched_iou(boundary_region(truth), boundary_region(pred))
-    return boundary, batched_iou(truth, pred)
+    boundary = batched_iou(truth_region, boundary_region(pred))
+    return boundary, batched_iou(truth_mask, pred)
 
 
 def evaluate_size(
@@ -236,13 +236,17 @@ def evaluate_size(
     """Every rule at final side ``final``: scores and points per box (``coverage_maps`` by side,
     ``R x 1 x s x s``, from 7 to at least ``final``), ``batch`` boxes rendered at once."""
     R = coverage_maps[COARSE].shape[0]
+    scores: dict = {config: [] for config in configurations(k_values)}
+    for i in range(0, R, batch):
+        logits = {
+            s: clamped_logit(c[i : i + batch]) for s, c in coverage_maps.items() if s <= final
+        }
+        mask = coverage_maps[final][i : i + batch, 0] > 0.5
+        truth = (mask, boundary_region(mask))
+        for config, batches in scores.items():
+            batches.append(score_batch(logits, truth, final, config))
     row: dict = {rule: {} for rule in RULES}
-    for config in configurations(k_values):
-        batches = [
-            score_batch({s: c[i : i + batch] for s, c in coverage_maps.items()}, final, config)
-            for i in range(0, R, batch)
-        ]
-        rule, k = config
+    for (rule, k), batches in scores.items():
         cell = {
             "boundary_iou": mean_se(torch.cat([b for b, _ in batches])),
             "mask_iou": mean_se(torch.cat([m for _, m in batches])),
