@@ -21,15 +21,19 @@ bounding box fills the square box ``[0, 1]^2``, are rendered by
 
 Point budget rules, for the points predicted at each step:
 
-* ``final_side``: ``round(k * M)`` at every step (``M`` the final side; the per-box mode's rule,
-  ``k = points_per_side``), one call as the per-box mode makes it (with the shortcut: the steps
-  whose every cell fits in the budget are predicted densely, once);
-* ``step_side``: ``round(k * s)`` at the step of side ``s``, the steps chained one at a time;
+* ``final_side``: ``round(k * M)`` at every step (``M`` the final side);
+* ``step_side``: ``round(k * s)`` at the step of side ``s``;
+* ``per_box``: the per-box mode's rule
+  (:func:`~pointrend.instance.box_resolution.step_points`, ``points_per_side = k``): ``k * M``
+  at every step up to ``M = 224``; a larger grid gets ``k * 224`` at the steps up to 224, then
+  ``k * s`` at each step of side ``s`` beyond;
 * ``dense``: every cell of every step (exact by construction: checked);
 * ``no_refinement``: the 7 x 7 coarse logits upsampled bilinearly to ``M`` (no points).
 
-``points_per_box`` is the number of point predictions a box costs (counted by the oracle and
-checked against the rule).
+Each rule is one :func:`~pointrend.render.subdivision_inference` call with its points per step
+(the shortcut included: the first steps whose every cell fits in their budget are predicted
+densely, once). ``points_per_box`` is the number of point predictions a box costs (counted by the
+oracle and checked against the rule).
 
 Writes ``results.json``'s ``"point_budget"``: ``by_size[M]`` with ``no_refinement``, ``dense``,
 ``final_side[k]`` and ``step_side[k]`` (each ``boundary_iou`` / ``mask_iou`` as
@@ -58,6 +62,8 @@ from torch import Tensor
 
 from pointrend.data.shapes import Shape, coverage, random_shape
 from pointrend.evaluation.boundary import boundary_region
+from pointrend.instance import PointRendMaskConfig
+from pointrend.instance.box_resolution import step_points
 from pointrend.points import calculate_uncertainty
 from pointrend.render import subdivision_inference, subdivision_sizes
 
@@ -67,7 +73,7 @@ log = functools.partial(print, flush=True)
 COARSE = 7
 SIZES = (56, 112, 224, 448, 896)
 K_VALUES = (0.875, 1.25, 1.75, 2.5, 3.5, 5.0)
-RULES = ("final_side", "step_side")
+RULES = ("final_side", "step_side", "per_box")
 LOGIT_CLAMP = 10.0
 SAMPLES_PER_SIDE = 4  # coverage samples per cell side at the largest grid side
 SOURCE_IMAGE = 256  # the shapes are drawn in a square image of this side, then boxed
@@ -146,28 +152,32 @@ class Oracle:
         return self.logits[s].flatten(2).gather(2, index[:, None, :].long())
 
 
-def budget(rule: str, k: float, side: int) -> int:
-    """Points a rule predicts at a step of side ``side``, ``round(k * side)``: for ``final_side``
-    ``side`` is the final grid side, for ``step_side`` the step's own."""
-    if rule not in RULES:
-        raise ValueError(f"point budget rule must be one of {RULES}, got {rule!r}")
-    return int(round(k * side))
+def schedule(rule: str, k: float, final: int) -> list[int]:
+    """Points a rule predicts at each step of a box of final side ``final``."""
+    steps = subdivision_sizes((COARSE, COARSE), None, (final, final))
+    if rule == "final_side":
+        return [int(round(k * final))] * len(steps)
+    if rule == "step_side":
+        return [int(round(k * s)) for s, _ in steps]
+    if rule == "per_box":
+        return step_points(PointRendMaskConfig(points_per_side=k), steps)
+    raise ValueError(f"point budget rule must be one of {RULES}, got {rule!r}")
 
 
 def points_per_box(rule: str, k: float | None, final: int) -> int:
     """Point predictions a box of final side ``final`` costs under ``rule`` (``"dense"``: every
-    cell of every step; ``"no_refinement"``: none); the shortcut applies to ``final_side``."""
-    sides = [h for h, _ in subdivision_sizes((COARSE, COARSE), None, (final, final))]
+    cell of every step; ``"no_refinement"``: none), with the renderer's shortcut (the first
+    steps whose every cell fits in their budget are predicted densely, once)."""
+    cells = [h * w for h, w in subdivision_sizes((COARSE, COARSE), None, (final, final))]
     if rule == "no_refinement":
         return 0
     if rule == "dense":
-        return sum(s * s for s in sides)
-    if rule == "step_side":
-        return sum(min(budget(rule, k, s), s * s) for s in sides)
-    p = budget(rule, k, final)
-    dense = [s for s in sides if s * s <= p]
-    rest = sides[len(dense) :]
-    return (dense[-1] ** 2 if dense else 0) + p * len(rest)
+        return sum(cells)
+    points = schedule(rule, k, final)
+    first = 0
+    while first < len(cells) and cells[first] <= points[first]:
+        first += 1
+    return (cells[first - 1] if first else 0) + sum(points[first:])
 
 
 def render(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, final: int) -> Tensor:
@@ -178,15 +188,10 @@ def render(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, final: in
         return subdivision_inference(
             coarse, oracle, calculate_uncertainty, None, final * final, (final, final), False
         )
-    if rule == "final_side":
-        p = budget(rule, k, final)
-        return subdivision_inference(coarse, oracle, calculate_uncertainty, None, p, (final, final))
-    logits = coarse
-    for s, _ in subdivision_sizes((COARSE, COARSE), None, (final, final)):
-        logits = subdivision_inference(
-            logits, oracle, calculate_uncertainty, 1, budget(rule, k, s), (s, s), shortcut=False
-        )
-    return logits
+    points = schedule(rule, k, final)
+    return subdivision_inference(
+        coarse, oracle, calculate_uncertainty, None, points, (final, final)
+    )
 
 
 def batched_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -262,11 +267,12 @@ def evaluate_size(
 
 def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANCE) -> dict:
     """The smallest ``k`` of each rule whose mean Boundary IoU is within ``tolerance`` points of
-    the best refined mean of ``row`` (both rules, every ``k``: ``"of_best"``), of the best of the
+    the best refined mean of ``row`` (every rule, every ``k``: ``"of_best"``), of the best of the
     same rule (``"of_rule_best"``) and of the dense reference (exact: ``"of_exact"``), ``None``
     if none is; ``"rule_best"``: each rule's best mean. The first two depend on the ``k`` tried."""
-    means = {(r, k): row[r][str(k)]["boundary_iou"]["value"] for r in RULES for k in k_values}
-    rule_best = {r: max(means[r, k] for k in k_values) for r in RULES}
+    rules = [r for r in RULES if r in row]
+    means = {(r, k): row[r][str(k)]["boundary_iou"]["value"] for r in rules for k in k_values}
+    rule_best = {r: max(means[r, k] for k in k_values) for r in rules}
     best = max(rule_best.values())
     exact = row["dense"]["boundary_iou"]["value"]
 
@@ -274,9 +280,9 @@ def smallest_k(row: dict, k_values: Sequence[float], tolerance: float = TOLERANC
         return next((k for k in sorted(k_values) if means[rule, k] >= target - tolerance), None)
 
     return {
-        "of_best": {r: smallest(r, best) for r in RULES},
-        "of_rule_best": {r: smallest(r, rule_best[r]) for r in RULES},
-        "of_exact": {r: smallest(r, exact) for r in RULES},
+        "of_best": {r: smallest(r, best) for r in rules},
+        "of_rule_best": {r: smallest(r, rule_best[r]) for r in rules},
+        "of_exact": {r: smallest(r, exact) for r in rules},
         "rule_best": rule_best,
     }
 

@@ -39,7 +39,7 @@ __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
-STANDALONE_KEYS = ("per_box_resolution", "per_box_scale")  # benchmarks.per_box, .scale
+STANDALONE_KEYS = ("per_box_resolution", "per_box_scale", "point_budget")  # stand-alone modules
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
 

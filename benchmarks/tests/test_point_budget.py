@@ -30,8 +30,12 @@ def test_point_counts_follow_each_rule():
     assert pb.points_per_box("step_side", 20.0, 28) == 14 * 14 + 560  # capped at the cells
     assert pb.points_per_box("dense", None, 56) == 14**2 + 28**2 + 56**2
     assert pb.points_per_box("no_refinement", None, 56) == 0
+    # the per-box mode's rule: as final side up to 224; beyond, 784 up to 224, then 3.5 x side
+    for final in (56, 112, 224):
+        assert pb.schedule("per_box", 3.5, final) == pb.schedule("final_side", 3.5, final)
+    assert pb.points_per_box("per_box", 3.5, 896) == 784 * 4 + 1568 + 3136
     with pytest.raises(ValueError, match="rule must be one of"):
-        pb.budget("final", 1.0, 56)
+        pb.schedule("final", 1.0, 56)
 
 
 def test_oracle_returns_each_cells_logit_at_its_steps_side(pyramid):
