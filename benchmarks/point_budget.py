@@ -28,6 +28,8 @@ Point budget rules, for the points predicted at each step:
   at every step up to ``M = 224``; a larger grid gets ``k * 224`` at the steps up to 224, then
   ``k * s`` at each step of side ``s`` beyond;
 * ``dense``: every cell of every step (exact by construction: checked);
+* ``fixed224``: the fixed mode, the box rendered at 224 x 224 (784 points a step) and resampled
+  bilinearly to ``M`` (as the paste reads it), the reference the per-box mode replaces;
 * ``no_refinement``: the 7 x 7 coarse logits upsampled bilinearly to ``M`` (no points).
 
 Each rule is one :func:`~pointrend.render.subdivision_inference` call with its points per step
@@ -79,6 +81,7 @@ SAMPLES_PER_SIDE = 4  # coverage samples per cell side at the largest grid side
 SOURCE_IMAGE = 256  # the shapes are drawn in a square image of this side, then boxed
 BAND_SAMPLES = 2**21  # coverage is sampled in bands of rows of about this many samples
 TOLERANCE = 0.5  # Boundary IoU points
+FIXED_SIDE, FIXED_POINTS = 224, 784  # the fixed mode: every box at 224 x 224, 784 points a step
 
 
 def boxed_shape(shape: Shape, side: int) -> Shape:
@@ -173,6 +176,8 @@ def points_per_box(rule: str, k: float | None, final: int) -> int:
         return 0
     if rule == "dense":
         return sum(cells)
+    if rule == "fixed224":
+        return FIXED_POINTS * 4  # 28 x 28 dense, then 56, 112, 224
     points = schedule(rule, k, final)
     first = 0
     while first < len(cells) and cells[first] <= points[first]:
@@ -188,6 +193,12 @@ def render(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, final: in
         return subdivision_inference(
             coarse, oracle, calculate_uncertainty, None, final * final, (final, final), False
         )
+    if rule == "fixed224":
+        fixed = (FIXED_SIDE, FIXED_SIDE)
+        logits = subdivision_inference(
+            coarse, oracle, calculate_uncertainty, 5, FIXED_POINTS, fixed
+        )
+        return F.interpolate(logits, size=(final, final), mode="bilinear", align_corners=False)
     points = schedule(rule, k, final)
     return subdivision_inference(
         coarse, oracle, calculate_uncertainty, None, points, (final, final)
@@ -210,7 +221,7 @@ def mean_se(values: Tensor) -> dict:
 
 def configurations(k_values: Sequence[float]) -> list[tuple[str, float | None]]:
     """``(rule, k)`` pairs in the order they are run and printed."""
-    fixed = [("no_refinement", None), ("dense", None)]
+    fixed = [("no_refinement", None), ("dense", None), ("fixed224", None)]
     return fixed + [(rule, k) for rule in RULES for k in k_values]
 
 
@@ -244,7 +255,9 @@ def evaluate_size(
     scores: dict = {config: [] for config in configurations(k_values)}
     for i in range(0, R, batch):
         logits = {
-            s: clamped_logit(c[i : i + batch]) for s, c in coverage_maps.items() if s <= final
+            s: clamped_logit(c[i : i + batch])
+            for s, c in coverage_maps.items()
+            if s <= max(final, FIXED_SIDE)
         }
         mask = coverage_maps[final][i : i + batch, 0] > 0.5
         truth = (mask, boundary_region(mask))
@@ -299,7 +312,7 @@ def run(
         raise ValueError(f"--shapes must be at least 2 and --batch 1, got {num_shapes}, {batch}")
     rng = np.random.default_rng(seed)
     shapes = [random_shape(rng, SOURCE_IMAGE, SOURCE_IMAGE) for _ in range(num_shapes)]
-    largest = max(sizes)
+    largest = max(*sizes, FIXED_SIDE)  # the fixed mode's 224 grid is rendered at every M
     sides = [COARSE * 2**s for s in range(int(math.log2(largest // COARSE)) + 1)]
     maps = coverage_pyramid(shape_coverage(shapes, largest), sides)
     return {str(m): evaluate_size(maps, m, k_values, batch) for m in sorted(sizes)}

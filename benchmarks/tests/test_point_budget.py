@@ -17,8 +17,8 @@ from pointrend.points import grid_cell_centres
 def pyramid():
     rng = np.random.default_rng(3)
     shapes = [random_shape(rng, 64, 64) for _ in range(6)]
-    fine = pb.shape_coverage(shapes, 112)
-    return pb.coverage_pyramid(fine, [7, 14, 28, 56, 112])
+    fine = pb.shape_coverage(shapes, 224)  # 224: the fixed mode's grid
+    return pb.coverage_pyramid(fine, [7, 14, 28, 56, 112, 224])
 
 
 def test_point_counts_follow_each_rule():
@@ -68,6 +68,8 @@ def test_dense_is_exact_and_more_points_do_not_lose(pyramid):
     assert biou[5.0] >= biou[0.875] - 0.5
     assert biou[0.875] > row["no_refinement"]["boundary_iou"]["value"] + 10
     assert row["step_side"]["5.0"]["points_per_box"] == 70 + 140 + 280
+    assert row["fixed224"]["points_per_box"] == 4 * 784
+    assert row["fixed224"]["boundary_iou"]["value"] > row["no_refinement"]["boundary_iou"]["value"]
     assert set(row["smallest_k"]["of_best"]) == set(pb.RULES)
 
 
