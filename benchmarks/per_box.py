@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import statistics
 import tempfile
@@ -45,9 +44,9 @@ from pointrend.pretrained import load_torchvision_weights
 
 from .accuracy import INSTANCE, ModelSource, obtain_model
 from .cost import CHANNELS, DenseMaskHead, K, pointrend_branch, render_as_the_model_does
-from .machine import command_line, machine_info, write_json
+from .machine import command_line, machine_info
 from .meters import alternate, peak_bytes
-from .report import rewrite_report
+from .report import store_standalone
 from .resolution import FACTORS
 from .scoring import mask_settings, predict_at_sizes, score_results, validation_set
 from .summary import standard_error
@@ -180,10 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         machine=machine_info(),
     )
     path = Path(args.out)
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results["per_box_resolution"] = section
-    write_json(results, path)
-    rewrite_report(path)
+    store_standalone(path, "per_box_resolution", section)
     log(f"wrote {path} ['per_box_resolution'] and the report beside it")
 
 

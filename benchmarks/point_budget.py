@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -69,7 +68,8 @@ from pointrend.instance.box_resolution import step_points
 from pointrend.points import calculate_uncertainty
 from pointrend.render import subdivision_inference, subdivision_sizes
 
-from .machine import command_line, machine_info, write_json
+from .machine import command_line, machine_info
+from .report import store_standalone
 
 log = functools.partial(print, flush=True)
 COARSE = 7
@@ -369,9 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_info(),
     }
     path = Path(args.out)
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results["point_budget"] = section
-    write_json(results, path)
+    store_standalone(path, "point_budget", section)
     log(f"\n{seconds:.0f} s; wrote {path} ['point_budget']")
 
 

@@ -9,7 +9,7 @@ from . import plots
 from .machine import write_json
 from .markdown import render_markdown
 
-__all__ = ["write_report", "rewrite_report"]
+__all__ = ["write_report", "store_standalone"]
 
 
 def write_report(results: dict, out: Path) -> dict:
@@ -34,10 +34,13 @@ def write_report(results: dict, out: Path) -> dict:
     return figures
 
 
-def rewrite_report(results_json: Path) -> None:
-    """Render ``REPORT.md`` and the plots again from ``results_json`` (after a stand-alone module
-    added its figures); nothing when the file holds no bench run."""
+def store_standalone(results_json: Path, key: str, section: dict) -> None:
+    """Write a stand-alone module's figures into ``results_json`` under ``key`` (the other keys
+    kept), then render ``REPORT.md`` and the plots beside it again when the file holds a bench
+    run."""
     path = Path(results_json)
     results = json.loads(path.read_text()) if path.is_file() else {}
+    results[key] = section
+    write_json(results, path)
     if "sections" in results and "machine" in results:
         write_report(results, path.parent)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import statistics
 import tempfile
 import time
@@ -59,10 +58,10 @@ from pointrend.engine.evaluate import predict_pasted
 from pointrend.evaluation.boundary import boundary_distance, boundary_iou
 
 from .accuracy import INSTANCE, ModelSource, obtain_model
-from .machine import command_line, machine_info, write_json
+from .machine import command_line, machine_info
 from .meters import ModuleSeconds, alternate, peak_bytes
 from .plots import plot_boundary_crop
-from .report import rewrite_report
+from .report import store_standalone
 from .scoring import VAL_SEED, mask_settings, oracle_outputs
 
 log = functools.partial(print, flush=True)
@@ -358,10 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     log_results(section)
     path = Path(args.out)
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results["per_box_scale"] = section
-    write_json(results, path)
-    rewrite_report(path)
+    store_standalone(path, "per_box_scale", section)
     log(f"wrote {path} ['per_box_scale'], {args.picture} and the report beside them")
     return section
 

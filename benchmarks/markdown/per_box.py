@@ -110,6 +110,45 @@ def _scale_md(section: dict) -> list[str]:
     ]
 
 
+def _budget_md(section: dict, k: str = "3.5") -> list[str]:
+    def cell(c: dict) -> str:
+        return f"{c['boundary_iou']['value']:.1f} ± {c['boundary_iou']['se']:.1f} ({c['points_per_box']})"
+
+    rows = []
+    for side, row in section["by_size"].items():
+        smallest = row["smallest_k"]["of_best"]
+        rows.append(
+            [
+                side,
+                cell(row["fixed224"]),
+                *(cell(row[rule][k]) for rule in ("per_box", "final_side", "step_side")),
+                f"{row['no_refinement']['boundary_iou']['value']:.1f}",
+                " / ".join(str(smallest.get(r)) for r in ("per_box", "final_side", "step_side")),
+            ]
+        )
+    return [
+        f"An oracle instead of the point head (`{section['command']}`): {section['shapes']} random "
+        "shapes filling their box, coarse logits and point predictions from their exact coverage; "
+        "Boundary IoU (points, ± s.e.) of the mask at the box's grid side M against the exact one, "
+        f"with the point predictions per box in brackets; per-box, final side and step side at "
+        f"k = {k} points per cell of the side:",
+        "",
+        table(
+            [
+                "M",
+                "fixed 224, resampled",
+                "per-box rule",
+                "k x M every step",
+                "k x step side",
+                "no refinement",
+                "smallest k within 0.5 of the best (per-box / final / step)",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
 def per_box_md(results: dict) -> list[str]:
     """``## Per-box mask resolution`` from the stand-alone keys present (``[]`` if none)."""
     section = results.get("per_box_resolution")
@@ -118,6 +157,8 @@ def per_box_md(results: dict) -> list[str]:
     out = ["## Per-box mask resolution", "", "### Cost", "", *_cost_md(section)]
     if "boundary_ap" in section:
         out += ["### Accuracy", "", *_accuracy_md(section)]
+    if results.get("point_budget"):
+        out += ["### Points per step", "", *_budget_md(results["point_budget"])]
     if results.get("per_box_scale"):
         out += ["### Scale", "", *_scale_md(results["per_box_scale"])]
     return out
