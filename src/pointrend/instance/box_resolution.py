@@ -70,7 +70,7 @@ def step_points(config, steps: Sequence[Sequence[int]]) -> list[int]:
 def render_by_box_size(
     branch, features: Tensor, stride: float, boxes: Sequence[Tensor], classes: Tensor, scales
 ) -> MasksBySize:
-    """Mask logits of the predicted classes, each box at its own grid side.
+    """Mask logits of the predicted classes, each box at its own grid (module docstring).
 
     Args:
         branch: a :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
