@@ -3,7 +3,7 @@ stand-alone modules around it), from ``results.json``'s top-level keys."""
 
 from __future__ import annotations
 
-from .cells import number, table
+from .cells import table
 
 __all__ = ["per_box_md"]
 
@@ -50,7 +50,7 @@ def _accuracy_md(section: dict) -> list[str]:
             rows.append(
                 [
                     f"{label}, {NAMES[name]}",
-                    *[f"{number(c['value'])} ± {c['se']:.2f}" for c in cells],
+                    *[f"{c['value']:.2f} ± {c['se']:.2f}" for c in cells],
                 ]
             )
     return [
