@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 
 STARTED_AT = time.perf_counter()  # the demo reports its time from here (the package imported)
+MASKS = "PointRend's instance masks at 224x224 (fixed) or at about each box's size (box)"
 
 
 def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
@@ -255,9 +256,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--semantic-images", type=int, default=8, help="fresh semantic images")
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
-    p.add_argument(
-        "--mask-resolution", choices=("fixed", "box"), default="fixed", help="masks: 224 or box"
-    )
+    p.add_argument("--mask-resolution", choices=("fixed", "box"), default="fixed", help=MASKS)
     _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
