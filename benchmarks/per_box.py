@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         machine=machine_info(),
     )
     path = Path(args.out)
-    store_standalone(path, "per_box_resolution", section)
-    log(f"wrote {path} ['per_box_resolution'] and the report beside it")
+    log(f"wrote {store_standalone(path, 'per_box_resolution', section)}")
 
 
 if __name__ == "__main__":

@@ -369,8 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_info(),
     }
     path = Path(args.out)
-    store_standalone(path, "point_budget", section)
-    log(f"\n{seconds:.0f} s; wrote {path} ['point_budget']")
+    log(f"\n{seconds:.0f} s; wrote {store_standalone(path, 'point_budget', section)}")
 
 
 if __name__ == "__main__":

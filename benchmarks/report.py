@@ -34,13 +34,15 @@ def write_report(results: dict, out: Path) -> dict:
     return figures
 
 
-def store_standalone(results_json: Path, key: str, section: dict) -> None:
+def store_standalone(results_json: Path, key: str, section: dict) -> str:
     """Write a stand-alone module's figures into ``results_json`` under ``key`` (the other keys
     kept), then render ``REPORT.md`` and the plots beside it again when the file holds a bench
-    run."""
+    run. Returns what was written, for the log."""
     path = Path(results_json)
     results = json.loads(path.read_text()) if path.is_file() else {}
     results[key] = section
     write_json(results, path)
-    if "sections" in results and "machine" in results:
-        write_report(results, path.parent)
+    if "sections" not in results or "machine" not in results:
+        return f"{path} [{key!r}]"
+    write_report(results, path.parent)
+    return f"{path} [{key!r}] and {path.parent / 'REPORT.md'}"

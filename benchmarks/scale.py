@@ -357,8 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     log_results(section)
     path = Path(args.out)
-    store_standalone(path, "per_box_scale", section)
-    log(f"wrote {path} ['per_box_scale'], {args.picture} and the report beside them")
+    log(f"wrote {args.picture} and {store_standalone(path, 'per_box_scale', section)}")
     return section
 
 

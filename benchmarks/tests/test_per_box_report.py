@@ -46,7 +46,7 @@ def test_the_point_budget_table_and_storing_keeps_other_keys(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"other": 1}))
     budget = {"by_size": {"56": budget_row(98.25)}, "shapes": 5, "command": "cmd"}
-    store_standalone(path, "point_budget", budget)
+    assert store_standalone(path, "point_budget", budget) == f"{path} ['point_budget']"
     store_standalone(path, "per_box_resolution", cost_section())
     results = json.loads(path.read_text())
     assert results["other"] == 1 and results["point_budget"] == budget
