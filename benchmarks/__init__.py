@@ -7,7 +7,11 @@ Not part of the installed ``pointrend`` package: run from a checkout of the repo
 :mod:`.ablation`, :mod:`.learning` (a tiny problem learned from scratch), :mod:`.meters`,
 :mod:`.report` / :mod:`.markdown` / :mod:`.plots`, :mod:`.run`. Measurements with their own
 JSON file and command: ``python -m benchmarks.instance_cost``, ``benchmarks.semantic_models``,
-``benchmarks.export_latency``, ``benchmarks.semantic_rendering_gain``.
+``benchmarks.export_latency``, ``benchmarks.semantic_rendering_gain``, ``benchmarks.detectron2_speed``.
+Per-box mask resolution, each writing its own key of ``results.json`` and the report's per-box
+section (:func:`.report.store_standalone`): ``python -m benchmarks.per_box`` (cost and accuracy),
+``benchmarks.point_budget`` (an oracle study of the points per step), ``benchmarks.scale`` (one
+4000 x 3000 output).
 """
 
 # Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.
