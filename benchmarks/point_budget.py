@@ -66,7 +66,7 @@ from pointrend.evaluation.boundary import boundary_region
 from pointrend.instance import PointRendMaskConfig
 from pointrend.instance.box_resolution import step_points
 from pointrend.points import calculate_uncertainty
-from pointrend.render import subdivision_inference, subdivision_sizes
+from pointrend.render import shortcut_steps, subdivision_inference, subdivision_sizes
 
 from .machine import command_line, machine_info
 from .report import store_standalone
@@ -171,7 +171,8 @@ def points_per_box(rule: str, k: float | None, final: int) -> int:
     """Point predictions a box of final side ``final`` costs under ``rule`` (``"dense"``: every
     cell of every step; ``"no_refinement"``: none), with the renderer's shortcut (the first
     steps whose every cell fits in their budget are predicted densely, once)."""
-    cells = [h * w for h, w in subdivision_sizes((COARSE, COARSE), None, (final, final))]
+    steps = subdivision_sizes((COARSE, COARSE), None, (final, final))
+    cells = [h * w for h, w in steps]
     if rule == "no_refinement":
         return 0
     if rule == "dense":
@@ -179,9 +180,7 @@ def points_per_box(rule: str, k: float | None, final: int) -> int:
     if rule == "fixed224":
         return FIXED_POINTS * 4  # 28 x 28 dense, then 56, 112, 224
     points = schedule(rule, k, final)
-    first = 0
-    while first < len(cells) and cells[first] <= points[first]:
-        first += 1
+    first = shortcut_steps(steps, points)
     return (cells[first - 1] if first else 0) + sum(points[first:])
 
 

@@ -61,6 +61,7 @@ from .accuracy import INSTANCE, ModelSource, obtain_model
 from .machine import command_line, machine_info
 from .meters import ModuleSeconds, alternate, peak_bytes
 from .plots import plot_boundary_crop
+from .point_budget import batched_iou
 from .report import store_standalone
 from .scoring import VAL_SEED, mask_settings, oracle_outputs
 
@@ -173,11 +174,6 @@ def match(result: dict, scene: Scene) -> int:
     return int(overlap.argmax())
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """IoU of two ``H x W`` bool masks."""
-    return float((a & b).sum() / (a | b).sum().clamp(min=1))
-
-
 def accuracy(model, scene: Scene, output: tuple[int, int]) -> tuple[dict, dict]:
     """Per mode: the big object's detection, grid, IoUs; and its binary mask (for the picture)."""
     table, masks, boxes = {}, {}, {}
@@ -200,7 +196,7 @@ def accuracy(model, scene: Scene, output: tuple[int, int]) -> tuple[dict, dict]:
             ],
             "detections": len(result["boxes"]),
             f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
-            "mask_iou": mask_iou(pred, scene.mask),
+            "mask_iou": float(batched_iou(pred[None], scene.mask[None])),
             "boundary_iou": boundary_iou(scene.mask, pred),
         }
         if table[mode]["score"] < MIN_SCORE or table[mode]["mask_iou"] < MIN_IOU:
@@ -223,7 +219,7 @@ def oracle(scene: Scene, sides: list[int]) -> dict:
         output = oracle_outputs([(scene.image, {**target, "image_id": 0})], side)[0]
         mask = output["masks"][0, 0] > 0.5
         table[str(side)] = {
-            "mask_iou": mask_iou(mask, scene.mask),
+            "mask_iou": float(batched_iou(mask[None], scene.mask[None])),
             "boundary_iou": boundary_iou(scene.mask, mask),
         }
     return table

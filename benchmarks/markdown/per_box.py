@@ -19,7 +19,7 @@ def _cost_md(section: dict) -> list[str]:
     rows = [[NAMES[k], f"{branch[k]:.2f} s", f"{peak[k]:.0f} MB", f"{e2e[k]:.2f} s"] for k in NAMES]
     extra = [k for k in branch if k not in NAMES]
     rows += [[f"`{k}`", f"{branch[k]:.2f} s", f"{peak[k]:.0f} MB", "-"] for k in extra]
-    grids = section.get("box_grids") or section.get("box_grid_sides", {})
+    grids = section["box_grids"]
     ratio = branch["box"] / branch["fixed224"]
     e2e_ratio = e2e["box"] / e2e["torchvision28"]
     return [

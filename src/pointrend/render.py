@@ -20,6 +20,7 @@ from .points import as_size, get_uncertain_point_coords_on_grid, grid_cell_centr
 __all__ = [
     "SubdivisionStep",
     "subdivision_sizes",
+    "shortcut_steps",
     "subdivision_inference",
     "dense_point_prediction",
 ]
@@ -73,6 +74,15 @@ def subdivision_sizes(
     return sizes
 
 
+def shortcut_steps(sizes: Sequence[Sequence[int]], points: Sequence[int]) -> int:
+    """How many first steps the shortcut of :func:`subdivision_inference` replaces: those whose
+    maps (``sizes``, ``(H, W)`` after each step) have at most their ``points`` cells."""
+    first = 0
+    while first < len(sizes) and sizes[first][0] * sizes[first][1] <= points[first]:
+        first += 1
+    return first
+
+
 def subdivision_inference(
     coarse_logits: Tensor,
     point_predictor: PointPredictor,
@@ -117,8 +127,7 @@ def subdivision_inference(
     # exporting a semantic model for any image size, the plain loop runs instead: it picks every
     # cell of those steps by itself (P = min(H * W, num_points)), so the result is the same.
     if shortcut and all(isinstance(v, int) for size in sizes for v in size):
-        while first < len(sizes) and sizes[first][0] * sizes[first][1] <= points[first]:
-            first += 1
+        first = shortcut_steps(sizes, points)
         if first:
             h, w = sizes[first - 1]
             logits = dense_point_prediction(point_predictor, R, (h, w), logits.device)

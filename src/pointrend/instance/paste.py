@@ -151,7 +151,7 @@ def _paste_by_size(
     out = torch.zeros(masks.count, H * W, dtype=dtype, device=boxes.device)
     for index, group in masks.groups:
         if index.numel() and H and W:
-            _paste_into(out, index, group.to(dtype), boxes[index], W, max_elements, fade_border)
+            _paste_into(out, index, group, boxes[index], W, max_elements, fade_border)
     return out.view(masks.count, 1, H, W)
 
 
