@@ -17,12 +17,14 @@ never used for training or the recipes' validation).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
+from pointrend.demo import WEIGHTS_DIR
 from pointrend.engine.checkpoint import latest_checkpoint
 from pointrend.engine.config import SolverConfig, load_config
 from pointrend.engine.inference import load_trained_model
@@ -178,6 +180,12 @@ def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     return TrainedModel(
         name, loaded.model.eval(), data.image_size, str(path), loaded.iteration, trained_here
     )
+
+
+def shipped_model(name: str, log=print) -> TrainedModel:
+    """Config ``name``'s shipped checkpoint, or one trained in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="pointrend-bench-") as work:
+        return obtain_model(name, ModelSource(WEIGHTS_DIR, Path(work), None, log=log))
 
 
 def _describe(m: TrainedModel) -> dict:

@@ -31,18 +31,16 @@ import argparse
 import functools
 import math
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-from pointrend.demo import WEIGHTS_DIR
 from pointrend.instance.box_resolution import render_by_box_size
 from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
 
-from .accuracy import INSTANCE, ModelSource, obtain_model
+from .accuracy import INSTANCE, shipped_model
 from .cost import CHANNELS, DenseMaskHead, K, pointrend_branch, render_as_the_model_does
 from .machine import command_line, machine_info
 from .meters import alternate, peak_bytes
@@ -123,8 +121,7 @@ def end_to_end(rounds: int, boxes: torch.Tensor) -> dict:
 
 def accuracy(num_images: int, folds: int = 4) -> dict:
     """Boundary AP and mask AP of fixed 224 vs per-box masks at 1x, 2x and 4x the input size."""
-    source = ModelSource(WEIGHTS_DIR, Path(tempfile.mkdtemp(prefix="per-box-")), None, log=log)
-    pointrend = obtain_model(INSTANCE["pointrend"], source)
+    pointrend = shipped_model(INSTANCE["pointrend"], log)
     base = pointrend.image_size
     vals = {
         base * f: validation_set("instance", num_images, base, folds, base * f if f > 1 else None)

@@ -13,6 +13,7 @@ without the others.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import functools
@@ -258,10 +259,19 @@ def run_bench(options: BenchOptions) -> dict:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = options.sizes()
-    work = options.work_dir or Path(tempfile.mkdtemp(prefix="pointrend-bench-"))
-    source = ModelSource(
-        Path(options.weights_dir), Path(work), sizes["train_iters"], options.quick, _log
-    )
+    with contextlib.ExitStack() as stack:
+        work = options.work_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="pointrend-bench-"))
+        )
+        source = ModelSource(
+            Path(options.weights_dir), Path(work), sizes["train_iters"], options.quick, _log
+        )
+        measured = _measure(options, sizes, parts, source)
+    return _merge_and_write(out, options, sizes, measured)
+
+
+def _measure(options: BenchOptions, sizes: dict, parts: list, source: ModelSource) -> dict:
+    """Run each asked section; its figures with when, how long and under what load."""
     runners = {
         "cost": functools.partial(_cost, sizes),
         "semantic": functools.partial(_semantic_cost, sizes),
@@ -284,4 +294,4 @@ def run_bench(options: BenchOptions) -> dict:
             "boundary_definition": BOUNDARY_DEFINITION,
         }
         measured[part] = figures
-    return _merge_and_write(out, options, sizes, measured)
+    return measured

@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import functools
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,11 +52,10 @@ from torchvision.ops import box_iou, masks_to_boxes
 
 from pointrend.data.shapes import CATEGORIES
 from pointrend.data.synthetic import render_sample
-from pointrend.demo import WEIGHTS_DIR
 from pointrend.engine.evaluate import predict_pasted
 from pointrend.evaluation.boundary import boundary_distance, boundary_iou
 
-from .accuracy import INSTANCE, ModelSource, obtain_model
+from .accuracy import INSTANCE, shipped_model
 from .machine import command_line, machine_info
 from .meters import ModuleSeconds, alternate, peak_bytes
 from .plots import plot_boundary_crop
@@ -308,8 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     output = args.output
-    source = ModelSource(WEIGHTS_DIR, Path(tempfile.mkdtemp(prefix="scale-")), None, log=log)
-    model = obtain_model(INSTANCE["pointrend"], source).model
+    model = shipped_model(INSTANCE["pointrend"], log).model
     scene = make_scene(args.seed, output)
     log(
         f"scene {scene.index} of seed {scene.seed}, object {scene.instance} "

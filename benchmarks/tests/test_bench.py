@@ -332,3 +332,24 @@ def test_the_bench_keeps_the_figures_stand_alone_modules_wrote(tmp_path):
     path.write_text(json.dumps({"sections": {}, **kept}))
     assert standalone_results(path) == kept
     assert standalone_results(tmp_path / "missing.json") == {}
+
+
+def test_the_bench_removes_its_temporary_work_dir(monkeypatch, tmp_path):
+    seen = []
+
+    def accuracy(source, sizes):
+        (source.work_dir / "model.pt").write_bytes(b"x")
+        seen.append(source.work_dir)
+        return {}
+
+    monkeypatch.setattr(run, "_accuracy", accuracy)
+    monkeypatch.setattr(run, "_merge_and_write", lambda out, options, sizes, measured: measured)
+    measured = run.run_bench(run.BenchOptions(sections=("accuracy",), out=tmp_path, quick=True))
+    assert set(measured) == {"accuracy"} and len(seen) == 1
+    assert not seen[0].exists()
+
+    kept = tmp_path / "work"
+    kept.mkdir()
+    options = run.BenchOptions(sections=("accuracy",), out=tmp_path, quick=True, work_dir=kept)
+    run.run_bench(options)
+    assert (kept / "model.pt").exists()
