@@ -107,6 +107,7 @@ def semantic_md(acc: dict) -> list[str]:
     sem = acc.get("semantic")
     if sem:
         rows = sem["rows"]
+        keys = ["mIoU", "boundary_F", "boundary_IoU"]
         out += [
             "## 4. Semantic at equal training budget",
             "",
@@ -118,13 +119,12 @@ def semantic_md(acc: dict) -> list[str]:
             "",
             table(
                 ["model", "mIoU", "boundary F", "boundary IoU"],
-                _ap_rows(rows, ["mIoU", "boundary_F", "boundary_IoU"]),
+                _ap_rows(rows, keys),
             ),
             "",
         ]
         names = list(rows)
         if len(names) == 2:
-            keys = ["mIoU", "boundary_F", "boundary_IoU"]
             out += ["- " + _delta_sentence(rows, names[1], names[0], keys), ""]
     return out
 
