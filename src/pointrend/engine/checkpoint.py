@@ -70,19 +70,27 @@ def _os_error(err: BaseException) -> OSError | None:
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, fsync,
-    rename over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
+    rename over ``path``. On any error the temporary file is removed and ``path`` is untouched;
+    an operating-system error (no space, no permission, a file where a folder should be) is a
+    :class:`CheckpointError` naming ``path`` and the reason."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException as err:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         cause = _os_error(err)
         if cause is not None:
@@ -92,11 +100,6 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
                 f"{path.name} was left as it was"
             ) from err
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     return path
 
 
