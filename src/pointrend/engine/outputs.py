@@ -77,6 +77,7 @@ def check_outputs(
                     "output name; nothing was written"
                 )
         if not os.path.lexists(target):
+            _check_folder(target)
             continue
         mode = os.lstat(target).st_mode
         if not stat.S_ISREG(mode):
@@ -90,6 +91,17 @@ def check_outputs(
                 f"{target} exists: pass {flag} to replace it, or choose another output name; "
                 "nothing was written"
             )
+
+
+def _check_folder(target: Path) -> None:
+    """The nearest existing folder above ``target`` must be a folder (not a file)."""
+    for parent in target.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise OutputExistsError(
+                    f"cannot write {target}: {parent} is a file, not a folder; nothing was written"
+                )
+            return
 
 
 def _lock(lock_path: Path, what: Path) -> int:
