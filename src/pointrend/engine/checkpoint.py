@@ -33,6 +33,7 @@ __all__ = [
     "load_model_weights",
     "load_matching_weights",
     "load_state_checked",
+    "check_finite",
     "remove_stale_temp_files",
 ]
 
@@ -193,9 +194,24 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def check_finite(state: dict, path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a model that would detect nothing), naming the
+    first such key."""
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(
+                    f"weights in {path}: {key} holds {bad} non-finite value(s) (NaN or "
+                    "infinity): the checkpoint is broken; use an earlier one"
+                )
+
+
 def load_state_checked(model: torch.nn.Module, state: dict, path: str | Path) -> None:
     """``model.load_state_dict(state)``; a mismatch is one line naming the file and the first
-    differing key (and both shapes), not torch's list of every key."""
+    differing key (and both shapes), not torch's list of every key; non-finite weights are
+    refused (:func:`check_finite`)."""
+    check_finite(state, path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -244,6 +260,7 @@ def load_matching_weights(model: torch.nn.Module, path: str | Path) -> list[str]
     state = checkpoint_state(load_checkpoint(path))
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    check_finite(matching, path)
     if not matching:
         raise CheckpointError(f"{path}: no weight fits the model (another architecture?)")
     model.load_state_dict(matching, strict=False)
