@@ -185,15 +185,32 @@ def _run_eval(args) -> int:
 
 
 def _report_model_config(trained, args) -> None:
-    """Say when the config given differs from the model config the weights hold (which wins)."""
+    """Say when the config given sets a model key to another value than the model config the
+    weights hold (which wins); keys the YAML leaves out (a data-only YAML) are not differences.
+    A YAML whose ``model.task`` is not the checkpoint's is an error."""
+    from .engine.config import ConfigError, model_keys_written
     from .engine.distributed import is_main_process
 
-    if trained.config_notes and is_main_process():
+    if args.config is None:
+        return
+    written = model_keys_written(args.config)
+    task = written.get("model.task", trained.task)
+    if task != trained.task:
+        raise ConfigError(
+            f"{args.config} sets model.task: {task}, but {args.weights} holds a {trained.task} "
+            f"model: give a {trained.task} config (its data is what the model is run on)"
+        )
+    notes = [n for n in trained.config_notes if _is_written(n.split(":", 1)[0], written)]
+    if notes and is_main_process():
         print(
             f"pointrend {args.command}: the model is built from the config stored in "
-            f"{args.weights}; {args.config} differs in {'; '.join(trained.config_notes)}",
+            f"{args.weights}; {args.config} differs in {'; '.join(notes)}",
             file=sys.stderr,
         )
+
+
+def _is_written(key: str, written: dict) -> bool:
+    return key in written or any(key.startswith(f"{w}.") for w in written)
 
 
 def _add_predict_parser(sub) -> None:

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -129,12 +130,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt, truncated, or holding objects that need code to load
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}"
-        ) from err
+        if path.suffix == ".pkl" or _is_bare_pickle(path):  # torch.save writes zip files
+            raise CheckpointError(
+                f"{path} is not a pointrend checkpoint (a pickle, not a torch.save file); a detectron2 "
+                f"checkpoint is converted first: pointrend import-detectron2 {path} --d2-config "
+                "CONFIG.yaml (or --zoo NAME) --out model.pt"
+            ) from err
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def _is_bare_pickle(path: Path) -> bool:
+    """Whether a file is a pickle (protocol 2 or later) rather than torch's zip archive."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80" and not zipfile.is_zipfile(path)
 
 
 def checkpoint_path(output_dir: str | Path, iteration: int) -> Path:

@@ -35,6 +35,7 @@ __all__ = [
     "require_train_data",
     "differences",
     "model_differences",
+    "model_keys_written",
     "with_checkpoint_model",
 ]
 
@@ -294,6 +295,13 @@ def differences(
         for k in sorted(set(a) | set(b))
         if k not in a or k not in b or a[k] != b[k]
     ]
+
+
+def model_keys_written(path: str | Path) -> dict:
+    """The dotted keys (``model.options.min_size``) and values a YAML config file itself sets
+    in its model section (defaults left out)."""
+    model = _read_yaml(path).get("model") or {}
+    return _flat(model, "model.") if isinstance(model, dict) else {}
 
 
 def model_differences(stored: ModelConfig, given: ModelConfig) -> list[str]:

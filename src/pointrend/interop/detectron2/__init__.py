@@ -76,9 +76,11 @@ def import_detectron2(
         d2_config: path of a detectron2 ``config.yaml`` (or a :class:`D2Config`).
         zoo: a published model's name (:data:`~pointrend.interop.detectron2.zoo.ZOO`).
     """
+    from .checks import check_importable
     from .zoo import dataset_classes, fetch_checkpoint
 
     cfg, dataset = _config(d2_config, zoo)
+    check_importable(cfg)
     if checkpoint is None:
         if zoo is None:
             raise D2ImportError("no checkpoint given (pass the file, or zoo=NAME to download it)")
