@@ -166,6 +166,10 @@ def test_eval_and_export_never_replace_a_file_they_did_not_write(tmp_path, capsy
     assert main([*base, "--out", str(metrics / "m.json")]) == 1
     assert "is a file, not a folder" in _error(capsys)
     assert metrics.read_text() == "my notes"
+    with open(tmp_path / ".new.json.lock", "w") as held:  # another eval writing new.json
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*base, "--out", str(tmp_path / "new.json")]) == 1
+        assert "new.json is in use by another pointrend command" in _error(capsys)
     model = tmp_path / "model.onnx"
     model.write_text("an earlier export")
     export = ["export", str(config), "--weights", str(WEIGHTS), "--out"]

@@ -7,6 +7,7 @@ config, missing file, corrupt checkpoint, non-finite loss) print one clear line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,16 @@ def _add_eval_parser(sub) -> None:
 
 
 def _run_eval(args) -> int:
+    from .engine.outputs import check_eval_outputs, hold_file
+
+    _set_threads(args)
+    with hold_file(args.out, main_only=True) if args.out else contextlib.nullcontext():
+        check_eval_outputs(args.out, [args.config, args.weights], args.overwrite)
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
+    """``eval`` once its output is checked and held."""
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
     from .engine.distributed import init_distributed, is_main_process
@@ -147,10 +158,7 @@ def _run_eval(args) -> int:
         metrics_json,
     )
     from .engine.inference import load_trained_model
-    from .engine.outputs import check_eval_outputs
 
-    _set_threads(args)
-    check_eval_outputs(args.out, [args.config, args.weights], args.overwrite)
     device = init_distributed("auto")
     overrides = list(args.set or [])
     if args.eval_size is not None:
@@ -173,11 +181,8 @@ def _run_eval(args) -> int:
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
         if args.out:
-            from .engine.outputs import hold_file
-
             text = metrics_json(metrics)
-            with hold_file(args.out):
-                atomic_write(args.out, lambda f: f.write(text), binary=False)
+            atomic_write(args.out, lambda f: f.write(text), binary=False)
             print(f"metrics written to {args.out}")
             if "cityscapes" in metrics:
                 print(f"Cityscapes predictions written to {predictions}")

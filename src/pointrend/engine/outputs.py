@@ -140,6 +140,9 @@ def hold_folder(folder: str | Path) -> Iterator[Path]:
     end). The folder is created when missing, and removed again on the way out when it was
     created here and nothing was written into it."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder} is a file, not a folder; nothing was written")
+    _check_folder(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_NAME
@@ -154,10 +157,15 @@ def hold_folder(folder: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def hold_file(target: str | Path) -> Iterator[Path]:
+def hold_file(target: str | Path, main_only: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock of an output file (``.NAME.lock`` beside it, removed at the end;
-    its folder is created when missing)."""
+    its folder is created when missing). ``main_only``: in the other processes of a ``torchrun``
+    job (``RANK`` > 0), which write nothing, hold nothing."""
     target = Path(target)
+    if main_only and int(os.environ.get("RANK", "0")) != 0:
+        yield target
+        return
+    _check_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_path = target.parent / f".{target.name}.lock"
     fd = _lock(lock_path, target)
