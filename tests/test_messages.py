@@ -75,6 +75,14 @@ def test_a_detectron2_pkl_given_as_weights_says_to_import_it(tmp_path, capsys):
     assert "pointrend import-detectron2" in _error(capsys)
 
 
+def test_an_image_given_as_weights_is_one_short_line(tmp_path, capsys):
+    image = _image(tmp_path)
+    assert main(["predict", str(image), "--weights", str(image), "--out", str(tmp_path / "o")]) == 1
+    line = _error(capsys)
+    assert "a.png is not a complete checkpoint written by torch.save" in line
+    assert "weights_only" not in line and len(line) < 300
+
+
 @pytest.mark.parametrize("thresh", ["nan", "2", "-0.1"])
 def test_score_thresh_outside_0_1_is_refused(tmp_path, capsys, thresh):
     image = _image(tmp_path)

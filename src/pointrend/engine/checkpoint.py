@@ -130,23 +130,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt, truncated, or holding objects that need code to load
-        if path.suffix == ".pkl" or _is_bare_pickle(path):  # torch.save writes zip files
+        kind = _file_kind(path)
+        if path.suffix == ".pkl" or kind == "pickle":  # torch.save writes zip archives
             raise CheckpointError(
-                f"{path} is not a pointrend checkpoint (a pickle, not a torch.save file); a detectron2 "
-                f"checkpoint is converted first: pointrend import-detectron2 {path} --d2-config "
-                "CONFIG.yaml (or --zoo NAME) --out model.pt"
+                f"{path} is not a pointrend checkpoint (a pickle, not a torch.save file); a "
+                f"detectron2 checkpoint is converted first: pointrend import-detectron2 {path} "
+                "--d2-config CONFIG.yaml (or --zoo NAME) --out model.pt"
             ) from err
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from err
+        if kind == "other":
+            raise CheckpointError(
+                f"{path} is not a complete checkpoint written by torch.save (no zip archive in "
+                "it: truncated, or another kind of file)"
+            ) from err
+        lines = str(err).strip().splitlines() or [""]
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {lines[0][:200]}"
+        ) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
 
 
-def _is_bare_pickle(path: Path) -> bool:
-    """Whether a file is a pickle (protocol 2 or later) rather than torch's zip archive."""
+def _file_kind(path: Path) -> str:
+    """``"zip"`` (what ``torch.save`` writes), ``"pickle"`` (protocol 2 or later, e.g. a
+    detectron2 ``.pkl``) or ``"other"``."""
+    if zipfile.is_zipfile(path):
+        return "zip"
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80" and not zipfile.is_zipfile(path)
+        return "pickle" if f.read(1) == b"\x80" else "other"
 
 
 def checkpoint_path(output_dir: str | Path, iteration: int) -> Path:
