@@ -70,3 +70,20 @@ def test_train_stops_before_writing_anything(tmp_path, capsys):
     assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     assert "bonn_000000_000019_gtFine_polygons.json" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # found before anything was written
+
+
+def test_unknown_ids_in_an_instance_id_png_are_named_before_scoring(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = write_tree(tmp_path, jsons=False)
+    city, stem = FIRST.split("/")
+    png = root / "gtFine" / "val" / city / f"{stem}_gtFine_instanceIds.png"
+    ids = np.asarray(Image.open(png)).copy()
+    ids[0, :4] = 45  # no Cityscapes label has id 45
+    Image.fromarray(ids).save(png)
+    dataset = CityscapesInstanceDataset(root, "val")
+    with pytest.raises(
+        DataError, match=r"instanceIds\.png: instance ids \[45\] are not Cityscapes"
+    ):
+        assert dataset.coco is None  # built by eval before its first prediction

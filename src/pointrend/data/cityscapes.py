@@ -241,7 +241,7 @@ class CityscapesInstanceDataset(Dataset):
         """``H x W`` int64 instance ids of image ``index`` (from its PNG or its polygons)."""
         image, annotation = self.pairs[index]
         if annotation.suffix == ".png":
-            return read_index_png(annotation, "instance ids")
+            return self._known_ids(read_index_png(annotation, "instance ids"), annotation)
         ids = _rasterise_polygons(annotation)
         with Image.open(image) as im:
             width, height = im.size
@@ -249,6 +249,23 @@ class CityscapesInstanceDataset(Dataset):
             raise DataError(
                 f"{annotation} is {tuple(ids.shape)} (H x W) but its image {image} is "
                 f"{(height, width)}"
+            )
+        return ids
+
+    @cached_property
+    def _label_ids(self) -> np.ndarray:
+        return np.array(sorted(import_cityscapesscripts("helpers.labels").id2label))
+
+    def _known_ids(self, ids: np.ndarray, path: Path) -> np.ndarray:
+        """``ids``, when every value is a Cityscapes label id or ``label id * 1000 + k`` (what
+        the Cityscapes evaluation can read); else a :class:`DataError` naming the file."""
+        values = np.unique(ids)
+        label_id = np.where(values >= INSTANCE_ID_FACTOR, values // INSTANCE_ID_FACTOR, values)
+        unknown = values[~np.isin(label_id, self._label_ids)]
+        if unknown.size:
+            raise DataError(
+                f"{path}: instance ids {unknown[:5].tolist()} are not Cityscapes ids (a label id, "
+                "or label id * 1000 + k, as cityscapesscripts writes them)"
             )
         return ids
 
