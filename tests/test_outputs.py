@@ -250,3 +250,25 @@ def test_os_errors_and_ctrl_c_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "_run_data_synth", denied)
     assert main(["data", "synth", "--task", "instance", "--out", str(tmp_path / "d")]) == 1
     assert _error(capsys) == "pointrend data: error: Permission denied: /some/where"
+
+
+def test_ctrl_c_in_predict_leaves_a_marked_complete_record(tmp_path, capsys, monkeypatch):
+    from pointrend.engine import inference
+
+    images = _images(tmp_path / "in", ["a.png", "b.png"])
+    real, calls = inference._predict_instances, []
+
+    def interrupted_on_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(inference, "_predict_instances", interrupted_on_the_second)
+    out = tmp_path / "out"
+    assert _predict([images], out) == 130
+    assert _error(capsys) == "pointrend predict: interrupted"
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["complete"] is False and list(record["images"]) == ["a.png"]
+    assert (out / "predict.incomplete").is_file()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
