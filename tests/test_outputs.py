@@ -272,3 +272,15 @@ def test_ctrl_c_in_predict_leaves_a_marked_complete_record(tmp_path, capsys, mon
     assert record["complete"] is False and list(record["images"]) == ["a.png"]
     assert (out / "predict.incomplete").is_file()
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+def test_an_output_folder_without_write_permission_is_found_first(tmp_path, capsys, monkeypatch):
+    config = Path(__file__).parents[1] / "configs" / "synthetic_instance_pointrend_r18.yaml"
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **k: Path(p) != tmp_path and real(p, mode, **k)
+    )
+    argv = ["eval", str(config), "--weights", str(WEIGHTS), "--out", str(tmp_path / "m.json")]
+    assert main(argv) == 1  # before evaluating (as root every folder is writable: simulated)
+    line = _error(capsys)
+    assert f"no permission to write in the folder {tmp_path}: {tmp_path / 'm.json'}" in line

@@ -94,12 +94,17 @@ def check_outputs(
 
 
 def _check_folder(target: Path) -> None:
-    """The nearest existing folder above ``target`` must be a folder (not a file)."""
+    """The nearest existing folder above ``target`` must be a folder (not a file) this process
+    may write in, so that a command does not find out only when it writes its results."""
     for parent in target.parents:
         if os.path.lexists(parent):
             if not parent.is_dir():
                 raise OutputExistsError(
                     f"cannot write {target}: {parent} is a file, not a folder; nothing was written"
+                )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(
+                    errno.EACCES, f"no permission to write in the folder {parent}", str(target)
                 )
             return
 
