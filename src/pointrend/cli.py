@@ -36,6 +36,45 @@ def _add_threads_option(
     )
 
 
+def _add_device_options(p: argparse.ArgumentParser, amp: bool = True) -> None:
+    p.add_argument(
+        "--device",
+        help="auto, cpu, cuda or cuda:N (default: the config's device, auto: CUDA when available)",
+    )
+    if amp:
+        p.add_argument(
+            "--amp",
+            default="off",
+            help="mixed precision: fp16, bf16 or off (default off; fp16 suits GPUs, bf16 the CPU)",
+        )
+
+
+def _device_and_amp(args, device):
+    """``(device, autocast dtype or None)`` of a loaded model's device and ``--amp``; joins the
+    process group under ``torchrun``."""
+    from .engine.distributed import DeviceError, init_distributed, resolve_amp
+
+    try:
+        device = init_distributed(device)
+        amp = resolve_amp(getattr(args, "amp", None), device)
+    except DeviceError as err:
+        raise ValueError(str(err)) from err
+    return device, amp
+
+
+def _autocast(device, amp):
+    import torch
+
+    return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+
+
+def _say_where(args, device, amp) -> None:
+    from .engine.distributed import describe_run, is_main_process
+
+    if is_main_process():
+        print(f"pointrend {args.command}: {describe_run(device, amp)}", file=sys.stderr)
+
+
 def _set_threads(args) -> None:
     """Apply ``--threads`` (a clear error for a count below 1)."""
     if args.threads is None:
@@ -65,6 +104,7 @@ def _add_train_parser(sub) -> None:
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config's device)")
     _add_threads_option(p)
     p.set_defaults(func=_run_train)
 
@@ -72,14 +112,14 @@ def _add_train_parser(sub) -> None:
 def _run_train(args) -> int:
     from .engine import load_config, train
     from .engine.config import require_train_data
-    from .engine.distributed import is_main_process
 
     _set_threads(args)
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
+    overrides += [f"device={args.device}"] if args.device else []
     cfg = load_config(args.config, overrides)
     require_train_data(cfg, args.config)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    if is_main_process():
+    if result.is_main_process:
         for note in result.notes:
             print(f"pointrend train: {note}")
         print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
@@ -138,6 +178,7 @@ def _add_eval_parser(sub) -> None:
         "model still sees val_data.image_size and pastes its masks at N x N; sets val_data.gt_size)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_options(p)
     _add_threads_option(p)
     p.set_defaults(func=_run_eval)
 
@@ -145,7 +186,7 @@ def _add_eval_parser(sub) -> None:
 def _run_eval(args) -> int:
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
-    from .engine.distributed import init_distributed, is_main_process
+    from .engine.distributed import is_main_process
     from .engine.evaluate import (
         check_classes_match,
         evaluate_instances,
@@ -156,11 +197,11 @@ def _run_eval(args) -> int:
     from .engine.inference import load_trained_model
 
     _set_threads(args)
-    device = init_distributed("auto")
     overrides = list(args.set or [])
     if args.eval_size is not None:
         overrides.append(f"val_data.gt_size={args.eval_size}")
-    trained = load_trained_model(args.weights, args.config, overrides, device=device)
+    trained = load_trained_model(args.weights, args.config, overrides, device=args.device)
+    device, amp = _device_and_amp(args, trained.device)
     _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:
@@ -173,7 +214,9 @@ def _run_eval(args) -> int:
         Path(args.out).with_name(f"{Path(args.out).stem}_cityscapes") if args.out else None
     )
     extra = {"cityscapes_dir": predictions} if trained.task == "instance" else {}
-    metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
+    _say_where(args, device, amp)
+    with _autocast(device, amp):
+        metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
@@ -216,6 +259,7 @@ def _add_predict_parser(sub) -> None:
         help="instances: keep detections scoring at least this (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device_options(p)
     _add_threads_option(p)
     p.set_defaults(func=_run_predict)
 
@@ -224,7 +268,8 @@ def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
     _set_threads(args)
-    trained = load_trained_model(args.weights, args.config, args.set)
+    trained = load_trained_model(args.weights, args.config, args.set, device=args.device)
+    device, amp = _device_and_amp(args, trained.device)
     _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
@@ -235,9 +280,11 @@ def _run_predict(args) -> int:
             f"category_id in predictions.json is the model's label (1..{trained.num_classes - 1})",
             file=sys.stderr,
         )
-    rows, failures = predict_images(
-        trained, paths, args.out, args.score_thresh, progress=not args.no_progress
-    )
+    _say_where(args, device, amp)
+    with _autocast(device, amp):
+        rows, failures = predict_images(
+            trained, paths, args.out, args.score_thresh, progress=not args.no_progress
+        )
     if rows:
         print(format_table(rows))
     for path, error in failures:
@@ -257,6 +304,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
     p.add_argument("--mask-resolution", choices=("fixed", "box"), default="fixed", help=MASKS)
+    _add_device_options(p, amp=False)
     _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
@@ -275,6 +323,7 @@ def _run_demo(args) -> int:
         seed=demo.DEMO_SEED if args.seed is None else args.seed,
         weights_dir=args.weights_dir or demo.WEIGHTS_DIR,
         mask_resolution=args.mask_resolution,
+        device=args.device,
     )
     metrics = demo.run_demo(options)
     print(demo.format_demo_table(metrics))
@@ -308,6 +357,12 @@ def _add_export_parser(sub) -> None:
     _add_set_option(p, "model.options.box_score_thresh=0.3")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="traced image size")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device the model is traced on: cpu (default; the file then runs anywhere), cuda "
+        "or cuda:N",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -315,7 +370,14 @@ def _run_export(args) -> int:
     from .export import export_from_config
 
     result = export_from_config(
-        args.config, args.weights, args.format, args.out, args.set, args.size, args.opset
+        args.config,
+        args.weights,
+        args.format,
+        args.out,
+        args.set,
+        args.size,
+        args.opset,
+        device=args.device,
     )
     diff = result["max_abs_diff"]
     check = "not checked" if diff is None else f"max |difference| {diff:.2g}"
