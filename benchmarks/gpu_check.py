@@ -26,6 +26,7 @@ Run: ``python -m benchmarks.gpu_check [--device cuda] [--quick] [--out benchmark
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -47,13 +48,14 @@ class Sizes:
     instance: tuple[int, int] = (800, 1333)
     semantic: tuple[int, int] = (1024, 2048)
     detections: int = 100
+    num_classes: int = 91  # COCO's, with the background
     backbone: str = "resnet50"
     rounds: int = 3
     train_iters: int = 50
     torchrun_iters: int = 20
 
 
-QUICK = Sizes((128, 192), (128, 256), 10, "resnet18", 1, 2, 2)
+QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
 
 
 def _sync(device: torch.device) -> None:
@@ -194,11 +196,11 @@ def _instance_models(sizes: Sizes) -> dict:
     for mode in ("fixed", "box"):
         torch.manual_seed(0)
         models[f"pointrend_{mode}"] = pointrend_maskrcnn(
-            sizes.backbone, 91, mask_resolution=mode, **common
+            sizes.backbone, sizes.num_classes, mask_resolution=mode, **common
         )
     torch.manual_seed(0)
     backbone = resnet_fpn_backbone(backbone_name=sizes.backbone, weights=None, trainable_layers=3)
-    models["torchvision_maskrcnn"] = MaskRCNN(backbone, 91, **common)
+    models["torchvision_maskrcnn"] = MaskRCNN(backbone, sizes.num_classes, **common)
     return models
 
 
@@ -317,8 +319,9 @@ def torchrun_one_process(device: torch.device, iters: int) -> dict:
         out = Path(work) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
         cmd += ["-m", "pointrend", *_train_args(out, iters, device)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         checkpoint = (out / f"model_{iters:07d}.pt").is_file()
     return {
         "backend": "nccl" if device.type == "cuda" else "gloo",
