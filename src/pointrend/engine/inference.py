@@ -22,12 +22,14 @@ from ..data.images import IMAGE_SUFFIXES, read_image
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
+    ConfigError,
     TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
     with_checkpoint_model,
 )
+from .distributed import DeviceError, resolve_device
 
 __all__ = [
     "TrainedModel",
@@ -57,6 +59,7 @@ class TrainedModel:
     # model keys in which the config given differed from the checkpoint's (the checkpoint's won)
     config_notes: list[str] = dataclasses.field(default_factory=list)
     label_to_category_id: dict[int, int] | None = None
+    device: torch.device = torch.device("cpu")
 
     @property
     def task(self) -> str:
@@ -82,7 +85,7 @@ def load_trained_model(
     weights: str | Path,
     config: str | Path | None = None,
     overrides: list[str] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> TrainedModel:
     """Build the model a checkpoint describes and load the checkpoint's weights.
 
@@ -95,6 +98,8 @@ def load_trained_model(
             that holds no config.
         overrides: ``key=value`` overrides applied last, model keys included, e.g.
             ``model.options.mask_output_size=112``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~.distributed.resolve_device`);
+            ``None``: the config's ``device`` (``auto`` unless it says otherwise).
     """
     ckpt = load_checkpoint(weights)
     given = load_config(config) if config is not None else None
@@ -104,13 +109,19 @@ def load_trained_model(
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
+    try:
+        device = resolve_device(cfg.device if device is None else device)
+    except DeviceError as err:
+        raise ConfigError(str(err)) from err
     model = build_model(cfg.model, num_classes, initial_weights=False)
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])
     to_category = ckpt.get("label_to_category_id")
     to_category = {int(k): int(v) for k, v in to_category.items()} if to_category else None
-    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category)
+    return TrainedModel(
+        model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category, device
+    )
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:

@@ -160,7 +160,7 @@ class MetricsLog:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
+        if self.tb is not None and "event" not in record:
             for k, v in record.items():
                 if k != "iter" and isinstance(v, int | float):
                     self.tb.add_scalar(k, v, record["iter"])
