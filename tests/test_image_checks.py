@@ -73,3 +73,19 @@ def test_instance_model_refuses_an_image_resizing_would_make_empty(models):
         ValueError, match=r"images\[0\] is 1 x 300: .* short side would be 0 pixels"
     ):
         _run(models, "instance", torch.rand(3, 1, 300))
+
+
+def test_wrong_containers_are_one_line_errors(models):
+    instance, semantic = models
+    with torch.no_grad():
+        for call, message in (
+            (
+                lambda: instance([]),
+                r"^images must be a non-empty list of 3 x H x W tensors, got empty$",
+            ),
+            (lambda: instance(GOOD), r"^images must be a non-empty list .* got Tensor$"),
+            (lambda: semantic([GOOD]), r"^images must be a torch\.Tensor, got list$"),
+        ):
+            with pytest.raises(ValueError, match=message):
+                call()
+

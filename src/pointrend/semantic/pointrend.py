@@ -185,7 +185,6 @@ class SemanticSegmenter(nn.Module):
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        check_image_tensor(images, "images", batched=True)
         x = (as_model_dtype(images, self.mean.dtype) - self.mean) / self.std
         d = self.size_divisibility
         if d > 1:
@@ -221,6 +220,7 @@ class SemanticSegmenter(nn.Module):
         return head(point_sample(fine, points * scale), point_sample(coarse, points))
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
+        check_image_tensor(images, "images", batched=True)  # the values: one host read
         if not self.training:
             return {"out": self._predict(images)}
         H, W = images.shape[-2:]
@@ -269,7 +269,6 @@ class SemanticSegmenter(nn.Module):
         size = shortest_edge_size(H, W, self.test_min_size, self.test_max_size)
         if size == (H, W):
             return self._logits(images)
-        check_image_tensor(images, "images", batched=True)
         resized = F.interpolate(
             as_model_dtype(images, self.mean.dtype),
             size=size,
