@@ -87,3 +87,13 @@ def test_under_torchrun_one_process_runs_in_a_process_group(tmp_path, monkeypatc
     assert seen == [1]
     assert not torch.distributed.is_initialized()
     assert load_checkpoint(tmp_path / "model_final.pt")["iteration"] == 2
+
+
+def test_a_missing_tensorboard_is_said_once_not_hidden(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    run(toy_config(tmp_path, max_iter=1, period=0))
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard is not installed (pip install 'pointrend[tensorboard]')") == 1
+    assert "device cpu, precision fp32, world size 1" in err
