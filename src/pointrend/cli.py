@@ -364,7 +364,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, NonFiniteLossError, ValueError, OSError) as err:
+    except (
+        ConfigError,
+        CheckpointError,
+        NonFiniteLossError,
+        ValueError,
+        OSError,
+        ImportError,  # an optional package missing: the message says which
+    ) as err:
         print(f"pointrend {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -27,7 +27,13 @@ from .engine.evaluate import coco_ground_truth
 from .engine.inference import TrainedModel, load_trained_model, read_image
 from .evaluation import InstanceEvaluator, SemanticEvaluator
 from .instance.mask_head import infer_stride
-from .viz import overlay_instances, overlay_labels, plot_panels, plot_subdivision_steps
+from .viz import (
+    overlay_instances,
+    overlay_labels,
+    plot_panels,
+    plot_subdivision_steps,
+    require_matplotlib,
+)
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "DemoOptions", "run_demo", "format_demo_table"]
 
@@ -217,6 +223,7 @@ def _semantic_part(models, options: DemoOptions):
 def run_demo(options: DemoOptions) -> dict:
     """Run the demo; returns the metrics it also writes to ``out/metrics.json``."""
     start = time.perf_counter()
+    require_matplotlib()  # the figures are the demo's output: say so before any work
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     models = _load(options)
