@@ -81,6 +81,23 @@ def num_classes_from_state(task: str, state: dict) -> int:
     )
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def checkpoint_file(weights: str | Path) -> Path:
+    """The checkpoint file ``weights`` names: a path, or ``zoo:NAME`` for a published model
+    (downloaded and converted once: :func:`~pointrend.interop.detectron2.converted_zoo_checkpoint`)."""
+    text = str(weights)
+    if not text.startswith(ZOO_PREFIX):
+        return Path(weights)
+    from ..interop.detectron2 import D2ImportError, converted_zoo_checkpoint
+
+    try:
+        return converted_zoo_checkpoint(text[len(ZOO_PREFIX) :])
+    except D2ImportError as err:
+        raise CheckpointError(f"--weights {text}: {err}") from err
+
+
 def load_trained_model(
     weights: str | Path,
     config: str | Path | None = None,
@@ -93,7 +110,8 @@ def load_trained_model(
     the rest (the data), and ``config_notes`` list the model keys in which it differed.
 
     Args:
-        weights: a checkpoint written by ``pointrend train`` (or a shipped one).
+        weights: a checkpoint written by ``pointrend train`` (or a shipped one), or
+            ``zoo:NAME`` for a published model (:func:`checkpoint_file`).
         config: a YAML config for the data; its model section counts only for a checkpoint
             that holds no config.
         overrides: ``key=value`` overrides applied last, model keys included, e.g.
@@ -101,6 +119,7 @@ def load_trained_model(
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~.distributed.resolve_device`);
             ``None``: the config's ``device`` (``auto`` unless it says otherwise).
     """
+    weights = checkpoint_file(weights)
     ckpt = load_checkpoint(weights)
     given = load_config(config) if config is not None else None
     cfg, notes = with_checkpoint_model(given, ckpt.get("config"), str(weights))
