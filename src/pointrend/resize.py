@@ -20,6 +20,7 @@ from torch import Tensor
 
 __all__ = ["shortest_edge_size", "resize_uint8_bilinear", "quantise_to_uint8"]
 
+
 def shortest_edge_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
     """The size an ``height x width`` image is resized to for inference: the shorter side to
     ``min_size``, then both scaled down so that the longer is at most ``max_size`` (0: no

@@ -249,6 +249,7 @@ def pointrend_maskrcnn(
     mask_resolution: str | None = None,
     max_mask_size: int | None = None,
     mask_points_per_side: float | None = None,
+    mask_train_on_pred_boxes: bool | None = None,
     **options,
 ) -> MaskRCNN:
     """PointRend Mask R-CNN on a torchvision ResNet / ResNeXt / MobileNetV3 FPN backbone.
@@ -264,6 +265,8 @@ def pointrend_maskrcnn(
             ``"box"`` (each mask at about its box's height and width in the output image,
             capped at ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per
             cell of the grid's mean side): :mod:`pointrend.instance.box_resolution`.
+            ``mask_train_on_pred_boxes``: train the mask branch on the box head's boxes for the
+            ground-truth class (default, the authors' recipe) or on the proposals (``False``).
         **options: the options common to both builders (this module's docstring).
 
     Returns:
@@ -284,6 +287,7 @@ def pointrend_maskrcnn(
         "mask_resolution": mask_resolution,
         "max_mask_size": max_mask_size,
         "points_per_side": mask_points_per_side,
+        "train_on_pred_boxes": mask_train_on_pred_boxes,
     }
     config = replace_options(
         mask_config or PointRendMaskConfig(),

@@ -5,7 +5,10 @@ branch (sampling, box head, ``fastrcnn_loss``, ``postprocess_detections``) is to
 mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
 
 * Training: returns ``loss_classifier``, ``loss_box_reg`` (torchvision's), ``loss_mask`` (coarse
-  7x7) and ``loss_mask_point`` (196 points per positive box).
+  7x7) and ``loss_mask_point`` (196 points per positive box). The mask branch trains on the box
+  head's boxes of the positive proposals, regressed for their ground-truth class (not clipped,
+  no gradient; ``PointRendMaskConfig.train_on_pred_boxes``, detectron2's
+  ``TRAIN_ON_PRED_BOXES``), or on the proposals with that option off.
 * Inference: per image ``boxes``, ``labels``, ``scores`` and ``masks``, the latter ``N x 1 x M x M``
   box-relative probabilities (M = 224 by default) that the model's transform pastes into the
   image (:class:`~pointrend.instance.transform.PointRendTransform`). With
@@ -23,7 +26,7 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 
 from .box_resolution import render_by_box_size
 from .mask_head import PointRendMaskBranch, infer_stride
-from .paste import FlatMasks
+from .targets import FlatMasks
 
 __all__ = ["PointRendRoIHeads", "ImageSizes", "output_scales", "check_training_targets"]
 
@@ -165,7 +168,12 @@ class PointRendRoIHeads(RoIHeads):
                 class_logits, box_regression, labels, regression_targets
             )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-            losses.update(self._mask_losses(fine, stride, proposals, labels, matched_idxs, targets))
+            mask_boxes = proposals
+            if self.mask_branch.config.train_on_pred_boxes:
+                mask_boxes = self.predicted_gt_class_boxes(box_regression, proposals, labels)
+            losses.update(
+                self._mask_losses(fine, stride, mask_boxes, labels, matched_idxs, targets)
+            )
             return [], losses
 
         boxes, scores, labels = self.postprocess_detections(
@@ -185,6 +193,22 @@ class PointRendRoIHeads(RoIHeads):
             for b, lab, s, m in zip(boxes, labels, scores, masks)
         ]
         return result, {}
+
+    @torch.no_grad()
+    def predicted_gt_class_boxes(
+        self, box_regression: Tensor, proposals: list[Tensor], labels: list[Tensor]
+    ) -> list[Tensor]:
+        """Each proposal's box regressed by the box head for its ground-truth class (the
+        background's proposals: class 0's row, unused), not clipped, without gradient.
+
+        Shapes: ``box_regression`` ``R x 4K``; ``proposals`` and ``labels`` per image
+        ``R_i x 4`` and ``R_i``; returns per image ``R_i x 4``.
+        """
+        decoded = self.box_coder.decode(box_regression, proposals)  # R x K x 4
+        classes = torch.cat(labels).clamp(0, decoded.shape[1] - 1)
+        rows = torch.arange(decoded.shape[0], device=decoded.device)
+        boxes = decoded[rows, classes].to(proposals[0].dtype)
+        return list(boxes.split([len(p) for p in proposals]))
 
     def _mask_losses(
         self,

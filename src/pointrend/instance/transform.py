@@ -198,8 +198,11 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def _pixels_after_resize(self) -> bool:
         """Whether this transform resizes the 8-bit pixels before normalising (detectron2's
         order): the detectron2 rule, in eager mode (traced, it resizes the normalised image)."""
-        return self.resize_rule == "detectron2" and self.fixed_size is None and self.resizes and (
-            not torch.jit.is_tracing()
+        return (
+            self.resize_rule == "detectron2"
+            and self.fixed_size is None
+            and self.resizes
+            and (not torch.jit.is_tracing())
         )
 
     def normalize(self, image: Tensor) -> Tensor:

@@ -1,0 +1,143 @@
+"""detectron2's PointRend training recipe: the mask branch's two losses equal detectron2's.
+
+The reference is detectron2 itself (``tests/fixtures/detectron2/instance_train``): its
+``loss_mask`` and ``loss_mask_point`` for the model of ``../instance`` on that fixture's image 0,
+with 3 ground-truth instances (full-image bitmasks), 6 FIXED boxes standing for the box head's
+predicted boxes (one inside its object, one on the second part of a two-part instance, one past
+the image's right and bottom edges: training boxes are not clipped) and FIXED point coordinates
+(the random sampler taken out), with its binary 7x7 targets and its point labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from detectron2_fixture import FIXTURES, d2_config_yaml, fixture_image, instance_weights
+
+from pointrend.instance.targets import FlatMasks, coarse_mask_targets, sample_masks_at_points
+from pointrend.interop.detectron2 import D2Config
+from pointrend.interop.detectron2.instance import instance_model_from_detectron2, instance_options
+
+TRAIN = FIXTURES / "instance_train"
+INPUTS = np.load(TRAIN / "inputs.npz")
+D2 = np.load(TRAIN / "d2_outputs.npz")
+
+
+def gt_bitmasks() -> torch.Tensor:
+    shape = tuple(INPUTS["gt_bitmasks_shape"])
+    bits = np.unpackbits(INPUTS["gt_bitmasks"], axis=-1)[..., : shape[-1]]
+    return torch.from_numpy(bits.astype(np.uint8))  # 3 x 320 x 480
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    cfg = D2Config.from_yaml(d2_config_yaml(tmp_path_factory.mktemp("d2") / "config.yaml"))
+    return instance_model_from_detectron2(instance_weights(), cfg)
+
+
+def fixed_inputs():
+    boxes = torch.from_numpy(INPUTS["boxes"])
+    index = torch.from_numpy(INPUTS["box_gt_index"])
+    labels = torch.from_numpy(INPUTS["box_classes"]) + 1  # detectron2 class c = label c + 1
+    points = torch.from_numpy(INPUTS["points"])
+    return boxes, index, labels, points
+
+
+def test_coarse_targets_are_detectron2s_binary_roi_align():
+    boxes, index, _, _ = fixed_inputs()
+    targets = coarse_mask_targets(FlatMasks([gt_bitmasks()]), index, boxes, 7)
+    assert torch.equal(targets.bool(), torch.from_numpy(D2["coarse_targets"]))
+
+
+def test_point_labels_are_the_bitmask_sampled_at_the_points():
+    boxes, index, _, points = fixed_inputs()
+    image_points = boxes[:, None, :2] + points * (boxes[:, None, 2:] - boxes[:, None, :2])
+    labels = sample_masks_at_points(FlatMasks([gt_bitmasks()]), index, image_points)
+    expected = torch.from_numpy(D2["point_labels"])
+    torch.testing.assert_close(labels, expected, rtol=0, atol=1e-6)
+    assert ((labels > 0) & (labels < 1)).any()  # soft at the edges, as detectron2's
+
+
+def test_mask_losses_are_detectron2s(model, monkeypatch):
+    boxes, index, labels, points = fixed_inputs()
+    branch = model.roi_heads.mask_branch
+    monkeypatch.setattr(branch, "training_points", lambda coarse_gt: points)
+    with torch.no_grad():
+        batch, _ = model.transform([fixture_image(0)])
+        fine = model.backbone(batch.tensors)["0"]
+        coarse = branch.coarse_logits(fine, 4.0, [boxes])
+        losses = branch.losses(fine, 4.0, [boxes], labels, FlatMasks([gt_bitmasks()]), index)
+    # Coarse logits: class c of detectron2 is channel c + 1 (0 is the background here).
+    torch.testing.assert_close(
+        coarse[:, 1:], torch.from_numpy(D2["coarse_logits"]), atol=1e-4, rtol=0
+    )
+    assert abs(float(losses["loss_mask"]) - float(D2["loss_mask"])) <= 1e-5
+    assert abs(float(losses["loss_mask_point"]) - float(D2["loss_mask_point"])) <= 1e-5
+
+
+def _toy_batch():
+    torch.manual_seed(0)
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 8:40, 10:30] = 1
+    masks[1, 30:60, 20:62] = 1
+    boxes = torch.tensor([[10.0, 8.0, 30.0, 40.0], [20.0, 30.0, 62.0, 60.0]])
+    targets = [
+        {"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks},
+        {"boxes": boxes[:1], "labels": torch.tensor([2]), "masks": masks[:1]},
+    ]
+    return images, targets
+
+
+@pytest.mark.parametrize("on_pred_boxes", [True, False])
+def test_the_mask_branch_trains_on_the_box_heads_boxes_for_the_gt_class(monkeypatch, on_pred_boxes):
+    """detectron2's TRAIN_ON_PRED_BOXES: each positive proposal replaced by the box head's
+    regression for its ground-truth class (no gradient, not clipped); off: the proposals."""
+    from pointrend.instance import pointrend_maskrcnn
+
+    torch.manual_seed(0)
+    model = pointrend_maskrcnn(
+        "resnet18", 3, box_head_dim=16, min_size=64, max_size=64,
+        mask_train_on_pred_boxes=on_pred_boxes,
+    ).train()  # fmt: skip
+    heads, seen = model.roi_heads, {}
+    select, losses = heads.select_training_samples, heads.mask_branch.losses
+
+    def select_spy(proposals, targets):
+        seen["sampled"] = select(proposals, targets)
+        return seen["sampled"]
+
+    def losses_spy(features, stride, boxes, classes, gt, index):
+        seen["boxes"] = torch.cat(boxes)
+        return losses(features, stride, boxes, classes, gt, index)
+
+    monkeypatch.setattr(heads, "select_training_samples", select_spy)
+    monkeypatch.setattr(heads.mask_branch, "losses", losses_spy)
+    heads.box_predictor.register_forward_hook(lambda m, i, o: seen.update(regression=o[1]))
+    images, targets = _toy_batch()
+    model(images, targets)
+    proposals, _, labels, _ = seen["sampled"]
+    labels = torch.cat(labels)
+    positive = torch.where(labels > 0)[0]
+    assert len(positive) > 0
+    if on_pred_boxes:
+        decoded = heads.box_coder.decode(seen["regression"].detach(), proposals)
+        expected = decoded[positive, labels[positive]]
+        assert not seen["boxes"].requires_grad
+    else:
+        expected = torch.cat(proposals)[positive]
+    assert torch.equal(seen["boxes"], expected)
+    assert not torch.equal(seen["boxes"], torch.cat(proposals)[positive]) or not on_pred_boxes
+
+
+def test_imported_configs_train_with_detectron2s_recipe(tmp_path):
+    cfg = D2Config.from_yaml(d2_config_yaml(tmp_path / "config.yaml"))
+    _, _, options = instance_options(cfg)
+    assert options["mask_train_on_pred_boxes"] is True  # TRAIN_ON_PRED_BOXES
+    assert (options["rpn_pre_nms_top_n_train"], options["rpn_post_nms_top_n_train"]) == (2000, 1000)
+    assert (options["mask_train_num_points"], options["mask_oversample_ratio"]) == (196, 3.0)
+    assert options["mask_importance_sample_ratio"] == 0.75
+    model = instance_model_from_detectron2(instance_weights(), cfg)
+    assert model.roi_heads.mask_branch.config.train_on_pred_boxes
+    assert model.rpn._post_nms_top_n["training"] == 1000
