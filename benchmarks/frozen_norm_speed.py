@@ -2,7 +2,8 @@
 
 Both sides are the model the importer builds for the zoo config ``pointrend_rcnn_R_50_FPN_1x_coco``
 (80 classes; frozen batch norm, stride in the 1x1 conv, detectron2's resize rule and anchors),
-with the same random weights (seed 0) and a score threshold of 0 so that both return 100
+with the same random weights (seed 0; frozen batch-norm means, variances and shifts drawn away
+from the identity) and a score threshold of 0 so that both return 100
 detections; torchvision's ImageNet mean / std replace detectron2's 0-255 scale, with which random
 weights overflow (the cost is the same). The baseline is the package at ``--baseline`` (a git
 ref, default ``main``), taken with ``git archive`` into a temporary folder and imported under
@@ -32,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .machine import command_line, machine_info
 from .meters import alternate
@@ -77,6 +79,14 @@ def build(package: str, state: dict | None = None) -> torch.nn.Module:
     model = models.pointrend_maskrcnn(name, num_classes, **options).eval()
     if state is not None:
         model.load_state_dict(state)
+        return model
+    g = torch.Generator().manual_seed(0)  # frozen statistics away from the identity
+    for norm in model.backbone.modules():
+        if isinstance(norm, FrozenBatchNorm2d):
+            n = norm.weight.shape[0]
+            norm.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=g))
+            norm.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+            norm.bias.copy_(0.1 * torch.randn(n, generator=g))
     return model
 
 

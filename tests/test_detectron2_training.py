@@ -21,6 +21,7 @@ from detectron2_fixture import (
     write_zoo_pkl,
 )
 
+from pointrend.instance import pointrend_maskrcnn
 from pointrend.instance.targets import FlatMasks, coarse_mask_targets, sample_masks_at_points
 from pointrend.interop.detectron2 import D2Config
 from pointrend.interop.detectron2.instance import instance_model_from_detectron2, instance_options
@@ -100,8 +101,6 @@ def _toy_batch():
 def test_the_mask_branch_trains_on_the_box_heads_boxes_for_the_gt_class(monkeypatch, on_pred_boxes):
     """detectron2's TRAIN_ON_PRED_BOXES: each positive proposal replaced by the box head's
     regression for its ground-truth class (no gradient, not clipped); off: the proposals."""
-    from pointrend.instance import pointrend_maskrcnn
-
     torch.manual_seed(0)
     model = pointrend_maskrcnn(
         "resnet18", 3, box_head_dim=16, min_size=64, max_size=64,
@@ -179,3 +178,48 @@ def test_fine_tuning_an_imported_checkpoint_lowers_the_loss(tmp_path):
     losses = [json.loads(line)["loss"] for line in records if '"loss"' in line]
     assert len(losses) == 6, losses
     assert sum(losses[-2:]) < sum(losses[:2]), losses
+
+
+def test_box_losses_take_detectron2s_smooth_l1_beta():
+    """beta 1/9: torchvision's losses exactly; beta 0 (detectron2's configs): plain L1."""
+    from torchvision.models.detection.roi_heads import fastrcnn_loss
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    from pointrend.instance.losses import SmoothL1RPN, box_head_losses
+
+    g = torch.Generator().manual_seed(0)
+    logits, deltas = torch.randn(6, 3, generator=g), torch.randn(6, 12, generator=g)
+    labels = [torch.tensor([0, 2, 1]), torch.tensor([1, 0, 0])]
+    targets = [torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)]
+    expected = fastrcnn_loss(logits, deltas, labels, targets)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(box_head_losses(logits, deltas, labels, targets), expected)
+    )
+    _, l1 = box_head_losses(logits, deltas, labels, targets, beta=0.0)
+    chosen = deltas.view(6, 3, 4)[[1, 2, 3], [2, 1, 1]]
+    torch.testing.assert_close(l1, (chosen - torch.cat(targets)[[1, 2, 3]]).abs().sum() / 6)
+
+    model = pointrend_maskrcnn("resnet18", 3, box_head_dim=16)  # any RPN: only its sampler is used
+    objectness, anchor_deltas = torch.randn(40, 1, generator=g), torch.randn(40, 4, generator=g)
+    anchor_labels = [(torch.rand(20, generator=g) * 3).floor() - 1 for _ in range(2)]
+    anchor_targets = [torch.randn(20, 4, generator=g) for _ in range(2)]
+    arguments = (objectness, anchor_deltas, anchor_labels, anchor_targets)
+    torch.manual_seed(1)
+    expected = RegionProposalNetwork.compute_loss(model.rpn, *arguments)
+    assert isinstance(model.rpn, SmoothL1RPN) and model.rpn.smooth_l1_beta == 1 / 9
+    torch.manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(model.rpn.compute_loss(*arguments), expected))
+    model.rpn.smooth_l1_beta = 0.0
+    torch.manual_seed(1)
+    _, rpn_l1 = model.rpn.compute_loss(*arguments)
+    assert not torch.equal(rpn_l1, expected[1])
+
+
+def test_imported_models_train_with_plain_l1_box_losses(tmp_path):
+    cfg = D2Config.from_yaml(d2_config_yaml(tmp_path / "config.yaml"))
+    _, _, options = instance_options(cfg)
+    assert options["rpn_smooth_l1_beta"] == options["box_smooth_l1_beta"] == 0.0
+    model = pointrend_maskrcnn("resnet18", 3, box_head_dim=16, rpn_smooth_l1_beta=0.0,
+                               box_smooth_l1_beta=0.0)  # fmt: skip
+    assert model.rpn.smooth_l1_beta == model.roi_heads.smooth_l1_beta == 0.0

@@ -1,7 +1,8 @@
 """RoI heads for torchvision's Mask R-CNN with PointRend's mask branch.
 
 :class:`PointRendRoIHeads` is a :class:`torchvision.models.detection.roi_heads.RoIHeads`: the box
-branch (sampling, box head, ``fastrcnn_loss``, ``postprocess_detections``) is torchvision's; the
+branch (sampling, box head, ``postprocess_detections``) is torchvision's, its loss torchvision's
+with a choice of smooth-L1 ``beta`` (:mod:`.losses`); the
 mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
 
 * Training: returns ``loss_classifier``, ``loss_box_reg`` (torchvision's), ``loss_mask`` (coarse
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads
 
 from .box_resolution import render_by_box_size
+from .losses import TORCHVISION_BETA, box_head_losses
 from .mask_head import PointRendMaskBranch, infer_stride
 from .targets import FlatMasks
 
@@ -102,12 +104,20 @@ class PointRendRoIHeads(RoIHeads):
 
     Build it from an existing :class:`RoIHeads` with :meth:`from_roi_heads` (that is what the
     builders do), or with :class:`RoIHeads`'s box-branch arguments, by name, plus
-    ``mask_branch``. torchvision's mask head arguments do not apply.
+    ``mask_branch``. torchvision's mask head arguments do not apply. ``smooth_l1_beta``: of the
+    box-regression loss (torchvision: 1/9; detectron2's configs: 0, plain L1).
     """
 
-    def __init__(self, *, mask_branch: PointRendMaskBranch, **box_branch):
+    def __init__(
+        self,
+        *,
+        mask_branch: PointRendMaskBranch,
+        smooth_l1_beta: float = TORCHVISION_BETA,
+        **box_branch,
+    ):
         super().__init__(**box_branch)
         self.mask_branch = mask_branch
+        self.smooth_l1_beta = float(smooth_l1_beta)
 
     @staticmethod
     def box_branch_arguments(heads: RoIHeads) -> dict:
@@ -128,9 +138,12 @@ class PointRendRoIHeads(RoIHeads):
         )
 
     @classmethod
-    def from_roi_heads(cls, heads: RoIHeads, mask_branch: PointRendMaskBranch) -> PointRendRoIHeads:
-        """Take over the box branch (modules and settings) of ``heads``; drop its mask head."""
-        return cls(mask_branch=mask_branch, **cls.box_branch_arguments(heads))
+    def from_roi_heads(
+        cls, heads: RoIHeads, mask_branch: PointRendMaskBranch, **options
+    ) -> PointRendRoIHeads:
+        """Take over the box branch (modules and settings) of ``heads``; drop its mask head
+        (``options``: ``smooth_l1_beta``)."""
+        return cls(mask_branch=mask_branch, **options, **cls.box_branch_arguments(heads))
 
     def has_mask(self) -> bool:
         return True
@@ -164,8 +177,8 @@ class PointRendRoIHeads(RoIHeads):
         fine = fine.contiguous(memory_format=torch.channels_last)
         stride = infer_stride(fine.shape[-2:], image_shapes)
         if self.training:
-            loss_classifier, loss_box_reg = fastrcnn_loss(
-                class_logits, box_regression, labels, regression_targets
+            loss_classifier, loss_box_reg = box_head_losses(
+                class_logits, box_regression, labels, regression_targets, self.smooth_l1_beta
             )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
             mask_boxes = proposals
