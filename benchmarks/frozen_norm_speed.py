@@ -13,7 +13,8 @@ rule leaves at its size.
 Timed, alternating the two sides, one warm-up call each, ``--rounds`` rounds, median reported,
 one thread: the backbone (ResNet-50 + FPN on the normalised batch), the transform (normalise,
 resize rule, batch) and the whole model (``model([image])``). The backbone's outputs of the
-two sides are compared too (max absolute difference).
+two sides are compared too (max absolute difference, and relative to each level's largest
+absolute value).
 
 Run: ``python -m benchmarks.frozen_norm_speed [--rounds 3] [--baseline main]``; writes
 ``results.json``'s ``"frozen_norm_speed"``.
@@ -108,9 +109,14 @@ def main(argv: list[str] | None = None) -> dict:
             batches = {k: m.transform([image])[0].tensors for k, m in sides.items()}
             outputs = {k: m.backbone(batches[k]) for k, m in sides.items()}
             counts = {k: len(m([image])[0]["boxes"]) for k, m in sides.items()}
-        difference = max(
-            float((outputs["current"][level] - outputs["baseline"][level]).abs().max())
+        differences = {
+            level: float((outputs["current"][level] - outputs["baseline"][level]).abs().max())
             for level in outputs["current"]
+        }
+        difference = max(differences.values())
+        relative = max(
+            differences[level] / float(outputs["baseline"][level].abs().max())
+            for level in differences
         )
         parts = {
             "backbone": lambda m, k: m.backbone(batches[k]),
@@ -137,13 +143,17 @@ def main(argv: list[str] | None = None) -> dict:
         "median_seconds": medians,
         "current_over_baseline": ratios,
         "backbone_max_abs_difference": difference,
+        "backbone_max_relative_difference": relative,
     }
     for part, m in medians.items():
         print(
             f"{part:12s} current {m['current']:7.3f} s  baseline ({args.baseline}) "
             f"{m['baseline']:7.3f} s  ratio {ratios[part]:.3f}"
         )
-    print(f"backbone outputs: max |difference| {difference:.2e}; detections {counts}")
+    print(
+        f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} of the largest "
+        f"|value| of a level); detections {counts}"
+    )
     print(f"wrote {store_standalone(Path(args.out), 'frozen_norm_speed', section)}")
     return section
 

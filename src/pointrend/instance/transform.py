@@ -167,7 +167,9 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
-        """torchvision's resize; when tracing (export), the output size computed as in eager.
+        """torchvision's resize (none when the size would not change); when tracing (export),
+        the output size computed as in eager. With the detectron2 rule, :meth:`_resize_detectron2`
+        (eager: it also normalises, after resizing the 8-bit pixels).
 
         Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
         the output size, which for shrunk images can come out a pixel smaller than in PyTorch
