@@ -46,6 +46,12 @@ HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
 BASELINE_PACKAGE = "pointrend_baseline"
 
 
+def resolve(ref: str) -> str:
+    """The commit hash of git ``ref``."""
+    out = subprocess.run(["git", "rev-parse", ref], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def load_baseline(ref: str, folder: Path):
     """The ``pointrend`` package of git ``ref``, imported as :data:`BASELINE_PACKAGE`."""
     archive = subprocess.run(
@@ -118,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    commit = resolve(args.baseline)
     with tempfile.TemporaryDirectory() as folder:
-        load_baseline(args.baseline, Path(folder))
+        load_baseline(commit, Path(folder))
         current = build("pointrend")
         sides = {"current": current, "baseline": build(BASELINE_PACKAGE, current.state_dict())}
         with torch.no_grad():
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command_line("benchmarks.frozen_norm_speed", argv),
         "machine": machine_info(),
         "baseline": args.baseline,
+        "baseline_commit": commit,
         "image": [HEIGHT, WIDTH],
         "threads": 1,
         "rounds": args.rounds,
