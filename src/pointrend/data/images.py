@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageError", "read_image", "image_size", "pair_size_problem", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 _SIXTEEN_BIT = 65535.0
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+
+from .distributed import DeviceError, check_device_name, resolve_amp
 
 __all__ = [
     "ConfigError",
@@ -33,6 +38,7 @@ __all__ = [
     "require_train_data",
     "differences",
     "model_differences",
+    "model_keys_written",
     "with_checkpoint_model",
 ]
 
@@ -102,7 +108,11 @@ class SolverConfig:
     gamma: float = 0.1
     poly_power: float = 0.9
     clip_grad_norm: float | None = None
-    amp: bool = False
+    # mixed precision: fp16, bf16, true (fp16 on CUDA, bf16 on the CPU) or false
+    amp: bool | str = False
+    # micro-batches per optimizer step: each process runs images_per_batch / (processes x
+    # accumulate_steps) images at a time, the step sees the same images_per_batch images
+    accumulate_steps: int = 1
 
 
 @dataclass
@@ -113,8 +123,9 @@ class TrainConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     output_dir: str = "outputs/train"
     seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (see pointrend.engine.distributed)
+    num_workers: int | None = None  # data loading processes per GPU/process; None: automatic
+    sync_batchnorm: bool = False  # BatchNorm statistics across processes (CUDA, many processes)
     log_period: int = 20
     checkpoint_period: int = 5000
     eval_period: int = 0
@@ -155,6 +166,11 @@ def _convert(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is Any:
+        return value
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # e.g. bool | str: as written
+        if not isinstance(value, typing.get_args(tp)):
+            names = " or ".join(t.__name__ for t in typing.get_args(tp))
+            raise ConfigError(f"{where}: expected {names}, got {value!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -209,10 +225,10 @@ _MINIMUM = (
     ("solver", "images_per_batch", 1),
     ("solver", "max_iter", 1),
     ("solver", "warmup_iters", 0),
+    ("solver", "accumulate_steps", 1),
     ("", "log_period", 1),
     ("", "checkpoint_period", 0),
     ("", "eval_period", 0),
-    ("", "num_workers", 0),
 )
 
 
@@ -224,6 +240,13 @@ def _check_ranges(cfg: TrainConfig, where: str) -> TrainConfig:
             raise ConfigError(f"{where}: {name} must be at least {least}, got {value}")
     if not cfg.solver.lr > 0:
         raise ConfigError(f"{where}: solver.lr must be positive, got {cfg.solver.lr}")
+    if cfg.num_workers is not None and cfg.num_workers < 0:
+        raise ConfigError(f"{where}: num_workers must be at least 0, got {cfg.num_workers}")
+    try:
+        check_device_name(cfg.device)
+        resolve_amp(cfg.solver.amp, torch.device("cpu"))  # the spelling; the GPU's at run time
+    except DeviceError as err:
+        raise ConfigError(f"{where}: {err}") from err
     return cfg
 
 
@@ -294,6 +317,13 @@ def differences(
     ]
 
 
+def model_keys_written(path: str | Path) -> dict:
+    """The dotted keys (``model.options.min_size``) and values a YAML config file itself sets
+    in its model section (defaults left out)."""
+    model = _read_yaml(path).get("model") or {}
+    return _flat(model, "model.") if isinstance(model, dict) else {}
+
+
 def model_differences(stored: ModelConfig, given: ModelConfig) -> list[str]:
     """The model keys in which a checkpoint's model config and a given one differ."""
     return differences(dataclasses.asdict(stored), dataclasses.asdict(given), "model.")
@@ -322,6 +352,62 @@ def with_checkpoint_model(
 
 def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
     """Remember where the model config was read (an attribute, not a field: checkpoints do not
-    store it), so that errors in ``model.options`` can name the file."""
+    store it), so that errors in ``model.options`` can name the file; type its options."""
     cfg.model.source = where
+    types = _option_types(cfg.model)
+    cfg.model.options = {
+        key: _option_value(value, types.get(key), f"{where}: model.options.{key}")
+        for key, value in cfg.model.options.items()
+    }
     return cfg
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _option_types(model: ModelConfig) -> dict[str, type]:
+    """Option -> ``bool`` / ``int`` / ``float`` / ``str``, as the builder the config names (and
+    the functions and settings it passes its options to) annotate them; others are left out."""
+    try:
+        from .build import model_builder
+
+        builder = model_builder(model)
+    except (ValueError, ImportError):  # a wrong name is reported when the model is built
+        return {}
+    module = sys.modules[builder.__module__]
+    helpers = ("_instance_model", "_semantic_fpn_model", "_deeplabv3_model")
+    sources = [getattr(module, name) for name in helpers if hasattr(module, name)]
+    sources += [getattr(module, "PointRendSettings", None), builder]  # semantic point options
+    types: dict[str, type] = {}
+    for source in filter(None, sources):
+        try:
+            hints = typing.get_type_hints(source)
+        except (NameError, TypeError):
+            continue
+        types.update({k: t for k, h in hints.items() if (t := _unwrap_optional(h)) in _SCALARS})
+    return types
+
+
+def _option_value(value: Any, tp: type | None, where: str) -> Any:
+    """One option value: numbers written as people write them (``5e-2``, ``1e1``: strings to
+    PyYAML) become numbers, non-finite numbers are refused, and a value of a typed option must
+    have that type (an integral number is accepted for an ``int``)."""
+    if isinstance(value, list | tuple):
+        return [_option_value(v, None, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _option_value(v, None, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, str) and tp is not str and _NUMBER.match(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value}")
+    if tp is None or tp is str and isinstance(value, str):
+        return value
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tp) and not (tp is not bool and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{where}: expected {'a' if tp is not int else 'an'} {tp.__name__}, got {value!r}"
+    )

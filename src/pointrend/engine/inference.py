@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,12 +22,14 @@ from ..data.images import IMAGE_SUFFIXES, read_image
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
+    ConfigError,
     TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
     with_checkpoint_model,
 )
+from .distributed import DeviceError, resolve_device
 
 __all__ = [
     "TrainedModel",
@@ -56,6 +59,7 @@ class TrainedModel:
     # model keys in which the config given differed from the checkpoint's (the checkpoint's won)
     config_notes: list[str] = dataclasses.field(default_factory=list)
     label_to_category_id: dict[int, int] | None = None
+    device: torch.device = torch.device("cpu")
 
     @property
     def task(self) -> str:
@@ -81,7 +85,7 @@ def load_trained_model(
     weights: str | Path,
     config: str | Path | None = None,
     overrides: list[str] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> TrainedModel:
     """Build the model a checkpoint describes and load the checkpoint's weights.
 
@@ -94,6 +98,8 @@ def load_trained_model(
             that holds no config.
         overrides: ``key=value`` overrides applied last, model keys included, e.g.
             ``model.options.mask_output_size=112``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~.distributed.resolve_device`);
+            ``None``: the config's ``device`` (``auto`` unless it says otherwise).
     """
     ckpt = load_checkpoint(weights)
     given = load_config(config) if config is not None else None
@@ -103,13 +109,19 @@ def load_trained_model(
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
+    try:
+        device = resolve_device(cfg.device if device is None else device)
+    except DeviceError as err:
+        raise ConfigError(str(err)) from err
     model = build_model(cfg.model, num_classes, initial_weights=False)
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])
     to_category = ckpt.get("label_to_category_id")
     to_category = {int(k): int(v) for k, v in to_category.items()} if to_category else None
-    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category)
+    return TrainedModel(
+        model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category, device
+    )
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:
@@ -224,13 +236,64 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _write_predictions(trained: TrainedModel, predictions: dict, files: dict, path: Path) -> None:
+PREDICT_RECORDS = ("predictions.json", "predictions.jsonl", "predict.incomplete")
+
+
+def _prepare_predict_folder(
+    out_dir: Path, targets: list[Path], inputs: list[Path], overwrite: bool
+) -> None:
+    """Refuse to write over an input (flag or not) or, without ``overwrite``, over an earlier
+    run's files; with ``overwrite`` the earlier run's records are deleted first (its PNGs are
+    replaced as this run writes them)."""
+    from .outputs import OutputExistsError, check_outputs
+
+    records = [out_dir / name for name in PREDICT_RECORDS]
+    check_outputs([*targets, *records], inputs, overwrite=True)  # inputs, folders, devices
+    found = [p for p in [*records, *targets] if p.exists()]
+    if found and not overwrite:
+        raise OutputExistsError(
+            f"{out_dir} holds an earlier predict run ({found[0].name} found): pass --overwrite "
+            "to replace it, or choose another output folder; nothing was changed"
+        )
+    for p in records:
+        p.unlink(missing_ok=True)
+
+
+class _RecordLog:
+    """``predictions.jsonl``: one JSON line per finished image, flushed and fsync'ed, so that a
+    killed run keeps every image finished before; ``predict.incomplete`` marks the folder until
+    the run ends."""
+
+    def __init__(self, out_dir: Path):
+        self.marker = out_dir / "predict.incomplete"
+        note = "a predict run started here and has not finished; predictions.jsonl holds the "
+        note += "images finished so far\n"
+        atomic_write(self.marker, lambda f: f.write(note), binary=False)
+        self.file = open(out_dir / "predictions.jsonl", "w")  # noqa: SIM115
+
+    def add(self, name: str, path: Path, record) -> None:
+        self.file.write(json.dumps({"image": name, "file": str(path), "result": record}) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self, complete: bool) -> None:
+        self.file.close()
+        if complete:
+            self.marker.unlink(missing_ok=True)
+
+
+def _write_predictions(
+    trained: TrainedModel, predictions: dict, files: dict, path: Path, complete: bool = True
+) -> None:
     source = (
         "dataset category ids"
         if trained.label_to_category_id
         else "model labels (the checkpoint records no label -> category id map)"
     )
-    text = json.dumps({"category_ids": source, "images": predictions, "files": files}, indent=1)
+    text = json.dumps(
+        {"category_ids": source, "complete": complete, "images": predictions, "files": files},
+        indent=1,
+    )
     atomic_write(path, lambda f: f.write(text), binary=False)
 
 
@@ -240,6 +303,7 @@ def predict_images(
     out_dir: str | Path,
     score_thresh: float = 0.5,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Predict every image and write ``<name>_overlay.png`` plus the masks for each.
 
@@ -247,37 +311,61 @@ def predict_images(
     (see :func:`output_stems`). Instance models write ``<name>_instances.png`` (16-bit id map,
     0 = none, id ``i`` is entry ``i`` of the image's list) and ``predictions.json``:
     ``{"images": {"<name><suffix>": [COCO-style results with RLE masks]}, "files":
-    {"<name><suffix>": input path}, "category_ids": ...}``; an image with no detection scoring
-    at least ``score_thresh`` gets an empty list and its overlay. ``category_id`` is the
-    dataset's category id when the checkpoint records the label -> category id map, the model's
-    label otherwise (``"category_ids"`` says which). Semantic models write
-    ``<name>_labels.png`` (class index per pixel).
+    {"<name><suffix>": input path}, "category_ids": ..., "complete": bool}``; an image with no
+    detection scoring at least ``score_thresh`` gets an empty list and its overlay.
+    ``category_id`` is the dataset's category id when the checkpoint records the label ->
+    category id map, the model's label otherwise (``"category_ids"`` says which). Semantic models
+    write ``<name>_labels.png`` (class index per pixel).
+
+    Both write ``predictions.jsonl`` as they go (one line per finished image: ``image``,
+    ``file``, ``result``), and ``predict.incomplete`` until the run ends: a killed run leaves the
+    marker and every finished image's line. ``out_dir`` is held locked for the run; an output
+    that is an input is refused, and an earlier run's files are replaced only with ``overwrite``
+    (:func:`_prepare_predict_folder`).
 
     Returns one summary row per image written and the ``(path, error)`` of those that failed:
     an image that cannot be read or predicted is reported and the others are still processed.
     ``predictions.json`` is written even when the loop stops early (interrupt, crash), with
-    every image done before.
+    every image done before and ``"complete": false``.
     """
+    from .outputs import hold_folder
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = output_stems(paths)
+    kinds = ("instances", "overlay") if trained.task == "instance" else ("labels", "overlay")
+    targets = [out_dir / f"{stem}_{kind}.png" for stem in stems for kind in kinds]
+    with hold_folder(out_dir):
+        _prepare_predict_folder(out_dir, targets, paths, overwrite)
+        return _predict_all(trained, list(zip(paths, stems)), out_dir, score_thresh, progress)
+
+
+def _predict_all(trained: TrainedModel, items: list, out_dir: Path, score_thresh, progress):
+    """The loop of :func:`predict_images` (folder checked and held)."""
     rows, failures, predictions, files = [], [], {}, {}
-    items = list(zip(paths, output_stems(paths)))
+    log = _RecordLog(out_dir)
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc="predict", dynamic_ncols=True)
+    complete = False
     try:
         for path, stem in items:
             try:
                 row, records = _predict_one(trained, path, stem, out_dir, score_thresh)
+            except CheckpointError:  # an output that cannot be written stops the run
+                raise
             except (ValueError, RuntimeError) as err:
                 failures.append((path, _first_line(err)))
                 continue
             rows.append(row)
+            log.add(stem + path.suffix, path, records if records is not None else row["found"])
             if records is not None:
                 predictions[stem + path.suffix] = records
                 files[stem + path.suffix] = str(path)
+        complete = True
     finally:
         if trained.task == "instance":
-            _write_predictions(trained, predictions, files, out_dir / "predictions.json")
+            path = out_dir / "predictions.json"
+            _write_predictions(trained, predictions, files, path, complete)
+        log.close(complete)
     return rows, failures

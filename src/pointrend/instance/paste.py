@@ -216,6 +216,7 @@ def _paste_chunk(
     inside = (cols < x_end[:, None], rows < y_end[:, None])
     grid = _window_grid(masks, boxes, cols, rows, *inside, fade_border)
     values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
+    values = values.to(out.dtype)  # autocast may compute grid_sample in another dtype
     # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
     pixel = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
     index = rows_of.to(torch.int64)[:, None, None] * (H * W) + pixel
