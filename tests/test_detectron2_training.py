@@ -220,6 +220,25 @@ def test_imported_models_train_with_plain_l1_box_losses(tmp_path):
     cfg = D2Config.from_yaml(d2_config_yaml(tmp_path / "config.yaml"))
     _, _, options = instance_options(cfg)
     assert options["rpn_smooth_l1_beta"] == options["box_smooth_l1_beta"] == 0.0
+    assert options["box_head_init"] == "detectron2"
     model = pointrend_maskrcnn("resnet18", 3, box_head_dim=16, rpn_smooth_l1_beta=0.0,
                                box_smooth_l1_beta=0.0)  # fmt: skip
     assert model.rpn.smooth_l1_beta == model.roi_heads.smooth_l1_beta == 0.0
+
+
+@torch.no_grad()
+def test_box_head_starts_as_detectron2s_when_asked():
+    torch.manual_seed(0)
+    model = pointrend_maskrcnn("resnet18", 5, box_head_dim=64, box_head_init="detectron2")
+    head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
+    fan_in = head.fc6.weight.shape[1]
+    bound = (3 / fan_in) ** 0.5  # kaiming_uniform_(a=1); torchvision's default: 1 / sqrt(fan_in)
+    assert 1 / fan_in**0.5 < head.fc6.weight.abs().max() <= bound
+    assert all(float(b.abs().max()) == 0 for b in (head.fc6.bias, head.fc7.bias))
+    assert abs(float(predictor.cls_score.weight.std()) - 0.01) < 0.002
+    assert abs(float(predictor.bbox_pred.weight.std()) - 0.001) < 0.0002
+    assert float(predictor.bbox_pred.bias.abs().max()) == 0
+    plain = pointrend_maskrcnn("resnet18", 5, box_head_dim=64)
+    assert float(plain.roi_heads.box_head.fc6.bias.abs().max()) > 0  # nn.Linear's defaults
+    with pytest.raises(ValueError, match="box_head_init must be one of"):
+        pointrend_maskrcnn("resnet18", 5, box_head_dim=64, box_head_init="caffe")

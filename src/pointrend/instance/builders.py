@@ -35,6 +35,9 @@ Options common to both builders (keyword arguments):
   ``min_size=0`` images are not resized.
 * ``rpn_smooth_l1_beta``: ``beta`` of the RPN's smooth-L1 box loss (torchvision: 1/9;
   detectron2's configs: 0, plain L1).
+* ``box_head_init``: ``"torchvision"`` (``nn.Linear``'s defaults) or ``"detectron2"``
+  (Xavier-style hidden layers, classifier N(0, 0.01), box deltas N(0, 0.001)); pretrained or
+  loaded weights replace it.
 * ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
   up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
   towards 0 at the box border).
@@ -62,7 +65,7 @@ from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
 from ..settings import replace_options
 from .detectron2_ops import ANCHOR_RULES, AlignedMultiScaleRoIAlign, NominalStrideAnchorGenerator
-from .losses import TORCHVISION_BETA, SmoothL1RPN
+from .losses import TORCHVISION_BETA, SmoothL1RPN, init_box_head_
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
@@ -172,6 +175,7 @@ def _instance_model(
     resize_rule: str = "torchvision",
     mask_paste: str = "pointrend",
     rpn_smooth_l1_beta: float = TORCHVISION_BETA,
+    box_head_init: str = "torchvision",
     **kwargs,
 ) -> MaskRCNN:
     """Mask R-CNN with torchvision's mask branch (``mask_head_dim``) or, when ``pointrend``,
@@ -200,6 +204,7 @@ def _instance_model(
         backbone, num_classes, box_head_dim, mask_predictor, anchors, roi_align, kwargs
     )
     SmoothL1RPN.convert_(model.rpn, rpn_smooth_l1_beta)
+    init_box_head_(model.roi_heads.box_head, model.roi_heads.box_predictor, box_head_init)
     if pointrend:
         branch = PointRendMaskBranch(backbone.out_channels, num_classes, mask_config)
         model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)

@@ -8,18 +8,20 @@ anchors of the batch, by the sampled proposals).
 
 * :func:`box_head_losses`: ``(loss_classifier, loss_box_reg)`` of the box head.
 * :class:`SmoothL1RPN`: torchvision's RPN whose ``compute_loss`` takes ``smooth_l1_beta``.
+* :func:`init_box_head_`: the box head's initialisation, torchvision's or detectron2's.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-__all__ = ["TORCHVISION_BETA", "box_head_losses", "SmoothL1RPN"]
+__all__ = ["TORCHVISION_BETA", "BOX_HEAD_INITS", "box_head_losses", "SmoothL1RPN", "init_box_head_"]
 
 TORCHVISION_BETA = 1 / 9
+BOX_HEAD_INITS = ("torchvision", "detectron2")
 
 
 def box_head_losses(
@@ -87,3 +89,24 @@ class SmoothL1RPN(RegionProposalNetwork):
             objectness.flatten()[sampled], labels_all[sampled]
         )
         return objectness_loss, box_loss
+
+
+def init_box_head_(box_head: nn.Module, box_predictor: nn.Module, rule: str) -> None:
+    """Initialise the two-layer box head and its predictor in place.
+
+    ``"torchvision"``: left as built (``nn.Linear``'s defaults). ``"detectron2"``
+    (``FastRCNNConvFCHead`` and ``FastRCNNOutputLayers``): the hidden layers
+    ``kaiming_uniform_(a=1)`` (``c2_xavier_fill``) with zero bias, the classifier N(0, 0.01), the
+    box deltas N(0, 0.001), zero biases.
+    """
+    if rule not in BOX_HEAD_INITS:
+        raise ValueError(f"box_head_init must be one of {BOX_HEAD_INITS}, got {rule!r}")
+    if rule == "torchvision":
+        return
+    for layer in box_head.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, a=1)
+            nn.init.zeros_(layer.bias)
+    for layer, std in ((box_predictor.cls_score, 0.01), (box_predictor.bbox_pred, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
+        nn.init.zeros_(layer.bias)

@@ -197,6 +197,8 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         "rpn_pre_nms_top_n_train": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)),
         "rpn_post_nms_top_n_train": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000)),
         "rpn_smooth_l1_beta": float(cfg.get("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
+        # layers a fine-tuning run re-creates (another class count) start as detectron2's
+        "box_head_init": "detectron2",
         "roi_align_aligned": _POOLERS[pooler],
         "roi_align_sampling_ratio": int(cfg.get("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO")),
         "box_head_dim": int(cfg.get("MODEL.ROI_BOX_HEAD.FC_DIM")),
