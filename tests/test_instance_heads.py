@@ -14,12 +14,8 @@ from pointrend import (
 )
 from pointrend._fused_head import FusedPointHead
 from pointrend.instance import FlatMasks, PointRendMaskBranch, PointRendMaskConfig
-from pointrend.instance.mask_head import (
-    CoarseMaskHead,
-    box_grid_features,
-    coarse_mask_targets,
-    infer_stride,
-)
+from pointrend.instance.mask_head import CoarseMaskHead, box_grid_features, infer_stride
+from pointrend.instance.targets import coarse_mask_targets
 from pointrend.points import select_class
 from pointrend.render import subdivision_inference
 from pointrend.settings import PointRendSettings, replace_options
@@ -65,16 +61,32 @@ def test_infer_stride():
     assert infer_stride((25, 42), [(800, 1333)]) == 32
 
 
-def test_coarse_mask_targets_are_cell_fractions():
-    mask = torch.zeros(1, 40, 40, dtype=torch.uint8)
-    mask[0, :, :20] = 1  # left half
-    flat = FlatMasks([mask])
-    t = coarse_mask_targets(flat, torch.tensor([0]), torch.tensor([[6.0, 0.0, 34.0, 28.0]]), 7)
-    # box x from 6 to 34, 4 px per cell: cells 0..2 fully inside (6..18), cell 3 (18..22) half
-    assert t.shape == (1, 7, 7)
-    torch.testing.assert_close(t[0, :, :3], torch.ones(7, 3))
-    torch.testing.assert_close(t[0, :, 3], torch.full((7,), 0.5), atol=0.13, rtol=0)
-    torch.testing.assert_close(t[0, :, 4:], torch.zeros(7, 3))
+def test_coarse_mask_targets_are_binary_roi_align_of_the_bitmask():
+    """detectron2's rule: RoIAlign (aligned, adaptive sampling) of the full-image bitmask, >= 0.5;
+    masks of images of different sizes, boxes partly outside their image (read as 0)."""
+    torch.manual_seed(0)
+    masks = [
+        (torch.rand(2, 40, 36) > 0.5).to(torch.uint8),
+        torch.zeros(0, 30, 30, dtype=torch.uint8),
+    ]
+    masks.append((torch.rand(1, 50, 44) > 0.3).to(torch.uint8))
+    boxes = torch.tensor([[6.0, 0.0, 34.0, 28.0], [-5.0, 10.5, 20.0, 52.0], [3.3, 2.2, 60.0, 61.0]])
+    index = torch.tensor([1, 0, 2])  # global mask indices: image 0 has masks 0-1, image 2 mask 2
+    t = coarse_mask_targets(FlatMasks(masks), index, boxes, 7)
+    assert t.shape == (3, 7, 7) and set(t.unique().tolist()) <= {0.0, 1.0}
+    sources = [masks[0][1], masks[0][0], masks[2][0]]
+    for row, (source, box) in enumerate(zip(sources, boxes)):
+        rois = torch.cat([torch.zeros(1), box])[None]
+        values = roi_align(source[None, None].float(), rois, (7, 7), 1.0, 0, aligned=True)
+        assert torch.equal(t[row], (values[0, 0] >= 0.5).float())
+    half = torch.zeros(1, 40, 40, dtype=torch.uint8)
+    half[0, :, :20] = 1  # left half: cells 0..2 inside, cell 3 (18..22) on the edge, 4..6 out
+    t = coarse_mask_targets(
+        FlatMasks([half]), torch.tensor([0]), torch.tensor([[6.0, 0.0, 34.0, 28.0]]), 7
+    )
+    assert torch.equal(t[0, :, :3], torch.ones(7, 3)) and torch.equal(
+        t[0, :, 4:], torch.zeros(7, 3)
+    )
 
 
 def _branch_inputs(seed=0):

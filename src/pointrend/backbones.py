@@ -11,7 +11,7 @@ State-dict keys are torchvision's: an FPN backbone has ``body.conv1``, ``body.la
 DeepLabV3 ``backbone.*``; a ResNet's ImageNet state dict maps onto either by its stage names
 (:func:`pointrend.pretrained.load_torchvision_weights`).
 
-Norm: ``"frozen"`` (``FrozenBatchNorm2d``: fixed statistics and affine) or ``"batch"``
+Norm: ``"frozen"`` (:class:`FusedFrozenBatchNorm2d`: fixed statistics and affine) or ``"batch"``
 (``BatchNorm2d``); ``None`` chooses as torchvision's detection models do: frozen when the weights
 will be pretrained, batch when trained from scratch. Trainable stages count from the top (ResNet:
 ``layer4``, ``layer3``, ``layer2``, ``layer1``, then the stem: 0 to 5); ``None`` means 3 when
@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
@@ -37,6 +39,7 @@ __all__ = [
     "MOBILENETS",
     "RESNETS",
     "FPNBackbone",
+    "FusedFrozenBatchNorm2d",
     "StageOutputs",
     "dilate_resnet_",
     "fpn_backbone",
@@ -61,6 +64,30 @@ MOBILENETS = ("mobilenet_v3_large", "mobilenet_v3_small")
 # 32; PointRend needs a stride-4 map for its fine-grained features).
 MOBILENET_RETURNED_STAGES = (1, 2, 3, 5)
 RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class FusedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers and state-dict keys) that, when no
+    gradient is asked of its input, normalises with one ``F.batch_norm`` call (inference
+    statistics) instead of computing a scale and a shift and then multiplying and adding:
+    detectron2's ``FrozenBatchNorm2d`` does the same. The values agree to float32 rounding.
+
+    Shapes: ``N x C x H x W`` -> the same.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            return super().forward(x)
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=False,
+            momentum=0.0,
+            eps=self.eps,
+        )
 
 
 class StageOutputs(nn.ModuleDict):
@@ -131,13 +158,13 @@ class FPNBackbone(nn.Module):
 
 
 def norm_layer(norm: str | None, pretrained: bool) -> Callable[[int], nn.Module]:
-    """``"frozen"`` -> ``FrozenBatchNorm2d``, ``"batch"`` -> ``BatchNorm2d``, ``None``: by
-    ``pretrained`` (frozen when pretrained)."""
+    """``"frozen"`` -> :class:`FusedFrozenBatchNorm2d`, ``"batch"`` -> ``BatchNorm2d``, ``None``:
+    by ``pretrained`` (frozen when pretrained)."""
     if norm is None:
         norm = "frozen" if pretrained else "batch"
     if norm not in ("frozen", "batch"):
         raise ValueError(f"norm must be 'frozen', 'batch' or None, got {norm!r}")
-    return FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+    return FusedFrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
 
 
 def _trainable(value: int | None, pretrained: bool, max_layers: int) -> int:

@@ -8,8 +8,9 @@ from .builders import (
     pointrend_maskrcnn_resnet50_fpn,
 )
 from .mask_head import CoarseMaskHead, PointRendMaskBranch, PointRendMaskConfig
-from .paste import FlatMasks, MasksBySize, paste_masks, sample_masks_at_points
+from .paste import MasksBySize, paste_masks
 from .roi_heads import PointRendRoIHeads, check_training_targets
+from .targets import FlatMasks, sample_masks_at_points
 from .transform import PointRendTransform
 
 __all__ = [

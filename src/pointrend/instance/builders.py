@@ -33,6 +33,11 @@ Options common to both builders (keyword arguments):
 * ``resize_rule``: ``"torchvision"`` (output size ``floor(side * scale)``) or
   ``"detectron2"`` (``int(side * scale + 0.5)``, antialiased when shrinking); with
   ``min_size=0`` images are not resized.
+* ``rpn_smooth_l1_beta``: ``beta`` of the RPN's smooth-L1 box loss (torchvision: 1/9;
+  detectron2's configs: 0, plain L1).
+* ``box_head_init``: ``"torchvision"`` (``nn.Linear``'s defaults) or ``"detectron2"``
+  (Xavier-style hidden layers, classifier N(0, 0.01), box deltas N(0, 0.001)); pretrained or
+  loaded weights replace it.
 * ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
   up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
   towards 0 at the box border).
@@ -60,6 +65,7 @@ from ..options import check_options, keyword_options
 from ..pretrained import load_pretrained, torchvision_weights
 from ..settings import replace_options
 from .detectron2_ops import ANCHOR_RULES, AlignedMultiScaleRoIAlign, NominalStrideAnchorGenerator
+from .losses import TORCHVISION_BETA, SmoothL1RPN, init_box_head_
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
@@ -168,6 +174,8 @@ def _instance_model(
     roi_align_sampling_ratio: int = 2,
     resize_rule: str = "torchvision",
     mask_paste: str = "pointrend",
+    rpn_smooth_l1_beta: float = TORCHVISION_BETA,
+    box_head_init: str = "torchvision",
     **kwargs,
 ) -> MaskRCNN:
     """Mask R-CNN with torchvision's mask branch (``mask_head_dim``) or, when ``pointrend``,
@@ -195,6 +203,8 @@ def _instance_model(
     model = _skeleton(
         backbone, num_classes, box_head_dim, mask_predictor, anchors, roi_align, kwargs
     )
+    SmoothL1RPN.convert_(model.rpn, rpn_smooth_l1_beta)
+    init_box_head_(model.roi_heads.box_head, model.roi_heads.box_predictor, box_head_init)
     if pointrend:
         branch = PointRendMaskBranch(backbone.out_channels, num_classes, mask_config)
         model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)
@@ -249,6 +259,8 @@ def pointrend_maskrcnn(
     mask_resolution: str | None = None,
     max_mask_size: int | None = None,
     mask_points_per_side: float | None = None,
+    mask_train_on_pred_boxes: bool | None = None,
+    box_smooth_l1_beta: float = TORCHVISION_BETA,
     **options,
 ) -> MaskRCNN:
     """PointRend Mask R-CNN on a torchvision ResNet / ResNeXt / MobileNetV3 FPN backbone.
@@ -264,6 +276,10 @@ def pointrend_maskrcnn(
             ``"box"`` (each mask at about its box's height and width in the output image,
             capped at ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per
             cell of the grid's mean side): :mod:`pointrend.instance.box_resolution`.
+            ``mask_train_on_pred_boxes``: train the mask branch on the box head's boxes for the
+            ground-truth class (default, the authors' recipe) or on the proposals (``False``).
+        box_smooth_l1_beta: ``beta`` of the box head's smooth-L1 box loss (torchvision: 1/9;
+            detectron2's configs: 0, plain L1).
         **options: the options common to both builders (this module's docstring).
 
     Returns:
@@ -284,12 +300,13 @@ def pointrend_maskrcnn(
         "mask_resolution": mask_resolution,
         "max_mask_size": max_mask_size,
         "points_per_side": mask_points_per_side,
+        "train_on_pred_boxes": mask_train_on_pred_boxes,
     }
     config = replace_options(
         mask_config or PointRendMaskConfig(),
         **{k: v for k, v in overrides.items() if v is not None},
     )
-    return _instance_model(
+    model = _instance_model(
         backbone_name,
         num_classes,
         pointrend=True,
@@ -297,6 +314,8 @@ def pointrend_maskrcnn(
         mask_config=config,
         **options,
     )
+    model.roi_heads.smooth_l1_beta = float(box_smooth_l1_beta)
+    return model
 
 
 def pointrend_maskrcnn_resnet50_fpn(num_classes: int = 91, **options) -> MaskRCNN:

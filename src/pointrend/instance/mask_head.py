@@ -34,7 +34,7 @@ from ..points import (
 )
 from ..render import subdivision_inference, subdivision_sizes
 from ..settings import INSTANCE_SETTINGS, PointRendSettings
-from .paste import FlatMasks, sample_masks_at_points
+from .targets import FlatMasks, coarse_mask_targets, sample_masks_at_points
 
 MASK_RESOLUTIONS = ("fixed", "box")
 
@@ -44,7 +44,6 @@ __all__ = [
     "PointRendMaskBranch",
     "infer_stride",
     "box_grid_features",
-    "coarse_mask_targets",
 ]
 
 
@@ -70,6 +69,10 @@ class PointRendMaskConfig:
         points_per_side: points per subdivision step per cell of the final grid's mean side
             ``(M_h + M_w) / 2`` in ``"box"`` mode; ``None``: ``subdivision_num_points /
             output_size`` (784 / 224 = 3.5, so 224 x 224 gets 784 points, 1024 x 1024 3584).
+        train_on_pred_boxes: train the mask branch on the box head's class-specific boxes of the
+            foreground proposals (regressed for the ground-truth class, without gradient, not
+            clipped: detectron2's ``ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES``, the authors' recipe)
+            instead of on the proposals themselves.
     """
 
     feature_key: str = "0"
@@ -82,6 +85,7 @@ class PointRendMaskConfig:
     mask_resolution: str = "fixed"
     max_mask_size: int = 1024
     points_per_side: float | None = None
+    train_on_pred_boxes: bool = True
 
     def __post_init__(self):
         if self.mask_resolution not in MASK_RESOLUTIONS:
@@ -181,27 +185,6 @@ def box_grid_features(
     return sampled.view(R, features.shape[1], side, side)
 
 
-def coarse_mask_targets(
-    gt: FlatMasks, mask_index: Tensor, boxes: Tensor, size: int, samples: int = 4
-) -> Tensor:
-    """Soft ``size x size`` targets for the coarse head: each cell's mean of ``samples^2`` points.
-
-    Args:
-        gt: the batch's ground-truth masks.
-        mask_index: ``R`` global index of each box's matched mask.
-        boxes: ``R x 4`` in image pixels.
-
-    Returns:
-        ``R x size x size`` float32 in ``[0, 1]`` (the fraction of each cell inside the mask).
-    """
-    R = boxes.shape[0]
-    fine = size * samples
-    grid = generate_regular_grid_point_coords(R, fine, device=boxes.device)
-    points = boxes[:, None, 0:2] + grid * (boxes[:, None, 2:4] - boxes[:, None, 0:2])
-    values = sample_masks_at_points(gt, mask_index, points).view(R, 1, fine, fine)
-    return F.avg_pool2d(values, samples).view(R, size, size)
-
-
 class PointRendMaskBranch(nn.Module):
     """Coarse mask head + point head: the whole PointRend mask branch of Mask R-CNN.
 
@@ -263,6 +246,13 @@ class PointRendMaskBranch(nn.Module):
         mask_index: Tensor,
     ) -> dict[str, Tensor]:
         """``loss_mask`` (coarse, 7x7) and ``loss_mask_point`` for the positive boxes.
+
+        The authors' recipe (detectron2's ``PointRendMaskHead``): the coarse loss is the mean
+        binary cross-entropy of the ground-truth class's ``R x 7 x 7`` logits against binary
+        RoIAlign targets (:func:`~pointrend.instance.targets.coarse_mask_targets`); the point
+        loss that of its ``R x P`` point logits against the bitmask sampled at the points (soft
+        at edges, :func:`~pointrend.instance.targets.sample_masks_at_points`), the points chosen
+        by the uncertainty of the ground-truth class's coarse logit. Both have weight 1.
 
         Args:
             features: ``N x C x H x W`` fine feature map (P2).

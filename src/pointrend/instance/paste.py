@@ -1,6 +1,6 @@
-"""Pasting box-relative masks into images, and reading ground-truth masks at points.
+"""Pasting box-relative masks into images (training targets: :mod:`.targets`).
 
-Both follow the library's one coordinate convention (docs/conventions.md): pixel ``i`` of a map of width
+It follows the library's one coordinate convention (docs/conventions.md): pixel ``i`` of a map of width
 ``W`` has its centre at ``(i + 0.5) / W`` (``grid_sample(..., align_corners=False)``), and a
 point relative to a box ``(x0, y0, x1, y1)`` is ``x0 + u * (x1 - x0)`` in image pixels.
 
@@ -21,8 +21,6 @@ __all__ = [
     "paste_masks",
     "box_pixel_ranges",
     "MasksBySize",
-    "FlatMasks",
-    "sample_masks_at_points",
 ]
 
 
@@ -283,76 +281,3 @@ def _paste_whole_image(
     row_ok = (rows >= y_start) & (rows < y_end)
     grid = _window_grid(masks, boxes, cols, rows, col_ok, row_ok, fade_border)
     return F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)
-
-
-class FlatMasks:
-    """The ground-truth masks of a batch, flattened into one buffer to be read at points.
-
-    Images of a batch have different sizes and different numbers of instances; instead of
-    padding, every mask is stored flat, back to back, with its offset and size. Reading stays in
-    the masks' own dtype (``uint8`` / ``bool`` / float) until the four neighbours are gathered.
-
-    Args:
-        masks: one ``N_i x H_i x W_i`` tensor per image (``N_i`` may be 0).
-
-    Attributes:
-        values: ``sum(N_i * H_i * W_i)`` flat buffer.
-        offsets, heights, widths: ``G`` int64, one per mask (``G = sum(N_i)``).
-        first: ``len(masks)`` int64, the global index of each image's first mask.
-    """
-
-    def __init__(self, masks: Sequence[Tensor]):
-        device = masks[0].device if len(masks) else torch.device("cpu")
-        counts = [int(m.shape[0]) for m in masks]
-        self.values = (
-            torch.cat([m.reshape(-1) for m in masks]) if masks else torch.zeros(0, device=device)
-        )
-        sizes = torch.tensor(
-            [[n, m.shape[-2], m.shape[-1]] for n, m in zip(counts, masks)],
-            dtype=torch.int64,
-            device=device,
-        ).reshape(-1, 3)
-        per_mask = torch.repeat_interleave(sizes, sizes[:, 0], dim=0)
-        self.heights, self.widths = per_mask[:, 1], per_mask[:, 2]
-        areas = self.heights * self.widths
-        self.offsets = torch.cumsum(areas, 0) - areas
-        counts_t = sizes[:, 0]
-        self.first = torch.cumsum(counts_t, 0) - counts_t
-
-
-def sample_masks_at_points(flat: FlatMasks, mask_index: Tensor, points: Tensor) -> Tensor:
-    """Bilinearly sample ground-truth masks at points given in image pixels.
-
-    Same values as ``point_sample(mask[None, None], points / (W, H))`` (``align_corners=False``,
-    zero outside the mask), for many masks of different sizes at once.
-
-    Args:
-        flat: the batch's masks (:class:`FlatMasks`).
-        mask_index: ``R`` int64 global mask index per region (``flat.first[image] + matched``).
-        points: ``R x P x 2`` points ``(x, y)`` in image pixels.
-
-    Returns:
-        ``R x P`` float32 values in ``[0, 1]`` for binary masks.
-    """
-    R, P = points.shape[0], points.shape[1]
-    if R == 0:
-        return points.new_zeros(0, P)
-    H = flat.heights[mask_index][:, None]  # R x 1
-    W = flat.widths[mask_index][:, None]
-    offset = flat.offsets[mask_index][:, None]
-    px = points[..., 0].to(torch.float32) - 0.5  # pixel-centre coordinates
-    py = points[..., 1].to(torch.float32) - 0.5
-    x0 = torch.floor(px)
-    y0 = torch.floor(py)
-    wx1, wy1 = px - x0, py - y0
-    x0, y0 = x0.to(torch.int64), y0.to(torch.int64)
-    result = points.new_zeros(R, P, dtype=torch.float32)
-    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-        xi, yi = x0 + dx, y0 + dy
-        ok = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
-        index = offset + yi.clamp(min=0) * W + xi.clamp(min=0)
-        index = torch.where(ok, index, torch.zeros_like(index))
-        value = flat.values[index].to(torch.float32) * ok.to(torch.float32)
-        weight = (wx1 if dx else 1 - wx1) * (wy1 if dy else 1 - wy1)
-        result = result + weight * value
-    return result

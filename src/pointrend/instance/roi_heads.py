@@ -1,11 +1,15 @@
 """RoI heads for torchvision's Mask R-CNN with PointRend's mask branch.
 
 :class:`PointRendRoIHeads` is a :class:`torchvision.models.detection.roi_heads.RoIHeads`: the box
-branch (sampling, box head, ``fastrcnn_loss``, ``postprocess_detections``) is torchvision's; the
+branch (sampling, box head, ``postprocess_detections``) is torchvision's, its loss torchvision's
+with a choice of smooth-L1 ``beta`` (:mod:`.losses`); the
 mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
 
 * Training: returns ``loss_classifier``, ``loss_box_reg`` (torchvision's), ``loss_mask`` (coarse
-  7x7) and ``loss_mask_point`` (196 points per positive box).
+  7x7) and ``loss_mask_point`` (196 points per positive box). The mask branch trains on the box
+  head's boxes of the positive proposals, regressed for their ground-truth class (not clipped,
+  no gradient; ``PointRendMaskConfig.train_on_pred_boxes``, detectron2's
+  ``TRAIN_ON_PRED_BOXES``), or on the proposals with that option off.
 * Inference: per image ``boxes``, ``labels``, ``scores`` and ``masks``, the latter ``N x 1 x M x M``
   box-relative probabilities (M = 224 by default) that the model's transform pastes into the
   image (:class:`~pointrend.instance.transform.PointRendTransform`). With
@@ -19,11 +23,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads
 
 from .box_resolution import render_by_box_size
+from .losses import TORCHVISION_BETA, box_head_losses
 from .mask_head import PointRendMaskBranch, infer_stride
-from .paste import FlatMasks
+from .targets import FlatMasks
 
 __all__ = ["PointRendRoIHeads", "ImageSizes", "output_scales", "check_training_targets"]
 
@@ -99,12 +104,20 @@ class PointRendRoIHeads(RoIHeads):
 
     Build it from an existing :class:`RoIHeads` with :meth:`from_roi_heads` (that is what the
     builders do), or with :class:`RoIHeads`'s box-branch arguments, by name, plus
-    ``mask_branch``. torchvision's mask head arguments do not apply.
+    ``mask_branch``. torchvision's mask head arguments do not apply. ``smooth_l1_beta``: of the
+    box-regression loss (torchvision: 1/9; detectron2's configs: 0, plain L1).
     """
 
-    def __init__(self, *, mask_branch: PointRendMaskBranch, **box_branch):
+    def __init__(
+        self,
+        *,
+        mask_branch: PointRendMaskBranch,
+        smooth_l1_beta: float = TORCHVISION_BETA,
+        **box_branch,
+    ):
         super().__init__(**box_branch)
         self.mask_branch = mask_branch
+        self.smooth_l1_beta = float(smooth_l1_beta)
 
     @staticmethod
     def box_branch_arguments(heads: RoIHeads) -> dict:
@@ -125,9 +138,12 @@ class PointRendRoIHeads(RoIHeads):
         )
 
     @classmethod
-    def from_roi_heads(cls, heads: RoIHeads, mask_branch: PointRendMaskBranch) -> PointRendRoIHeads:
-        """Take over the box branch (modules and settings) of ``heads``; drop its mask head."""
-        return cls(mask_branch=mask_branch, **cls.box_branch_arguments(heads))
+    def from_roi_heads(
+        cls, heads: RoIHeads, mask_branch: PointRendMaskBranch, **options
+    ) -> PointRendRoIHeads:
+        """Take over the box branch (modules and settings) of ``heads``; drop its mask head
+        (``options``: ``smooth_l1_beta``)."""
+        return cls(mask_branch=mask_branch, **options, **cls.box_branch_arguments(heads))
 
     def has_mask(self) -> bool:
         return True
@@ -162,11 +178,16 @@ class PointRendRoIHeads(RoIHeads):
         fine = fine.contiguous(memory_format=torch.channels_last)
         stride = infer_stride(fine.shape[-2:], image_shapes)
         if self.training:
-            loss_classifier, loss_box_reg = fastrcnn_loss(
-                class_logits, box_regression, labels, regression_targets
+            loss_classifier, loss_box_reg = box_head_losses(
+                class_logits, box_regression, labels, regression_targets, self.smooth_l1_beta
             )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-            losses.update(self._mask_losses(fine, stride, proposals, labels, matched_idxs, targets))
+            mask_boxes = proposals
+            if self.mask_branch.config.train_on_pred_boxes:
+                mask_boxes = self.predicted_gt_class_boxes(box_regression, proposals, labels)
+            losses.update(
+                self._mask_losses(fine, stride, mask_boxes, labels, matched_idxs, targets)
+            )
             return [], losses
 
         boxes, scores, labels = self.postprocess_detections(
@@ -186,6 +207,22 @@ class PointRendRoIHeads(RoIHeads):
             for b, lab, s, m in zip(boxes, labels, scores, masks)
         ]
         return result, {}
+
+    @torch.no_grad()
+    def predicted_gt_class_boxes(
+        self, box_regression: Tensor, proposals: list[Tensor], labels: list[Tensor]
+    ) -> list[Tensor]:
+        """Each proposal's box regressed by the box head for its ground-truth class (the
+        background's proposals: class 0's row, unused), not clipped, without gradient.
+
+        Shapes: ``box_regression`` ``R x 4K``; ``proposals`` and ``labels`` per image
+        ``R_i x 4`` and ``R_i``; returns per image ``R_i x 4``.
+        """
+        decoded = self.box_coder.decode(box_regression, proposals)  # R x K x 4
+        classes = torch.cat(labels).clamp(0, decoded.shape[1] - 1)
+        rows = torch.arange(decoded.shape[0], device=decoded.device)
+        boxes = decoded[rows, classes].to(proposals[0].dtype)
+        return list(boxes.split([len(p) for p in proposals]))
 
     def _mask_losses(
         self,

@@ -13,12 +13,16 @@
   :func:`~pointrend.instance.paste.paste_masks` (vectorised over boxes, the project's pixel-centre
   convention), instead of torchvision's per-box loop over 28x28 masks; ``mask_paste="detectron2"``
   pastes with zero padding outside the mask, so that values fade towards 0 at the box border;
-* resizes as torchvision (``resize_rule="torchvision"``) or as detectron2's test-time
-  ``ResizeShortestEdge`` (``"detectron2"``: sides rounded to the nearest pixel, antialiased
-  when shrinking); ``min_size=0`` does not resize.
+* resizes as torchvision (``resize_rule="torchvision"``: the normalised float image, output
+  size ``floor(side * scale)``) or as detectron2's ``ResizeShortestEdge`` (``"detectron2"``:
+  sides rounded to the nearest pixel; the image quantised to 8 bits, ``round(x * 255)``, and
+  resized by PIL's bilinear filter on uint8 before normalising, so the network sees detectron2's
+  pixels bit for bit); ``min_size=0`` does not resize, nor does an image already at its size.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +31,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from ..image_checks import as_model_dtype, check_images
-from ..resize import shortest_edge_size
+from ..resize import quantise_to_uint8, resize_uint8_bilinear, shortest_edge_size
 from .paste import paste_masks
 from .roi_heads import ImageSizes, check_training_targets
 
@@ -145,6 +149,17 @@ class PointRendTransform(GeneralizedRCNNTransform):
             image_list.image_sizes = ImageSizes(image_list.image_sizes, original)
         return image_list, targets
 
+    def _keeps_size(self, image: Tensor) -> bool:
+        """Whether torchvision's resize (eval size) gives ``image`` its own size: its output is
+        ``floor(side * scale)`` with the float32 scale it computes."""
+        if self.training:
+            return False
+        h, w = (int(s) for s in image.shape[-2:])
+        limits = torch.tensor([self.min_size[-1], self.max_size], dtype=torch.float32)
+        sides = torch.tensor([min(h, w), max(h, w)], dtype=torch.float32)
+        scale = float((limits / sides).min())
+        return (math.floor(h * scale), math.floor(w * scale)) == (h, w)
+
     def _check_resized_size(self, image: Tensor, name: str) -> None:
         """Refuse an image so elongated that resizing would leave a side of 0 pixels."""
         if not self.resizes or self.fixed_size is not None:
@@ -160,7 +175,9 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
-        """torchvision's resize; when tracing (export), the output size computed as in eager.
+        """torchvision's resize (none when the size would not change); when tracing (export),
+        the output size computed as in eager. With the detectron2 rule, :meth:`_resize_detectron2`
+        (eager: it also normalises, after resizing the 8-bit pixels).
 
         Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
         the output size, which for shrunk images can come out a pixel smaller than in PyTorch
@@ -173,6 +190,8 @@ class PointRendTransform(GeneralizedRCNNTransform):
         if self.resize_rule == "detectron2" and self.fixed_size is None:
             return self._resize_detectron2(image, target)
         if not torch.jit.is_tracing() or self.training or self.fixed_size is not None:
+            if self.fixed_size is None and not torch.jit.is_tracing() and self._keeps_size(image):
+                return image, target  # resampling to the same size would change nothing
             return super().resize(image, target)
         if target is not None:
             raise ValueError("targets are not traced: export the model in eval mode, images only")
@@ -186,14 +205,35 @@ class PointRendTransform(GeneralizedRCNNTransform):
         )[0]
         return image, target
 
+    def _pixels_after_resize(self) -> bool:
+        """Whether this transform resizes the 8-bit pixels before normalising (detectron2's
+        order): the detectron2 rule, in eager mode (traced, it resizes the normalised image)."""
+        return (
+            self.resize_rule == "detectron2"
+            and self.fixed_size is None
+            and self.resizes
+            and (not torch.jit.is_tracing())
+        )
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """torchvision's normalisation; with the detectron2 rule it is applied after the resize
+        (in :meth:`resize`), so here the image passes as it is."""
+        if self._pixels_after_resize():
+            return image
+        return super().normalize(image)
+
     def _resize_detectron2(
         self, image: Tensor, target: dict[str, Tensor] | None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
         """Shortest side to ``min_size`` unless the longest would exceed ``max_size`` (then the
-        longest to ``max_size``), each side rounded to the nearest pixel (``int(x + 0.5)``);
-        bilinear, antialiased when shrinking (as PIL resizes an 8-bit image). Traced (export),
-        without antialiasing: the ONNX exporter has no antialiased resize, so an exported model
-        that shrinks an image computes slightly different values than in PyTorch.
+        longest to ``max_size``), each side rounded to the nearest pixel (``int(x + 0.5)``).
+
+        Eager: detectron2's pixels. The ``[0, 1]`` image is quantised as an 8-bit photo
+        (``round(x * 255)``, clamped: exact for an 8-bit image read as ``value / 255``),
+        resized by PIL's bilinear filter on uint8 (antialiased when shrinking), then divided by
+        255 and normalised. An image already at its output size is neither quantised nor
+        resampled. Traced (export): bilinear on the normalised float image, without
+        antialiasing (the ONNX exporter has none), so an exported model's pixels differ a little.
 
         Shapes: ``image`` ``3 x H x W`` -> ``3 x H' x W'``; target boxes and masks follow.
         """
@@ -203,13 +243,15 @@ class PointRendTransform(GeneralizedRCNNTransform):
             side = torch.stack([torch.as_tensor(h), torch.as_tensor(w)]).to(torch.float64)
             scale = torch.minimum(short / side.min(), self.max_size / side.max())
             size = torch.floor(side * scale + 0.5).to(torch.int64)
-            new_size = (size[0], size[1])
-        else:
-            new_size = shortest_edge_size(int(h), int(w), short, self.max_size)
-        antialias = not torch.jit.is_tracing() and new_size[0] < h
-        image = F.interpolate(
-            image[None], size=new_size, mode="bilinear", align_corners=False, antialias=antialias
-        )[0]
+            image = F.interpolate(
+                image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
+            )[0]
+            return image, target
+        new_size = shortest_edge_size(int(h), int(w), short, self.max_size)
+        if new_size == (int(h), int(w)):
+            return super().normalize(image), target
+        pixels = resize_uint8_bilinear(quantise_to_uint8(image), new_size)
+        image = super().normalize(pixels.to(image.dtype) / 255)
         if target is not None:
             target = dict(target)
             target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])

@@ -193,6 +193,12 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         "rpn_pre_nms_top_n_test": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TEST")),
         "rpn_post_nms_top_n_test": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TEST")),
         "rpn_nms_thresh": float(cfg.get("MODEL.RPN.NMS_THRESH")),
+        # training (fine-tuning): detectron2's proposal counts (torchvision keeps 2000 after NMS)
+        "rpn_pre_nms_top_n_train": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)),
+        "rpn_post_nms_top_n_train": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000)),
+        "rpn_smooth_l1_beta": float(cfg.get("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
+        # layers a fine-tuning run re-creates (another class count) start as detectron2's
+        "box_head_init": "detectron2",
         "roi_align_aligned": _POOLERS[pooler],
         "roi_align_sampling_ratio": int(cfg.get("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO")),
         "box_head_dim": int(cfg.get("MODEL.ROI_BOX_HEAD.FC_DIM")),
@@ -205,6 +211,13 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         options.update(
             mask_fc_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
             mask_conv_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM")),
+            mask_train_on_pred_boxes=bool(cfg.get("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True)),
+            box_smooth_l1_beta=float(cfg.get("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", 0.0)),
+            mask_train_num_points=int(cfg.get("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 196)),
+            mask_oversample_ratio=float(cfg.get("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 3)),
+            mask_importance_sample_ratio=float(
+                cfg.get("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", 0.75)
+            ),
             **_subdivision(cfg),
         )
     else:

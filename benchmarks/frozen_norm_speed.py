@@ -1,0 +1,191 @@
+"""CPU time of an imported detectron2 PointRend R50-FPN: this checkout next to a baseline commit.
+
+Both sides are the model the importer builds for the zoo config ``pointrend_rcnn_R_50_FPN_1x_coco``
+(80 classes; frozen batch norm, stride in the 1x1 conv, detectron2's resize rule and anchors),
+with the same random weights (seed 0; frozen batch-norm means, variances and shifts drawn away
+from the identity) and a score threshold of 0 so that both return 100
+detections; torchvision's ImageNet mean / std replace detectron2's 0-255 scale, with which random
+weights overflow (the cost is the same). The baseline is the package at ``--baseline`` (a git
+ref, default ``main``), taken with ``git archive`` into a temporary folder and imported under
+another name, so both run in one process. Input: one 800 x 1333 RGB image, which the resize
+rule leaves at its size.
+
+Timed in CPU seconds of the process (one thread: the work done, little changed by other
+processes sharing the machine, which wall time is not), alternating the two sides, one warm-up
+call each, ``--rounds`` rounds, median and minimum reported: the backbone (ResNet-50 + FPN on the normalised batch), the transform (normalise,
+resize rule, batch) and the whole model (``model([image])``). The backbone's outputs of the
+two sides are compared too (max absolute difference, and relative to each level's largest
+absolute value).
+
+Run: ``python -m benchmarks.frozen_norm_speed [--rounds 3] [--baseline main]``; writes
+``results.json``'s ``"frozen_norm_speed"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import io
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .machine import command_line, machine_info
+from .report import store_standalone
+
+ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
+HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
+BASELINE_PACKAGE = "pointrend_baseline"
+
+
+def resolve(ref: str) -> str:
+    """The commit hash of git ``ref``."""
+    out = subprocess.run(["git", "rev-parse", ref], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def load_baseline(ref: str, folder: Path):
+    """The ``pointrend`` package of git ``ref``, imported as :data:`BASELINE_PACKAGE`."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "src/pointrend"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    root = folder / "src" / "pointrend"
+    spec = importlib.util.spec_from_file_location(
+        BASELINE_PACKAGE, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[BASELINE_PACKAGE] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def alternate_cpu(contenders: dict, repeats: int) -> dict[str, list[float]]:
+    """CPU seconds of the process (``time.process_time``) of each contender, once per round,
+    ``repeats`` rounds after one warm-up round. With one thread this is the work done, little
+    changed by other processes sharing the machine (wall time is: it waits for them)."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    with torch.no_grad():
+        for fn in contenders.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in contenders.items():
+                start = time.process_time()
+                fn()
+                samples[name].append(time.process_time() - start)
+    return samples
+
+
+def build(package: str, state: dict | None = None) -> torch.nn.Module:
+    """The imported-style model from ``package`` (``pointrend`` or the baseline)."""
+    instance = importlib.import_module(f"{package}.interop.detectron2.instance")
+    zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
+    models = importlib.import_module(f"{package}.models")
+    name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
+    options.update(
+        box_score_thresh=0.0,
+        box_detections_per_img=DETECTIONS,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    torch.manual_seed(0)
+    model = models.pointrend_maskrcnn(name, num_classes, **options).eval()
+    if state is not None:
+        model.load_state_dict(state)
+        return model
+    g = torch.Generator().manual_seed(0)  # frozen statistics away from the identity
+    for norm in model.backbone.modules():
+        if isinstance(norm, FrozenBatchNorm2d):
+            n = norm.weight.shape[0]
+            norm.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=g))
+            norm.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+            norm.bias.copy_(0.1 * torch.randn(n, generator=g))
+    return model
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.frozen_norm_speed", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls of each side")
+    parser.add_argument("--baseline", default="main", help="git ref of the baseline (main)")
+    parser.add_argument("--out", default="benchmarks/results/results.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
+    commit = resolve(args.baseline)
+    with tempfile.TemporaryDirectory() as folder:
+        load_baseline(commit, Path(folder))
+        current = build("pointrend")
+        sides = {"current": current, "baseline": build(BASELINE_PACKAGE, current.state_dict())}
+        with torch.no_grad():
+            batches = {k: m.transform([image])[0].tensors for k, m in sides.items()}
+            outputs = {k: m.backbone(batches[k]) for k, m in sides.items()}
+            counts = {k: len(m([image])[0]["boxes"]) for k, m in sides.items()}
+        differences = {
+            level: float((outputs["current"][level] - outputs["baseline"][level]).abs().max())
+            for level in outputs["current"]
+        }
+        difference = max(differences.values())
+        relative = max(
+            differences[level] / float(outputs["baseline"][level].abs().max())
+            for level in differences
+        )
+        parts = {
+            "backbone": lambda m, k: m.backbone(batches[k]),
+            "transform": lambda m, k: m.transform([image]),
+            "whole_model": lambda m, k: m([image]),
+        }
+        medians, minima, samples = {}, {}, {}
+        for part, run in parts.items():
+            timed = alternate_cpu(
+                {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()}, args.rounds
+            )
+            samples[part] = timed
+            medians[part] = {k: statistics.median(v) for k, v in timed.items()}
+            minima[part] = {k: min(v) for k, v in timed.items()}
+    ratios = {part: m["current"] / m["baseline"] for part, m in medians.items()}
+    section = {
+        "command": command_line("benchmarks.frozen_norm_speed", argv),
+        "machine": machine_info(),
+        "baseline": args.baseline,
+        "baseline_commit": commit,
+        "image": [HEIGHT, WIDTH],
+        "threads": 1,
+        "rounds": args.rounds,
+        "detections": counts,
+        "cpu_seconds": samples,
+        "median_cpu_seconds": medians,
+        "min_cpu_seconds": minima,
+        "current_over_baseline": ratios,
+        "current_over_baseline_min": {p: m["current"] / m["baseline"] for p, m in minima.items()},
+        "backbone_max_abs_difference": difference,
+        "backbone_max_relative_difference": relative,
+    }
+    for part, m in medians.items():
+        print(
+            f"{part:12s} current {m['current']:7.3f} s  baseline ({args.baseline}) "
+            f"{m['baseline']:7.3f} s  ratio {ratios[part]:.3f} (CPU s, median; ratio of the "
+            f"minima {minima[part]['current'] / minima[part]['baseline']:.3f})"
+        )
+    print(
+        f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} of the largest "
+        f"|value| of a level); detections {counts}"
+    )
+    print(f"wrote {store_standalone(Path(args.out), 'frozen_norm_speed', section)}")
+    return section
+
+
+if __name__ == "__main__":
+    main()
