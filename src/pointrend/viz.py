@@ -19,6 +19,7 @@ __all__ = [
     "to_uint8_image",
     "colorize_labels",
     "overlay_instances",
+    "overlay_ranked",
     "overlay_labels",
     "plot_subdivision_steps",
     "plot_panels",
@@ -35,8 +36,11 @@ def palette(n: int, seed: int = 3) -> np.ndarray:
 
 
 def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``3 x H x W`` float tensor in [0, 1] (or an ``H x W x 3`` array) -> ``H x W x 3`` uint8."""
+    """A ``3 x H x W`` tensor (float in [0, 1], or uint8) or an ``H x W x 3`` array ->
+    ``H x W x 3`` uint8."""
     if torch.is_tensor(image):
+        if image.dtype == torch.uint8:
+            return np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy())
         image = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy()
         return (image * 255 + 0.5).astype(np.uint8)
     image = np.asarray(image)
@@ -66,10 +70,21 @@ def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = 25
     return out
 
 
-def _blend(image: np.ndarray, colours: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
-    out = image.astype(np.float32)
-    out[where] = (1 - alpha) * out[where] + alpha * colours[where].astype(np.float32)
-    return out.astype(np.uint8)
+def _blend(
+    image: np.ndarray, ids: np.ndarray, colour_of, alpha: float, rows: int = 512
+) -> np.ndarray:
+    """``image`` (``H x W x 3`` uint8) with the pixels of nonzero ``ids`` (``H x W``) blended
+    with ``colour_of(ids[where])`` (``k x 3`` uint8), ``rows`` rows at a time: the float work
+    covers one strip's painted pixels, never the whole image."""
+    out = image.copy()
+    for start in range(0, ids.shape[0], rows):
+        strip, painted = out[start : start + rows], ids[start : start + rows]
+        where = painted > 0
+        colours = colour_of(painted[where]).astype(np.float32)
+        strip[where] = ((1 - alpha) * strip[where].astype(np.float32) + alpha * colours).astype(
+            np.uint8
+        )
+    return out
 
 
 def instance_id_map(masks: np.ndarray) -> np.ndarray:
@@ -87,13 +102,18 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     ``masks`` is ``N x H x W`` bool, drawn in order (a later instance covers an earlier one).
     """
     masks = np.asarray(masks, dtype=bool)
+    return overlay_ranked(image, instance_id_map(masks), masks.shape[0], alpha)
+
+
+def overlay_ranked(image, drawn: np.ndarray, count: int, alpha: float = 0.5) -> np.ndarray:
+    """:func:`overlay_instances` from the id map: ``drawn`` (``H x W`` ints) is ``i + 1`` where
+    instance ``i`` (of ``count``, in drawing order) is on top, 0 where none is."""
     image = to_uint8_image(image)
-    if masks.shape[0] == 0:
+    if count == 0:
         return image.copy()
-    ids = instance_id_map(masks)
-    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(masks.shape[0])])[ids]
-    out = _blend(image, colours, ids > 0, alpha)
-    out[label_edges(ids)] = 255
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(count)])
+    out = _blend(image, drawn, lambda ids: colours[ids], alpha)
+    out[label_edges(drawn)] = 255
     return out
 
 
@@ -103,7 +123,7 @@ def overlay_labels(
     """A semantic label map painted over the image (class 0 left clear), class edges in white."""
     image = to_uint8_image(image)
     labels = np.asarray(labels)
-    out = _blend(image, colorize_labels(labels, num_classes), labels > 0, alpha)
+    out = _blend(image, labels, lambda ids: colorize_labels(ids, num_classes), alpha)
     out[label_edges(labels)] = 255
     return out
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 from torch import nn
 
-from ..data.images import IMAGE_SUFFIXES, read_image
+from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, resize_to_float, to_float_image
+from ..instance.compact import binary_mask_chunks
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
@@ -27,6 +29,7 @@ from .config import (
     load_config,
     with_checkpoint_model,
 )
+from .evaluate import detect
 
 __all__ = [
     "TrainedModel",
@@ -143,18 +146,14 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
-def _instance_records(trained: TrainedModel, masks, boxes, labels, scores) -> list[dict]:
+def _instance_records(trained: TrainedModel, rles, boxes, labels, scores) -> list[dict]:
     """COCO-style result dicts of one image's kept detections (``category_id``: the dataset's
     id when the checkpoint records the map, else the model's label)."""
-    from ..data.coco import encode_masks
-
     to_category = trained.label_to_category_id or {}
     names = trained.class_names
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     records = []
-    for i, (rle, label, score, box) in enumerate(
-        zip(encode_masks(masks), labels.tolist(), scores.tolist(), xywh)
-    ):
+    for i, (rle, label, score, box) in enumerate(zip(rles, labels.tolist(), scores.tolist(), xywh)):
         records.append(
             {
                 "instance_id": i + 1,
@@ -168,50 +167,111 @@ def _instance_records(trained: TrainedModel, masks, boxes, labels, scores) -> li
     return records
 
 
-@torch.no_grad()
-def _predict_instances(trained: TrainedModel, image: torch.Tensor, score_thresh: float):
-    from ..viz import instance_id_map, overlay_instances
+def resized_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
+    """``(h, w)`` the model's transform resizes an image of ``size`` to, when it shrinks it and
+    leaves an image of ``(h, w)`` as it is (``None`` otherwise: no transform, training mode, or
+    a size the transform would resize again). Read from the transform itself on a ``meta``
+    tensor (no pixels)."""
+    transform = getattr(model, "transform", None)
+    if transform is None or transform.training or not hasattr(transform, "resize"):
+        return None
+    try:
+        once = tuple(transform.resize(torch.empty(3, *size, device="meta"))[0].shape[-2:])
+        twice = tuple(transform.resize(torch.empty(3, *once, device="meta"))[0].shape[-2:])
+    except (RuntimeError, NotImplementedError, ValueError, TypeError):
+        return None
+    if once != twice or once[0] * once[1] >= size[0] * size[1]:
+        return None
+    return int(once[0]), int(once[1])
 
-    out = trained.model([image.to(next(trained.model.parameters()).device)])[0]
-    keep = out["scores"] >= score_thresh
-    masks = (out["masks"][keep, 0] >= 0.5).cpu().numpy()  # N x H x W, N may be 0
-    boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep].cpu(), out["scores"][keep]
-    order = np.argsort(scores.cpu().numpy(), kind="stable")  # best drawn last, on top
-    drawn = instance_id_map(masks[order])  # H x W: position in score order + 1, 0 = none
-    ids = np.concatenate([[0], order + 1])[drawn].astype(np.uint16)  # -> instance ids
-    records = _instance_records(trained, masks, boxes, labels, scores.cpu())
-    overlay = overlay_instances(image, masks[order])
+
+def model_input(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The float image to give ``model`` for ``pixels`` (``3 x H x W`` from
+    :func:`~pointrend.data.images.read_pixels`): shrunk to the size the model's transform would
+    resize it to before the conversion to float (:func:`resize_to_float`, the same
+    interpolation), so that a large photo is never held as float32 at full size."""
+    size = resized_size(model, tuple(pixels.shape[-2:]))
+    if size is None:
+        return to_float_image(pixels)
+    antialias = getattr(model.transform, "resize_rule", "torchvision") == "detectron2"
+    return resize_to_float(pixels, size, antialias=antialias)
+
+
+def _draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
+    """``(id map, overlay, RLEs)`` of the kept detections (``keep``: their indices, in the
+    output's order) pasted one chunk at a time: the ``H x W`` uint16 id map (``i + 1`` for
+    kept detection ``i``, the best-scoring on top, 0 = none), the ``H x W x 3`` uint8 overlay
+    and one COCO RLE per kept detection."""
+    from ..viz import overlay_ranked
+
+    H, W = pixels.shape[-2:]
+    scores = out["scores"][keep].cpu()
+    order = torch.argsort(scores, stable=True)  # worst first: the best is drawn last, on top
+    rank = torch.zeros(H, W, dtype=torch.int16 if len(keep) < 2**15 else torch.int32)
+    rles: list = [None] * len(keep)
+    for positions, masks in binary_mask_chunks(out, keep[order], max_bytes=1 << 26):
+        masks = masks.cpu()
+        encoded = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy()))
+        for position, rle in zip(positions.tolist(), encoded):
+            rle["counts"] = rle["counts"].decode("ascii")
+            rles[int(order[position])] = rle
+        weights = (positions + 1).to(rank.dtype)[:, None, None]  # rank in score order + 1
+        torch.maximum(rank, (masks.to(rank.dtype) * weights).amax(0), out=rank)
+    lookup = np.concatenate([[0], order.numpy() + 1]).astype(np.uint16)
+    ids = lookup[rank.numpy()]  # score rank -> instance id
+    overlay = overlay_ranked(pixels, rank.numpy(), len(keep))
+    return ids, overlay, rles
+
+
+@torch.no_grad()
+def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh: float):
+    """One image's id map, overlay and records; the model sees ``pixels`` (``3 x H x W``)
+    shrunk as its transform would, and renders only detections scoring ``>= score_thresh``
+    (box-local masks, pasted at ``H x W`` one chunk at a time: never ``R x H x W`` floats)."""
+    model = trained.model
+    image = model_input(model, pixels).to(next(model.parameters()).device)
+    size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    out = detect(model, [image], [size], compact=True, score_thresh=score_thresh)[0]
+    keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
+    ids, overlay, rles = _draw_instances(out, keep, pixels)
+    boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
+    records = _instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
     return {"instances": ids, "overlay": overlay}, records
 
 
 @torch.no_grad()
-def _predict_semantic(trained: TrainedModel, image: torch.Tensor):
+def _predict_semantic(trained: TrainedModel, pixels: torch.Tensor):
     from ..viz import overlay_labels
 
+    image = to_float_image(pixels)
     logits = trained.model(image[None].to(next(trained.model.parameters()).device))["out"]
+    del image
     labels = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
-    overlay = overlay_labels(image, labels, trained.num_classes)
+    del logits
+    overlay = overlay_labels(pixels, labels, trained.num_classes)
     present = np.unique(labels)
     names = [trained.class_names[c] if c < len(trained.class_names) else str(c) for c in present]
     return {"labels": labels, "overlay": overlay}, [{"classes": names}]
 
 
-def _predict_one(trained: TrainedModel, path: Path, stem: str, out_dir: Path, score_thresh):
+def _predict_one(
+    trained: TrainedModel, path: Path, stem: str, out_dir: Path, score_thresh, exif=True
+):
     """Predict one image and write its PNGs; ``(summary row, instance records or None)``."""
-    image = read_image(path)
+    pixels = read_pixels(path, exif_orientation=exif)
     start = time.perf_counter()
     if trained.task == "instance":
-        arrays, records = _predict_instances(trained, image, score_thresh)
+        arrays, records = _predict_instances(trained, pixels, score_thresh)
         found = f"{len(records)} instances"
     else:
-        arrays, records = _predict_semantic(trained, image)
+        arrays, records = _predict_semantic(trained, pixels)
         found, records = ", ".join(records[0]["classes"]), None
     seconds = time.perf_counter() - start
     for kind, array in arrays.items():
         _save_png(array, out_dir / f"{stem}_{kind}.png")
     row = {
         "image": str(path),
-        "size": f"{image.shape[2]}x{image.shape[1]}",
+        "size": f"{pixels.shape[2]}x{pixels.shape[1]}",
         "found": found,
         "seconds": round(seconds, 3),
     }

@@ -81,18 +81,21 @@ def compact_detections(
 
 
 def binary_mask_chunks(
-    output: dict, threshold: float = 0.5, max_bytes: int = 1 << 28
+    output: dict,
+    index: Sequence[int] | Tensor | None = None,
+    threshold: float = 0.5,
+    max_bytes: int = 1 << 28,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(positions, k x H x W uint8)`` chunks of one image's thresholded masks, all of its
-    detections in order, whether the output holds compact ``mask_grids`` or dense ``masks``
-    (``N x 1 x H x W`` probabilities)."""
+    """:func:`pasted_chunks` of one image's output, whether it holds compact ``mask_grids`` or
+    dense ``masks`` (``N x 1 x H x W`` probabilities, thresholded a chunk at a time)."""
     if "mask_grids" in output:
-        yield from pasted_chunks(output["mask_grids"], threshold=threshold, max_bytes=max_bytes)
+        yield from pasted_chunks(output["mask_grids"], None, index, threshold, max_bytes)
         return
     masks = output["masks"]
+    wanted = torch.arange(masks.shape[0]) if index is None else torch.as_tensor(index)
     per_chunk = max(1, int(max_bytes) // max(masks.shape[-2] * masks.shape[-1], 1))
-    for positions in torch.arange(masks.shape[0]).split(per_chunk):
-        chunk = masks[positions.to(masks.device), 0] >= threshold
+    for positions in torch.arange(wanted.numel()).split(per_chunk) if wanted.numel() else ():
+        chunk = masks[wanted[positions].to(masks.device), 0] >= threshold  # k x H x W
         yield positions, chunk.to(torch.uint8).transpose(1, 2).contiguous().transpose(1, 2)
 
 
@@ -169,7 +172,7 @@ def pasted_chunks(
         else [(torch.arange(R), compact.grids)]
     )
     per_chunk = max(1, int(max_bytes) // max(H * W, 1))
-    for positions in torch.arange(wanted.numel()).split(per_chunk):
+    for positions in torch.arange(wanted.numel()).split(per_chunk) if wanted.numel() else ():
         canvas = torch.zeros(len(positions), W, H, dtype=torch.uint8, device=boxes.device)
         slot_of = torch.full((R,), -1, dtype=torch.int64)
         slot_of[wanted[positions]] = torch.arange(len(positions))
