@@ -87,6 +87,15 @@ def _blend(
     return out
 
 
+def _paint_edges(out: np.ndarray, ids: np.ndarray, rows: int = 512) -> None:
+    """``out[label_edges(ids)] = 255``, ``rows`` rows at a time (each strip read with one row
+    of its neighbours above and below)."""
+    for start in range(0, ids.shape[0], rows):
+        above = max(start - 1, 0)
+        edges = label_edges(ids[above : start + rows + 1])[start - above :][:rows]
+        out[start : start + rows][edges] = 255
+
+
 def instance_id_map(masks: np.ndarray) -> np.ndarray:
     """``N x H x W`` bool masks -> ``H x W`` ids: ``i + 1`` for the last mask covering a pixel
     (masks drawn in order, a later one on top), 0 where none does."""
@@ -113,7 +122,7 @@ def overlay_ranked(image, drawn: np.ndarray, count: int, alpha: float = 0.5) -> 
         return image.copy()
     colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(count)])
     out = _blend(image, drawn, lambda ids: colours[ids], alpha)
-    out[label_edges(drawn)] = 255
+    _paint_edges(out, drawn)
     return out
 
 
@@ -124,7 +133,7 @@ def overlay_labels(
     image = to_uint8_image(image)
     labels = np.asarray(labels)
     out = _blend(image, labels, lambda ids: colorize_labels(ids, num_classes), alpha)
-    out[label_edges(labels)] = 255
+    _paint_edges(out, labels)
     return out
 
 

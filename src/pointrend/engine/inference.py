@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, resize_to_float, to_float_image
 from ..instance.compact import binary_mask_chunks
@@ -143,7 +143,8 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
+    # zlib level 1: a 48-megapixel overlay is written in a few seconds, not twenty
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG", compress_level=1))
 
 
 def _instance_records(trained: TrainedModel, rles, boxes, labels, scores) -> list[dict]:
@@ -197,6 +198,17 @@ def model_input(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return resize_to_float(pixels, size, antialias=antialias)
 
 
+def _draw_on_top(rank: Tensor, masks: Tensor, first: int) -> None:
+    """Draw ``masks`` (``k x h x w`` uint8, drawing positions ``first + 1``, ... ``first + k``)
+    over ``rank`` (``h x w``, the drawing position of the top mask, 0: none), in place."""
+    if masks.shape[0] == 1:
+        rank.masked_fill_(masks[0].bool(), first + 1)
+        return
+    local = torch.arange(1, masks.shape[0] + 1, dtype=torch.uint8)[:, None, None]
+    top = (masks * local).amax(0)  # the last of the chunk covering a pixel, 1-based
+    rank.copy_(torch.where(top > 0, top.to(rank.dtype) + first, rank))
+
+
 def _draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
     """``(id map, overlay, RLEs)`` of the kept detections (``keep``: their indices, in the
     output's order) pasted one chunk at a time: the ``H x W`` uint16 id map (``i + 1`` for
@@ -207,19 +219,25 @@ def _draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
     H, W = pixels.shape[-2:]
     scores = out["scores"][keep].cpu()
     order = torch.argsort(scores, stable=True)  # worst first: the best is drawn last, on top
-    rank = torch.zeros(H, W, dtype=torch.int16 if len(keep) < 2**15 else torch.int32)
+    # W x H: the masks' own column-major layout (drawing order + 1 of the top mask, 0: none)
+    dtype = torch.uint8 if len(keep) < 256 else torch.int32
+    rank_t = torch.zeros(W, H, dtype=dtype)
     rles: list = [None] * len(keep)
-    for positions, masks in binary_mask_chunks(out, keep[order], max_bytes=1 << 26):
-        masks = masks.cpu()
-        encoded = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy()))
+    budget = min(1 << 26, 255 * H * W)  # <= 255 masks a chunk: uint8 positions below
+    for positions, masks, (y0, y1, x0, x1) in binary_mask_chunks(
+        out, keep[order], max_bytes=budget
+    ):
+        masks_t = masks.cpu().transpose(1, 2)  # k x W x H, contiguous
+        encoded = mask_utils.encode(np.asfortranarray(masks_t.permute(2, 1, 0).numpy()))
         for position, rle in zip(positions.tolist(), encoded):
             rle["counts"] = rle["counts"].decode("ascii")
             rles[int(order[position])] = rle
-        weights = (positions + 1).to(rank.dtype)[:, None, None]  # rank in score order + 1
-        torch.maximum(rank, (masks.to(rank.dtype) * weights).amax(0), out=rank)
+        if y1 > y0 and x1 > x0:
+            _draw_on_top(rank_t[x0:x1, y0:y1], masks_t[:, x0:x1, y0:y1], int(positions[0]))
+    rank = rank_t.numpy().T  # H x W view
     lookup = np.concatenate([[0], order.numpy() + 1]).astype(np.uint16)
-    ids = lookup[rank.numpy()]  # score rank -> instance id
-    overlay = overlay_ranked(pixels, rank.numpy(), len(keep))
+    ids = lookup[rank]  # score rank -> instance id, H x W
+    overlay = overlay_ranked(pixels, rank, len(keep))
     return ids, overlay, rles
 
 

@@ -44,7 +44,7 @@ def predictions_to_coco(
     masks = None
     if "masks" in output or "mask_grids" in output:
         masks, rles, brles = True, [], []
-        for _, chunk in binary_mask_chunks(output, threshold=mask_threshold):  # k x H x W uint8
+        for _, chunk, _ in binary_mask_chunks(output, threshold=mask_threshold):  # k x H x W uint8
             chunk = chunk.cpu().bool()
             rles += encode_masks(chunk.numpy())
             brles += encode_masks(boundary_region(chunk, dilation_ratio).numpy())

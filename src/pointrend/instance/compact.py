@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.transform import resize_boxes
 
-from .paste import MasksBySize, paste_masks, window_values
+from .paste import MasksBySize, box_pixel_ranges, paste_masks, window_values
 
 __all__ = [
     "CompactMasks",
@@ -87,7 +87,8 @@ def binary_mask_chunks(
     max_bytes: int = 1 << 28,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """:func:`pasted_chunks` of one image's output, whether it holds compact ``mask_grids`` or
-    dense ``masks`` (``N x 1 x H x W`` probabilities, thresholded a chunk at a time)."""
+    dense ``masks`` (``N x 1 x H x W`` probabilities, thresholded a chunk at a time; the window
+    is then the whole image)."""
     if "mask_grids" in output:
         yield from pasted_chunks(output["mask_grids"], None, index, threshold, max_bytes)
         return
@@ -96,7 +97,8 @@ def binary_mask_chunks(
     per_chunk = max(1, int(max_bytes) // max(masks.shape[-2] * masks.shape[-1], 1))
     for positions in torch.arange(wanted.numel()).split(per_chunk) if wanted.numel() else ():
         chunk = masks[wanted[positions].to(masks.device), 0] >= threshold  # k x H x W
-        yield positions, chunk.to(torch.uint8).transpose(1, 2).contiguous().transpose(1, 2)
+        window = (0, masks.shape[-2], 0, masks.shape[-1])
+        yield positions, chunk.to(torch.uint8).transpose(1, 2).contiguous().transpose(1, 2), window
 
 
 def _scaled_boxes(compact: CompactMasks, size: tuple[int, int]) -> Tensor:
@@ -120,13 +122,18 @@ def _fill(
 ) -> None:
     """Set to 1 the pixels of ``canvas`` (``k x W x H`` uint8, each mask column-major) where
     the pasted ``grids`` (``r x 1 x M_h x M_w``) of ``boxes`` (``r x 4``) reach ``threshold``;
-    box ``i`` goes to mask ``slots[i]``."""
+    box ``i`` goes to mask ``slots[i]``, which no other box writes."""
     W, H = canvas.shape[1], canvas.shape[2]
     grids = grids.to(torch.float32)
-    for chunk, values, rows, cols in window_values(
-        grids, boxes, (H, W), max_elements, fade_border
-    ):
+    for chunk, values, rows, cols in window_values(grids, boxes, (H, W), max_elements, fade_border):
         on = values >= threshold  # r x h x w, False outside the box
+        if len(chunk) == 1:  # one window (or band of one): a block of rows and columns
+            r0, c0 = int(rows[0, 0]), int(cols[0, 0])
+            h, w = min(rows.shape[1], H - r0), min(cols.shape[1], W - c0)
+            if h > 0 and w > 0:
+                block = canvas[int(slots[chunk[0]]), c0 : c0 + w, r0 : r0 + h]
+                block.copy_(on[0, :h, :w].t())  # outside the box: 0, as the mask is there
+            continue
         on &= (rows < H)[:, :, None] & (cols < W)[:, None, :]
         r, y, x = on.nonzero(as_tuple=True)
         canvas[slots[chunk][r], cols[r, x], rows[r, y]] = 1
@@ -138,8 +145,8 @@ def pasted_chunks(
     index: Sequence[int] | Tensor | None = None,
     threshold: float = 0.5,
     max_bytes: int = 1 << 28,
-    max_elements: int = 1 << 24,
-) -> Iterator[tuple[Tensor, Tensor]]:
+    max_elements: int = 1 << 22,
+) -> Iterator[tuple[Tensor, Tensor, tuple[int, int, int, int]]]:
     """Full-size binary masks of some detections, a few at a time.
 
     Args:
@@ -152,10 +159,11 @@ def pasted_chunks(
         max_elements: bound on the window pixels sampled at once (see ``paste_masks``).
 
     Yields:
-        ``(positions, masks)``: ``positions`` ``k`` int64 indices into ``index`` (0, 1, ...
-        in order over the chunks), ``masks`` ``k x H x W`` uint8 (0 / 1); each mask is stored
-        column-major (``masks.permute(1, 2, 0).numpy()`` is Fortran-ordered, as pycocotools'
-        ``mask.encode`` wants it). The next chunk may reuse the memory.
+        ``(positions, masks, window)``: ``positions`` ``k`` int64 indices into ``index`` (0,
+        1, ... in order over the chunks), ``masks`` ``k x H x W`` uint8 (0 / 1), ``window``
+        ``(y0, y1, x0, x1)``: the rows and columns outside it are 0 in every mask of the chunk.
+        Each mask is stored column-major (``masks.permute(1, 2, 0).numpy()`` is
+        Fortran-ordered, as pycocotools' ``mask.encode`` wants it).
     """
     if not 0 < float(threshold) <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -190,7 +198,10 @@ def pasted_chunks(
                     compact.fade_border,
                     max_elements,
                 )
-        yield positions, canvas.transpose(1, 2)
+        x0, x1 = box_pixel_ranges(boxes[wanted[positions]], W, axis=0)
+        y0, y1 = box_pixel_ranges(boxes[wanted[positions]], H, axis=1)
+        window = (int(y0.min()), int(y1.max()), int(x0.min()), int(x1.max()))
+        yield positions, canvas.transpose(1, 2), window
 
 
 def paste_compact(
@@ -218,13 +229,13 @@ def paste_compact(
         from pycocotools import mask as mask_utils
 
         rles = []
-        for _, masks in chunks:
+        for _, masks, _ in chunks:
             for rle in mask_utils.encode(np.asfortranarray(masks.cpu().permute(1, 2, 0).numpy())):
                 rle["counts"] = rle["counts"].decode("ascii")
                 rles.append(rle)
         return rles
     dtype = torch.bool if output == "bool" else torch.uint8
     out = torch.zeros(n, H, W, dtype=dtype, device=compact.boxes.device)
-    for positions, masks in chunks:
+    for positions, masks, _ in chunks:
         out[positions.to(out.device)] = masks.to(dtype)
     return out

@@ -189,7 +189,7 @@ def window_values(
     Boxes are read in chunks whose windows are padded to the chunk's largest: so that little
     is padded, a chunk holds boxes whose window heights and widths round up to the same powers
     of two (a loop over those classes, not over boxes), and at most about ``max_elements``
-    window pixels.
+    window pixels; a single window larger than that is read in bands of rows.
 
     Args:
         masks: ``R x 1 x M_h x M_w`` box-relative values (floating point).
@@ -213,13 +213,17 @@ def window_values(
     for members in order.split(counts):
         win_w = max(int((x_end[members] - x_start[members]).max()), 1)
         win_h = max(int((y_end[members] - y_start[members]).max()), 1)
+        # a window larger than max_elements is read in bands of rows
+        band = max(1, max_elements // win_w)
         for chunk in members.split(max(1, max_elements // (win_w * win_h))):
             cols = x_start[chunk, None] + torch.arange(win_w, device=boxes.device)  # r x w
-            rows = y_start[chunk, None] + torch.arange(win_h, device=boxes.device)  # r x h
-            inside = (cols < x_end[chunk, None], rows < y_end[chunk, None])
-            grid = _window_grid(masks[chunk], boxes[chunk], cols, rows, *inside, fade_border)
-            values = F.grid_sample(masks[chunk], grid, padding_mode="zeros", align_corners=False)
-            yield chunk, values[:, 0], rows, cols
+            for first in range(0, win_h, band):
+                steps = torch.arange(first, min(first + band, win_h), device=boxes.device)
+                rows = y_start[chunk, None] + steps  # r x h
+                inside = (cols < x_end[chunk, None], rows < y_end[chunk, None])
+                grid = _window_grid(masks[chunk], boxes[chunk], cols, rows, *inside, fade_border)
+                values = F.grid_sample(masks[chunk], grid, padding_mode="zeros", align_corners=False)
+                yield chunk, values[:, 0], rows, cols
 
 
 def _log2_ceil(n: Tensor) -> Tensor:
