@@ -215,6 +215,11 @@ def _add_predict_parser(sub) -> None:
         default=0.5,
         help="instances: keep detections scoring at least this (default 0.5)",
     )
+    p.add_argument(
+        "--no-exif-orientation",
+        action="store_true",
+        help="use the pixels as stored, not turned upright as the photo's EXIF orientation says",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_option(p)
     p.set_defaults(func=_run_predict)
@@ -236,7 +241,12 @@ def _run_predict(args) -> int:
             file=sys.stderr,
         )
     rows, failures = predict_images(
-        trained, paths, args.out, args.score_thresh, progress=not args.no_progress
+        trained,
+        paths,
+        args.out,
+        args.score_thresh,
+        progress=not args.no_progress,
+        exif_orientation=not args.no_exif_orientation,
     )
     if rows:
         print(format_table(rows))

@@ -71,19 +71,17 @@ def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = 25
 
 
 def _blend(
-    image: np.ndarray, ids: np.ndarray, colour_of, alpha: float, rows: int = 512
+    image: np.ndarray, ids: np.ndarray, colour_of, alpha: float, rows: int = 64
 ) -> np.ndarray:
     """``image`` (``H x W x 3`` uint8) with the pixels of nonzero ``ids`` (``H x W``) blended
-    with ``colour_of(ids[where])`` (``k x 3`` uint8), ``rows`` rows at a time: the float work
-    covers one strip's painted pixels, never the whole image."""
+    with their colours ``colour_of(ids)`` (``... x 3`` uint8), ``rows`` rows at a time: the
+    float work covers one strip, never the whole image."""
     out = image.copy()
     for start in range(0, ids.shape[0], rows):
         strip, painted = out[start : start + rows], ids[start : start + rows]
-        where = painted > 0
-        colours = colour_of(painted[where]).astype(np.float32)
-        strip[where] = ((1 - alpha) * strip[where].astype(np.float32) + alpha * colours).astype(
-            np.uint8
-        )
+        colours = colour_of(painted).astype(np.float32)
+        mixed = ((1 - alpha) * strip.astype(np.float32) + alpha * colours).astype(np.uint8)
+        np.copyto(strip, mixed, where=(painted > 0)[..., None])
     return out
 
 

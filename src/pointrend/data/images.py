@@ -33,6 +33,7 @@ Refusals raise :class:`ImageError` (a ``ValueError``) naming the file, its mode 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,14 @@ def _decode_jpeg(path: Path, turned: bool) -> torch.Tensor | None:
     """``3 x H x W`` uint8 of a JPEG decoded by torchvision (libjpeg-turbo, the pixels Pillow
     gives, in about half the time), EXIF orientation applied when ``turned``; ``None`` when
     torchvision cannot decode it (Pillow then does)."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
     try:
-        data = read_file(str(path))
-        return decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=turned)
-    except (RuntimeError, ValueError):
+        with warnings.catch_warnings():  # torchvision 0.29 announces TorchCodec's decoders
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+            data = read_file(str(path))
+            return decode_jpeg(data, mode=ImageReadMode.RGB, apply_exif_orientation=turned)
+    except (ImportError, RuntimeError, ValueError):
         return None
 
 
@@ -170,9 +173,9 @@ def resize_to_float(
     ``(h, w)``: ``F.interpolate(to_float_image(pixels)[None], size, mode="bilinear",
     align_corners=False, antialias=antialias)`` computed without a full-size float copy.
 
-    Bilinear interpolation is separable (torch computes it one axis after the other): the width
-    is resized first, ``rows_per_strip`` rows at a time (the rows kept as they are), then the
-    height of the narrow float image."""
+    Bilinear interpolation is separable: the width is resized first, ``rows_per_strip`` rows at
+    a time (the rows kept as they are), then the height of the narrow float image; the values
+    are those of the one-call interpolation up to float rounding."""
     C, H, W = pixels.shape
     h, w = int(size[0]), int(size[1])
     narrow = torch.empty(C, H, w, dtype=torch.float32)

@@ -285,11 +285,13 @@ def _predict_one(
         arrays, records = _predict_semantic(trained, pixels)
         found, records = ", ".join(records[0]["classes"]), None
     seconds = time.perf_counter() - start
-    for kind, array in arrays.items():
-        _save_png(array, out_dir / f"{stem}_{kind}.png")
+    size = f"{pixels.shape[2]}x{pixels.shape[1]}"
+    del pixels  # a large photo's pixels are not kept while the PNGs are encoded
+    for kind in list(arrays):
+        _save_png(arrays.pop(kind), out_dir / f"{stem}_{kind}.png")
     row = {
         "image": str(path),
-        "size": f"{pixels.shape[2]}x{pixels.shape[1]}",
+        "size": size,
         "found": found,
         "seconds": round(seconds, 3),
     }
@@ -318,6 +320,7 @@ def predict_images(
     out_dir: str | Path,
     score_thresh: float = 0.5,
     progress: bool = True,
+    exif_orientation: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Predict every image and write ``<name>_overlay.png`` plus the masks for each.
 
@@ -330,6 +333,10 @@ def predict_images(
     dataset's category id when the checkpoint records the label -> category id map, the model's
     label otherwise (``"category_ids"`` says which). Semantic models write
     ``<name>_labels.png`` (class index per pixel).
+
+    Images are read turned upright as their EXIF orientation says (``exif_orientation=False``:
+    as stored); masks, boxes and PNGs are in that orientation. Only detections scoring at least
+    ``score_thresh`` are rendered (the model's box threshold is raised for the call).
 
     Returns one summary row per image written and the ``(path, error)`` of those that failed:
     an image that cannot be read or predicted is reported and the others are still processed.
@@ -347,7 +354,9 @@ def predict_images(
     try:
         for path, stem in items:
             try:
-                row, records = _predict_one(trained, path, stem, out_dir, score_thresh)
+                row, records = _predict_one(
+                    trained, path, stem, out_dir, score_thresh, exif_orientation
+                )
             except (ValueError, RuntimeError) as err:
                 failures.append((path, _first_line(err)))
                 continue
