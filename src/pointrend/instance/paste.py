@@ -222,7 +222,9 @@ def window_values(
                 rows = y_start[chunk, None] + steps  # r x h
                 inside = (cols < x_end[chunk, None], rows < y_end[chunk, None])
                 grid = _window_grid(masks[chunk], boxes[chunk], cols, rows, *inside, fade_border)
-                values = F.grid_sample(masks[chunk], grid, padding_mode="zeros", align_corners=False)
+                values = F.grid_sample(
+                    masks[chunk], grid, padding_mode="zeros", align_corners=False
+                )
                 yield chunk, values[:, 0], rows, cols
 
 
