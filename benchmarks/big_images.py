@@ -12,7 +12,9 @@ Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped seman
 * ``photo_default``: the same photo at the default settings;
 * ``eval_100`` / ``eval_10``: ``eval`` on 20 synthetic images rendered at 2048 x 2048, 100 / 10
   detections per image;
-* ``semantic_4096x8192``: ``predict`` with the semantic model on a 4096 x 8192 JPEG;
+* ``semantic_4096x8192``: ``predict`` with the semantic model on a 4096 x 8192 JPEG, and
+  ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (image read,
+  backbone and FPN, full-resolution logits), in a separate process;
 * ``small_800x1333``: ``predict`` on an 800 x 1333 JPEG at the default settings, the median of
   ``--rounds`` runs.
 
@@ -104,6 +106,36 @@ def eval_run(out: Path, src: Path, detections: int) -> dict:
     return measure(args, src)
 
 
+_STAGES = (
+    "import json, resource, sys, torch\n"
+    "from pointrend.data.images import read_pixels, to_float_image\n"
+    "from pointrend.engine.inference import load_trained_model\n"
+    "def peak():\n"
+    "    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)\n"
+    "m = load_trained_model(sys.argv[1]).model\n"
+    "out = {'model_loaded': peak()}\n"
+    "image = to_float_image(read_pixels(sys.argv[2]))[None]\n"
+    "out['image_read'] = peak()\n"
+    "with torch.no_grad():\n"
+    "    features, coarse = m._features(image)\n"
+    "    out['backbone_and_fpn'] = peak()\n"
+    "    logits = m.render(features[m.fine_index], coarse)\n"
+    "    del features, coarse\n"
+    "    out['full_resolution_logits'] = peak()\n"
+    "    out['logits_mb'] = round(logits.numel() * 4 / 2**20, 1)\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def semantic_stages(image: Path, src: Path) -> dict:
+    """Peak RSS (MB) of the semantic model after each stage of its forward pass on ``image``
+    (fresh process): what bounds the memory of a large semantic prediction."""
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
+    command = [sys.executable, "-c", _STAGES, str(SEMANTIC), str(image)]
+    text = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(text.strip().splitlines()[-1])
+
+
 def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
     """Every run of the module docstring, in ``work``."""
     src = REPO / "src"
@@ -127,6 +159,7 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
                 runs[name][f"photo_{k}"] = predict_run(photo, fresh(), tree, extra)
             runs[name]["eval_100"] = eval_run(fresh(), tree, 100)
             runs[name]["semantic_4096x8192"] = predict_run(street, fresh(), tree, [], SEMANTIC)
+            runs[name]["semantic_4096x8192_stages"] = semantic_stages(street, tree)
         for key, value in runs[name].items():
             log(f"  {key:<20} {value}")
     return runs
