@@ -16,9 +16,12 @@ Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped seman
   ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (image read,
   backbone and FPN, full-resolution logits), in a separate process;
 * ``small_800x1333``: ``predict`` on an 800 x 1333 JPEG at the default settings, the median of
-  ``--rounds`` runs.
+  ``--rounds`` runs;
+* ``read_6000x4000``: reading a 24-megapixel JPEG (the median of ``--rounds`` reads in one
+  process, after one untimed read).
 
-``--baseline-src DIR`` also runs ``photo_default``, ``small_800x1333`` and ``eval_10`` with
+``--baseline-src DIR`` also runs ``read_6000x4000``, ``photo_default``, ``small_800x1333`` and
+``eval_10`` with
 ``PYTHONPATH=DIR`` (e.g. the ``src`` of a ``git worktree`` of an earlier commit), side by side.
 The photos are synthetic scenes (:func:`pointrend.data.synthetic.render_sample`) enlarged with
 Pillow and saved as JPEG (quality 90). Writes ``results.json["big_images"]``.
@@ -127,6 +130,29 @@ _STAGES = (
 )
 
 
+_READ = (
+    "import statistics, sys, time\n"
+    "from pointrend.data import images\n"
+    "read = getattr(images, 'read_pixels', images.read_image)\n"
+    "times = []\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    t = time.perf_counter()\n"
+    "    pixels = read(sys.argv[1])\n"
+    "    times.append(time.perf_counter() - t)\n"
+    "print(statistics.median(times), pixels.dtype)\n"
+)
+
+
+def read_time(image: Path, src: Path, rounds: int) -> dict:
+    """Median seconds to read ``image`` with the tree's reader (``read_pixels`` where it
+    exists, else ``read_image``), in a fresh process, after one untimed read."""
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
+    command = [sys.executable, "-c", _READ, str(image), str(rounds + 1)]
+    text = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    seconds, dtype = text.split()
+    return {"read_s": round(float(seconds), 3), "dtype": dtype}
+
+
 def semantic_stages(image: Path, src: Path) -> dict:
     """Peak RSS (MB) of the semantic model after each stage of its forward pass on ``image``
     (fresh process): what bounds the memory of a large semantic prediction."""
@@ -142,12 +168,14 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
     photo = write_photo(work / "photo_8000x6000.jpg", (6000, 8000))
     street = write_photo(work / "street_4096x8192.jpg", (4096, 8192), index=1)
     small = write_photo(work / "small_800x1333.jpg", (800, 1333), index=2)
+    phone = write_photo(work / "photo_6000x4000.jpg", (4000, 6000), index=3)
     trees = {"this": src, **({"baseline": baseline} if baseline else {})}
     runs: dict = {name: {} for name in trees}
     folders = (work / f"out_{k}" for k in range(1000))
     fresh = functools.partial(next, folders)  # one output folder per run
     for name, tree in trees.items():
         log(f"[{name}] {tree}")
+        runs[name]["read_6000x4000"] = read_time(phone, tree, rounds)
         runs[name]["photo_default"] = predict_run(photo, fresh(), tree, [])
         runs[name]["small_800x1333"] = _median_run(
             [predict_run(small, fresh(), tree, []) for _ in range(rounds)]
@@ -184,6 +212,9 @@ def checks(runs: dict) -> dict:
             this["eval_100"]["peak_rss_mb"] / this["eval_10"]["peak_rss_mb"], 3
         ),
     }
+    out["read_6000x4000_s"] = this["read_6000x4000"]["read_s"]
+    if "read_6000x4000" in base:
+        out["read_6000x4000_s_baseline"] = base["read_6000x4000"]["read_s"]
     for key in ("photo_default", "small_800x1333", "eval_10"):
         if key in base:
             out[f"{key}_wall_s_this_vs_baseline"] = [this[key]["wall_s"], base[key]["wall_s"]]

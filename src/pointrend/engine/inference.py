@@ -264,7 +264,10 @@ def _predict_semantic(trained: TrainedModel, pixels: torch.Tensor):
     image = to_float_image(pixels)
     logits = trained.model(image[None].to(next(trained.model.parameters()).device))["out"]
     del image
-    labels = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
+    H, W = logits.shape[-2:]
+    labels = np.empty((H, W), np.uint8)  # class indices, a band of rows at a time (no int64 map)
+    for start in range(0, H, 256):
+        labels[start : start + 256] = logits[0, :, start : start + 256].argmax(0).cpu().numpy()
     del logits
     overlay = overlay_labels(pixels, labels, trained.num_classes)
     present = np.unique(labels)
