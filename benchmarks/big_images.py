@@ -10,8 +10,9 @@ Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped seman
 * ``photo_100`` / ``photo_10``: ``predict`` on an 8000 x 6000 JPEG with 100 / 10 detections
   forced (``--score-thresh 0``, ``box_score_thresh=0``, ``box_detections_per_img`` 100 / 10);
 * ``photo_default``: the same photo at the default settings;
-* ``eval_100`` / ``eval_10``: ``eval`` on 20 synthetic images rendered at 2048 x 2048, 100 / 10
-  detections per image;
+* ``eval_100`` / ``eval_10``: ``eval`` on 20 synthetic images rendered at 2048 x 2048 (written
+  once in COCO format by :func:`~pointrend.data.write.write_synthetic_dataset`, seed 1000),
+  100 / 10 detections per image;
 * ``semantic_4096x8192``: ``predict`` with the semantic model on a 4096 x 8192 JPEG, and
   ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (image read,
   backbone and FPN, full-resolution logits), in a separate process;
@@ -44,6 +45,7 @@ from pathlib import Path
 from PIL import Image
 
 from pointrend.data.synthetic import render_sample
+from pointrend.data.write import write_synthetic_dataset
 
 from .machine import command_line, machine_info
 from .report import store_standalone
@@ -96,11 +98,12 @@ def predict_run(image: Path, out: Path, src: Path, extra: list[str], weights=INS
     return result
 
 
-def eval_run(out: Path, src: Path, detections: int) -> dict:
-    """``pointrend eval`` on 20 synthetic 2048 x 2048 images, ``detections`` per image."""
+def eval_run(data: Path, out: Path, src: Path, detections: int) -> dict:
+    """``pointrend eval`` on the COCO-format folder ``data``, ``detections`` per image."""
     sets = [
-        "val_data.num_images=20",
-        "val_data.image_size=2048",
+        "val_data.format=coco",
+        f"val_data.images={data / 'images'}",
+        f"val_data.annotations={data / 'annotations.json'}",
         "model.options.box_score_thresh=0",
         f"model.options.box_detections_per_img={detections}",
     ]
@@ -169,6 +172,7 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
     street = write_photo(work / "street_4096x8192.jpg", (4096, 8192), index=1)
     small = write_photo(work / "small_800x1333.jpg", (800, 1333), index=2)
     phone = write_photo(work / "photo_6000x4000.jpg", (4000, 6000), index=3)
+    data = write_synthetic_dataset("instance", work / "val_2048", 20, 2048, seed=1000).parent
     trees = {"this": src, **({"baseline": baseline} if baseline else {})}
     runs: dict = {name: {} for name in trees}
     folders = (work / f"out_{k}" for k in range(1000))
@@ -180,12 +184,12 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
         runs[name]["small_800x1333"] = _median_run(
             [predict_run(small, fresh(), tree, []) for _ in range(rounds)]
         )
-        runs[name]["eval_10"] = eval_run(fresh(), tree, 10)
+        runs[name]["eval_10"] = eval_run(data, fresh(), tree, 10)
         if name == "this":
             for k in (100, 10):
                 extra = [*FORCED, "--set", f"model.options.box_detections_per_img={k}"]
                 runs[name][f"photo_{k}"] = predict_run(photo, fresh(), tree, extra)
-            runs[name]["eval_100"] = eval_run(fresh(), tree, 100)
+            runs[name]["eval_100"] = eval_run(data, fresh(), tree, 100)
             runs[name]["semantic_4096x8192"] = predict_run(street, fresh(), tree, [], SEMANTIC)
             runs[name]["semantic_4096x8192_stages"] = semantic_stages(street, tree)
         for key, value in runs[name].items():

@@ -44,7 +44,8 @@ def predictions_to_coco(
     masks = None
     if "masks" in output or "mask_grids" in output:
         masks, rles, brles = True, [], []
-        for _, chunk, _ in binary_mask_chunks(output, threshold=mask_threshold):  # k x H x W uint8
+        chunks = binary_mask_chunks(output, threshold=mask_threshold, max_bytes=1 << 25)
+        for _, chunk, _ in chunks:  # k x H x W uint8, a few masks at a time
             chunk = chunk.cpu().bool()
             rles += encode_masks(chunk.numpy())
             brles += encode_masks(boundary_region(chunk, dilation_ratio).numpy())
