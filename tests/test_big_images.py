@@ -20,7 +20,8 @@ from pointrend.data.images import (
     to_float_image,
 )
 from pointrend.data.synthetic import render_sample
-from pointrend.engine.inference import load_trained_model, model_input, resized_size
+from pointrend.engine.inference import load_trained_model
+from pointrend.engine.photos import model_input, resized_size
 from pointrend.viz import _blend, _paint_edges, label_edges, palette
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -307,8 +307,8 @@ def test_predict_instance_images_without_detections_are_normal_results(instance_
     ramp = np.linspace(0, 65535, 40 * 50).astype(np.uint16).reshape(40, 50)
     Image.fromarray(ramp).save(folder / "deep.png")  # 16-bit grayscale
     out = tmp_path / "out"
-    # no score reaches 1.01: nothing is detected on any image
-    assert _predict(weights, [folder], out, "--score-thresh", "1.01") == 0
+    # no score of this barely trained model reaches 1: nothing is detected
+    assert _predict(weights, [folder], out, "--score-thresh", "1") == 0
     preds = json.loads((out / "predictions.json").read_text())["images"]
     assert preds == {"black.png": [], "deep.png": [], "dot.png": [], "strip.png": []}
     for stem, shape in [("black", (64, 64)), ("dot", (1, 1)), ("strip", (64, 4000))]:

@@ -7,24 +7,17 @@ config, missing file, corrupt checkpoint, non-finite loss) print one clear line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .cli_options import add_overwrite_option as _add_overwrite_option
+from .cli_options import add_set_option as _add_set_option
 
 STARTED_AT = time.perf_counter()  # the demo reports its time from here (the package imported)
 MASKS = "PointRend's instance masks at 224x224 (fixed) or at about each box's size (box)"
-
-
-def _add_set_option(p: argparse.ArgumentParser, example: str) -> None:
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"override a config value, e.g. --set {example}",
-    )
 
 
 def _add_threads_option(
@@ -130,6 +123,7 @@ def _add_eval_parser(sub) -> None:
         help="also write the metrics to this JSON file (null where nothing is scored); on "
         "Cityscapes instances, the predictions in that evaluation's format go to OUT_cityscapes/",
     )
+    _add_overwrite_option(p, "an existing --out file and OUT_cityscapes/")
     p.add_argument(
         "--eval-size",
         type=int,
@@ -143,6 +137,16 @@ def _add_eval_parser(sub) -> None:
 
 
 def _run_eval(args) -> int:
+    from .engine.outputs import check_eval_outputs, hold_file
+
+    _set_threads(args)
+    with hold_file(args.out, main_only=True) if args.out else contextlib.nullcontext():
+        check_eval_outputs(args.out, [args.config, args.weights], args.overwrite)
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
+    """``eval`` once its output is checked and held."""
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
     from .engine.distributed import init_distributed, is_main_process
@@ -155,7 +159,6 @@ def _run_eval(args) -> int:
     )
     from .engine.inference import load_trained_model
 
-    _set_threads(args)
     device = init_distributed("auto")
     overrides = list(args.set or [])
     if args.eval_size is not None:
@@ -187,15 +190,32 @@ def _run_eval(args) -> int:
 
 
 def _report_model_config(trained, args) -> None:
-    """Say when the config given differs from the model config the weights hold (which wins)."""
+    """Say when the config given sets a model key to another value than the model config the
+    weights hold (which wins); keys the YAML leaves out (a data-only YAML) are not differences.
+    A YAML whose ``model.task`` is not the checkpoint's is an error."""
+    from .engine.config import ConfigError, model_keys_written
     from .engine.distributed import is_main_process
 
-    if trained.config_notes and is_main_process():
+    if args.config is None:
+        return
+    written = model_keys_written(args.config)
+    task = written.get("model.task", trained.task)
+    if task != trained.task:
+        raise ConfigError(
+            f"{args.config} sets model.task: {task}, but {args.weights} holds a {trained.task} "
+            f"model: give a {trained.task} config (its data is what the model is run on)"
+        )
+    notes = [n for n in trained.config_notes if _is_written(n.split(":", 1)[0], written)]
+    if notes and is_main_process():
         print(
             f"pointrend {args.command}: the model is built from the config stored in "
-            f"{args.weights}; {args.config} differs in {'; '.join(trained.config_notes)}",
+            f"{args.weights}; {args.config} differs in {'; '.join(notes)}",
             file=sys.stderr,
         )
+
+
+def _is_written(key: str, written: dict) -> bool:
+    return key in written or any(key.startswith(f"{w}.") for w in written)
 
 
 def _add_predict_parser(sub) -> None:
@@ -220,6 +240,7 @@ def _add_predict_parser(sub) -> None:
         action="store_true",
         help="use the pixels as stored, not turned upright as the photo's EXIF orientation says",
     )
+    _add_overwrite_option(p, "the files of an earlier predict run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_option(p)
     p.set_defaults(func=_run_predict)
@@ -229,6 +250,8 @@ def _run_predict(args) -> int:
     from .engine.inference import list_images, load_trained_model, predict_images
 
     _set_threads(args)
+    if not 0 <= args.score_thresh <= 1:  # nan fails both
+        raise ValueError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
     trained = load_trained_model(args.weights, args.config, args.set)
     _report_model_config(trained, args)
     paths = list_images(args.images)
@@ -245,7 +268,8 @@ def _run_predict(args) -> int:
         paths,
         args.out,
         args.score_thresh,
-        progress=not args.no_progress,
+        not args.no_progress,
+        args.overwrite,
         exif_orientation=not args.no_exif_orientation,
     )
     if rows:
@@ -309,78 +333,22 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line, rule, *body])
 
 
-def _add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export trained weights to ONNX (onnxruntime) or TorchScript")
-    p.add_argument("config", help="YAML config the weights were trained with")
-    p.add_argument("--weights", required=True, help="checkpoint written by 'pointrend train'")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
-    _add_set_option(p, "model.options.box_score_thresh=0.3")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="traced image size")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
-    p.set_defaults(func=_run_export)
-
-
-def _run_export(args) -> int:
-    from .export import export_from_config
-
-    result = export_from_config(
-        args.config, args.weights, args.format, args.out, args.set, args.size, args.opset
-    )
-    diff = result["max_abs_diff"]
-    check = "not checked" if diff is None else f"max |difference| {diff:.2g}"
-    print(
-        f"exported the {result['task']} model ({result['num_classes']} classes) to "
-        f"{result['path']} ({result['format']}); vs PyTorch on a random image: {check}"
-    )
-    return 0
-
-
-def _add_import_detectron2_parser(sub) -> None:
-    p = sub.add_parser(
-        "import-detectron2",
-        help="convert a detectron2 PointRend checkpoint (.pkl / .pth) into a pointrend checkpoint",
-    )
-    p.add_argument(
-        "checkpoint",
-        nargs="?",
-        help="detectron2 model-zoo .pkl or trainer .pth (with --zoo and no file: downloaded "
-        "into torch's hub cache)",
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--d2-config", help="the config.yaml detectron2 wrote next to the weights")
-    source.add_argument("--zoo", help="a published model, e.g. pointrend_rcnn_R_50_FPN_3x_coco")
-    p.add_argument("--out", required=True, help="pointrend checkpoint to write, e.g. model.pt")
-    p.set_defaults(func=_run_import_detectron2)
-
-
-def _run_import_detectron2(args) -> int:
-    from .interop.detectron2 import import_detectron2, write_imported_checkpoint
-
-    imported = import_detectron2(args.checkpoint, args.d2_config, args.zoo)
-    path = write_imported_checkpoint(imported, args.out)
-    spec = imported.model_config
-    print(
-        f"imported a {spec['task']} {spec['name']} {spec['backbone']} model "
-        f"({len(imported.class_names)} classes) to {path}; its config: {path.with_suffix('.yaml')}"
-    )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pointrend", description="PointRend: image segmentation as rendering."
     )
     parser.add_argument("--version", action="version", version=f"pointrend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .cli_convert import add_export_parser, add_import_detectron2_parser
+
     for add in (
         _add_train_parser,
         _add_eval_parser,
         _add_predict_parser,
         _add_data_parser,
         _add_demo_parser,
-        _add_export_parser,
-        _add_import_detectron2_parser,
+        add_export_parser,
+        add_import_detectron2_parser,
     ):
         add(sub)
     return parser
@@ -396,13 +364,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (
-        ConfigError,
-        CheckpointError,
-        NonFiniteLossError,
-        FileExistsError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
-        print(f"pointrend {args.command}: error: {err}", file=sys.stderr)
+    except (ConfigError, CheckpointError, NonFiniteLossError, ValueError, OSError) as err:
+        print(f"pointrend {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"pointrend {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: Exception) -> str:
+    """An error as one line: an operating-system error as its reason and the path it names."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        line = f"{err.strerror}: {err.filename}"
+        return line + (f" -> {err.filename2}" if err.filename2 is not None else "")
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import masks_to_boxes
 
 from .coco import DataError, instance_annotations, make_coco, raise_problems
-from .images import ImageError, pair_size_problem, read_image
+from .images import ImageError, image_size, pair_size_problem, read_image
 
 __all__ = [
     "CityscapesInstanceDataset",
@@ -131,6 +132,44 @@ def _rasterise_polygons(path: Path) -> np.ndarray:
     return np.asarray(image).astype(np.int64)
 
 
+def _is_point(p) -> bool:
+    return isinstance(p, list | tuple) and len(p) == 2 and all(_is_number(c) for c in p)
+
+
+def _is_number(c) -> bool:
+    return isinstance(c, int | float) and not isinstance(c, bool)
+
+
+def polygons_problem(image: Path, path: Path, label_names) -> str | None:
+    """Why a ``*_gtFine_polygons.json`` cannot be rasterised for ``image`` (``None``: fine),
+    checked without drawing: readable JSON, ``imgHeight`` / ``imgWidth`` equal to the image's
+    header size, and every object a known label (or ``<label>group``) with a list of ``[x, y]``
+    points, as cityscapesscripts' ``createInstanceImage`` requires."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        return f"{path}: not a readable Cityscapes polygons file: {err}"
+    if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+        return f"{path}: not a Cityscapes polygons file (no 'objects' list)"
+    size = (data.get("imgHeight"), data.get("imgWidth"))
+    try:
+        if size != image_size(image):
+            return f"{path} is {size} (imgHeight, imgWidth) but its image {image} is {image_size(image)}"
+    except ImageError as err:
+        return str(err)
+    for k, obj in enumerate(data["objects"]):
+        label = obj.get("label") if isinstance(obj, dict) else None
+        base = (
+            label[: -len("group")] if isinstance(label, str) and label.endswith("group") else label
+        )
+        if label not in label_names and base not in label_names:
+            return f"{path}: objects[{k}]: label {label!r} is not a Cityscapes label"
+        polygon = obj.get("polygon")
+        if not isinstance(polygon, list) or not polygon or not all(map(_is_point, polygon)):
+            return f"{path}: objects[{k}] ({label}): 'polygon' must be a list of [x, y] points"
+    return None
+
+
 def decode_instance_ids(ids: np.ndarray, label_ids: np.ndarray):
     """Regions of an ``H x W`` instance-id map of the classes ``label_ids`` (their Cityscapes
     ids, in label order): ``(masks N x H x W bool, labels N int64 in 1..K, crowd N bool)``, in
@@ -155,7 +194,9 @@ class CityscapesInstanceDataset(Dataset):
 
     ``coco`` is the ground truth as a COCO object (groups ``iscrowd``, category ids = Cityscapes
     label ids) for COCO-style scoring; :meth:`instance_id_files` gives the instance-id PNGs the
-    Cityscapes evaluation reads. Image and PNG sizes are checked on construction (headers).
+    Cityscapes evaluation reads. Image and PNG sizes are checked on construction (headers), and
+    every polygons file is read and checked then (:func:`polygons_problem`), so that a broken one
+    stops a run before its first iteration.
     """
 
     def __init__(self, root: str | Path, split: str = "train", transforms=None):
@@ -173,8 +214,12 @@ class CityscapesInstanceDataset(Dataset):
             INSTANCE_SUFFIXES,
             "download gtFine; cityscapesscripts' json2instanceImg makes the PNGs from the JSON",
         )
-        problems = [
-            pair_size_problem(image, ann) for image, ann in self.pairs if ann.suffix == ".png"
+        names = set(import_cityscapesscripts("helpers.labels").name2label)
+        problems = [  # headers of the PNGs, the whole of the (small) polygons files
+            pair_size_problem(image, ann)
+            if ann.suffix == ".png"
+            else polygons_problem(image, ann, names)
+            for image, ann in self.pairs
         ]
         raise_problems(self.root / "gtFine" / split, [p for p in problems if p])
         self.image_names = [image.name[: -len(IMAGE_SUFFIX)] for image, _ in self.pairs]
@@ -196,7 +241,7 @@ class CityscapesInstanceDataset(Dataset):
         """``H x W`` int64 instance ids of image ``index`` (from its PNG or its polygons)."""
         image, annotation = self.pairs[index]
         if annotation.suffix == ".png":
-            return read_index_png(annotation, "instance ids")
+            return self._known_ids(read_index_png(annotation, "instance ids"), annotation)
         ids = _rasterise_polygons(annotation)
         with Image.open(image) as im:
             width, height = im.size
@@ -204,6 +249,23 @@ class CityscapesInstanceDataset(Dataset):
             raise DataError(
                 f"{annotation} is {tuple(ids.shape)} (H x W) but its image {image} is "
                 f"{(height, width)}"
+            )
+        return ids
+
+    @cached_property
+    def _label_ids(self) -> np.ndarray:
+        return np.array(sorted(import_cityscapesscripts("helpers.labels").id2label))
+
+    def _known_ids(self, ids: np.ndarray, path: Path) -> np.ndarray:
+        """``ids``, when every value is a Cityscapes label id or ``label id * 1000 + k`` (what
+        the Cityscapes evaluation can read); else a :class:`DataError` naming the file."""
+        values = np.unique(ids)
+        label_id = np.where(values >= INSTANCE_ID_FACTOR, values // INSTANCE_ID_FACTOR, values)
+        unknown = values[~np.isin(label_id, self._label_ids)]
+        if unknown.size:
+            raise DataError(
+                f"{path}: instance ids {unknown[:5].tolist()} are not Cityscapes ids (a label id, "
+                "or label id * 1000 + k, as cityscapesscripts writes them)"
             )
         return ids
 

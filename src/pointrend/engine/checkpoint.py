@@ -14,6 +14,7 @@ import os
 import random
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,7 @@ __all__ = [
     "load_model_weights",
     "load_matching_weights",
     "load_state_checked",
+    "check_finite",
     "remove_stale_temp_files",
 ]
 
@@ -70,19 +72,27 @@ def _os_error(err: BaseException) -> OSError | None:
 
 def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, fsync,
-    rename over ``path``. On any error the temporary file is removed and ``path`` is untouched."""
+    rename over ``path``. On any error the temporary file is removed and ``path`` is untouched;
+    an operating-system error (no space, no permission, a file where a folder should be) is a
+    :class:`CheckpointError` naming ``path`` and the reason."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException as err:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         cause = _os_error(err)
         if cause is not None:
@@ -92,11 +102,6 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = T
                 f"{path.name} was left as it was"
             ) from err
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     return path
 
 
@@ -125,12 +130,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt, truncated, or holding objects that need code to load
+        kind = _file_kind(path)
+        if path.suffix == ".pkl" or kind == "pickle":  # torch.save writes zip archives
+            raise CheckpointError(
+                f"{path} is not a pointrend checkpoint (a pickle, not a torch.save file); a "
+                f"detectron2 checkpoint is converted first: pointrend import-detectron2 {path} "
+                "--d2-config CONFIG.yaml (or --zoo NAME) --out model.pt"
+            ) from err
+        if kind == "other":
+            raise CheckpointError(
+                f"{path} is not a complete checkpoint written by torch.save (no zip archive in "
+                "it: truncated, or another kind of file)"
+            ) from err
+        lines = str(err).strip().splitlines() or [""]
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}"
+            f"cannot read checkpoint {path}: {type(err).__name__}: {lines[0][:200]}"
         ) from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def _file_kind(path: Path) -> str:
+    """``"zip"`` (what ``torch.save`` writes), ``"pickle"`` (protocol 2 or later, e.g. a
+    detectron2 ``.pkl``) or ``"other"``."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with open(path, "rb") as f:
+        return "pickle" if f.read(1) == b"\x80" else "other"
 
 
 def checkpoint_path(output_dir: str | Path, iteration: int) -> Path:
@@ -190,9 +217,24 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def check_finite(state: dict, path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a model that would detect nothing), naming the
+    first such key."""
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(
+                    f"weights in {path}: {key} holds {bad} non-finite value(s) (NaN or "
+                    "infinity): the checkpoint is broken; use an earlier one"
+                )
+
+
 def load_state_checked(model: torch.nn.Module, state: dict, path: str | Path) -> None:
     """``model.load_state_dict(state)``; a mismatch is one line naming the file and the first
-    differing key (and both shapes), not torch's list of every key."""
+    differing key (and both shapes), not torch's list of every key; non-finite weights are
+    refused (:func:`check_finite`)."""
+    check_finite(state, path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -241,6 +283,7 @@ def load_matching_weights(model: torch.nn.Module, path: str | Path) -> list[str]
     state = checkpoint_state(load_checkpoint(path))
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    check_finite(matching, path)
     if not matching:
         raise CheckpointError(f"{path}: no weight fits the model (another architecture?)")
     model.load_state_dict(matching, strict=False)

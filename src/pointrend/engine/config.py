@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ __all__ = [
     "require_train_data",
     "differences",
     "model_differences",
+    "model_keys_written",
     "with_checkpoint_model",
 ]
 
@@ -294,6 +297,13 @@ def differences(
     ]
 
 
+def model_keys_written(path: str | Path) -> dict:
+    """The dotted keys (``model.options.min_size``) and values a YAML config file itself sets
+    in its model section (defaults left out)."""
+    model = _read_yaml(path).get("model") or {}
+    return _flat(model, "model.") if isinstance(model, dict) else {}
+
+
 def model_differences(stored: ModelConfig, given: ModelConfig) -> list[str]:
     """The model keys in which a checkpoint's model config and a given one differ."""
     return differences(dataclasses.asdict(stored), dataclasses.asdict(given), "model.")
@@ -322,6 +332,62 @@ def with_checkpoint_model(
 
 def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
     """Remember where the model config was read (an attribute, not a field: checkpoints do not
-    store it), so that errors in ``model.options`` can name the file."""
+    store it), so that errors in ``model.options`` can name the file; type its options."""
     cfg.model.source = where
+    types = _option_types(cfg.model)
+    cfg.model.options = {
+        key: _option_value(value, types.get(key), f"{where}: model.options.{key}")
+        for key, value in cfg.model.options.items()
+    }
     return cfg
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _option_types(model: ModelConfig) -> dict[str, type]:
+    """Option -> ``bool`` / ``int`` / ``float`` / ``str``, as the builder the config names (and
+    the functions and settings it passes its options to) annotate them; others are left out."""
+    try:
+        from .build import model_builder
+
+        builder = model_builder(model)
+    except (ValueError, ImportError):  # a wrong name is reported when the model is built
+        return {}
+    module = sys.modules[builder.__module__]
+    helpers = ("_instance_model", "_semantic_fpn_model", "_deeplabv3_model")
+    sources = [getattr(module, name) for name in helpers if hasattr(module, name)]
+    sources += [getattr(module, "PointRendSettings", None), builder]  # semantic point options
+    types: dict[str, type] = {}
+    for source in filter(None, sources):
+        try:
+            hints = typing.get_type_hints(source)
+        except (NameError, TypeError):
+            continue
+        types.update({k: t for k, h in hints.items() if (t := _unwrap_optional(h)) in _SCALARS})
+    return types
+
+
+def _option_value(value: Any, tp: type | None, where: str) -> Any:
+    """One option value: numbers written as people write them (``5e-2``, ``1e1``: strings to
+    PyYAML) become numbers, non-finite numbers are refused, and a value of a typed option must
+    have that type (an integral number is accepted for an ``int``)."""
+    if isinstance(value, list | tuple):
+        return [_option_value(v, None, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _option_value(v, None, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, str) and tp is not str and _NUMBER.match(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value}")
+    if tp is None or tp is str and isinstance(value, str):
+        return value
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tp) and not (tp is not bool and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"{where}: expected {'a' if tp is not int else 'an'} {tp.__name__}, got {value!r}"
+    )

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
-from torch import Tensor, nn
+from torch import nn
 
-from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, resize_to_float, to_float_image
-from ..instance.compact import binary_mask_chunks
+from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, to_float_image
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
@@ -30,6 +29,7 @@ from .config import (
     with_checkpoint_model,
 )
 from .evaluate import detect
+from .photos import draw_instances, model_input
 
 __all__ = [
     "TrainedModel",
@@ -168,79 +168,6 @@ def _instance_records(trained: TrainedModel, rles, boxes, labels, scores) -> lis
     return records
 
 
-def resized_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
-    """``(h, w)`` the model's transform resizes an image of ``size`` to, when it shrinks it and
-    leaves an image of ``(h, w)`` as it is (``None`` otherwise: no transform, training mode, or
-    a size the transform would resize again). Read from the transform itself on a ``meta``
-    tensor (no pixels)."""
-    transform = getattr(model, "transform", None)
-    if transform is None or transform.training or not hasattr(transform, "resize"):
-        return None
-    try:
-        once = tuple(transform.resize(torch.empty(3, *size, device="meta"))[0].shape[-2:])
-        twice = tuple(transform.resize(torch.empty(3, *once, device="meta"))[0].shape[-2:])
-    except (RuntimeError, NotImplementedError, ValueError, TypeError):
-        return None
-    if once != twice or once[0] * once[1] >= size[0] * size[1]:
-        return None
-    return int(once[0]), int(once[1])
-
-
-def model_input(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """The float image to give ``model`` for ``pixels`` (``3 x H x W`` from
-    :func:`~pointrend.data.images.read_pixels`): shrunk to the size the model's transform would
-    resize it to before the conversion to float (:func:`resize_to_float`, the same
-    interpolation), so that a large photo is never held as float32 at full size."""
-    size = resized_size(model, tuple(pixels.shape[-2:]))
-    if size is None:
-        return to_float_image(pixels)
-    antialias = getattr(model.transform, "resize_rule", "torchvision") == "detectron2"
-    return resize_to_float(pixels, size, antialias=antialias)
-
-
-def _draw_on_top(rank: Tensor, masks: Tensor, first: int) -> None:
-    """Draw ``masks`` (``k x h x w`` uint8, drawing positions ``first + 1``, ... ``first + k``)
-    over ``rank`` (``h x w``, the drawing position of the top mask, 0: none), in place."""
-    if masks.shape[0] == 1:
-        rank.masked_fill_(masks[0].bool(), first + 1)
-        return
-    local = torch.arange(1, masks.shape[0] + 1, dtype=torch.uint8)[:, None, None]
-    top = (masks * local).amax(0)  # the last of the chunk covering a pixel, 1-based
-    rank.copy_(torch.where(top > 0, top.to(rank.dtype) + first, rank))
-
-
-def _draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
-    """``(id map, overlay, RLEs)`` of the kept detections (``keep``: their indices, in the
-    output's order) pasted one chunk at a time: the ``H x W`` uint16 id map (``i + 1`` for
-    kept detection ``i``, the best-scoring on top, 0 = none), the ``H x W x 3`` uint8 overlay
-    and one COCO RLE per kept detection."""
-    from ..viz import overlay_ranked
-
-    H, W = pixels.shape[-2:]
-    scores = out["scores"][keep].cpu()
-    order = torch.argsort(scores, stable=True)  # worst first: the best is drawn last, on top
-    # W x H: the masks' own column-major layout (drawing order + 1 of the top mask, 0: none)
-    dtype = torch.uint8 if len(keep) < 256 else torch.int32
-    rank_t = torch.zeros(W, H, dtype=dtype)
-    rles: list = [None] * len(keep)
-    budget = min(1 << 26, 255 * H * W)  # <= 255 masks a chunk: uint8 positions below
-    for positions, masks, (y0, y1, x0, x1) in binary_mask_chunks(
-        out, keep[order], max_bytes=budget
-    ):
-        masks_t = masks.cpu().transpose(1, 2)  # k x W x H, contiguous
-        encoded = mask_utils.encode(np.asfortranarray(masks_t.permute(2, 1, 0).numpy()))
-        for position, rle in zip(positions.tolist(), encoded):
-            rle["counts"] = rle["counts"].decode("ascii")
-            rles[int(order[position])] = rle
-        if y1 > y0 and x1 > x0:
-            _draw_on_top(rank_t[x0:x1, y0:y1], masks_t[:, x0:x1, y0:y1], int(positions[0]))
-    rank = rank_t.numpy().T  # H x W view
-    lookup = np.concatenate([[0], order.numpy() + 1]).astype(np.uint16)
-    ids = lookup[rank]  # score rank -> instance id, H x W
-    overlay = overlay_ranked(pixels, rank, len(keep))
-    return ids, overlay, rles
-
-
 @torch.no_grad()
 def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh: float):
     """One image's id map, overlay and records; the model sees ``pixels`` (``3 x H x W``)
@@ -251,7 +178,7 @@ def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh
     size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
     out = detect(model, [image], [size], compact=True, score_thresh=score_thresh)[0]
     keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
-    ids, overlay, rles = _draw_instances(out, keep, pixels)
+    ids, overlay, rles = draw_instances(out, keep, pixels)
     boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
     records = _instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
     return {"instances": ids, "overlay": overlay}, records
@@ -307,13 +234,64 @@ def _first_line(err: Exception) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _write_predictions(trained: TrainedModel, predictions: dict, files: dict, path: Path) -> None:
+PREDICT_RECORDS = ("predictions.json", "predictions.jsonl", "predict.incomplete")
+
+
+def _prepare_predict_folder(
+    out_dir: Path, targets: list[Path], inputs: list[Path], overwrite: bool
+) -> None:
+    """Refuse to write over an input (flag or not) or, without ``overwrite``, over an earlier
+    run's files; with ``overwrite`` the earlier run's records are deleted first (its PNGs are
+    replaced as this run writes them)."""
+    from .outputs import OutputExistsError, check_outputs
+
+    records = [out_dir / name for name in PREDICT_RECORDS]
+    check_outputs([*targets, *records], inputs, overwrite=True)  # inputs, folders, devices
+    found = [p for p in [*records, *targets] if p.exists()]
+    if found and not overwrite:
+        raise OutputExistsError(
+            f"{out_dir} holds an earlier predict run ({found[0].name} found): pass --overwrite "
+            "to replace it, or choose another output folder; nothing was changed"
+        )
+    for p in records:
+        p.unlink(missing_ok=True)
+
+
+class _RecordLog:
+    """``predictions.jsonl``: one JSON line per finished image, flushed and fsync'ed, so that a
+    killed run keeps every image finished before; ``predict.incomplete`` marks the folder until
+    the run ends."""
+
+    def __init__(self, out_dir: Path):
+        self.marker = out_dir / "predict.incomplete"
+        note = "a predict run started here and has not finished; predictions.jsonl holds the "
+        note += "images finished so far\n"
+        atomic_write(self.marker, lambda f: f.write(note), binary=False)
+        self.file = open(out_dir / "predictions.jsonl", "w")  # noqa: SIM115
+
+    def add(self, name: str, path: Path, record) -> None:
+        self.file.write(json.dumps({"image": name, "file": str(path), "result": record}) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self, complete: bool) -> None:
+        self.file.close()
+        if complete:
+            self.marker.unlink(missing_ok=True)
+
+
+def _write_predictions(
+    trained: TrainedModel, predictions: dict, files: dict, path: Path, complete: bool = True
+) -> None:
     source = (
         "dataset category ids"
         if trained.label_to_category_id
         else "model labels (the checkpoint records no label -> category id map)"
     )
-    text = json.dumps({"category_ids": source, "images": predictions, "files": files}, indent=1)
+    text = json.dumps(
+        {"category_ids": source, "complete": complete, "images": predictions, "files": files},
+        indent=1,
+    )
     atomic_write(path, lambda f: f.write(text), binary=False)
 
 
@@ -323,6 +301,7 @@ def predict_images(
     out_dir: str | Path,
     score_thresh: float = 0.5,
     progress: bool = True,
+    overwrite: bool = False,
     exif_orientation: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Predict every image and write ``<name>_overlay.png`` plus the masks for each.
@@ -331,11 +310,17 @@ def predict_images(
     (see :func:`output_stems`). Instance models write ``<name>_instances.png`` (16-bit id map,
     0 = none, id ``i`` is entry ``i`` of the image's list) and ``predictions.json``:
     ``{"images": {"<name><suffix>": [COCO-style results with RLE masks]}, "files":
-    {"<name><suffix>": input path}, "category_ids": ...}``; an image with no detection scoring
-    at least ``score_thresh`` gets an empty list and its overlay. ``category_id`` is the
-    dataset's category id when the checkpoint records the label -> category id map, the model's
-    label otherwise (``"category_ids"`` says which). Semantic models write
-    ``<name>_labels.png`` (class index per pixel).
+    {"<name><suffix>": input path}, "category_ids": ..., "complete": bool}``; an image with no
+    detection scoring at least ``score_thresh`` gets an empty list and its overlay.
+    ``category_id`` is the dataset's category id when the checkpoint records the label ->
+    category id map, the model's label otherwise (``"category_ids"`` says which). Semantic models
+    write ``<name>_labels.png`` (class index per pixel).
+
+    Both write ``predictions.jsonl`` as they go (one line per finished image: ``image``,
+    ``file``, ``result``), and ``predict.incomplete`` until the run ends: a killed run leaves the
+    marker and every finished image's line. ``out_dir`` is held locked for the run; an output
+    that is an input is refused, and an earlier run's files are replaced only with ``overwrite``
+    (:func:`_prepare_predict_folder`).
 
     Images are read turned upright as their EXIF orientation says (``exif_orientation=False``:
     as stored); masks, boxes and PNGs are in that orientation. Only detections scoring at least
@@ -344,30 +329,50 @@ def predict_images(
     Returns one summary row per image written and the ``(path, error)`` of those that failed:
     an image that cannot be read or predicted is reported and the others are still processed.
     ``predictions.json`` is written even when the loop stops early (interrupt, crash), with
-    every image done before.
+    every image done before and ``"complete": false``.
     """
+    from .outputs import hold_folder
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = output_stems(paths)
+    kinds = ("instances", "overlay") if trained.task == "instance" else ("labels", "overlay")
+    targets = [out_dir / f"{stem}_{kind}.png" for stem in stems for kind in kinds]
+    with hold_folder(out_dir):
+        _prepare_predict_folder(out_dir, targets, paths, overwrite)
+        items = list(zip(paths, stems))
+        return _predict_all(trained, items, out_dir, score_thresh, progress, exif_orientation)
+
+
+def _predict_all(
+    trained: TrainedModel, items: list, out_dir: Path, score_thresh, progress, exif: bool
+):
+    """The loop of :func:`predict_images` (folder checked and held; ``exif``: apply the EXIF
+    orientation)."""
     rows, failures, predictions, files = [], [], {}, {}
-    items = list(zip(paths, output_stems(paths)))
+    log = _RecordLog(out_dir)
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc="predict", dynamic_ncols=True)
+    complete = False
     try:
         for path, stem in items:
             try:
-                row, records = _predict_one(
-                    trained, path, stem, out_dir, score_thresh, exif_orientation
-                )
+                row, records = _predict_one(trained, path, stem, out_dir, score_thresh, exif)
+            except CheckpointError:  # an output that cannot be written stops the run
+                raise
             except (ValueError, RuntimeError) as err:
                 failures.append((path, _first_line(err)))
                 continue
             rows.append(row)
+            log.add(stem + path.suffix, path, records if records is not None else row["found"])
             if records is not None:
                 predictions[stem + path.suffix] = records
                 files[stem + path.suffix] = str(path)
+        complete = True
     finally:
         if trained.task == "instance":
-            _write_predictions(trained, predictions, files, out_dir / "predictions.json")
+            path = out_dir / "predictions.json"
+            _write_predictions(trained, predictions, files, path, complete)
+        log.close(complete)
     return rows, failures

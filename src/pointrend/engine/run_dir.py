@@ -10,6 +10,10 @@ folder decides what happens, before anything is written:
   when that checkpoint is at ``solver.max_iter`` and ``model_final.pt`` exists (finished);
 * ``--overwrite``: deletes the run files (only those names) and starts again.
 
+The folder is held with an exclusive lock for the whole run (:func:`holding_output_dir`,
+``FOLDER/.pointrend.lock`` while it runs): a second run started into it, even at the same moment, stops with
+one line naming the folder before it reads or writes anything.
+
 Temporary files of an interrupted atomic write (``.model_*.pt.*.tmp`` and the like) are deleted.
 On resume, ``metrics.jsonl`` records after the checkpoint's iteration (logged by the interrupted
 run after its last checkpoint) are dropped, as the resumed run logs those iterations again.
@@ -17,16 +21,20 @@ run after its last checkpoint) are dropped, as the resumed run logs those iterat
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 
 from .checkpoint import atomic_write, latest_checkpoint, remove_stale_temp_files
+from .outputs import hold_folder
 
 __all__ = [
     "NothingToResumeError",
     "RunExistsError",
     "MetricsLog",
+    "holding_output_dir",
     "plan_run",
     "prepare_run_folder",
     "RUN_FILES",
@@ -45,6 +53,23 @@ class RunExistsError(FileExistsError):
 
 class NothingToResumeError(FileNotFoundError):
     """``--resume`` into a folder without a checkpoint to resume from."""
+
+
+def holding_output_dir(train):
+    """Wrap ``train(cfg, resume=..., ...)`` so that the main process holds ``cfg.output_dir``'s
+    lock from before the folder is read until the run ends (other ranks of a ``torchrun`` job,
+    ``RANK`` > 0, follow their main process)."""
+
+    @functools.wraps(train)
+    def locked(cfg, *args, **kwargs):
+        out = Path(cfg.output_dir)
+        resume = kwargs.get("resume", args[0] if args else False)
+        if int(os.environ.get("RANK", "0")) != 0 or (resume and not out.is_dir()):
+            return train(cfg, *args, **kwargs)  # nothing to resume: plan_run says so
+        with hold_folder(out):
+            return train(cfg, *args, **kwargs)
+
+    return locked
 
 
 def _run_files(out: Path) -> list[Path]:

@@ -57,7 +57,7 @@ from .loop import (
     run_batches,
     step,
 )
-from .run_dir import MetricsLog, plan_run, prepare_run_folder
+from .run_dir import MetricsLog, holding_output_dir, plan_run, prepare_run_folder
 
 __all__ = [
     "NonFiniteLossError",
@@ -123,6 +123,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@holding_output_dir
 def train(
     cfg: TrainConfig,
     resume: bool = False,

@@ -85,7 +85,7 @@ def binary_mask_chunks(
     index: Sequence[int] | Tensor | None = None,
     threshold: float = 0.5,
     max_bytes: int = 1 << 28,
-) -> Iterator[tuple[Tensor, Tensor]]:
+) -> Iterator[tuple[Tensor, Tensor, tuple[int, int, int, int]]]:
     """:func:`pasted_chunks` of one image's output, whether it holds compact ``mask_grids`` or
     dense ``masks`` (``N x 1 x H x W`` probabilities, thresholded a chunk at a time; the window
     is then the whole image)."""

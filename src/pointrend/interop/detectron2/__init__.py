@@ -76,9 +76,11 @@ def import_detectron2(
         d2_config: path of a detectron2 ``config.yaml`` (or a :class:`D2Config`).
         zoo: a published model's name (:data:`~pointrend.interop.detectron2.zoo.ZOO`).
     """
+    from .checks import check_importable
     from .zoo import dataset_classes, fetch_checkpoint
 
     cfg, dataset = _config(d2_config, zoo)
+    check_importable(cfg)
     if checkpoint is None:
         if zoo is None:
             raise D2ImportError("no checkpoint given (pass the file, or zoo=NAME to download it)")
@@ -121,13 +123,17 @@ def write_imported_checkpoint(imported: ImportedModel, path: str | Path) -> Path
     """Write an ordinary pointrend checkpoint (weights, config with the model options, class
     names, label -> category id) that ``pointrend predict / eval / export`` accept, and beside it
     its config as YAML (``OUT.yaml``: the model section to fine-tune from, with
-    ``model.weights: OUT.pt``; its data sections are to be filled in)."""
+    ``model.weights: OUT.pt``; its data sections are to be filled in). Existing files are
+    replaced (``pointrend import-detectron2`` refuses that without ``--overwrite``); an ``OUT``
+    ending in ``.yaml``, or a folder or device at either path, is refused."""
     import yaml
 
     from ...engine.checkpoint import atomic_save, atomic_write
     from ...engine.config import ModelConfig, TrainConfig, config_to_dict
+    from ...engine.outputs import check_import_outputs
 
     path = Path(path)
+    check_import_outputs(path, [], overwrite=True)  # OUT and OUT.yaml: two regular files
     config = config_to_dict(TrainConfig(model=ModelConfig(**imported.model_config)))
     checkpoint = {
         "model": imported.model.state_dict(),

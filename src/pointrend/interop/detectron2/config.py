@@ -45,8 +45,14 @@ class D2Config:
             raise D2ImportError(f"detectron2 config not found: {path}")
         try:
             values = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError as err:
+            raise D2ImportError(
+                f"{path}: not a text file (byte {err.start} is not UTF-8): pass the config.yaml "
+                "detectron2 wrote, not the weights"
+            ) from err
         except yaml.YAMLError as err:
-            raise D2ImportError(f"{path}: not valid YAML: {err}") from err
+            text = " ".join(str(err).split())
+            raise D2ImportError(f"{path}: not valid YAML: {text}") from err
         if not isinstance(values, dict):
             raise D2ImportError(f"{path}: not a detectron2 config (the top level is not a mapping)")
         if "_BASE_" in values:
@@ -57,9 +63,11 @@ class D2Config:
         return cls(values, str(path))
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
-        """The value at a dotted key; without ``default`` a missing key is a :class:`D2ImportError`."""
+        """The value at a dotted key; without ``default`` a missing key is a :class:`D2ImportError`,
+        and so is a value of the wrong type for a key detectron2 types (:data:`_INTEGERS`,
+        :data:`_NUMBERS`)."""
         if key in self._flat:
-            return self._flat[key]
+            return _checked(key, self._flat[key], self.source)
         if default is _MISSING:
             raise D2ImportError(f"{self.source}: {key} is not set (the importer needs it)")
         return default
@@ -69,6 +77,29 @@ class D2Config:
 
     def as_flat_dict(self) -> dict[str, Any]:
         return dict(self._flat)
+
+
+# keys (their last part) whose value detectron2 reads as an integer, or as any number
+_INTEGERS = frozenset(
+    "DEPTH NUM_GROUPS WIDTH_PER_GROUP NUM_CLASSES FREEZE_AT OUT_CHANNELS CONVS_DIM COMMON_STRIDE "
+    "MIN_SIZE_TEST MAX_SIZE_TEST FC_DIM NUM_FC CONV_DIM NUM_CONV POOLER_RESOLUTION "
+    "POOLER_SAMPLING_RATIO SUBDIVISION_STEPS SUBDIVISION_NUM_POINTS TRAIN_NUM_POINTS "
+    "PRE_NMS_TOPK_TEST POST_NMS_TOPK_TEST DETECTIONS_PER_IMAGE OUTPUT_SIDE_RESOLUTION "
+    "STEM_OUT_CHANNELS RES2_OUT_CHANNELS RES5_DILATION IGNORE_VALUE".split()
+)
+_NUMBERS = frozenset(
+    "SCORE_THRESH_TEST NMS_THRESH_TEST NMS_THRESH OVERSAMPLE_RATIO IMPORTANCE_SAMPLE_RATIO".split()
+)
+
+
+def _checked(key: str, value: Any, source: str) -> Any:
+    name = key.rsplit(".", 1)[-1]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name in _INTEGERS and not (number and float(value).is_integer()):
+        raise D2ImportError(f"{source}: {key} = {value!r}: expected an integer")
+    if name in _NUMBERS and not number:
+        raise D2ImportError(f"{source}: {key} = {value!r}: expected a number")
+    return value
 
 
 def _flatten(values: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:

@@ -131,10 +131,19 @@ def current_key(key: str) -> str:
 
 def _as_tensor(value: object, key: str, source: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-        return torch.from_numpy(np.ascontiguousarray(value).copy())
-    raise D2ImportError(f"{source}: {key} is a {type(value).__name__}, not an array of numbers")
+        tensor = value.detach().clone()
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+        tensor = torch.from_numpy(np.ascontiguousarray(value).copy())
+    else:
+        raise D2ImportError(f"{source}: {key} is a {type(value).__name__}, not an array of numbers")
+    if tensor.is_floating_point():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise D2ImportError(
+                f"{source}: {key} holds {bad} non-finite value(s) (NaN or infinity): the "
+                "checkpoint is broken; nothing was imported"
+            )
+    return tensor
 
 
 def read_detectron2_weights(path: str | Path) -> dict[str, torch.Tensor]:
