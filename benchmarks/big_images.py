@@ -14,8 +14,9 @@ Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped seman
   once in COCO format by :func:`~pointrend.data.write.write_synthetic_dataset`, seed 1000),
   100 / 10 detections per image;
 * ``semantic_4096x8192``: ``predict`` with the semantic model on a 4096 x 8192 JPEG, and
-  ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (image read,
-  backbone and FPN, full-resolution logits), in a separate process;
+  ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (model
+  loaded, image read, backbone and FPN, full-resolution logits), in a separate process
+  (``VmHWM``);
 * ``small_800x1333``: ``predict`` on an 800 x 1333 JPEG at the default settings, the median of
   ``--rounds`` runs;
 * ``read_6000x4000``: reading a 24-megapixel JPEG (the median of ``--rounds`` reads in one
@@ -27,7 +28,8 @@ Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped seman
 The photos are synthetic scenes (:func:`pointrend.data.synthetic.render_sample`) enlarged with
 Pillow and saved as JPEG (quality 90). Writes ``results.json["big_images"]``.
 
-Run: ``python -m benchmarks.big_images [--rounds 3] [--baseline-src DIR]``.
+Run: ``python -m benchmarks.big_images [--rounds 3] [--baseline-src DIR]``;
+``--semantic-stages-only`` measures the semantic stages again into the stored section.
 """
 
 from __future__ import annotations
@@ -113,11 +115,12 @@ def eval_run(data: Path, out: Path, src: Path, detections: int) -> dict:
 
 
 _STAGES = (
-    "import json, resource, sys, torch\n"
+    "import json, sys, torch\n"
     "from pointrend.data.images import read_pixels, to_float_image\n"
     "from pointrend.engine.inference import load_trained_model\n"
-    "def peak():\n"
-    "    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)\n"
+    "def peak():  # this process's own high-water mark (ru_maxrss keeps the parent's at fork)\n"
+    "    line = [s for s in open('/proc/self/status') if s.startswith('VmHWM')][0]\n"
+    "    return round(int(line.split()[1]) / 1024, 1)\n"
     "m = load_trained_model(sys.argv[1]).model\n"
     "out = {'model_loaded': peak()}\n"
     "image = to_float_image(read_pixels(sys.argv[2]))[None]\n"
@@ -229,6 +232,18 @@ def checks(runs: dict) -> dict:
     return out
 
 
+def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
+    """Measure the semantic stages again into the stored section (its other runs kept)."""
+    section = json.loads(out.read_text())["big_images"]
+    with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
+        street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
+        stages = semantic_stages(street, REPO / "src")
+    section["runs"]["this"]["semantic_4096x8192_stages"] = stages
+    section["semantic_stages_command"] = command_line("benchmarks.big_images", argv)
+    log(f"  semantic_4096x8192_stages {stages}")
+    log(f"wrote {store_standalone(out, 'big_images', section)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.big_images", description=__doc__.split("\n")[0]
@@ -236,7 +251,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of the 800 x 1333 predict")
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
     parser.add_argument("--out", default="benchmarks/results/results.json")
+    parser.add_argument(
+        "--semantic-stages-only",
+        action="store_true",
+        help="measure only semantic_4096x8192_stages, into the stored big_images section",
+    )
     args = parser.parse_args(argv)
+    if args.semantic_stages_only:
+        return _semantic_stages_only(Path(args.out), argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
         runs = run_all(Path(work), args.rounds, args.baseline_src)
