@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -97,7 +98,11 @@ def test_kill_and_resume_reaches_same_weights(tmp_path):
         ckpt
     )
     lines = (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 8
+    records = [json.loads(line) for line in lines]
+    assert [r["iter"] for r in records if "loss" in r] == list(range(1, 9))
+    starts = [r for r in records if r.get("event") == "start"]  # one a run: device, versions
+    assert [r["iter"] for r in starts] == [0, 4] and starts[0]["device"] == "cpu"
+    assert {"precision", "world_size", "torch", "pointrend"} <= set(starts[0])
 
 
 def test_existing_checkpoints_are_not_overwritten_without_resume(tmp_path):
@@ -160,7 +165,7 @@ def _worker(rank, world, port, out):
         model=ToyModel(random_points=False),
         dataset=ToyDataset(random_flip=False),
     )
-    torch.distributed.destroy_process_group()
+    assert not torch.distributed.is_initialized()  # train() destroyed the group it joined
 
 
 def test_two_processes_match_one_process_with_same_global_batch(tmp_path):

@@ -26,10 +26,12 @@ GOOD = torch.rand(3, 24, 20)
 BAD = [
     (
         (GOOD * 255).to(torch.uint8),
-        r"must be torch\.float32 with values in \[0, 1\], got torch\.uint8: use image\.to\(torch\.float32\) / 255",
+        r"must be floating point with values in \[0, 1\], got torch\.uint8: use image\.float\(\) / 255",
     ),
-    (GOOD.double(), r"must be torch\.float32 .* got torch\.float64"),
-    (GOOD.half(), r"must be torch\.float32 .* got torch\.float16"),
+    (
+        (GOOD * 255).to(torch.int32),
+        r"must be floating point .* got torch\.int32: use image\.float\(\)",
+    ),
     (torch.rand(4, 24, 20), r"3 x H x W RGB, got shape .*4, 24, 20\).*RGBA"),
     (GOOD.permute(1, 2, 0), r"3 x H x W RGB, got shape .*24, 20, 3\).*channels-last"),
     (torch.rand(3, 0, 0), r"is empty: shape .*3, 0, 0\), H and W must be at least 1"),
@@ -71,3 +73,18 @@ def test_instance_model_refuses_an_image_resizing_would_make_empty(models):
         ValueError, match=r"images\[0\] is 1 x 300: .* short side would be 0 pixels"
     ):
         _run(models, "instance", torch.rand(3, 1, 300))
+
+
+def test_wrong_containers_are_one_line_errors(models):
+    instance, semantic = models
+    with torch.no_grad():
+        for call, message in (
+            (
+                lambda: instance([]),
+                r"^images must be a non-empty list of 3 x H x W tensors, got empty$",
+            ),
+            (lambda: instance(GOOD), r"^images must be a non-empty list .* got Tensor$"),
+            (lambda: semantic([GOOD]), r"^images must be a torch\.Tensor, got list$"),
+        ):
+            with pytest.raises(ValueError, match=message):
+                call()

@@ -1,6 +1,6 @@
-"""matplotlib is the optional ``viz`` extra: the core, the models and the commands that draw
-nothing work without it; drawing says which extra to install. The benchmarks are not in the
-package."""
+"""matplotlib is imported only to draw: the core, the models and the commands that draw nothing
+work without it (an environment that removed it); drawing says what to install. The benchmarks
+are not in the package."""
 
 import importlib.util
 import subprocess
@@ -46,14 +46,24 @@ def test_core_models_and_commands_work_without_matplotlib(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "pip install 'pointrend[viz]'" in done.stdout
+    assert "needs matplotlib: pip install matplotlib" in done.stdout
     assert "matplotlib loaded: False" in done.stdout
     assert any(tmp_path.iterdir())  # the synthetic dataset was written
 
 
-def test_drawing_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+def test_a_demo_without_matplotlib_is_one_line(monkeypatch, tmp_path, capsys):
+    from pointrend.cli import main
+
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'pointrend\[viz\]'"):
+    args = ["demo", "--out", str(tmp_path), "--instance-images", "1", "--semantic-images", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "pointrend demo: error: drawing figures needs matplotlib: pip install matplotlib"
+
+
+def test_drawing_without_matplotlib_names_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"needs matplotlib: pip install matplotlib"):
         viz.plot_panels([[np.zeros((4, 4, 3), np.uint8)]], ["x"], tmp_path / "x.png")
     assert viz.overlay_labels(np.zeros((4, 4, 3)), np.ones((4, 4), int), 3).shape == (4, 4, 3)
 

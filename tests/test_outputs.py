@@ -32,9 +32,11 @@ TINY_TRAIN = {
 
 
 def _error(capsys) -> str:
-    """The one error line of a failed command (notes aside; no traceback)."""
+    """The one error line of a failed command (notes and the device line aside; no
+    traceback)."""
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if ": note: " not in line]
+    status = (": note: ", ": device ")
+    lines = [line for line in err.splitlines() if not any(s in line for s in status)]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 

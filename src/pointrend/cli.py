@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .cli_options import add_device_options, autocast, device_and_amp, say_where
 from .cli_options import add_overwrite_option as _add_overwrite_option
 from .cli_options import add_set_option as _add_set_option
 
@@ -58,6 +59,7 @@ def _add_train_parser(sub) -> None:
     )
     p.add_argument("--out", help="output directory (overrides output_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config's device)")
     _add_threads_option(p)
     p.set_defaults(func=_run_train)
 
@@ -65,14 +67,14 @@ def _add_train_parser(sub) -> None:
 def _run_train(args) -> int:
     from .engine import load_config, train
     from .engine.config import require_train_data
-    from .engine.distributed import is_main_process
 
     _set_threads(args)
     overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
+    overrides += [f"device={args.device}"] if args.device else []
     cfg = load_config(args.config, overrides)
     require_train_data(cfg, args.config)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    if is_main_process():
+    if result.is_main_process:
         for note in result.notes:
             print(f"pointrend train: {note}")
         print(f"trained {result.iteration} iterations; weights: {result.final_weights}")
@@ -132,6 +134,7 @@ def _add_eval_parser(sub) -> None:
         "model still sees val_data.image_size and pastes its masks at N x N; sets val_data.gt_size)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_options(p)
     _add_threads_option(p)
     p.set_defaults(func=_run_eval)
 
@@ -149,7 +152,7 @@ def _evaluate(args) -> int:
     """``eval`` once its output is checked and held."""
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
-    from .engine.distributed import init_distributed, is_main_process
+    from .engine.distributed import is_main_process
     from .engine.evaluate import (
         check_classes_match,
         evaluate_instances,
@@ -159,11 +162,11 @@ def _evaluate(args) -> int:
     )
     from .engine.inference import load_trained_model
 
-    device = init_distributed("auto")
     overrides = list(args.set or [])
     if args.eval_size is not None:
         overrides.append(f"val_data.gt_size={args.eval_size}")
-    trained = load_trained_model(args.weights, args.config, overrides, device=device)
+    trained = load_trained_model(args.weights, args.config, overrides, device=args.device)
+    device, amp = device_and_amp(args, trained.device)
     _report_model_config(trained, args)
     cfg = trained.config
     if cfg.val_data is None:
@@ -176,7 +179,9 @@ def _evaluate(args) -> int:
         Path(args.out).with_name(f"{Path(args.out).stem}_cityscapes") if args.out else None
     )
     extra = {"cityscapes_dir": predictions} if trained.task == "instance" else {}
-    metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
+    say_where(args, device, amp)
+    with autocast(device, amp):
+        metrics = evaluate(trained.model, dataset, progress=not args.no_progress, **extra)
     if is_main_process():
         print(f"{trained.task} model {args.weights} on {len(dataset)} images")
         print(format_metrics(metrics))
@@ -218,6 +223,9 @@ def _is_written(key: str, written: dict) -> bool:
     return key in written or any(key.startswith(f"{w}.") for w in written)
 
 
+NO_EXIF_HELP = "use the pixels as stored, not turned upright as the EXIF orientation says"
+
+
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser(
         "predict", help="run trained weights on image files; write masks and overlays"
@@ -235,13 +243,10 @@ def _add_predict_parser(sub) -> None:
         default=0.5,
         help="instances: keep detections scoring at least this (default 0.5)",
     )
-    p.add_argument(
-        "--no-exif-orientation",
-        action="store_true",
-        help="use the pixels as stored, not turned upright as the photo's EXIF orientation says",
-    )
+    p.add_argument("--no-exif-orientation", action="store_true", help=NO_EXIF_HELP)
     _add_overwrite_option(p, "the files of an earlier predict run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_options(p)
     _add_threads_option(p)
     p.set_defaults(func=_run_predict)
 
@@ -252,7 +257,8 @@ def _run_predict(args) -> int:
     _set_threads(args)
     if not 0 <= args.score_thresh <= 1:  # nan fails both
         raise ValueError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
-    trained = load_trained_model(args.weights, args.config, args.set)
+    trained = load_trained_model(args.weights, args.config, args.set, device=args.device)
+    device, amp = device_and_amp(args, trained.device)
     _report_model_config(trained, args)
     paths = list_images(args.images)
     if not paths:
@@ -263,15 +269,12 @@ def _run_predict(args) -> int:
             f"category_id in predictions.json is the model's label (1..{trained.num_classes - 1})",
             file=sys.stderr,
         )
-    rows, failures = predict_images(
-        trained,
-        paths,
-        args.out,
-        args.score_thresh,
-        not args.no_progress,
-        args.overwrite,
-        exif_orientation=not args.no_exif_orientation,
-    )
+    say_where(args, device, amp)
+    with autocast(device, amp):
+        exif = not args.no_exif_orientation
+        rows, failures = predict_images(
+            trained, paths, args.out, args.score_thresh, not args.no_progress, args.overwrite, exif
+        )
     if rows:
         print(format_table(rows))
     for path, error in failures:
@@ -291,6 +294,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the fresh images (never a training seed)")
     p.add_argument("--weights-dir", help="folder of the four checkpoints (default: shipped)")
     p.add_argument("--mask-resolution", choices=("fixed", "box"), default="fixed", help=MASKS)
+    add_device_options(p, amp=False)
     _add_threads_option(p, 1, ": on a small shared CPU more threads wait on each other")
     p.set_defaults(func=_run_demo)
 
@@ -309,6 +313,7 @@ def _run_demo(args) -> int:
         seed=demo.DEMO_SEED if args.seed is None else args.seed,
         weights_dir=args.weights_dir or demo.WEIGHTS_DIR,
         mask_resolution=args.mask_resolution,
+        device=args.device,
     )
     metrics = demo.run_demo(options)
     print(demo.format_demo_table(metrics))
@@ -364,12 +369,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, NonFiniteLossError, ValueError, OSError) as err:
+    except (
+        ConfigError,
+        CheckpointError,
+        NonFiniteLossError,
+        ValueError,
+        OSError,
+        ImportError,  # an optional package missing: the message says which
+    ) as err:
         print(f"pointrend {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pointrend {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from .engine.distributed import cleanup_distributed
+
+        cleanup_distributed()  # the process group eval / predict joined under torchrun
 
 
 def _one_line(err: Exception) -> str:

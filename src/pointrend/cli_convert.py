@@ -15,6 +15,12 @@ def add_export_parser(sub) -> None:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="traced image size")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
     add_overwrite_option(p, "an existing --out file")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="device the model is traced on: cpu (default; the file then runs anywhere), cuda "
+        "or cuda:N",
+    )
     p.set_defaults(func=_run_export)
 
 
@@ -25,7 +31,14 @@ def _run_export(args) -> int:
     check_outputs([args.out], [args.config, args.weights], args.overwrite)
     with hold_file(args.out):
         result = export_from_config(
-            args.config, args.weights, args.format, args.out, args.set, args.size, args.opset
+            args.config,
+            args.weights,
+            args.format,
+            args.out,
+            args.set,
+            args.size,
+            args.opset,
+            device=args.device,
         )
     diff = result["max_abs_diff"]
     check = "not checked" if diff is None else f"max |difference| {diff:.2g}"

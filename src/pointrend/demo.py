@@ -27,7 +27,13 @@ from .engine.evaluate import coco_ground_truth
 from .engine.inference import TrainedModel, load_trained_model, read_image
 from .evaluation import InstanceEvaluator, SemanticEvaluator
 from .instance.mask_head import infer_stride
-from .viz import overlay_instances, overlay_labels, plot_panels, plot_subdivision_steps
+from .viz import (
+    overlay_instances,
+    overlay_labels,
+    plot_panels,
+    plot_subdivision_steps,
+    require_matplotlib,
+)
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "DemoOptions", "run_demo", "format_demo_table"]
 
@@ -57,6 +63,7 @@ class DemoOptions:
     weights_dir: Path = WEIGHTS_DIR
     rows: int = 3  # images shown in the comparison figures
     mask_resolution: str = "fixed"  # PointRend's instance masks: "fixed" 224 x 224 or per "box"
+    device: str | None = None  # auto, cpu, cuda or cuda:N (None: the checkpoints' config, auto)
 
 
 def _load(options: DemoOptions) -> dict[str, TrainedModel]:
@@ -68,13 +75,20 @@ def _load(options: DemoOptions) -> dict[str, TrainedModel]:
         overrides = []
         if key == "pointrend":
             overrides = [f"model.options.mask_resolution={options.mask_resolution}"]
-        models[key] = load_trained_model(path, overrides=overrides)
+        models[key] = load_trained_model(path, overrides=overrides, device=options.device)
     return models
 
 
 @torch.no_grad()
+def _predict_instance(trained: TrainedModel, image: torch.Tensor) -> dict:
+    """The model's output for one CPU image, on the CPU."""
+    output = trained.model([image.to(trained.device)])[0]
+    return {k: v.cpu() for k, v in output.items()}
+
+
+@torch.no_grad()
 def _instance_outputs(trained: TrainedModel, images: list[torch.Tensor]) -> list[dict]:
-    return [trained.model([image])[0] for image in images]
+    return [_predict_instance(trained, image) for image in images]
 
 
 def _score_instances(dataset, outputs: list[dict]) -> dict:
@@ -149,20 +163,25 @@ def _subdivision_figure(trained: TrainedModel, image: torch.Tensor, output: dict
     model = trained.model
     if len(output["boxes"]) == 0:
         return None
-    batch, _ = model.transform([image])
+    batch, _ = model.transform([image.to(trained.device)])
     features = model.backbone(batch.tensors)
     fine = features[model.roi_heads.mask_branch.config.feature_key]
     stride = infer_stride(fine.shape[-2:], batch.image_sizes)
     (h, w), (H, W) = batch.image_sizes[0], image.shape[-2:]
     box = output["boxes"][:1] * torch.tensor([w / W, h / H, w / W, h / H])
     _, coarse, steps = model.roi_heads.mask_branch.render(
-        fine, stride, [box], output["labels"][:1], return_steps=True
+        fine,
+        stride,
+        [box.to(trained.device)],
+        output["labels"][:1].to(trained.device),
+        return_steps=True,
     )
+    coarse = coarse.float().cpu()
     panels = []
     for step in steps:
-        prob = step.logits[0, 0].sigmoid().numpy()
+        prob = step.logits[0, 0].sigmoid().float().cpu().numpy()
         dense = step.point_indices.shape[1] == prob.size
-        panels.append((prob, None if dense else step.point_coords[0].numpy()))
+        panels.append((prob, None if dense else step.point_coords[0].float().cpu().numpy()))
     name = trained.class_names[int(output["labels"][0])]
     return plot_subdivision_steps(
         coarse[0, 0].sigmoid().numpy(), panels, path, title=f"adaptive subdivision of a {name}"
@@ -179,7 +198,7 @@ def _semantic_part(models, options: DemoOptions):
         preds = []
         for i in range(len(dataset)):
             image, labels = dataset[i]
-            pred = models[key].model(image[None])["out"].argmax(1)
+            pred = models[key].model(image[None].to(models[key].device))["out"].argmax(1).cpu()
             evaluator.update(labels[None], pred)
             preds.append(pred[0].numpy())
         m = evaluator.evaluate()
@@ -204,6 +223,7 @@ def _semantic_part(models, options: DemoOptions):
 def run_demo(options: DemoOptions) -> dict:
     """Run the demo; returns the metrics it also writes to ``out/metrics.json``."""
     start = time.perf_counter()
+    require_matplotlib()  # the figures are the demo's output: say so before any work
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     models = _load(options)
@@ -241,7 +261,7 @@ def _user_image(models, path: Path, out: Path) -> None:
 
     image = read_image(path)
     for key in ("maskrcnn", "pointrend"):
-        result = models[key].model([image])[0]
+        result = _predict_instance(models[key], image)
         picture = overlay_instances(image, _kept_masks(result))
         target = out / f"{path.stem}_{key}.png"
         atomic_write(target, lambda f, p=picture: Image.fromarray(p).save(f, format="PNG"))

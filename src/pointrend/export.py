@@ -234,8 +234,11 @@ def export_from_config(
     overrides: Sequence[str] = (),
     image_size: Sequence[int] | None = None,
     opset: int = DEFAULT_OPSET,
+    device: str = "cpu",
 ) -> dict:
-    """Build the model of a YAML config, load ``weights`` (``weights_only=True``), export it.
+    """Build the model of a YAML config, load ``weights`` (``weights_only=True``), export it
+    traced on ``device`` (``cpu``: a graph that runs anywhere; see the device rule of
+    :mod:`pointrend.engine.distributed`).
 
     Also runs the exported file (onnxruntime for ONNX, when installed) and the PyTorch model
     on one random image of ``image_size`` (default: the config's data ``image_size``) and
@@ -253,10 +256,10 @@ def export_from_config(
         raise FileNotFoundError(f"config file not found: {config_path}")
     if not Path(weights).is_file():
         raise FileNotFoundError(f"weights file not found: {weights}")
-    trained = load_trained_model(weights, config_path, list(overrides))
-    model, task = trained.model.cpu().eval(), trained.task
+    trained = load_trained_model(weights, config_path, list(overrides), device=device)
+    model, task = trained.model.eval(), trained.task
     side = trained.config.train_data.image_size
-    example = example_input(task, image_size or (side, side))
+    example = example_input(task, image_size or (side, side)).to(trained.device)
     metadata = {
         "num_classes": str(trained.num_classes),
         "class_names": json.dumps(trained.class_names),
@@ -280,12 +283,13 @@ def _max_difference(
 ) -> float | None:
     """Largest absolute difference between PyTorch and the exported file on ``example``."""
     with torch.no_grad():
-        reference = _as_tuple(_graph_module(model, task)(example))
+        reference = [t.cpu() for t in _as_tuple(_graph_module(model, task)(example))]
         if format == "torchscript":
-            exported = [t.numpy() for t in _as_tuple(torch.jit.load(str(path))(example))]
+            loaded = torch.jit.load(str(path), map_location=example.device)
+            exported = [t.cpu().numpy() for t in _as_tuple(loaded(example))]
         else:
             try:
-                exported = list(_as_tuple(OnnxPredictor(path).run(example)))
+                exported = list(_as_tuple(OnnxPredictor(path).run(example.cpu())))
             except ImportError:
                 return None
     pairs = list(zip(reference, exported))

@@ -22,6 +22,8 @@ from .semantic import (
 __all__ = [
     "OptionError",
     "from_detectron2",
+    "from_zoo",
+    "zoo_names",
     # instance segmentation
     "maskrcnn",
     "pointrend_maskrcnn",
@@ -42,3 +44,28 @@ def from_detectron2(checkpoint, d2_config=None, zoo=None):
     from .interop.detectron2 import from_detectron2 as convert
 
     return convert(checkpoint, d2_config, zoo)
+
+
+def from_zoo(name: str, device=None):
+    """The PointRend authors' published model ``name`` (e.g. ``"pointrend_rcnn_R_50_FPN_3x_coco"``,
+    see :func:`zoo_names`), trained weights included, in eval mode on ``device`` (``None``:
+    ``auto``, the GPU when there is one).
+
+    The first call downloads detectron2's checkpoint into torch's hub cache and converts it
+    once (:func:`pointrend.interop.detectron2.converted_zoo_checkpoint`); the model's class
+    names are ``model.class_names`` (by label, ``"background"`` first for instance models).
+    For thresholded results with class names, use :class:`pointrend.Predictor`.
+    """
+    from .engine.inference import load_trained_model
+    from .interop.detectron2 import converted_zoo_checkpoint
+
+    trained = load_trained_model(converted_zoo_checkpoint(name), device=device)
+    trained.model.class_names = list(trained.class_names)
+    return trained.model
+
+
+def zoo_names() -> list[str]:
+    """The names :func:`from_zoo` takes: the published models the importer knows."""
+    from .interop.detectron2.zoo import ZOO
+
+    return sorted(ZOO)

@@ -23,6 +23,7 @@ __all__ = [
     "overlay_labels",
     "plot_subdivision_steps",
     "plot_panels",
+    "require_matplotlib",
 ]
 
 
@@ -135,12 +136,18 @@ def overlay_labels(
     return out
 
 
+def require_matplotlib() -> None:
+    """An ``ImportError`` saying what to install when matplotlib is missing (before any work
+    whose figures could not be drawn)."""
+    _pyplot()
+
+
 def _pyplot():
-    """``matplotlib.pyplot`` on the Agg backend; matplotlib is the optional ``viz`` extra."""
+    """``matplotlib.pyplot`` on the Agg backend, imported only when drawing."""
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError("drawing figures needs matplotlib: pip install 'pointrend[viz]'") from err
+        raise ImportError("drawing figures needs matplotlib: pip install matplotlib") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

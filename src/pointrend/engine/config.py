@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+
+from .distributed import DeviceError, check_device_name, resolve_amp
 
 __all__ = [
     "ConfigError",
@@ -105,7 +108,11 @@ class SolverConfig:
     gamma: float = 0.1
     poly_power: float = 0.9
     clip_grad_norm: float | None = None
-    amp: bool = False
+    # mixed precision: fp16, bf16, true (fp16 on CUDA, bf16 on the CPU) or false
+    amp: bool | str = False
+    # micro-batches per optimizer step: each process runs images_per_batch / (processes x
+    # accumulate_steps) images at a time, the step sees the same images_per_batch images
+    accumulate_steps: int = 1
 
 
 @dataclass
@@ -116,8 +123,9 @@ class TrainConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     output_dir: str = "outputs/train"
     seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (see pointrend.engine.distributed)
+    num_workers: int | None = None  # data loading processes per GPU/process; None: automatic
+    sync_batchnorm: bool = False  # BatchNorm statistics across processes (CUDA, many processes)
     log_period: int = 20
     checkpoint_period: int = 5000
     eval_period: int = 0
@@ -158,6 +166,11 @@ def _convert(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is Any:
+        return value
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # e.g. bool | str: as written
+        if not isinstance(value, typing.get_args(tp)):
+            names = " or ".join(t.__name__ for t in typing.get_args(tp))
+            raise ConfigError(f"{where}: expected {names}, got {value!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -212,10 +225,10 @@ _MINIMUM = (
     ("solver", "images_per_batch", 1),
     ("solver", "max_iter", 1),
     ("solver", "warmup_iters", 0),
+    ("solver", "accumulate_steps", 1),
     ("", "log_period", 1),
     ("", "checkpoint_period", 0),
     ("", "eval_period", 0),
-    ("", "num_workers", 0),
 )
 
 
@@ -227,6 +240,13 @@ def _check_ranges(cfg: TrainConfig, where: str) -> TrainConfig:
             raise ConfigError(f"{where}: {name} must be at least {least}, got {value}")
     if not cfg.solver.lr > 0:
         raise ConfigError(f"{where}: solver.lr must be positive, got {cfg.solver.lr}")
+    if cfg.num_workers is not None and cfg.num_workers < 0:
+        raise ConfigError(f"{where}: num_workers must be at least 0, got {cfg.num_workers}")
+    try:
+        check_device_name(cfg.device)
+        resolve_amp(cfg.solver.amp, torch.device("cpu"))  # the spelling; the GPU's at run time
+    except DeviceError as err:
+        raise ConfigError(f"{where}: {err}") from err
     return cfg
 
 

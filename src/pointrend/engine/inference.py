@@ -22,14 +22,16 @@ from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, to_float_imag
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
+    ConfigError,
     TrainConfig,
     config_from_dict,
     config_to_dict,
     load_config,
     with_checkpoint_model,
 )
+from .distributed import DeviceError, resolve_device
 from .evaluate import detect
-from .photos import draw_instances, model_input
+from .photos import draw_instances, instance_records, model_input
 
 __all__ = [
     "TrainedModel",
@@ -59,6 +61,7 @@ class TrainedModel:
     # model keys in which the config given differed from the checkpoint's (the checkpoint's won)
     config_notes: list[str] = dataclasses.field(default_factory=list)
     label_to_category_id: dict[int, int] | None = None
+    device: torch.device = torch.device("cpu")
 
     @property
     def task(self) -> str:
@@ -80,11 +83,28 @@ def num_classes_from_state(task: str, state: dict) -> int:
     )
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def checkpoint_file(weights: str | Path) -> Path:
+    """The checkpoint file ``weights`` names: a path, or ``zoo:NAME`` for a published model
+    (downloaded and converted once: :func:`~pointrend.interop.detectron2.converted_zoo_checkpoint`)."""
+    text = str(weights)
+    if not text.startswith(ZOO_PREFIX):
+        return Path(weights)
+    from ..interop.detectron2 import D2ImportError, converted_zoo_checkpoint
+
+    try:
+        return converted_zoo_checkpoint(text[len(ZOO_PREFIX) :])
+    except D2ImportError as err:
+        raise CheckpointError(f"--weights {text}: {err}") from err
+
+
 def load_trained_model(
     weights: str | Path,
     config: str | Path | None = None,
     overrides: list[str] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> TrainedModel:
     """Build the model a checkpoint describes and load the checkpoint's weights.
 
@@ -92,12 +112,16 @@ def load_trained_model(
     the rest (the data), and ``config_notes`` list the model keys in which it differed.
 
     Args:
-        weights: a checkpoint written by ``pointrend train`` (or a shipped one).
+        weights: a checkpoint written by ``pointrend train`` (or a shipped one), or
+            ``zoo:NAME`` for a published model (:func:`checkpoint_file`).
         config: a YAML config for the data; its model section counts only for a checkpoint
             that holds no config.
         overrides: ``key=value`` overrides applied last, model keys included, e.g.
             ``model.options.mask_output_size=112``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~.distributed.resolve_device`);
+            ``None``: the config's ``device`` (``auto`` unless it says otherwise).
     """
+    weights = checkpoint_file(weights)
     ckpt = load_checkpoint(weights)
     given = load_config(config) if config is not None else None
     cfg, notes = with_checkpoint_model(given, ckpt.get("config"), str(weights))
@@ -106,13 +130,19 @@ def load_trained_model(
     state = ckpt.get("model", ckpt)
     num_classes = cfg.model.num_classes or ckpt.get("num_classes")
     num_classes = int(num_classes or num_classes_from_state(cfg.model.task, state))
+    try:
+        device = resolve_device(cfg.device if device is None else device)
+    except DeviceError as err:
+        raise ConfigError(str(err)) from err
     model = build_model(cfg.model, num_classes, initial_weights=False)
     load_model_weights(model, weights)
     model.to(device).eval()
     names = list(ckpt.get("class_names") or [str(k) for k in range(num_classes)])
     to_category = ckpt.get("label_to_category_id")
     to_category = {int(k): int(v) for k, v in to_category.items()} if to_category else None
-    return TrainedModel(model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category)
+    return TrainedModel(
+        model, cfg, num_classes, names, ckpt.get("iteration"), notes, to_category, device
+    )
 
 
 def list_images(paths: list[str | Path]) -> list[Path]:
@@ -147,27 +177,6 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG", compress_level=1))
 
 
-def _instance_records(trained: TrainedModel, rles, boxes, labels, scores) -> list[dict]:
-    """COCO-style result dicts of one image's kept detections (``category_id``: the dataset's
-    id when the checkpoint records the map, else the model's label)."""
-    to_category = trained.label_to_category_id or {}
-    names = trained.class_names
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
-    records = []
-    for i, (rle, label, score, box) in enumerate(zip(rles, labels.tolist(), scores.tolist(), xywh)):
-        records.append(
-            {
-                "instance_id": i + 1,
-                "category_id": int(to_category.get(label, label)),
-                "category": names[label] if label < len(names) else "",
-                "score": round(float(score), 5),
-                "bbox": [round(v, 2) for v in box],
-                "segmentation": rle,
-            }
-        )
-    return records
-
-
 @torch.no_grad()
 def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh: float):
     """One image's id map, overlay and records; the model sees ``pixels`` (``3 x H x W``)
@@ -180,7 +189,7 @@ def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh
     keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
     ids, overlay, rles = draw_instances(out, keep, pixels)
     boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
-    records = _instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
+    records = instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
     return {"instances": ids, "overlay": overlay}, records
 
 

@@ -12,7 +12,9 @@ finite. So the checkpoint a divergence error names is one that resumes.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from .checkpoint import atomic_save, capture_rng_state, checkpoint_path
 from .config import TrainConfig, config_to_dict
@@ -37,8 +39,13 @@ __all__ = [
     "NonFiniteLossError",
     "RunState",
     "epoch_batches",
+    "RunBatchSampler",
+    "SeededItems",
     "run_batches",
-    "forward",
+    "move_batch",
+    "quantize_images",
+    "forward_backward",
+    "check_finite",
     "step",
     "Checkpointer",
     "LossLog",
@@ -103,54 +110,166 @@ def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> lis
     return [indices[i * batch_size : (i + 1) * batch_size] for i in range(n)]
 
 
-def _move(obj, device):
+class RunBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This rank's micro-batches for optimizer steps ``start`` to ``stop``, epoch after epoch.
+
+    Step ``i`` of epoch ``e`` takes micro-batches ``i * A`` to ``i * A + A - 1`` (``A`` =
+    ``accumulate``) of :func:`epoch_batches` for ``e``, so the images of a step are those of a
+    run without accumulation. Each item is ``(index, item_seed)``: the seed the augmentation of
+    that image draws from in that epoch (:class:`SeededItems`).
+    """
+
+    def __init__(self, num_items, batch_size, seed, start, stop, accumulate=1):
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.start, self.stop, self.accumulate = start, stop, accumulate
+        self.steps_per_epoch = len(epoch_batches(num_items, batch_size, seed, 0)) // accumulate
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0) * self.accumulate
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        batches, batches_epoch = [], None
+        for it in range(self.start, self.stop):
+            epoch, offset = divmod(it, self.steps_per_epoch)
+            if epoch != batches_epoch:
+                batches = epoch_batches(self.num_items, self.batch_size, self.seed, epoch)
+                batches_epoch = epoch
+            for k in range(offset * self.accumulate, (offset + 1) * self.accumulate):
+                yield [(i, item_seed(self.seed, epoch, i)) for i in batches[k]]
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the augmentation of item ``index`` in ``epoch`` of a run seeded ``seed``."""
+    return (seed * 1_000_003 + epoch * 10_007 + index) % 2**63
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` drawn with the torch RNG seeded by the item's seed, the global RNG
+    left as it was: augmentation is a function of (seed, epoch, image), not of which worker
+    loaded it or of whether the run was resumed."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # the CPU's only, not the GPUs'
+            return self.dataset[index]
+
+
+def quantize_images(images):
+    """Float images in ``[0, 1]`` as uint8 (a quarter of the bytes to copy to the device; the
+    device divides by 255 again, :func:`move_batch`); anything else is returned as it is."""
+    if isinstance(images, list | tuple):
+        return type(images)(quantize_images(x) for x in images)
+    if not torch.is_tensor(images) or not images.is_floating_point() or images.numel() == 0:
+        return images
+    lo, hi = torch.aminmax(images)
+    if not (torch.isfinite(lo) and torch.isfinite(hi) and lo >= 0 and hi <= 1):
+        return images  # left for the model's input check to name
+    return images.mul(255).round_().to(torch.uint8)
+
+
+class QuantizedCollate:
+    """``collate_fn`` whose images (the first element of each batch) travel as uint8."""
+
+    def __init__(self, collate_fn: Callable | None):
+        self.collate_fn = collate_fn or default_collate
+
+    def __call__(self, batch):
+        images, targets = self.collate_fn(batch)
+        return quantize_images(images), targets
+
+
+def move_batch(obj, device: torch.device, images: bool = False):
+    """``obj`` on ``device``; with ``images``, uint8 tensors become float in ``[0, 1]`` there."""
     if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=True)
+        obj = obj.to(device, non_blocking=True)
+        return obj.float().div_(255) if images and obj.dtype == torch.uint8 else obj
     if isinstance(obj, dict):
-        return {k: _move(v, device) for k, v in obj.items()}
+        return {k: move_batch(v, device, images) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_move(v, device) for v in obj)
+        return type(obj)(move_batch(v, device, images) for v in obj)
     return obj
 
 
-def run_batches(run: RunState) -> Iterator[tuple]:
-    """``(images, targets)`` on the run's device from ``run.iteration`` until ``max_iter``."""
-    cfg, n = run.cfg, len(run.dataset)
-    batch_size = cfg.solver.images_per_batch // get_world_size()
-    per_epoch = len(epoch_batches(n, batch_size, cfg.seed, 0))
-    while not run.finished():
-        epoch, offset = divmod(run.iteration, per_epoch)
-        # A generator of its own, so that starting a loader draws nothing from the global RNG
-        # (a resumed run starts one more loader than an uninterrupted run).
-        seeds = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + get_rank())
-        loader = DataLoader(
-            run.dataset,
-            batch_sampler=epoch_batches(n, batch_size, cfg.seed, epoch)[offset:],
-            collate_fn=run.collate_fn,
-            num_workers=cfg.num_workers,
-            generator=seeds,
-        )
-        for images, targets in loader:
-            yield _move(images, run.device), _move(targets, run.device)
-            if run.finished():
-                return
+def default_num_workers() -> int:
+    """Data-loading processes for each training process: the cores of this process's share of
+    the machine, one kept for the main process, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(4, (cores or 1) // local - 1))
 
 
-def forward(run: RunState, images, targets) -> dict[str, torch.Tensor]:
-    """The loss dict of one batch; :class:`NonFiniteLossError` when any process got NaN/inf."""
-    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-        losses = run.wrapped(images, targets)
-    bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v).all()}
-    flag = torch.tensor([1.0 if bad else 0.0])
+def run_batches(run: RunState) -> Iterator[list[tuple]]:
+    """Each optimizer step's micro-batches ``[(images, targets), ...]`` on the run's device,
+    from ``run.iteration`` until ``max_iter``: one DataLoader for the whole run."""
+    cfg = run.cfg
+    accumulate = cfg.solver.accumulate_steps
+    batch_size = cfg.solver.images_per_batch // (get_world_size() * accumulate)
+    sampler = RunBatchSampler(
+        len(run.dataset), batch_size, cfg.seed, run.iteration, cfg.solver.max_iter, accumulate
+    )
+    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
+    loader = DataLoader(
+        SeededItems(run.dataset),
+        batch_sampler=sampler,
+        collate_fn=QuantizedCollate(run.collate_fn),
+        num_workers=workers,
+        pin_memory=run.device.type == "cuda",
+        # its own generator: starting the loader draws nothing from the global RNG
+        generator=torch.Generator().manual_seed(cfg.seed * 100_003 + get_rank()),
+    )
+    step_batches = []
+    for images, targets in loader:
+        images = move_batch(images, run.device, images=True)
+        step_batches.append((images, move_batch(targets, run.device)))
+        if len(step_batches) == accumulate:
+            yield step_batches
+            step_batches = []
+
+
+def forward_backward(run: RunState, micro_batches: list[tuple]) -> dict[str, torch.Tensor]:
+    """Forward and backward of each micro-batch (each loss divided by their number, gradients
+    summed; DDP synchronises after the last one); the detached mean of each loss term."""
+    run.optimizer.zero_grad(set_to_none=True)
+    n = len(micro_batches)
+    means: dict[str, torch.Tensor] = {}
+    for k, (images, targets) in enumerate(micro_batches):
+        last = k == n - 1
+        no_sync = getattr(run.wrapped, "no_sync", None)
+        with contextlib.nullcontext() if last or no_sync is None else no_sync():
+            with torch.autocast(
+                run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None
+            ):
+                losses = run.wrapped(images, targets)
+            run.scaler.scale(sum(losses.values()) / n).backward()
+        for name, value in losses.items():
+            means[name] = means.get(name, 0) + value.detach().float() / n
+    return means
+
+
+def check_finite(run: RunState, losses: dict[str, torch.Tensor]) -> None:
+    """Record the step's losses in ``run.losses``; :class:`NonFiniteLossError` when any process
+    got NaN/inf. One host-device synchronisation; the collective's tensor is on the run's
+    device."""
+    values = torch.stack(list(losses.values())).to(run.device)
+    flag = (~torch.isfinite(values)).any().float().reshape(1)
     if is_distributed():
         torch.distributed.all_reduce(flag)
-    if flag.item() > 0:
+    numbers = torch.cat([flag, values.sum().reshape(1), values]).tolist()
+    run.losses = {"loss": numbers[1]} | dict(zip(losses, numbers[2:]))
+    if numbers[0] > 0:
+        bad = {k: v for k, v in run.losses.items() if k != "loss" and not math.isfinite(v)}
         what = ", ".join(f"{k} = {v}" for k, v in bad.items()) or "on another process"
         raise NonFiniteLossError(
             f"non-finite loss at iteration {run.iteration}: {what}; training stopped, "
             f"{_resume_hint(run)}"
         )
-    return losses
 
 
 def _resume_hint(run: RunState) -> str:
@@ -162,11 +281,8 @@ def _resume_hint(run: RunState) -> str:
     )
 
 
-def step(run: RunState, losses: dict[str, torch.Tensor]) -> None:
-    """Backward, gradient clipping (``solver.clip_grad_norm``), optimizer and schedule step."""
-    total = sum(losses.values())
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(total).backward()
+def step(run: RunState) -> None:
+    """Gradient clipping (``solver.clip_grad_norm``), optimizer and schedule step."""
     if run.cfg.solver.clip_grad_norm:
         run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.solver.clip_grad_norm)
@@ -174,7 +290,6 @@ def step(run: RunState, losses: dict[str, torch.Tensor]) -> None:
     run.scaler.update()
     run.scheduler.step()
     run.iteration += 1
-    run.losses = {"loss": float(total.detach())} | {k: float(v.detach()) for k, v in losses.items()}
 
 
 class Checkpointer:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data.images import resize_to_float, to_float_image
 from ..instance.compact import binary_mask_chunks
 
-__all__ = ["resized_size", "model_input", "draw_instances", "draw_on_top"]
+__all__ = ["resized_size", "model_input", "draw_instances", "draw_on_top", "instance_records"]
 
 
 def resized_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -93,3 +93,26 @@ def draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
     ids = lookup[rank]  # score rank -> instance id, H x W
     overlay = overlay_ranked(pixels, rank, len(keep))
     return ids, overlay, rles
+
+
+def instance_records(trained, rles, boxes, labels, scores) -> list[dict]:
+    """COCO-style result dicts of one image's kept detections (``category_id``: the dataset's
+    id when the checkpoint records the map, else the model's label), for a
+    :class:`~pointrend.engine.inference.TrainedModel` ``trained``; ``rles``: one per detection,
+    ``boxes`` ``N x 4``, ``labels`` and ``scores`` ``N``."""
+    to_category = trained.label_to_category_id or {}
+    names = trained.class_names
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    records = []
+    for i, (rle, label, score, box) in enumerate(zip(rles, labels.tolist(), scores.tolist(), xywh)):
+        records.append(
+            {
+                "instance_id": i + 1,
+                "category_id": int(to_category.get(label, label)),
+                "category": names[label] if label < len(names) else "",
+                "score": round(float(score), 5),
+                "bbox": [round(v, 2) for v in box],
+                "segmentation": rle,
+            }
+        )
+    return records

@@ -25,6 +25,7 @@ import functools
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from .checkpoint import atomic_write, latest_checkpoint, remove_stale_temp_files
@@ -150,17 +151,21 @@ class MetricsLog:
         self.file = open(output_dir / "metrics.jsonl", "a")  # noqa: SIM115
         try:
             from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(output_dir / "tb"))
-        except Exception:  # TensorBoard is optional
-            self.tb = None
+        except ImportError:  # TensorBoard is optional: the extra pointrend[tensorboard]
+            print(
+                "pointrend train: note: TensorBoard is not installed (pip install "
+                "'pointrend[tensorboard]'); the metrics go to metrics.jsonl only",
+                file=sys.stderr,
+            )
+            return
+        self.tb = SummaryWriter(str(output_dir / "tb"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
+        if self.tb is not None and "event" not in record:
             for k, v in record.items():
                 if k != "iter" and isinstance(v, int | float):
                     self.tb.add_scalar(k, v, record["iter"])

@@ -18,6 +18,7 @@ time of all the runs.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,19 @@ from .config import (
     require_train_data,
     with_checkpoint_model,
 )
-from .distributed import barrier, get_rank, get_world_size, init_distributed, is_main_process
+from .distributed import (
+    DeviceError,
+    barrier,
+    cleanup_distributed,
+    describe_run,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    resolve_amp,
+    run_facts,
+)
 from .loop import (
     Checkpointer,
     LossLog,
@@ -52,8 +65,9 @@ from .loop import (
     PeriodicEvaluation,
     ProgressBar,
     RunState,
+    check_finite,
     epoch_batches,
-    forward,
+    forward_backward,
     run_batches,
     step,
 )
@@ -79,6 +93,7 @@ class TrainResult:
     last_losses: dict[str, float] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know about the run
+    is_main_process: bool = True  # rank 0 of a distributed run (which reports it)
 
 
 def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.Optimizer:
@@ -141,17 +156,33 @@ def train(
     ``evaluate_fn(model, iteration) -> metrics`` runs every ``cfg.eval_period`` iterations and at
     the end (all ranks call it; it gathers across ranks itself).
     """
-    run, notes = _set_up(cfg, resume, overwrite, model, dataset, collate_fn, evaluate_fn)
+    created_group = not is_distributed()
+    try:
+        run, notes = _set_up(cfg, resume, overwrite, model, dataset, collate_fn, evaluate_fn)
+        final = _run_loop(run, progress)
+        main = is_main_process()
+    finally:
+        if created_group:  # the process group this call joined (under torchrun)
+            cleanup_distributed()
+    return TrainResult(run.iteration, run.out, final, run.losses, run.metrics, notes, main)
+
+
+def _run_loop(run: RunState, progress: bool) -> Path:
+    """The iterations from ``run.iteration`` to ``max_iter``; the final weights' path."""
     log = MetricsLog(run.out, is_main_process())
+    if is_main_process():
+        print(f"pointrend train: {describe_run(run.device, run.amp_dtype)}", file=sys.stderr)
+        log.write({"event": "start", "iter": run.iteration, **run_facts(run.device, run.amp_dtype)})
     checkpoints = Checkpointer(run)
     evaluation = PeriodicEvaluation(run, log)
     actions = [ProgressBar(run, progress), LossLog(run, log), checkpoints, evaluation]
     run.wrapped.train()
     try:
-        for images, targets in run_batches(run):
-            losses = forward(run, images, targets)
+        for micro_batches in run_batches(run):
+            losses = forward_backward(run, micro_batches)
+            check_finite(run, losses)  # every process, before any parameter changes
             checkpoints.confirm(run)  # the weights of the last step gave finite losses
-            step(run, losses)
+            step(run)
             for action in actions:
                 action.after_step(run, losses)
         final = checkpoints.finish(run)
@@ -160,29 +191,33 @@ def train(
         for action in actions:
             action.close()
         log.close()
-    return TrainResult(run.iteration, run.out, final, run.losses, run.metrics, notes)
+    return final
 
 
 def _set_up(
     cfg: TrainConfig, resume: bool, overwrite: bool, model, dataset, collate_fn, evaluate_fn
 ) -> tuple[RunState, list[str]]:
     """The run state, ready at its first iteration (0, or the checkpoint's when resuming)."""
-    device = init_distributed(cfg.device)
+    try:
+        device = init_distributed(cfg.device)
+        amp_dtype = resolve_amp(cfg.solver.amp, device)
+    except DeviceError as err:
+        raise ConfigError(str(err)) from err
     out = Path(cfg.output_dir)
     found = plan_run(out, resume, overwrite, cfg.solver.max_iter)  # every process, before writes
-    world = get_world_size()
-    if cfg.solver.images_per_batch % world:
+    world, accumulate = get_world_size(), cfg.solver.accumulate_steps
+    if cfg.solver.images_per_batch % (world * accumulate):
         raise ConfigError(
             f"solver.images_per_batch = {cfg.solver.images_per_batch} is not divisible by the "
-            f"{world} processes"
+            f"{world} process(es) x solver.accumulate_steps = {accumulate}"
         )
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_everything(cfg.seed + get_rank())
     model, dataset, collate_fn, evaluate_fn = _objects(cfg, model, dataset, collate_fn, evaluate_fn)
+    model = _sync_batchnorm(model, cfg, device)
     model.to(device)
     optimizer = build_optimizer(model, cfg.solver)
-    amp_dtype = _amp_dtype(cfg.solver, device)
     run = RunState(
         cfg=cfg,
         model=model,
@@ -204,8 +239,9 @@ def _set_up(
         run.wrapped = nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
-            # Mask R-CNN leaves the mask branch unused on a batch without positives
-            find_unused_parameters=cfg.model.task == "instance",
+            # every parameter gets a gradient in every step (a batch without objects gives
+            # the mask branch zero gradients), so DDP need not search the graph for unused ones
+            find_unused_parameters=False,
         )
     barrier()  # every process has read the folder before the main one changes it
     notes = []
@@ -231,13 +267,16 @@ def _objects(cfg: TrainConfig, model, dataset, collate_fn, evaluate_fn) -> tuple
     )
 
 
-def _amp_dtype(solver: SolverConfig, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype of ``solver.amp``: float16 (with loss scaling) on CUDA, bfloat16 on CPU."""
-    if not solver.amp:
-        return None
-    if device.type not in ("cuda", "cpu"):
-        raise ConfigError(f"solver.amp works on cuda and cpu, not on {device.type}")
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+def _sync_batchnorm(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """``model`` with its BatchNorm layers synchronised across processes when the config asks
+    (``sync_batchnorm``; CUDA only, as torch's SyncBatchNorm); the same state-dict keys."""
+    if not cfg.sync_batchnorm or get_world_size() == 1:
+        return model
+    if device.type != "cuda":
+        raise ConfigError(
+            f"sync_batchnorm: true needs CUDA (torch's SyncBatchNorm), the run is on {device}"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "iteration")

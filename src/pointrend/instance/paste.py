@@ -174,6 +174,7 @@ def _paste_into(
         # harmless.
         pixel = win_rows.clamp(max=H - 1)[:, :, None] * W + win_cols.clamp(max=W - 1)[:, None, :]
         index = rows[chunk].to(torch.int64)[:, None, None] * (H * W) + pixel
+        values = values.to(out.dtype)  # autocast may compute grid_sample in another dtype
         out.view(-1).scatter_add_(0, index.reshape(-1), values.reshape(-1))
 
 

@@ -153,7 +153,8 @@ class PointRendRoIHeads(RoIHeads):
                 proposals, targets
             )
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
+        # scores and box decoding in float32 under autocast too
+        class_logits, box_regression = (t.float() for t in self.box_predictor(box_features))
 
         # Channels-last makes point sampling (grid_sample of 256 channels at scattered points)
         # several times faster on CPU; the values are the same.

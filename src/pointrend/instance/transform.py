@@ -26,7 +26,7 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
-from ..image_checks import check_image_tensor
+from ..image_checks import as_model_dtype, check_images
 from ..resize import shortest_edge_size
 from .compact import MASK_OUTPUTS, compact_detections
 from .paste import paste_masks
@@ -96,6 +96,9 @@ class PointRendTransform(GeneralizedRCNNTransform):
             raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}")
         if min(self.min_size) < 0 or (min(self.min_size) == 0 and max(self.min_size) > 0):
             raise ValueError(f"min_size must be > 0, or 0 alone (no resize), got {self.min_size}")
+        # an empty buffer that model.half() / model.to(dtype) cast with the weights: the dtype
+        # the images are cast to
+        self.register_buffer("image_dtype", torch.empty(0), persistent=False)
         self.num_classes = num_classes
         self.paste_max_elements = paste_max_elements
         self.resize_rule = resize_rule
@@ -131,10 +134,15 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> tuple[ImageList, list[dict[str, Tensor]] | None]:
-        for i, image in enumerate(images):
-            check_image_tensor(image, f"images[{i}]")
-            if not torch.jit.is_tracing():
-                self._check_resized_size(image, f"images[{i}]")
+        if not isinstance(images, list | tuple) or not images:
+            what = type(images).__name__ if not isinstance(images, list | tuple) else "empty"
+            raise ValueError(f"images must be a non-empty list of 3 x H x W tensors, got {what}")
+        names = [f"images[{i}]" for i in range(len(images))]
+        check_images(images, names)
+        if not torch.jit.is_tracing():
+            for image, name in zip(images, names):
+                self._check_resized_size(image, name)
+        images = [as_model_dtype(image, self.image_dtype.dtype) for image in images]
         if targets is not None:
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._fused_head import inference_point_head
 from ..head import PointHead
-from ..image_checks import check_image_tensor
+from ..image_checks import as_model_dtype, check_image_tensor
 from ..points import (
     calculate_semantic_uncertainty,
     point_sample,
@@ -185,8 +185,7 @@ class SemanticSegmenter(nn.Module):
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
 
     def _features(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
-        x = (images - self.mean) / self.std
+        x = (as_model_dtype(images, self.mean.dtype) - self.mean) / self.std
         d = self.size_divisibility
         if d > 1:
             x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
@@ -221,6 +220,7 @@ class SemanticSegmenter(nn.Module):
         return head(point_sample(fine, points * scale), point_sample(coarse, points))
 
     def forward(self, images: Tensor, targets: Tensor | None = None):
+        check_image_tensor(images, "images", batched=True)  # the values: one host read
         if not self.training:
             return {"out": self._predict(images)}
         H, W = images.shape[-2:]
@@ -269,9 +269,12 @@ class SemanticSegmenter(nn.Module):
         size = shortest_edge_size(H, W, self.test_min_size, self.test_max_size)
         if size == (H, W):
             return self._logits(images)
-        check_image_tensor(images, "images", dtype=self.mean.dtype, batched=True)
         resized = F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False, antialias=True
+            as_model_dtype(images, self.mean.dtype),
+            size=size,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
         ).clamp_(0.0, 1.0)
         return F.interpolate(
             self._logits(resized), size=(H, W), mode="bilinear", align_corners=False

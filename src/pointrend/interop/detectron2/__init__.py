@@ -25,6 +25,7 @@ __all__ = [
     "ImportedModel",
     "from_detectron2",
     "import_detectron2",
+    "converted_zoo_checkpoint",
     "read_detectron2_weights",
     "write_imported_checkpoint",
 ]
@@ -150,3 +151,17 @@ def write_imported_checkpoint(imported: ImportedModel, path: str | Path) -> Path
     text += yaml.safe_dump(config, sort_keys=False)
     atomic_write(path.with_suffix(".yaml"), lambda f: f.write(text), binary=False)
     return path
+
+
+def converted_zoo_checkpoint(name: str) -> Path:
+    """The pointrend checkpoint of the published model ``name``: downloaded (once, into torch's
+    hub cache: :func:`~.zoo.fetch_checkpoint`), converted once and kept beside the download as
+    ``<file>.pointrend.pt`` (with its ``.yaml``); later calls read that file. Offline, the error
+    names the URL and where to put the file."""
+    from .zoo import fetch_checkpoint, zoo_checkpoint_path
+
+    converted = zoo_checkpoint_path(name).with_suffix(".pointrend.pt")
+    if converted.is_file():
+        return converted
+    imported = import_detectron2(fetch_checkpoint(name), zoo=name)
+    return write_imported_checkpoint(imported, converted)  # atomic: a concurrent call is safe

@@ -1,0 +1,389 @@
+"""The GPU path in one run: parity with the CPU, speed and memory, AMP training, torchrun.
+
+On one GPU (``--device cuda``, the default; about 5 minutes on an H100):
+
+1. **parity**: the shipped instance model (fixed and per-box masks), the shipped semantic model
+   and the imported detectron2 test fixture run on the device and on the CPU; detections are
+   matched by class and box (box IoU >= 0.999, mask IoU >= 0.99, same count; semantic labels
+   >= 99.9% equal);
+2. **speed**: PointRend R50-FPN (fixed and per-box masks) and torchvision's
+   ``maskrcnn_resnet50_fpn`` on one 800 x 1333 image with 100 detections forced (score threshold
+   0), in float32 and under autocast, alternating, the median of ``--rounds``; the Semantic FPN
+   and DeepLabV3 PointRend models at 1024 x 2048; peak device memory of each; the host reads
+   (``aten::_local_scalar_dense``, a ``.item()`` / ``.tolist()`` each) of one PointRend forward;
+3. **train**: ``--train-iters`` AMP iterations of the synthetic instance recipe;
+4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through ``--torchrun-iters``
+   iterations and a checkpoint.
+
+Weights of the speed models are random (seed 0): their time does not depend on the values once
+the number of detections is fixed. ``--quick`` (small sizes, ResNet-18, a few iterations) with
+``--device cpu`` is the smoke test the test suite runs, so that the script cannot rot.
+
+Run: ``python -m benchmarks.gpu_check [--device cuda] [--quick] [--out benchmarks/results/gpu.json]``
+(or ``bash scripts/gpu_check.sh``, which installs the checkout first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import command_line, machine_info, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "synthetic_instance_pointrend_r18.yaml"
+
+
+@dataclass
+class Sizes:
+    instance: tuple[int, int] = (800, 1333)
+    semantic: tuple[int, int] = (1024, 2048)
+    detections: int = 100
+    num_classes: int = 91  # COCO's, with the background
+    backbone: str = "resnet50"
+    rounds: int = 3
+    train_iters: int = 50
+    torchrun_iters: int = 20
+
+
+QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _median_seconds(fn, device: torch.device, rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _peak_bytes(fn, device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+# --- 1. parity -----------------------------------------------------------------------------
+
+
+def match_instances(ref: dict, other: dict) -> dict:
+    """Same count; each reference detection's best same-class box IoU and mask IoU."""
+    from torchvision.ops import box_iou
+
+    ref = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in ref.items()}
+    other = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in other.items()}
+    out = {"count": len(ref["boxes"]), "other_count": len(other["boxes"])}
+    if not len(ref["boxes"]) or not len(other["boxes"]):
+        return out | {"min_box_iou": None, "min_mask_iou": None}
+    iou = box_iou(ref["boxes"], other["boxes"]) * (ref["labels"][:, None] == other["labels"])
+    best, j = iou.max(1)
+    a, b = ref["masks"][:, 0] >= 0.5, other["masks"][j, 0] >= 0.5
+    masks = (a & b).sum((1, 2)) / (a | b).sum((1, 2)).clamp(min=1)
+    scores = (ref["scores"] - other["scores"][j]).abs().max()
+    return out | {
+        "min_box_iou": float(best.min()),
+        "min_mask_iou": float(masks.min()),
+        "max_score_diff": float(scores),
+    }
+
+
+def _instance_parity(cpu_model, dev_model, images, device) -> list[dict]:
+    rows = []
+    with torch.no_grad():
+        for image in images:
+            ref = cpu_model([image])[0]
+            rows.append(match_instances(ref, dev_model([image.to(device)])[0]))
+    return rows
+
+
+def _passes(rows: list[dict]) -> bool:
+    return all(
+        r["count"] == r["other_count"]
+        and (r["min_box_iou"] is None or (r["min_box_iou"] >= 0.999 and r["min_mask_iou"] >= 0.99))
+        for r in rows
+    )
+
+
+def _detectron2_fixture(folder: Path) -> tuple[Path, list[torch.Tensor]]:
+    """The detectron2 test fixture imported through the command line, and its images."""
+    sys.path.insert(0, str(ROOT / "tests"))  # the fixture's generator is test tooling
+    from detectron2_fixture import INSTANCE, d2_config_yaml, instance_weights, write_zoo_pkl
+
+    from pointrend.cli import main
+    from pointrend.data.images import read_image
+
+    pkl = write_zoo_pkl(instance_weights(), folder / "model_final.pkl", "numpy.core")
+    out = folder / "imported.pt"
+    argv = ["import-detectron2", str(pkl), "--d2-config", str(d2_config_yaml(folder / "d2.yaml"))]
+    if main([*argv, "--out", str(out)]) != 0:
+        raise RuntimeError("import-detectron2 of the test fixture failed")
+    return out, [read_image(p) for p in sorted(INSTANCE.glob("image_*.png"))]
+
+
+def parity(device: torch.device, quick: bool) -> dict:
+    from pointrend.data.synthetic import SyntheticInstanceDataset, SyntheticSemanticDataset
+    from pointrend.demo import SHIPPED, WEIGHTS_DIR
+    from pointrend.engine.inference import load_trained_model
+
+    def both(path, overrides=()):
+        cpu = load_trained_model(path, None, list(overrides), "cpu").model
+        return cpu, load_trained_model(path, None, list(overrides), device).model
+
+    result = {}
+    n = 2 if quick else 6
+    images = [SyntheticInstanceDataset(n, 256, seed=4321)[i][0] for i in range(n)]
+    for mode in ("fixed", "box"):
+        option = [f"model.options.mask_resolution={mode}"]
+        rows = _instance_parity(*both(WEIGHTS_DIR / SHIPPED["pointrend"], option), images, device)
+        result[f"shipped_instance_{mode}"] = {"images": rows, "pass": _passes(rows)}
+    cpu, dev = both(WEIGHTS_DIR / SHIPPED["semantic_pointrend"])
+    agree = []
+    with torch.no_grad():
+        for i in range(n):
+            image = SyntheticSemanticDataset(n, 256, seed=4321)[i][0][None]
+            ref = cpu(image)["out"].argmax(1)
+            agree.append(
+                float((dev(image.to(device))["out"].argmax(1).cpu() == ref).float().mean())
+            )
+    result["shipped_semantic"] = {"label_agreement": agree, "pass": min(agree) >= 0.999}
+    with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
+        path, d2_images = _detectron2_fixture(Path(work))
+        rows = _instance_parity(*both(path), d2_images, device)
+    result["detectron2_fixture"] = {"images": rows, "pass": _passes(rows)}
+    return result
+
+
+# --- 2. speed ------------------------------------------------------------------------------
+
+
+def _instance_models(sizes: Sizes) -> dict:
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    from pointrend.models import pointrend_maskrcnn
+
+    height, width = sizes.instance  # the image is not resized
+    common = dict(
+        box_score_thresh=0.0,
+        box_detections_per_img=sizes.detections,
+        min_size=height,
+        max_size=width,
+    )
+    models = {}
+    for mode in ("fixed", "box"):
+        torch.manual_seed(0)
+        models[f"pointrend_{mode}"] = pointrend_maskrcnn(
+            sizes.backbone, sizes.num_classes, mask_resolution=mode, **common
+        )
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(backbone_name=sizes.backbone, weights=None, trainable_layers=3)
+    models["torchvision_maskrcnn"] = MaskRCNN(backbone, sizes.num_classes, **common)
+    return models
+
+
+def _host_reads(model, images) -> int:
+    """``aten::_local_scalar_dense`` calls (one per ``.item()`` / ``.tolist()`` / ``int()``
+    of a tensor) in one forward pass."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(images)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+
+
+def speed(device: torch.device, sizes: Sizes) -> dict:
+    from pointrend.models import pointrend_deeplabv3, pointrend_semantic_fpn
+
+    torch.manual_seed(0)
+    image = torch.rand(3, *sizes.instance, device=device)
+    result = {"instance": {}, "semantic": {}}
+    models = {name: m.to(device).eval() for name, m in _instance_models(sizes).items()}
+    for precision, dtype in (("fp32", None), ("amp", _amp_dtype(device))):
+        for name, model in models.items():
+
+            def run(model=model, dtype=dtype):
+                with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
+                    return model([image])
+
+            detections = len(run()[0]["boxes"])  # also the warm-up
+            result["instance"][f"{name}_{precision}"] = {
+                "seconds": _median_seconds(run, device, sizes.rounds),
+                "peak_bytes": _peak_bytes(run, device),
+                "detections": detections,
+            }
+    timing = result["instance"]
+    for mode in ("fixed", "box"):
+        for precision in ("fp32", "amp"):
+            tv = timing[f"torchvision_maskrcnn_{precision}"]["seconds"]
+            timing[f"pointrend_{mode}_{precision}"]["vs_torchvision"] = (
+                timing[f"pointrend_{mode}_{precision}"]["seconds"] / tv
+            )
+    result["host_reads_per_forward"] = _host_reads(models["pointrend_fixed"], [image])
+    del models
+    batch = torch.rand(1, 3, *sizes.semantic, device=device)
+    for name, builder in (
+        ("semantic_fpn", pointrend_semantic_fpn),
+        ("deeplabv3", pointrend_deeplabv3),
+    ):
+        torch.manual_seed(0)
+        model = builder(sizes.backbone, 19).to(device).eval()
+        for precision, dtype in (("fp32", None), ("amp", _amp_dtype(device))):
+
+            def run(model=model, dtype=dtype):
+                with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
+                    return model(batch)
+
+            run()
+            result["semantic"][f"pointrend_{name}_{precision}"] = {
+                "seconds": _median_seconds(run, device, sizes.rounds),
+                "peak_bytes": _peak_bytes(run, device),
+            }
+    return result
+
+
+# --- 3. training ---------------------------------------------------------------------------
+
+
+def _train_args(out: Path, iters: int, device: torch.device) -> list[str]:
+    return [
+        "train",
+        str(CONFIG),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        str(device),
+        "--set",
+        f"solver.max_iter={iters}",
+        "--set",
+        f"checkpoint_period={iters}",
+        "--set",
+        "log_period=1",
+        "--set",
+        "solver.warmup_iters=0",
+        "--set",
+        "val_data=null",
+    ]
+
+
+def train_amp(device: torch.device, iters: int) -> dict:
+    import json
+
+    from pointrend.cli import main
+
+    with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
+        out = Path(work) / "run"
+        start = time.perf_counter()
+        code = main([*_train_args(out, iters, device), "--set", "solver.amp=true"])
+        seconds = time.perf_counter() - start
+        lines = (out / "metrics.jsonl").read_text().splitlines() if code == 0 else []
+    records = [json.loads(line) for line in lines]
+    losses = [r["loss"] for r in records if "loss" in r]
+    start = next((r for r in records if r.get("event") == "start"), {})
+    return {
+        "exit_code": code,
+        "iterations": len(losses),
+        "seconds_per_iter": seconds / max(len(losses), 1),
+        "precision": start.get("precision"),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "pass": code == 0 and len(losses) == iters,
+    }
+
+
+def torchrun_one_process(device: torch.device, iters: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
+        out = Path(work) / "run"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
+        cmd += ["-m", "pointrend", *_train_args(out, iters, device)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        checkpoint = (out / f"model_{iters:07d}.pt").is_file()
+    return {
+        "backend": "nccl" if device.type == "cuda" else "gloo",
+        "exit_code": done.returncode,
+        "seconds": time.perf_counter() - start,
+        "checkpoint_written": checkpoint,
+        "stderr_tail": done.stderr[-800:],
+        "pass": done.returncode == 0 and checkpoint and "world size 1" in done.stderr,
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run_check(device: torch.device, sizes: Sizes, quick: bool, argv: list[str]) -> dict:
+    result = {
+        "command": command_line("benchmarks.gpu_check", argv),
+        "machine": machine_info(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda": torch.version.cuda,
+        "sizes": sizes.__dict__,
+    }
+    for name, section in (
+        ("parity", lambda: parity(device, quick)),
+        ("speed", lambda: speed(device, sizes)),
+        ("train_amp", lambda: train_amp(device, sizes.train_iters)),
+        ("torchrun", lambda: torchrun_one_process(device, sizes.torchrun_iters)),
+    ):
+        start = time.perf_counter()
+        result[name] = section()
+        print(f"gpu_check: {name} done in {time.perf_counter() - start:.1f} s", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: the CI smoke test")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
+    args = parser.parse_args(argv)
+    from pointrend.engine.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    result = run_check(device, QUICK if args.quick else Sizes(), args.quick, argv)
+    checks = {
+        **{f"parity/{k}": v["pass"] for k, v in result["parity"].items()},
+        "train_amp": result["train_amp"]["pass"],
+        "torchrun": result["torchrun"]["pass"],
+    }
+    result["checks"] = checks
+    path = write_json(result, args.out)
+    print(f"gpu_check: wrote {path}")
+    for name, value in result["speed"]["instance"].items():
+        ratio = value.get("vs_torchvision")
+        extra = f" ({ratio:.2f}x torchvision)" if ratio else ""
+        print(f"  {name}: {value['seconds'] * 1000:.1f} ms{extra}")
+    failed = [k for k, ok in checks.items() if not ok]
+    print("gpu_check: all checks passed" if not failed else f"gpu_check: FAILED {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
