@@ -11,7 +11,9 @@ JSON file and command: ``python -m benchmarks.instance_cost``, ``benchmarks.sema
 Per-box mask resolution, each writing its own key of ``results.json`` and the report's per-box
 section (:func:`.report.store_standalone`): ``python -m benchmarks.per_box`` (cost and accuracy),
 ``benchmarks.point_budget`` (an oracle study of the points per step), ``benchmarks.scale`` (one
-4000 x 3000 output).
+4000 x 3000 output). Large photos: ``python -m benchmarks.big_images`` (peak memory and wall time
+of ``pointrend predict`` / ``eval`` at 8000 x 6000, 2048 x 2048 and 4096 x 8192, key
+``big_images``).
 """
 
 # Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.

@@ -114,6 +114,17 @@ def test_paste_compact_at_another_size_scales_the_boxes():
     assert torch.equal(double, paste_masks(grids, boxes * 2, (74, 106))[:, 0] >= 0.5)
 
 
+def test_half_precision_grids_are_pasted_in_float32():
+    """Under autocast the mask branch may return float16 / bfloat16 probabilities: the paste
+    reads them in float32, the same masks as the float32 copy of the grids."""
+    boxes = _boxes(10, seed=5)
+    grids = torch.rand(len(boxes), 1, 14, 14).to(torch.float16)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = paste_compact(CompactMasks(grids.to(dtype), boxes, SIZE))
+        full = paste_compact(CompactMasks(grids.to(dtype).float(), boxes, SIZE))
+        assert torch.equal(half, full) and half.any()
+
+
 def test_bad_threshold_and_index_are_refused():
     compact = CompactMasks(torch.rand(2, 1, 7, 7), torch.tensor([[0.0, 0, 5, 5]] * 2), SIZE)
     with pytest.raises(ValueError, match="threshold must be in"):
