@@ -72,12 +72,17 @@ def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = 25
 
 
 def _blend(
-    image: np.ndarray, ids: np.ndarray, colour_of, alpha: float, rows: int = 64
+    image: np.ndarray,
+    ids: np.ndarray,
+    colour_of,
+    alpha: float,
+    rows: int = 64,
+    in_place: bool = False,
 ) -> np.ndarray:
     """``image`` (``H x W x 3`` uint8) with the pixels of nonzero ``ids`` (``H x W``) blended
     with their colours ``colour_of(ids)`` (``... x 3`` uint8), ``rows`` rows at a time: the
-    float work covers one strip, never the whole image."""
-    out = image.copy()
+    float work covers one strip, never the whole image. ``in_place``: into ``image`` itself."""
+    out = image if in_place else image.copy()
     for start in range(0, ids.shape[0], rows):
         strip, painted = out[start : start + rows], ids[start : start + rows]
         colours = colour_of(painted).astype(np.float32)
@@ -113,14 +118,18 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     return overlay_ranked(image, instance_id_map(masks), masks.shape[0], alpha)
 
 
-def overlay_ranked(image, drawn: np.ndarray, count: int, alpha: float = 0.5) -> np.ndarray:
+def overlay_ranked(
+    image, drawn: np.ndarray, count: int, alpha: float = 0.5, in_place: bool = False
+) -> np.ndarray:
     """:func:`overlay_instances` from the id map: ``drawn`` (``H x W`` ints) is ``i + 1`` where
-    instance ``i`` (of ``count``, in drawing order) is on top, 0 where none is."""
+    instance ``i`` (of ``count``, in drawing order) is on top, 0 where none is. ``in_place``:
+    drawn into the memory of a uint8 ``image`` (``H x W x 3``, or a ``3 x H x W`` view of
+    channels-last memory) when :func:`to_uint8_image` gives a view of it, saving a copy."""
     image = to_uint8_image(image)
     if count == 0:
-        return image.copy()
+        return image if in_place else image.copy()
     colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(count)])
-    out = _blend(image, drawn, lambda ids: colours[ids], alpha)
+    out = _blend(image, drawn, lambda ids: colours[ids], alpha, in_place=in_place)
     _paint_edges(out, drawn)
     return out
 

@@ -67,7 +67,9 @@ def draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
     """``(id map, overlay, RLEs)`` of the kept detections (``keep``: their indices, in the
     output's order) pasted one chunk at a time: the ``H x W`` uint16 id map (``i + 1`` for
     kept detection ``i``, the best-scoring on top, 0 = none), the ``H x W x 3`` uint8 overlay
-    and one COCO RLE per kept detection."""
+    and one COCO RLE per kept detection. ``pixels`` (``3 x H x W`` uint8, channels-last memory
+    as :func:`~pointrend.data.images.read_pixels` gives them) become the overlay: the photo is
+    not copied."""
     from ..viz import overlay_ranked
 
     H, W = pixels.shape[-2:]
@@ -89,9 +91,9 @@ def draw_instances(out: dict, keep: torch.Tensor, pixels: torch.Tensor):
         if y1 > y0 and x1 > x0:
             draw_on_top(rank_t[x0:x1, y0:y1], masks_t[:, x0:x1, y0:y1], int(positions[0]))
     rank = rank_t.numpy().T  # H x W view
+    overlay = overlay_ranked(pixels, rank, len(keep), in_place=True)
     lookup = np.concatenate([[0], order.numpy() + 1]).astype(np.uint16)
     ids = lookup[rank]  # score rank -> instance id, H x W
-    overlay = overlay_ranked(pixels, rank, len(keep))
     return ids, overlay, rles
 
 
