@@ -52,6 +52,7 @@ def test_pixels_are_decoded_as_uint8_and_scaled_as_before(tmp_path):
     assert torch.equal(pixels.permute(1, 2, 0), torch.from_numpy(array))
     expected = torch.from_numpy(array.astype(np.float32) / 255.0).permute(2, 0, 1)
     assert torch.equal(read_image(tmp_path / "a.png"), expected)
+    assert read_image(tmp_path / "a.jpg").is_contiguous()  # float images stay 3 x H x W
     # JPEGs are decoded by torchvision: the same pixels as Pillow
     jpeg = np.array(Image.open(tmp_path / "a.jpg").convert("RGB"))
     assert torch.equal(read_pixels(tmp_path / "a.jpg").permute(1, 2, 0), torch.from_numpy(jpeg))

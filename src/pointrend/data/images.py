@@ -196,7 +196,8 @@ def read_image(
     Raises:
         ImageError: the file is missing, not an image, or its pixels cannot be scaled.
     """
-    return to_float_image(read_pixels(path, exif_orientation, annotated_size))
+    # contiguous 3 x H x W, as the datasets' transforms have always had it
+    return to_float_image(read_pixels(path, exif_orientation, annotated_size).contiguous())
 
 
 def image_size(path: str | Path, exif_orientation: bool = True) -> tuple[int, int]:
