@@ -13,6 +13,9 @@ section (:func:`.report.store_standalone`): ``python -m benchmarks.per_box`` (co
 ``benchmarks.point_budget`` (an oracle study of the points per step), ``benchmarks.scale`` (one
 4000 x 3000 output). ``python -m benchmarks.frozen_norm_speed`` (its own key): an imported
 detectron2 model's backbone, transform and whole model against another commit's code.
+Large photos: ``python -m benchmarks.big_images`` (peak memory and wall time
+of ``pointrend predict`` / ``eval`` at 8000 x 6000, 2048 x 2048 and 4096 x 8192, key
+``big_images``).
 """
 
 # Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.

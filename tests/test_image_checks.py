@@ -88,4 +88,3 @@ def test_wrong_containers_are_one_line_errors(models):
         ):
             with pytest.raises(ValueError, match=message):
                 call()
-

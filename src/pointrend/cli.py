@@ -223,6 +223,9 @@ def _is_written(key: str, written: dict) -> bool:
     return key in written or any(key.startswith(f"{w}.") for w in written)
 
 
+NO_EXIF_HELP = "use the pixels as stored, not turned upright as the EXIF orientation says"
+
+
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser(
         "predict", help="run trained weights on image files; write masks and overlays"
@@ -240,6 +243,7 @@ def _add_predict_parser(sub) -> None:
         default=0.5,
         help="instances: keep detections scoring at least this (default 0.5)",
     )
+    p.add_argument("--no-exif-orientation", action="store_true", help=NO_EXIF_HELP)
     _add_overwrite_option(p, "the files of an earlier predict run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_options(p)
@@ -267,8 +271,9 @@ def _run_predict(args) -> int:
         )
     say_where(args, device, amp)
     with autocast(device, amp):
+        exif = not args.no_exif_orientation
         rows, failures = predict_images(
-            trained, paths, args.out, args.score_thresh, not args.no_progress, args.overwrite
+            trained, paths, args.out, args.score_thresh, not args.no_progress, args.overwrite, exif
         )
     if rows:
         print(format_table(rows))

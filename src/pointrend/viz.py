@@ -19,6 +19,7 @@ __all__ = [
     "to_uint8_image",
     "colorize_labels",
     "overlay_instances",
+    "overlay_ranked",
     "overlay_labels",
     "plot_subdivision_steps",
     "plot_panels",
@@ -36,8 +37,11 @@ def palette(n: int, seed: int = 3) -> np.ndarray:
 
 
 def to_uint8_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``3 x H x W`` float tensor in [0, 1] (or an ``H x W x 3`` array) -> ``H x W x 3`` uint8."""
+    """A ``3 x H x W`` tensor (float in [0, 1], or uint8) or an ``H x W x 3`` array ->
+    ``H x W x 3`` uint8."""
     if torch.is_tensor(image):
+        if image.dtype == torch.uint8:
+            return np.ascontiguousarray(image.detach().cpu().permute(1, 2, 0).numpy())
         image = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy()
         return (image * 255 + 0.5).astype(np.uint8)
     image = np.asarray(image)
@@ -67,10 +71,33 @@ def colorize_labels(labels: np.ndarray, num_classes: int, ignore_index: int = 25
     return out
 
 
-def _blend(image: np.ndarray, colours: np.ndarray, where: np.ndarray, alpha: float) -> np.ndarray:
-    out = image.astype(np.float32)
-    out[where] = (1 - alpha) * out[where] + alpha * colours[where].astype(np.float32)
-    return out.astype(np.uint8)
+def _blend(
+    image: np.ndarray,
+    ids: np.ndarray,
+    colour_of,
+    alpha: float,
+    rows: int = 64,
+    in_place: bool = False,
+) -> np.ndarray:
+    """``image`` (``H x W x 3`` uint8) with the pixels of nonzero ``ids`` (``H x W``) blended
+    with their colours ``colour_of(ids)`` (``... x 3`` uint8), ``rows`` rows at a time: the
+    float work covers one strip, never the whole image. ``in_place``: into ``image`` itself."""
+    out = image if in_place else image.copy()
+    for start in range(0, ids.shape[0], rows):
+        strip, painted = out[start : start + rows], ids[start : start + rows]
+        colours = colour_of(painted).astype(np.float32)
+        mixed = ((1 - alpha) * strip.astype(np.float32) + alpha * colours).astype(np.uint8)
+        np.copyto(strip, mixed, where=(painted > 0)[..., None])
+    return out
+
+
+def _paint_edges(out: np.ndarray, ids: np.ndarray, rows: int = 512) -> None:
+    """``out[label_edges(ids)] = 255``, ``rows`` rows at a time (each strip read with one row
+    of its neighbours above and below)."""
+    for start in range(0, ids.shape[0], rows):
+        above = max(start - 1, 0)
+        edges = label_edges(ids[above : start + rows + 1])[start - above :][:rows]
+        out[start : start + rows][edges] = 255
 
 
 def instance_id_map(masks: np.ndarray) -> np.ndarray:
@@ -88,13 +115,22 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     ``masks`` is ``N x H x W`` bool, drawn in order (a later instance covers an earlier one).
     """
     masks = np.asarray(masks, dtype=bool)
+    return overlay_ranked(image, instance_id_map(masks), masks.shape[0], alpha)
+
+
+def overlay_ranked(
+    image, drawn: np.ndarray, count: int, alpha: float = 0.5, in_place: bool = False
+) -> np.ndarray:
+    """:func:`overlay_instances` from the id map: ``drawn`` (``H x W`` ints) is ``i + 1`` where
+    instance ``i`` (of ``count``, in drawing order) is on top, 0 where none is. ``in_place``:
+    drawn into the memory of a uint8 ``image`` (``H x W x 3``, or a ``3 x H x W`` view of
+    channels-last memory) when :func:`to_uint8_image` gives a view of it, saving a copy."""
     image = to_uint8_image(image)
-    if masks.shape[0] == 0:
-        return image.copy()
-    ids = instance_id_map(masks)
-    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(masks.shape[0])])[ids]
-    out = _blend(image, colours, ids > 0, alpha)
-    out[label_edges(ids)] = 255
+    if count == 0:
+        return image if in_place else image.copy()
+    colours = np.concatenate([np.zeros((1, 3), np.uint8), palette(count)])
+    out = _blend(image, drawn, lambda ids: colours[ids], alpha, in_place=in_place)
+    _paint_edges(out, drawn)
     return out
 
 
@@ -104,8 +140,8 @@ def overlay_labels(
     """A semantic label map painted over the image (class 0 left clear), class edges in white."""
     image = to_uint8_image(image)
     labels = np.asarray(labels)
-    out = _blend(image, colorize_labels(labels, num_classes), labels > 0, alpha)
-    out[label_edges(labels)] = 255
+    out = _blend(image, labels, lambda ids: colorize_labels(ids, num_classes), alpha)
+    _paint_edges(out, labels)
     return out
 
 

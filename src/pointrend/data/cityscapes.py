@@ -275,11 +275,11 @@ class CityscapesInstanceDataset(Dataset):
         return decode_instance_ids(self.instance_ids(index), self.label_ids)
 
     def __getitem__(self, index: int):
+        masks, labels, crowd = self.regions(index)
         try:
-            image = read_image(self.pairs[index][0])
+            image = read_image(self.pairs[index][0], annotated_size=masks.shape[-2:])
         except ImageError as err:
             raise DataError(str(err)) from err
-        masks, labels, crowd = self.regions(index)
         masks = torch.from_numpy(masks[~crowd].astype(np.uint8))
         boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
         target = {

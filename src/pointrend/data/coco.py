@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from .images import ImageError, image_size, read_image
+from .images import ImageError, image_size, read_image, size_matches
 
 __all__ = [
     "encode_masks",
@@ -154,7 +154,9 @@ class CocoInstanceDataset(Dataset):
       []``, or an RLE covering no pixel), are skipped; their count is ``num_skipped`` (one
       warning that gives the reasons and ids). ``coco``, the ground truth evaluation scores
       against, is the file without them.
-    * Images are read by :func:`pointrend.data.images.read_image` (16-bit images by their range).
+    * Images are read by :func:`pointrend.data.images.read_image` (16-bit images by their range;
+      EXIF orientation applied unless the annotation's width and height match only the stored
+      orientation, then the stored pixels are used).
 
     ``target``: ``boxes`` (``N x 4`` XYXY float32), ``labels`` (``N`` int64 in ``1..K``),
     ``masks`` (``N x H x W`` uint8), ``image_id`` (int).
@@ -229,6 +231,8 @@ class CocoInstanceDataset(Dataset):
             path = self.image_dir / str(info.get("file_name"))
             try:
                 size = image_size(path)
+                if size_matches(path, (info.get("height"), info.get("width"))):
+                    continue  # as shown (EXIF orientation) or as stored: read_image picks
             except ImageError as err:
                 problems.append(f"image {image_id}: {err}{self._doubled_folder_hint(path)}")
                 continue
@@ -277,9 +281,10 @@ class CocoInstanceDataset(Dataset):
     def load_image(self, image_id: int) -> torch.Tensor:
         """Image ``image_id`` as ``3 x H x W`` float32 in ``[0, 1]`` (its size was checked
         against the annotation file on construction)."""
-        path = self.image_dir / self.coco.imgs[image_id]["file_name"]
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
         try:
-            return read_image(path)
+            return read_image(path, annotated_size=(info["height"], info["width"]))
         except ImageError as err:
             raise DataError(f"image {image_id}: {err}") from err
 

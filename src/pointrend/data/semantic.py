@@ -52,13 +52,13 @@ class _PairDataset(Dataset):
 
     def __getitem__(self, index: int):
         image_path, label_path = self.pairs[index]
-        try:
-            image = read_image(image_path)
-        except ImageError as err:
-            raise DataError(str(err)) from err
         labels = torch.from_numpy(
             read_index_png(label_path, "label map")
         )  # its size was checked on construction
+        try:
+            image = read_image(image_path, annotated_size=tuple(labels.shape))
+        except ImageError as err:
+            raise DataError(str(err)) from err
         bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= self.num_classes))
         if bad.any():
             raise DataError(

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.coco import instance_annotations, make_coco
 from ..evaluation import InstanceEvaluator, SemanticEvaluator
+from ..instance.compact import compact_detections
 from ..instance.roi_heads import ImageSizes
+from ..instance.transform import PointRendTransform
 from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 
 __all__ = [
     "cityscapes_metrics",
     "coco_ground_truth",
     "predict_pasted",
+    "detect",
+    "score_threshold",
     "evaluate_instances",
     "evaluate_semantic",
     "make_evaluate_fn",
@@ -59,45 +65,105 @@ def _ground_truth_size(image: torch.Tensor, target: dict) -> tuple[int, int]:
     return tuple(int(n) for n in target.get("masks", image).shape[-2:])
 
 
+def _detections(
+    model: nn.Module, images: list[torch.Tensor], output_sizes: list[tuple[int, int]]
+) -> tuple[list[dict], list[tuple[int, int]]]:
+    """The RoI heads' detections of a torchvision-style instance model on ``images``, before
+    the transform's postprocess: boxes (and box-local masks) in the resized images, whose
+    sizes are returned with them. Masks rendered at each box's output size (``mask_resolution:
+    box``) are rendered for ``output_sizes`` (one ``(H, W)`` per image)."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        raise ValueError(f"{type(model).__name__} has no transform: cannot paste at another size")
+    model.eval()
+    image_list, _ = transform(images)
+    image_list.image_sizes = ImageSizes(list(image_list.image_sizes), output_sizes)
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, torch.Tensor):
+        features = {"0": features}
+    proposals, _ = model.rpn(image_list, features)
+    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
+    return detections, list(image_list.image_sizes)
+
+
+@contextlib.contextmanager
+def score_threshold(model: nn.Module, score_thresh: float | None):
+    """The model's box score threshold raised to keep only scores ``>= score_thresh`` for the
+    time of the block (``None``: unchanged), so that masks below it are never rendered.
+
+    torchvision keeps ``score > roi_heads.score_thresh``; the largest float32 below
+    ``score_thresh`` makes that ``score >= score_thresh``. Dropping low scores before the
+    non-maximum suppression keeps the same detections above them (a box is only suppressed by
+    a higher-scoring one)."""
+    heads = getattr(model, "roi_heads", None)
+    if score_thresh is None or heads is None:
+        yield
+        return
+    before = heads.score_thresh
+    below = float(np.nextafter(np.float32(score_thresh), np.float32(-np.inf)))
+    heads.score_thresh = max(float(before), below)
+    try:
+        yield
+    finally:
+        heads.score_thresh = before
+
+
+@torch.no_grad()
+def detect(
+    model: nn.Module,
+    images: list[torch.Tensor],
+    output_sizes: list[tuple[int, int]] | None = None,
+    compact: bool = True,
+    score_thresh: float | None = None,
+) -> list[dict]:
+    """An instance model's detections with boxes in ``output_sizes`` (default: each image's own
+    size), without changing the model.
+
+    Args:
+        images: ``3 x H_i x W_i`` float images, each run on its own (no batch partner, no
+            padding shared with another image: results do not depend on batching).
+        output_sizes: one ``(H, W)`` per image: where boxes and masks belong (e.g. the size of
+            the photo an image was shrunk from, or of finer ground truth).
+        compact: masks as ``mask_grids`` (:class:`~pointrend.instance.compact.CompactMasks`)
+            when the model renders box-local masks through a :class:`PointRendTransform`;
+            otherwise (or ``False``) dense ``masks`` (``N x 1 x H x W``). A model without a
+            ``transform`` is called as ``model([image])`` (its own output, own size only).
+        score_thresh: keep only detections scoring at least this (see :func:`score_threshold`).
+    """
+    sizes = output_sizes or [tuple(int(v) for v in image.shape[-2:]) for image in images]
+    transform = getattr(model, "transform", None)
+    outputs = []
+    with score_threshold(model, score_thresh):
+        for image, size in zip(images, sizes):
+            size = (int(size[0]), int(size[1]))
+            if transform is None and size == tuple(image.shape[-2:]):
+                outputs += model([image])  # any model with the detection contract
+                continue
+            found, shapes = _detections(model, [image], [size])
+            if compact and isinstance(transform, PointRendTransform):
+                fade = transform.mask_paste == "detectron2"
+                outputs += compact_detections(found, shapes, [size], fade)
+            else:
+                outputs += type(transform).postprocess(transform, found, shapes, [size])
+    return outputs
+
+
 @torch.no_grad()
 def predict_pasted(
     model: nn.Module, images: list[torch.Tensor], sizes: list[list[tuple[int, int]]]
 ) -> list[list[dict]]:
     """Run an instance model (torchvision-style, with a ``transform``) once on ``images`` and
     paste its detections into images of other sizes: ``sizes`` holds one ``(H, W)`` per image
-    for each wanted output; returns one output list per entry of ``sizes``.
+    for each wanted output; returns one output list per entry of ``sizes`` (dense ``masks``).
 
     The boxes are scaled from the model's resized image to ``(H, W)`` and the per-box masks
     pasted there, as ``model(images)`` does for the input images' own sizes. Masks rendered at
     each box's output size (``mask_resolution: box``) are rendered for the largest wanted size.
     """
-    transform = getattr(model, "transform", None)
-    if transform is None:
-        raise ValueError(f"{type(model).__name__} has no transform: cannot paste at another size")
-    caught = {}
     largest = [max(wanted, key=lambda s: s[0] * s[1]) for wanted in zip(*sizes)]
-
-    def keep_unpasted(result, image_shapes, original_image_sizes):
-        caught["result"], caught["shapes"] = result, image_shapes
-        return result
-
-    def resize_for_largest(images, targets=None):
-        image_list, targets = type(transform).forward(transform, images, targets)
-        image_list.image_sizes = ImageSizes(image_list.image_sizes, largest)
-        return image_list, targets
-
-    # Both shadow the class's methods for this call only.
-    transform.postprocess, transform.forward = keep_unpasted, resize_for_largest
-    try:
-        model.eval()
-        model(images)
-    finally:
-        del transform.postprocess, transform.forward
-    paste = type(transform).postprocess
-    return [
-        paste(transform, [dict(r) for r in caught["result"]], caught["shapes"], list(out))
-        for out in sizes
-    ]
+    found, shapes = _detections(model, images, largest)
+    paste = type(model.transform).postprocess
+    return [paste(model.transform, [dict(r) for r in found], shapes, list(out)) for out in sizes]
 
 
 @torch.no_grad()
@@ -112,8 +178,12 @@ def evaluate_instances(
 ) -> dict:
     """Box AP, mask AP and Boundary AP of an instance model on ``dataset`` (all ranks call it).
 
-    Predictions are pasted at the size of each image's ground-truth masks: the image's own size,
-    or a larger one for data that renders exact ground truth at another size (``gt_size``).
+    Images are loaded ``batch_size`` at a time but each goes through the model on its own
+    (:func:`detect`), so that the scores do not depend on the batch size (no padding shared
+    with a batch partner) and are those ``pointrend predict`` gives. Masks stay compact until
+    each is pasted and run-length encoded. Predictions are pasted at the size of each image's
+    ground-truth masks: the image's own size, or a larger one for data that renders exact
+    ground truth at another size (``gt_size``).
     On Cityscapes instance data (a dataset with ``instance_id_files``) also the Cityscapes
     instance AP / AP50 (``"cityscapes"``), from predictions written in that evaluation's format
     into ``cityscapes_dir`` (default: a temporary folder, removed after scoring).
@@ -131,10 +201,7 @@ def evaluate_instances(
         batch = [dataset[i] for i in indices[start : start + batch_size]]
         images = [b[0].to(device) for b in batch]
         gt_sizes = [_ground_truth_size(image, target) for image, target in batch]
-        if gt_sizes == [tuple(image.shape[-2:]) for image in images]:
-            outputs = model(images)
-        else:  # ground truth at another size: paste there
-            (outputs,) = predict_pasted(model, images, [gt_sizes])
+        outputs = detect(model, images, gt_sizes)
         evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
     gathered = all_gather_objects(evaluator.results)
     if not is_main_process():

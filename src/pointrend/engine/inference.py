@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data.images import IMAGE_SUFFIXES, read_image
+from ..data.images import IMAGE_SUFFIXES, read_image, read_pixels, to_float_image
 from .build import build_model
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, load_model_weights
 from .config import (
@@ -30,6 +30,8 @@ from .config import (
     with_checkpoint_model,
 )
 from .distributed import DeviceError, resolve_device
+from .evaluate import detect
+from .photos import draw_instances, instance_records, model_input
 
 __all__ = [
     "TrainedModel",
@@ -171,78 +173,64 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
-
-
-def _instance_records(trained: TrainedModel, masks, boxes, labels, scores) -> list[dict]:
-    """COCO-style result dicts of one image's kept detections (``category_id``: the dataset's
-    id when the checkpoint records the map, else the model's label)."""
-    from ..data.coco import encode_masks
-
-    to_category = trained.label_to_category_id or {}
-    names = trained.class_names
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
-    records = []
-    for i, (rle, label, score, box) in enumerate(
-        zip(encode_masks(masks), labels.tolist(), scores.tolist(), xywh)
-    ):
-        records.append(
-            {
-                "instance_id": i + 1,
-                "category_id": int(to_category.get(label, label)),
-                "category": names[label] if label < len(names) else "",
-                "score": round(float(score), 5),
-                "bbox": [round(v, 2) for v in box],
-                "segmentation": rle,
-            }
-        )
-    return records
+    # zlib level 1: a 48-megapixel overlay is written in a few seconds, not twenty
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG", compress_level=1))
 
 
 @torch.no_grad()
-def _predict_instances(trained: TrainedModel, image: torch.Tensor, score_thresh: float):
-    from ..viz import instance_id_map, overlay_instances
-
-    out = trained.model([image.to(next(trained.model.parameters()).device)])[0]
-    keep = out["scores"] >= score_thresh
-    masks = (out["masks"][keep, 0] >= 0.5).cpu().numpy()  # N x H x W, N may be 0
-    boxes, labels, scores = out["boxes"][keep].cpu(), out["labels"][keep].cpu(), out["scores"][keep]
-    order = np.argsort(scores.cpu().numpy(), kind="stable")  # best drawn last, on top
-    drawn = instance_id_map(masks[order])  # H x W: position in score order + 1, 0 = none
-    ids = np.concatenate([[0], order + 1])[drawn].astype(np.uint16)  # -> instance ids
-    records = _instance_records(trained, masks, boxes, labels, scores.cpu())
-    overlay = overlay_instances(image, masks[order])
+def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh: float):
+    """One image's id map, overlay and records; the model sees ``pixels`` (``3 x H x W``)
+    shrunk as its transform would, and renders only detections scoring ``>= score_thresh``
+    (box-local masks, pasted at ``H x W`` one chunk at a time: never ``R x H x W`` floats)."""
+    model = trained.model
+    image = model_input(model, pixels).to(next(model.parameters()).device)
+    size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    out = detect(model, [image], [size], compact=True, score_thresh=score_thresh)[0]
+    keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
+    ids, overlay, rles = draw_instances(out, keep, pixels)
+    boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
+    records = instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
     return {"instances": ids, "overlay": overlay}, records
 
 
 @torch.no_grad()
-def _predict_semantic(trained: TrainedModel, image: torch.Tensor):
+def _predict_semantic(trained: TrainedModel, pixels: torch.Tensor):
     from ..viz import overlay_labels
 
+    image = to_float_image(pixels)
     logits = trained.model(image[None].to(next(trained.model.parameters()).device))["out"]
-    labels = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
-    overlay = overlay_labels(image, labels, trained.num_classes)
+    del image
+    H, W = logits.shape[-2:]
+    labels = np.empty((H, W), np.uint8)  # class indices, a band of rows at a time (no int64 map)
+    for start in range(0, H, 256):
+        labels[start : start + 256] = logits[0, :, start : start + 256].argmax(0).cpu().numpy()
+    del logits
+    overlay = overlay_labels(pixels, labels, trained.num_classes)
     present = np.unique(labels)
     names = [trained.class_names[c] if c < len(trained.class_names) else str(c) for c in present]
     return {"labels": labels, "overlay": overlay}, [{"classes": names}]
 
 
-def _predict_one(trained: TrainedModel, path: Path, stem: str, out_dir: Path, score_thresh):
+def _predict_one(
+    trained: TrainedModel, path: Path, stem: str, out_dir: Path, score_thresh, exif=True
+):
     """Predict one image and write its PNGs; ``(summary row, instance records or None)``."""
-    image = read_image(path)
+    pixels = read_pixels(path, exif_orientation=exif)
     start = time.perf_counter()
     if trained.task == "instance":
-        arrays, records = _predict_instances(trained, image, score_thresh)
+        arrays, records = _predict_instances(trained, pixels, score_thresh)
         found = f"{len(records)} instances"
     else:
-        arrays, records = _predict_semantic(trained, image)
+        arrays, records = _predict_semantic(trained, pixels)
         found, records = ", ".join(records[0]["classes"]), None
     seconds = time.perf_counter() - start
-    for kind, array in arrays.items():
-        _save_png(array, out_dir / f"{stem}_{kind}.png")
+    size = f"{pixels.shape[2]}x{pixels.shape[1]}"
+    del pixels  # a large photo's pixels are not kept while the PNGs are encoded
+    for kind in list(arrays):
+        _save_png(arrays.pop(kind), out_dir / f"{stem}_{kind}.png")
     row = {
         "image": str(path),
-        "size": f"{image.shape[2]}x{image.shape[1]}",
+        "size": size,
         "found": found,
         "seconds": round(seconds, 3),
     }
@@ -323,6 +311,7 @@ def predict_images(
     score_thresh: float = 0.5,
     progress: bool = True,
     overwrite: bool = False,
+    exif_orientation: bool = True,
 ) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Predict every image and write ``<name>_overlay.png`` plus the masks for each.
 
@@ -342,6 +331,10 @@ def predict_images(
     that is an input is refused, and an earlier run's files are replaced only with ``overwrite``
     (:func:`_prepare_predict_folder`).
 
+    Images are read turned upright as their EXIF orientation says (``exif_orientation=False``:
+    as stored); masks, boxes and PNGs are in that orientation. Only detections scoring at least
+    ``score_thresh`` are rendered (the model's box threshold is raised for the call).
+
     Returns one summary row per image written and the ``(path, error)`` of those that failed:
     an image that cannot be read or predicted is reported and the others are still processed.
     ``predictions.json`` is written even when the loop stops early (interrupt, crash), with
@@ -355,11 +348,15 @@ def predict_images(
     targets = [out_dir / f"{stem}_{kind}.png" for stem in stems for kind in kinds]
     with hold_folder(out_dir):
         _prepare_predict_folder(out_dir, targets, paths, overwrite)
-        return _predict_all(trained, list(zip(paths, stems)), out_dir, score_thresh, progress)
+        items = list(zip(paths, stems))
+        return _predict_all(trained, items, out_dir, score_thresh, progress, exif_orientation)
 
 
-def _predict_all(trained: TrainedModel, items: list, out_dir: Path, score_thresh, progress):
-    """The loop of :func:`predict_images` (folder checked and held)."""
+def _predict_all(
+    trained: TrainedModel, items: list, out_dir: Path, score_thresh, progress, exif: bool
+):
+    """The loop of :func:`predict_images` (folder checked and held; ``exif``: apply the EXIF
+    orientation)."""
     rows, failures, predictions, files = [], [], {}, {}
     log = _RecordLog(out_dir)
     if progress:
@@ -370,7 +367,7 @@ def _predict_all(trained: TrainedModel, items: list, out_dir: Path, score_thresh
     try:
         for path, stem in items:
             try:
-                row, records = _predict_one(trained, path, stem, out_dir, score_thresh)
+                row, records = _predict_one(trained, path, stem, out_dir, score_thresh, exif)
             except CheckpointError:  # an output that cannot be written stops the run
                 raise
             except (ValueError, RuntimeError) as err:

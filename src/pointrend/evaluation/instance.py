@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.coco import encode_masks, make_coco
+from ..instance.compact import binary_mask_chunks
 from .boundary import boundary_region
 
 __all__ = ["InstanceEvaluator", "BoundaryCOCOeval", "predictions_to_coco", "STAT_NAMES"]
@@ -34,16 +35,20 @@ def predictions_to_coco(
     mask_threshold: float = 0.5,
 ) -> list[dict]:
     """One image's model output -> COCO result dicts (``bbox`` XYWH, RLE ``segmentation``,
-    and the RLE of the mask's boundary region under ``boundary``)."""
+    and the RLE of the mask's boundary region under ``boundary``). Masks are dense ``masks``
+    (``N x 1 x H x W``) or compact ``mask_grids``, thresholded a chunk of them at a time."""
     boxes = output["boxes"].detach().float().cpu()
     scores = output["scores"].detach().float().cpu().tolist()
     labels = output["labels"].detach().cpu().tolist()
     results = []
     masks = None
-    if "masks" in output:
-        masks = (output["masks"].detach()[:, 0] >= mask_threshold).cpu()
-        rles = encode_masks(masks.numpy())
-        brles = encode_masks(boundary_region(masks, dilation_ratio).numpy()) if len(masks) else []
+    if "masks" in output or "mask_grids" in output:
+        masks, rles, brles = True, [], []
+        chunks = binary_mask_chunks(output, threshold=mask_threshold, max_bytes=1 << 25)
+        for _, chunk, _ in chunks:  # k x H x W uint8, a few masks at a time
+            chunk = chunk.cpu().bool()
+            rles += encode_masks(chunk.numpy())
+            brles += encode_masks(boundary_region(chunk, dilation_ratio).numpy())
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist() if len(boxes) else []
     for k in range(len(scores)):
         cat = label_to_category_id[labels[k]] if label_to_category_id else labels[k]

@@ -7,6 +7,7 @@ from .builders import (
     pointrend_maskrcnn,
     pointrend_maskrcnn_resnet50_fpn,
 )
+from .compact import CompactMasks, paste_compact, pasted_chunks
 from .mask_head import CoarseMaskHead, PointRendMaskBranch, PointRendMaskConfig
 from .paste import MasksBySize, paste_masks
 from .roi_heads import PointRendRoIHeads, check_training_targets
@@ -15,6 +16,7 @@ from .transform import PointRendTransform
 
 __all__ = [
     "CoarseMaskHead",
+    "CompactMasks",
     "FlatMasks",
     "MasksBySize",
     "PointRendMaskBranch",
@@ -23,7 +25,9 @@ __all__ = [
     "PointRendTransform",
     "check_training_targets",
     "maskrcnn",
+    "paste_compact",
     "paste_masks",
+    "pasted_chunks",
     "pointrend_maskrcnn",
     "pointrend_maskrcnn_resnet50_fpn",
     "sample_masks_at_points",

@@ -41,6 +41,10 @@ Options common to both builders (keyword arguments):
 * ``mask_paste``: ``"pointrend"`` (box-relative masks clamped to their border cells
   up to the box edge) or ``"detectron2"`` (zero outside the mask: values fade
   towards 0 at the box border).
+* ``mask_output``: ``"dense"`` (torchvision's ``masks``, ``N x 1 x H x W`` probabilities) or
+  ``"compact"`` (``mask_grids``: each detection's box-local grid with its box,
+  :class:`~pointrend.instance.compact.CompactMasks`, pasted to ``bool`` / ``uint8`` / RLE
+  by :func:`~pointrend.instance.compact.paste_compact`).
 * torchvision's :class:`MaskRCNN` keywords (``min_size``, ``max_size``,
   ``image_mean``, ``image_std``, RPN and box options); others raise
   :class:`~pointrend.options.OptionError`.
@@ -176,6 +180,7 @@ def _instance_model(
     mask_paste: str = "pointrend",
     rpn_smooth_l1_beta: float = TORCHVISION_BETA,
     box_head_init: str = "torchvision",
+    mask_output: str = "dense",
     **kwargs,
 ) -> MaskRCNN:
     """Mask R-CNN with torchvision's mask branch (``mask_head_dim``) or, when ``pointrend``,
@@ -208,9 +213,14 @@ def _instance_model(
     if pointrend:
         branch = PointRendMaskBranch(backbone.out_channels, num_classes, mask_config)
         model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)
-    if pointrend or (resize_rule, mask_paste) != ("torchvision", "pointrend"):
+    rules = (resize_rule, mask_paste, mask_output)
+    if pointrend or rules != ("torchvision", "pointrend", "dense"):
         model.transform = PointRendTransform.from_transform(
-            model.transform, num_classes, resize_rule=resize_rule, mask_paste=mask_paste
+            model.transform,
+            num_classes,
+            resize_rule=resize_rule,
+            mask_paste=mask_paste,
+            mask_output=mask_output,
         )
     if load is not None:
         load_pretrained(model, *load)

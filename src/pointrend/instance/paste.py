@@ -163,64 +163,73 @@ def _paste_into(
     fade_border: bool,
 ) -> None:
     """Add the pasted ``masks`` (``R x 1 x M_h x M_w``) of ``boxes`` (``R x 4``) into the rows
-    ``rows`` (``R`` int64) of ``out`` (``N x (H * W)`` zeros).
+    ``rows`` (``R`` int64) of ``out`` (``N x (H * W)`` zeros)."""
+    H = out.shape[1] // W
+    for chunk, values, win_rows, win_cols in window_values(
+        masks.to(out.dtype), boxes, (H, W), max_elements, fade_border
+    ):
+        # Outside-window positions carry 0, so clamping their index to the image keeps them
+        # harmless.
+        pixel = win_rows.clamp(max=H - 1)[:, :, None] * W + win_cols.clamp(max=W - 1)[:, None, :]
+        index = rows[chunk].to(torch.int64)[:, None, None] * (H * W) + pixel
+        values = values.to(out.dtype)  # autocast may compute grid_sample in another dtype
+        out.view(-1).scatter_add_(0, index.reshape(-1), values.reshape(-1))
 
-    Boxes are pasted in chunks whose windows are padded to the chunk's largest: so that little
+
+def window_values(
+    masks: Tensor,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    max_elements: int = 1 << 24,
+    fade_border: bool = False,
+):
+    """The pasted values of each box's pixel window, a chunk of boxes at a time.
+
+    Boxes are read in chunks whose windows are padded to the chunk's largest: so that little
     is padded, a chunk holds boxes whose window heights and widths round up to the same powers
-    of two (a loop over those classes, not over boxes).
+    of two (a loop over those classes, not over boxes), and at most about ``max_elements``
+    window pixels; a single window larger than that is read in bands of rows.
+
+    Args:
+        masks: ``R x 1 x M_h x M_w`` box-relative values (floating point).
+        boxes: ``R x 4`` boxes in the pixels of an image of ``image_size`` ``(H, W)``.
+
+    Yields:
+        ``(chunk, values, rows, cols)``: ``chunk`` ``r`` int64 positions among the ``R`` boxes,
+        ``values`` ``r x h x w`` (0 outside the box), ``rows`` ``r x h`` and ``cols`` ``r x w``
+        the window's image pixel indices (positions past the box's window, padding, are past
+        its end and may be past the image's).
     """
+    H, W = int(image_size[0]), int(image_size[1])
+    if masks.shape[0] == 0 or H == 0 or W == 0:
+        return
     boxes = boxes.to(torch.float32)
     x_start, x_end = box_pixel_ranges(boxes, W, axis=0)
-    y_start, y_end = box_pixel_ranges(boxes, out.shape[1] // W, axis=1)
+    y_start, y_end = box_pixel_ranges(boxes, H, axis=1)
     size_class = _log2_ceil(y_end - y_start) * 64 + _log2_ceil(x_end - x_start)
     classes, order = torch.sort(size_class, stable=True)
     counts = torch.unique_consecutive(classes, return_counts=True)[1].tolist()
     for members in order.split(counts):
         win_w = max(int((x_end[members] - x_start[members]).max()), 1)
         win_h = max(int((y_end[members] - y_start[members]).max()), 1)
+        # a window larger than max_elements is read in bands of rows
+        band = max(1, max_elements // win_w)
         for chunk in members.split(max(1, max_elements // (win_w * win_h))):
-            _paste_chunk(
-                out,
-                rows[chunk],
-                masks[chunk].to(out.dtype),
-                boxes[chunk],
-                (x_start[chunk], x_end[chunk]),
-                (y_start[chunk], y_end[chunk]),
-                W,
-                fade_border,
-            )
+            cols = x_start[chunk, None] + torch.arange(win_w, device=boxes.device)  # r x w
+            for first in range(0, win_h, band):
+                steps = torch.arange(first, min(first + band, win_h), device=boxes.device)
+                rows = y_start[chunk, None] + steps  # r x h
+                inside = (cols < x_end[chunk, None], rows < y_end[chunk, None])
+                grid = _window_grid(masks[chunk], boxes[chunk], cols, rows, *inside, fade_border)
+                values = F.grid_sample(
+                    masks[chunk], grid, padding_mode="zeros", align_corners=False
+                )
+                yield chunk, values[:, 0], rows, cols
 
 
 def _log2_ceil(n: Tensor) -> Tensor:
     """``ceil(log2(n))`` of int64 ``n >= 0`` (0 for ``n <= 1``)."""
     return torch.ceil(torch.log2(n.clamp(min=1).to(torch.float64))).to(torch.int64)
-
-
-def _paste_chunk(
-    out: Tensor,
-    rows_of: Tensor,
-    masks: Tensor,
-    boxes: Tensor,
-    xr: tuple[Tensor, Tensor],
-    yr: tuple[Tensor, Tensor],
-    W: int,
-    fade_border: bool,
-) -> None:
-    """One chunk of :func:`_paste_into`: adds into the rows ``rows_of`` of ``out``."""
-    H = out.shape[1] // W
-    (x_start, x_end), (y_start, y_end) = xr, yr
-    win_w = max(int((x_end - x_start).max()), 1)
-    win_h = max(int((y_end - y_start).max()), 1)
-    cols = x_start[:, None] + torch.arange(win_w, device=boxes.device)  # r x w
-    rows = y_start[:, None] + torch.arange(win_h, device=boxes.device)  # r x h
-    inside = (cols < x_end[:, None], rows < y_end[:, None])
-    grid = _window_grid(masks, boxes, cols, rows, *inside, fade_border)
-    values = F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)[:, 0]
-    values = values.to(out.dtype)  # autocast may compute grid_sample in another dtype
-    # Outside-window positions carry 0, so clamping their index to the image keeps them harmless.
-    pixel = rows.clamp(max=H - 1)[:, :, None] * W + cols.clamp(max=W - 1)[:, None, :]
-    index = rows_of.to(torch.int64)[:, None, None] * (H * W) + pixel
-    out.view(-1).scatter_add_(0, index.reshape(-1), values.reshape(-1))
 
 
 def _window_grid(

@@ -32,6 +32,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 
 from ..image_checks import as_model_dtype, check_images
 from ..resize import quantise_to_uint8, resize_uint8_bilinear, shortest_edge_size
+from .compact import MASK_OUTPUTS, compact_detections
 from .paste import paste_masks
 from .roi_heads import ImageSizes, check_training_targets
 
@@ -73,6 +74,9 @@ class PointRendTransform(GeneralizedRCNNTransform):
     Args:
         num_classes: K (including the background), to check labels; ``None`` skips that check.
         paste_max_elements: memory bound of the paste (see :func:`paste_masks`).
+        mask_output: ``"dense"`` (``masks``: ``N x 1 x H x W`` probabilities, torchvision's
+            contract) or ``"compact"`` (``mask_grids``: a
+            :class:`~pointrend.instance.compact.CompactMasks`, pasted only when asked).
         Other arguments: those of :class:`GeneralizedRCNNTransform`, by name (``min_size``,
         ``max_size``, ``image_mean``, ``image_std``, ``size_divisible``, ``fixed_size``).
     """
@@ -84,6 +88,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
         paste_max_elements: int = 1 << 24,
         resize_rule: str = "torchvision",
         mask_paste: str = "pointrend",
+        mask_output: str = "dense",
         **transform_arguments,
     ):
         super().__init__(**transform_arguments)
@@ -91,6 +96,8 @@ class PointRendTransform(GeneralizedRCNNTransform):
             raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {resize_rule!r}")
         if mask_paste not in PASTE_RULES:
             raise ValueError(f"mask_paste must be one of {PASTE_RULES}, got {mask_paste!r}")
+        if mask_output not in MASK_OUTPUTS:
+            raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}")
         if min(self.min_size) < 0 or (min(self.min_size) == 0 and max(self.min_size) > 0):
             raise ValueError(f"min_size must be > 0, or 0 alone (no resize), got {self.min_size}")
         # an empty buffer that model.half() / model.to(dtype) cast with the weights: the dtype
@@ -100,6 +107,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
         self.paste_max_elements = paste_max_elements
         self.resize_rule = resize_rule
         self.mask_paste = mask_paste
+        self.mask_output = mask_output
 
     @property
     def resizes(self) -> bool:
@@ -124,7 +132,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
         cls, transform: GeneralizedRCNNTransform, num_classes: int | None, **options
     ) -> PointRendTransform:
         """The same resizing and normalisation as ``transform``, with PointRend's checks and paste
-        (``options``: ``resize_rule``, ``mask_paste``, ``paste_max_elements``)."""
+        (``options``: ``resize_rule``, ``mask_paste``, ``mask_output``, ``paste_max_elements``)."""
         return cls(num_classes=num_classes, **options, **cls.transform_arguments(transform))
 
     def forward(
@@ -266,11 +274,16 @@ class PointRendTransform(GeneralizedRCNNTransform):
         image_shapes: list[tuple[int, int]],
         original_image_sizes: list[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
-        """Boxes back to the original image size; masks pasted there (``N x 1 x H x W``)."""
+        """Boxes back to the original image size; masks pasted there (``N x 1 x H x W``), or
+        with ``mask_output="compact"`` kept box-local under ``mask_grids``
+        (:class:`~pointrend.instance.compact.CompactMasks` at the original size)."""
         if self.training:
             return result
         # One image at a time: every image has its own output size. The paste is batched
         # over the image's boxes.
+        fade_border = self.mask_paste == "detectron2"
+        if self.mask_output == "compact" and not torch.jit.is_tracing():
+            return compact_detections(result, image_shapes, original_image_sizes, fade_border)
         for pred, size, original in zip(result, image_shapes, original_image_sizes):
             pred["boxes"] = resize_boxes(pred["boxes"], size, original)
             if "masks" in pred:
@@ -279,6 +292,6 @@ class PointRendTransform(GeneralizedRCNNTransform):
                     pred["boxes"],
                     original,
                     self.paste_max_elements,
-                    fade_border=self.mask_paste == "detectron2",
+                    fade_border=fade_border,
                 )
         return result
