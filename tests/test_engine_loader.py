@@ -97,3 +97,27 @@ def test_a_missing_tensorboard_is_said_once_not_hidden(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert err.count("TensorBoard is not installed (pip install 'pointrend[tensorboard]')") == 1
     assert "device cpu, precision fp32, world size 1" in err
+
+
+@pytest.mark.parametrize("task", ["instance", "semantic"])
+def test_evaluation_decodes_in_workers_with_the_same_scores(task, monkeypatch):
+    import importlib
+    import json
+
+    from pointrend.demo import SHIPPED, WEIGHTS_DIR
+    from pointrend.engine.build import build_dataset
+    from pointrend.engine.config import DatasetConfig
+    from pointrend.engine.inference import load_trained_model
+
+    evaluate = importlib.import_module("pointrend.engine.evaluate")
+    name = SHIPPED["pointrend" if task == "instance" else "semantic_pointrend"]
+    model = load_trained_model(WEIGHTS_DIR / name, device="cpu").model
+    data = DatasetConfig(format="synthetic", num_images=3, image_size=96, seed=11)
+    dataset = build_dataset(data, task, train=False, field="val_data")
+    score = evaluate.evaluate_instances if task == "instance" else evaluate.evaluate_semantic
+    scores = {}
+    for workers in (0, 2):
+        monkeypatch.setattr(evaluate, "default_num_workers", lambda w=workers: w)
+        assert evaluate._loader(dataset, 2, torch.device("cpu")).num_workers == workers
+        scores[workers] = json.dumps(score(model, dataset), sort_keys=True)
+    assert scores[0] == scores[2]

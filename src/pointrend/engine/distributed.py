@@ -40,6 +40,7 @@ __all__ = [
     "barrier",
     "cleanup_distributed",
     "under_torchrun",
+    "default_num_workers",
     "resolve_amp",
     "precision_name",
     "describe_run",
@@ -167,6 +168,14 @@ def run_facts(device: torch.device, amp_dtype: torch.dtype | None) -> dict:
         "cuda": torch.version.cuda,
         "pointrend": __version__,
     }
+
+
+def default_num_workers() -> int:
+    """Data-loading processes for each training process: the cores of this process's share of
+    the machine, one kept for the main process, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(4, (cores or 1) // local - 1))
 
 
 def init_distributed(device: str | torch.device | None = "auto") -> torch.device:

@@ -12,14 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.coco import instance_annotations, make_coco
 from ..evaluation import InstanceEvaluator, SemanticEvaluator
 from ..instance.compact import compact_detections
 from ..instance.roi_heads import ImageSizes
 from ..instance.transform import PointRendTransform
-from .distributed import all_gather_objects, get_rank, get_world_size, is_main_process
+from .distributed import (
+    all_gather_objects,
+    default_num_workers,
+    get_rank,
+    get_world_size,
+    is_main_process,
+)
 
 __all__ = [
     "cityscapes_metrics",
@@ -58,6 +64,23 @@ def coco_ground_truth(dataset: Dataset):
 
 def _shard(n: int) -> range:
     return range(get_rank(), n, get_world_size())
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _loader(dataset: Dataset, batch_size: int, device: torch.device) -> DataLoader:
+    """This process's share of ``dataset`` in order, ``batch_size`` items a batch (a list of
+    ``(image, target)``), decoded by worker processes (:func:`~.distributed.default_num_workers`) while
+    the model runs; pinned for a GPU."""
+    return DataLoader(
+        Subset(dataset, list(_shard(len(dataset)))),
+        batch_size=batch_size,
+        collate_fn=_as_list,
+        num_workers=default_num_workers(),
+        pin_memory=torch.device(device).type == "cuda",
+    )
 
 
 def _ground_truth_size(image: torch.Tensor, target: dict) -> tuple[int, int]:
@@ -196,10 +219,8 @@ def evaluate_instances(
     evaluator = InstanceEvaluator(gt, label_map)
     device = device or next(model.parameters()).device
     model.eval()
-    indices = list(_shard(len(dataset)))
-    for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
-        batch = [dataset[i] for i in indices[start : start + batch_size]]
-        images = [b[0].to(device) for b in batch]
+    for batch in _progress(_loader(dataset, batch_size, device), progress, "eval"):
+        images = [b[0].to(device, non_blocking=True) for b in batch]
         gt_sizes = [_ground_truth_size(image, target) for image, target in batch]
         outputs = detect(model, images, gt_sizes)
         evaluator.update([int(b[1]["image_id"]) for b in batch], outputs)
@@ -236,11 +257,9 @@ def evaluate_semantic(
     )
     device = device or next(model.parameters()).device
     model.eval()
-    indices = list(_shard(len(dataset)))
-    for start in _progress(range(0, len(indices), batch_size), progress, "eval"):
-        batch = [dataset[i] for i in indices[start : start + batch_size]]
+    for batch in _progress(_loader(dataset, batch_size, device), progress, "eval"):
         for image, labels in batch:  # images of a semantic dataset may differ in size
-            logits = model(image[None].to(device))["out"]
+            logits = model(image[None].to(device, non_blocking=True))["out"]
             evaluator.update(labels[None], logits.argmax(1).cpu())
     states = all_gather_objects(evaluator.state())
     if not is_main_process():

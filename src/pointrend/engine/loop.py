@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from .checkpoint import atomic_save, capture_rng_state, checkpoint_path
 from .config import TrainConfig, config_to_dict
 from .distributed import (
     all_gather_objects,
+    default_num_workers,
     get_rank,
     get_world_size,
     is_distributed,
@@ -195,14 +195,6 @@ def move_batch(obj, device: torch.device, images: bool = False):
     if isinstance(obj, list | tuple):
         return type(obj)(move_batch(v, device, images) for v in obj)
     return obj
-
-
-def default_num_workers() -> int:
-    """Data-loading processes for each training process: the cores of this process's share of
-    the machine, one kept for the main process, at most 4."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(0, min(4, (cores or 1) // local - 1))
 
 
 def run_batches(run: RunState) -> Iterator[list[tuple]]:
