@@ -19,6 +19,7 @@ from .config import D2Config, D2ImportError
 __all__ = [
     "BACKBONE_REQUIRED",
     "FIRST_CONV",
+    "IGNORED_KEYS",
     "POINT_HEAD_REQUIRED",
     "RESNETS",
     "backbone_options",
@@ -62,6 +63,9 @@ POINT_HEAD_REQUIRED = {
     "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
     "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
 }
+# keys of every detectron2 config that change nothing a checkpoint computes: the device it ran on
+# and the file its training started from
+IGNORED_KEYS = ("MODEL.DEVICE", "MODEL.WEIGHTS")
 _NORMS = ("FrozenBN", "BN", "SyncBN")  # all read as fixed statistics at inference
 _FORMATS = ("BGR", "RGB")
 FIRST_CONV = "backbone.body.conv1.weight"  # its input channels are reversed for a BGR model

@@ -187,11 +187,13 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
             f"{cfg.source}: ANCHOR_GENERATOR.SIZES needs one size for each of 5 levels"
         )
     min_size = int(cfg.get("INPUT.MIN_SIZE_TEST"))
+    max_size = int(cfg.get("INPUT.MAX_SIZE_TEST", 1333))  # detectron2's default
     options = {
         "norm": "frozen",
         **backbone_options(cfg),
         "min_size": min_size,
-        "max_size": int(cfg.get("INPUT.MAX_SIZE_TEST")) if min_size else 1333,
+        # MIN_SIZE_TEST 0: no resize, MAX_SIZE_TEST does nothing (the option keeps its default)
+        "max_size": max_size if min_size else 1333,
         "resize_rule": "detectron2",
         "rpn_anchor_sizes": [int(s[0]) for s in sizes],
         "rpn_anchor_rule": "detectron2",
