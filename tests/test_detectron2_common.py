@@ -16,6 +16,7 @@ from pointrend.interop.detectron2 import instance as d2_instance
 from pointrend.interop.detectron2 import semantic as d2_semantic
 from pointrend.interop.detectron2.checks import check_importable
 from pointrend.interop.detectron2.zoo import ZOO, zoo_config
+from pointrend.models import pointrend_maskrcnn
 from tests.detectron2_fixture import d2_config_yaml
 from tests.detectron2_semantic_weights import fixture_config
 
@@ -47,7 +48,8 @@ def instance_cfg(**changes) -> D2Config:
         ("MODEL.ROI_HEADS.IN_FEATURES", ["p3", "p4", "p5"]),
         ("MODEL.RPN.IN_FEATURES", ["p3", "p4", "p5", "p6"]),
         ("MODEL.FPN.IN_FEATURES", ["res3", "res4", "res5"]),
-        ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 128),
+        ("MODEL.RPN.BBOX_REG_LOSS_TYPE", "giou"),
+        ("MODEL.ROI_HEADS.IOU_LABELS", [-1, 1]),
     ],
 )
 def test_instance_values_pointrend_cannot_build_are_refused_by_name(key, value):
@@ -64,6 +66,48 @@ def test_the_baselines_mask_pooler_must_be_its_box_pooler():
     changed = D2Config({**effective, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 2}, "cfg")
     with pytest.raises(D2ImportError, match=r"POOLER_SAMPLING_RATIO = 2 is not supported.*box"):
         d2_instance.instance_options(changed)
+
+
+def test_instance_training_samplers_and_matchers_are_mapped():
+    options = d2_instance.instance_options(instance_cfg())[2]
+    defaults = {  # detectron2's, equal to torchvision's
+        "rpn_batch_size_per_image": 256,
+        "rpn_positive_fraction": 0.5,
+        "rpn_bg_iou_thresh": 0.3,
+        "rpn_fg_iou_thresh": 0.7,
+        "box_batch_size_per_image": 512,
+        "box_positive_fraction": 0.25,
+        "box_bg_iou_thresh": 0.5,
+        "box_fg_iou_thresh": 0.5,
+    }
+    assert {k: options[k] for k in defaults} == defaults
+    changed = {
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 128,
+        "MODEL.RPN.IOU_THRESHOLDS": [0.2, 0.8],
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64,
+        "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.5,
+        "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.4, 0.6],
+        "MODEL.ROI_HEADS.IOU_LABELS": [0, -1, 1],
+    }
+    cfg = instance_cfg(**changed)
+    _, num_classes, options = d2_instance.instance_options(cfg)
+    model = pointrend_maskrcnn(
+        "resnet18",
+        num_classes,
+        box_head_dim=16,
+        **{k: options[k] for k in defaults},
+    )
+    rpn, heads = model.rpn, model.roi_heads
+    assert rpn.fg_bg_sampler.batch_size_per_image == 128
+    assert (rpn.proposal_matcher.low_threshold, rpn.proposal_matcher.high_threshold) == (0.2, 0.8)
+    assert heads.fg_bg_sampler.batch_size_per_image == 64
+    assert heads.fg_bg_sampler.positive_fraction == 0.5
+    matcher = heads.proposal_matcher
+    assert (matcher.low_threshold, matcher.high_threshold) == (0.4, 0.6)
+    with pytest.raises(D2ImportError, match=r"ROI_HEADS.IOU_THRESHOLDS = \[0.3, 0.5, 0.7\]"):
+        d2_instance.instance_options(
+            instance_cfg(**{"MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.3, 0.5, 0.7]})
+        )
 
 
 def test_instance_training_points_are_mapped():

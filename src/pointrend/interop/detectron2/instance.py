@@ -63,19 +63,12 @@ _REQUIRED = {
     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False,
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": 14,
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False,
-    # training: the samplers, matchers and losses of torchvision's Mask R-CNN are these
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 256,
-    "MODEL.RPN.POSITIVE_FRACTION": 0.5,
-    "MODEL.RPN.IOU_THRESHOLDS": [0.3, 0.7],
+    # training: the matchers' labels and the losses of torchvision's Mask R-CNN are these
     "MODEL.RPN.IOU_LABELS": [0, -1, 1],
     "MODEL.RPN.BOUNDARY_THRESH": -1,
     "MODEL.RPN.LOSS_WEIGHT": 1.0,
     "MODEL.RPN.BBOX_REG_LOSS_TYPE": "smooth_l1",
     "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": 1.0,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512,
-    "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.25,
-    "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.5],
-    "MODEL.ROI_HEADS.IOU_LABELS": [0, 1],
     "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT": True,
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "smooth_l1",
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": 1.0,
@@ -152,6 +145,34 @@ def _check_supported(cfg: D2Config) -> None:
         )
 
 
+# training samplers: detectron2 key -> torchvision's MaskRCNN keyword (defaults: detectron2's)
+_SAMPLERS = {
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": ("rpn_batch_size_per_image", 256),
+    "MODEL.RPN.POSITIVE_FRACTION": ("rpn_positive_fraction", 0.5),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": ("box_batch_size_per_image", 512),
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": ("box_positive_fraction", 0.25),
+}
+
+
+def _training_options(cfg: D2Config) -> dict:
+    """The RPN's and the box head's samplers and IoU matchers (training only): detectron2's
+    ``IOU_THRESHOLDS`` ``[bg, fg]`` (RPN, labels 0 / ignored / 1) and ``[t]`` (box head, labels
+    0 / 1) or ``[bg, fg]`` (labels 0 / ignored / 1, as torchvision's between-thresholds)."""
+    options = {name: type(d)(cfg.get(key, d)) for key, (name, d) in _SAMPLERS.items()}
+    rpn = [float(t) for t in cfg.get("MODEL.RPN.IOU_THRESHOLDS", [0.3, 0.7])]
+    box = [float(t) for t in cfg.get("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])]
+    labels = {1: [0, 1], 2: [0, -1, 1]}.get(len(box))
+    if len(rpn) != 2 or labels is None:
+        raise D2ImportError(
+            f"{cfg.source}: MODEL.RPN.IOU_THRESHOLDS = {rpn} / MODEL.ROI_HEADS.IOU_THRESHOLDS = "
+            f"{box} is not supported (pointrend imports [bg, fg] and [t] or [bg, fg])"
+        )
+    check_required(cfg, {"MODEL.ROI_HEADS.IOU_LABELS": labels})
+    options.update(rpn_bg_iou_thresh=rpn[0], rpn_fg_iou_thresh=rpn[1])
+    options.update(box_bg_iou_thresh=box[0], box_fg_iou_thresh=box[-1])
+    return options
+
+
 def _num_classes(cfg: D2Config) -> int:
     """K of the config (detectron2 counts no background)."""
     k = int(cfg.get("MODEL.ROI_HEADS.NUM_CLASSES"))
@@ -204,6 +225,7 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         "rpn_pre_nms_top_n_train": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)),
         "rpn_post_nms_top_n_train": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000)),
         "rpn_smooth_l1_beta": float(cfg.get("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
+        **_training_options(cfg),
         # layers a fine-tuning run re-creates (another class count) start as detectron2's
         "box_head_init": "detectron2",
         "roi_align_aligned": _POOLERS[pooler],
