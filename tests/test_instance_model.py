@@ -1,6 +1,7 @@
 """PointRend Mask R-CNN as a torchvision model: losses, gradients, output contract, edge cases."""
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from pointrend.instance import PointRendRoIHeads, PointRendTransform
+from pointrend.instance.targets import FlatMasks, coarse_mask_targets
+from pointrend.instance.transform import drop_degenerate_instances
 from pointrend.models import OptionError, maskrcnn, pointrend_maskrcnn
 
 NUM_CLASSES = 4
@@ -179,23 +182,66 @@ def test_no_positive_proposals():
     sum(losses.values()).backward()
 
 
+def test_drop_degenerate_instances_keeps_every_per_instance_field_aligned():
+    t = {
+        "boxes": torch.tensor([[0, 0, 4, 4], [2, 1, 2, 5], [1, 3, 6, 3], [5, 5, 3, 8.0]]),
+        "labels": torch.tensor([1, 2, 3, 1]),
+        "masks": torch.arange(4)[:, None, None].expand(4, 6, 8).to(torch.uint8),
+        "area": torch.tensor([16.0, 0.0, 0.0, 0.0]),
+        "iscrowd": torch.tensor([0, 1, 0, 1]),
+        "image_id": torch.tensor(7),  # not per instance: kept as it is
+    }
+    kept = drop_degenerate_instances(t)
+    assert kept["boxes"].tolist() == [[0, 0, 4, 4]]
+    assert kept["labels"].tolist() == [1] and kept["iscrowd"].tolist() == [0]
+    assert kept["area"].tolist() == [16.0] and kept["masks"].unique().tolist() == [0]
+    assert kept["image_id"] is t["image_id"]
+    assert t["boxes"].shape == (4, 4)  # the caller's target is not changed
+    assert drop_degenerate_instances(kept) is kept  # nothing to drop: the same dict
+    none = drop_degenerate_instances({**t, "boxes": t["boxes"][1:], "labels": t["labels"][1:]})
+    assert none["boxes"].shape == (0, 4) and none["labels"].shape == (0,)
+
+
+def _losses(model, image, t, seed=5):
+    torch.manual_seed(seed)
+    return {k: v.item() for k, v in model([image], [t]).items()}
+
+
 def test_zero_width_or_height_ground_truth_boxes_are_dropped():
+    """A target with degenerate boxes trains exactly as the target without them (same draws);
+    a target of degenerate boxes only trains as an image without instances."""
     model = tiny()
     model.train()
-    images, targets = images_and_targets()
+    images, _ = images_and_targets()
     t = target(64, 80, [[5, 6, 40, 50], [20, 10, 20, 40], [10, 30, 60, 30]], [1, 2, 3])
-    losses = model([images[0]], [t])
-    check_losses(losses)
-    only_degenerate = target(64, 80, [[20, 10, 20, 40]], [2])
-    check_losses(model([images[0]], [only_degenerate]))
+    _, transformed = model.transform([images[0]], [t])
+    assert transformed[0]["boxes"].tolist() == [[5, 6, 40, 50]]
+    assert transformed[0]["labels"].tolist() == [1] and transformed[0]["masks"].shape[0] == 1
+    with_degenerate = _losses(model, images[0], t)
+    clean = _losses(model, images[0], target(64, 80, [[5, 6, 40, 50]], [1]))
+    assert with_degenerate == clean and all(map(math.isfinite, clean.values()))
+    only_degenerate = _losses(model, images[0], target(64, 80, [[20, 10, 20, 40]], [2]))
+    assert only_degenerate == pytest.approx(_losses(model, images[0], empty_target(64, 80)))
+    assert only_degenerate["loss_mask"] == 0 and only_degenerate["loss_mask_point"] == 0
 
 
 def test_ground_truth_boxes_partly_outside_the_image():
+    """Such boxes are kept as given (not clipped) and train the mask branch; their mask targets
+    read 0 outside the image and the mask inside it."""
     model = tiny()
     model.train()
     images, _ = images_and_targets()
     t = target(64, 80, [[-20, -10, 30, 40], [50, 30, 110, 90]], [1, 2])
-    check_losses(model([images[0]], [t]))
+    _, transformed = model.transform([images[0]], [t])
+    torch.testing.assert_close(transformed[0]["boxes"], t["boxes"])  # scale 1: 64 x 80 kept
+    losses = _losses(model, images[0], t)
+    assert all(map(math.isfinite, losses.values()))
+    assert losses["loss_mask"] > 0 and losses["loss_mask_point"] > 0
+    # 10 x 10 cells of 5 px over [-20, 30] x [-10, 40]; the mask fills [0, 30) x [0, 40)
+    coarse = coarse_mask_targets(FlatMasks([t["masks"]]), torch.tensor([0]), t["boxes"][:1], 10)
+    expected = torch.zeros(10, 10)
+    expected[2:, 4:] = 1
+    torch.testing.assert_close(coarse[0], expected)
 
 
 def test_forced_detections_zero_size_and_partly_outside_boxes_in_eval():

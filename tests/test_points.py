@@ -119,22 +119,40 @@ def test_uncertainty_functions():
     assert (calculate_semantic_uncertainty(torch.randn(2, 4, 8)) <= 0).all()
 
 
-def test_training_sampler_matches_reference_under_seed():
-    torch.manual_seed(3)
-    coarse = torch.randn(4, 1, 7, 7)
-    N, k, beta = 50, 3, 0.75
-    torch.manual_seed(123)
-    pts = get_uncertain_point_coords_with_randomness(coarse, calculate_uncertainty, N, k, beta)
-    assert pts.shape == (4, N, 2)
-    # reference from the documented draws
-    torch.manual_seed(123)
-    cand = torch.rand(4, int(k * N), 2)
-    fresh = torch.rand(4, N - int(beta * N), 2)
-    vals = torch.nn.functional.grid_sample(coarse, 2 * cand.unsqueeze(2) - 1, align_corners=False)
-    unc = -vals[:, 0, :, 0].abs()
-    top = unc.topk(int(beta * N), dim=1).indices
-    ref = torch.cat([torch.stack([cand[r, top[r]] for r in range(4)]), fresh], dim=1)
-    torch.testing.assert_close(pts, ref)
+def test_training_sampler_follows_the_papers_definition():
+    """k * N uniform candidates, the int(beta * N) most uncertain kept, N - int(beta * N) fresh
+    uniform points after them: checked on the statistics of that definition, not on the draws.
+
+    The uncertainty grows with x: the logits are a channel of ones and a ramp ``x``, and the
+    uncertainty is their ratio (the ramp, undisturbed by the zero padding at the map's border).
+    So the kept points are the ``int(beta * N)`` largest x of ``k * N`` uniform candidates: the
+    j-th largest of n uniforms has mean ``1 - j / (n + 1)``; their y and the fresh points are
+    uniform."""
+    R, N, k, beta = 400, 50, 3, 0.75
+    kept, candidates = int(beta * N), int(k * N)  # 37 (not 38) of 150
+    width = 1000
+    ramp = (torch.arange(width) + 0.5) / width
+    coarse = torch.stack([torch.ones(4, width), ramp.expand(4, width)])[None].expand(R, -1, -1, -1)
+
+    def uncertainty(values):  # R x 2 x P -> R x 1 x P
+        return values[:, 1:] / values[:, :1]
+
+    torch.manual_seed(0)
+    pts = get_uncertain_point_coords_with_randomness(coarse, uncertainty, N, k, beta)
+    assert pts.shape == (R, N, 2) and pts.min() >= 0 and pts.max() <= 1
+    x, y = pts[..., 0], pts[..., 1]
+    smallest_kept = x[:, :kept].min(dim=1).values
+    assert abs(smallest_kept.mean().item() - (1 - kept / (candidates + 1))) < 0.01
+    assert (smallest_kept > 0.6).all()
+    assert abs(y[:, :kept].mean().item() - 0.5) < 0.015  # y plays no part in the choice
+    assert abs(x[:, kept].mean().item() - 0.5) < 0.05  # the first fresh point is uniform
+    distinct = (pts[:, :, None] - pts[:, None]).abs().sum(-1) + torch.eye(N) > 0
+    assert distinct.all()  # the fresh points are new draws, not reused candidates
+    fresh = x[:, kept:]
+    assert abs(fresh.mean().item() - 0.5) < 0.02
+    assert abs((fresh > 0.5).float().mean().item() - 0.5) < 0.03
+    none_kept = get_uncertain_point_coords_with_randomness(coarse, uncertainty, N, 1, 0.0)
+    assert abs(none_kept[..., 0].mean().item() - 0.5) < 0.02  # beta = 0: all uniform
 
 
 def _disk_logits(size, radius=0.3):
@@ -300,3 +318,25 @@ def test_replace_options_sets_own_fields_then_the_pointrend_settings():
         replace_options(SemanticPointRendConfig(), train_num_point=5)
     with pytest.raises(ValueError, match="oversample_ratio must be >= 1, got 0.5"):
         replace_options(PointRendMaskConfig(), oversample_ratio=0.5)
+
+
+def test_uniform_training_points_ignore_the_logits():
+    """``train_point_sampling="uniform"``: N points drawn as one uniform draw, whatever the
+    coarse logits (the uncertain mode with beta = 0 draws its candidates first, so it differs)."""
+    from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
+
+    uniform = replace_options(PointRendMaskConfig(), train_point_sampling="uniform")
+    branch = PointRendMaskBranch(8, 3, uniform)
+    points = []
+    for logits in (torch.randn(4, 1, 7, 7), 100 * torch.randn(4, 1, 7, 7)):
+        torch.manual_seed(3)
+        points.append(branch.training_points(logits))
+    torch.testing.assert_close(points[0], points[1])
+    torch.manual_seed(3)
+    torch.testing.assert_close(points[0], torch.rand(4, 196, 2))
+    no_importance = replace_options(
+        PointRendMaskConfig(), oversample_ratio=1, importance_sample_ratio=0.0
+    )
+    torch.manual_seed(3)
+    other = PointRendMaskBranch(8, 3, no_importance).training_points(torch.randn(4, 1, 7, 7))
+    assert not torch.equal(other, points[0])

@@ -258,18 +258,6 @@ def test_grid_training_points_are_the_regular_grid():
     torch.testing.assert_close(points, generate_regular_grid_point_coords(5, 14))
 
 
-def test_uniform_training_points_ignore_the_logits():
-    config = replace_options(PointRendMaskConfig(), oversample_ratio=1, importance_sample_ratio=0.0)
-    branch = PointRendMaskBranch(8, 3, config)
-    logits = torch.randn(4, 1, 7, 7)
-    torch.manual_seed(3)
-    first = branch.training_points(logits)
-    torch.manual_seed(3)
-    torch.rand(4, 196, 2)  # the k*N candidates are drawn first (and not used with beta = 0)
-    fresh = torch.rand(4, 196, 2)
-    torch.testing.assert_close(first, fresh)
-
-
 @pytest.mark.parametrize(
     "field, value",
     [

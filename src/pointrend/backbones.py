@@ -35,6 +35,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ._scripting import NotScriptable
+
 __all__ = [
     "MOBILENETS",
     "RESNETS",
@@ -134,7 +136,7 @@ class StageOutputs(nn.ModuleDict):
         return out
 
 
-class FPNBackbone(nn.Module):
+class FPNBackbone(NotScriptable, nn.Module):
     """``body`` (:class:`StageOutputs`) followed by torchvision's ``FeaturePyramidNetwork``.
 
     Every level has ``out_channels`` channels; level ``i`` has the stride of the body's output
@@ -143,6 +145,9 @@ class FPNBackbone(nn.Module):
 
     Shapes:
         ``forward(images N x 3 x H x W) -> OrderedDict("0": N x C x h_0 x w_0, ...)``.
+
+    ``torch.jit.script`` of a model holding it stops with
+    :class:`~pointrend._scripting.NotScriptableError` (trace or export to ONNX instead).
     """
 
     def __init__(self, body: StageOutputs, out_channels: int = 256, max_pool_level: bool = True):

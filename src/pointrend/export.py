@@ -30,9 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._scripting import NotScriptableError
+
 __all__ = [
     "FORMATS",
     "INSTANCE_OUTPUTS",
+    "NotScriptableError",
     "OnnxPredictor",
     "check_input",
     "example_input",

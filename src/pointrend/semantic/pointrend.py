@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._fused_head import inference_point_head
+from .._scripting import NotScriptable
 from ..head import PointHead
 from ..image_checks import as_model_dtype, check_image_tensor
 from ..points import (
@@ -103,7 +104,7 @@ def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> 
     return total / (labels != ignore_index).sum().clamp(min=1)
 
 
-class SemanticSegmenter(nn.Module):
+class SemanticSegmenter(NotScriptable, nn.Module):
     """A coarse semantic model, with PointRend on top when ``point_head`` is given.
 
     Args:
@@ -135,7 +136,8 @@ class SemanticSegmenter(nn.Module):
 
     Everything after the two modules is passed by name. Inputs are images in ``[0, 1]``. Training: ``model(images, targets N x H x W
     int64) -> {"loss_sem_seg", "loss_sem_seg_point"}`` (the baseline only the first). Eval:
-    ``model(images) -> {"out": N x K x H x W}`` logits.
+    ``model(images) -> {"out": N x K x H x W}`` logits. ``torch.jit.script`` refuses it with
+    :class:`~pointrend._scripting.NotScriptableError` (trace or export to ONNX instead).
     """
 
     def __init__(

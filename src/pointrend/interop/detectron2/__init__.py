@@ -95,10 +95,7 @@ def import_detectron2(
         model = instance_model_from_detectron2(weights, cfg)
         names, to_category = dataset_classes(dataset or _dataset_of(cfg), spec["num_classes"])
     elif arch == "SemanticSegmentor":
-        try:  # the semantic importer, loaded only when needed
-            from . import semantic
-        except ImportError as err:  # a build without the semantic importer
-            raise D2ImportError(f"{cfg.source}: semantic models cannot be imported here") from err
+        from . import semantic  # the semantic importer, loaded only when needed
 
         spec = semantic.semantic_model_config_from_detectron2(cfg)
         model = semantic.semantic_model_from_detectron2(weights, cfg)

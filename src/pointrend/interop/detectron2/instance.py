@@ -23,29 +23,38 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .common import (
+    POINT_HEAD_REQUIRED,
+    backbone_options,
+    check_backbone,
+    check_required,
+    input_normalisation,
+    load_weights,
+    rename_weights,
+    resnet_name,
+)
 from .config import D2Config, D2ImportError
-from .instance_weights import load_mapped, rename_instance_weights
+from .instance_weights import load_mapped, pointrend_key, rename_instance_weights, with_background
 
 __all__ = [
+    "IGNORED_KEYS",
     "instance_model_config_from_detectron2",
     "instance_model_from_detectron2",
     "instance_options",
+    "load_mapped",
     "map_instance_weights",
 ]
 
 # config key -> the value pointrend's model implements (other values are refused, by key)
 _REQUIRED = {
-    "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
-    "MODEL.RESNETS.RES5_DILATION": 1,
-    "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS": 256,
-    "MODEL.RESNETS.OUT_FEATURES": ["res2", "res3", "res4", "res5"],
-    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, False, False, False],
-    "MODEL.FPN.NORM": "",
-    "MODEL.FPN.FUSE_TYPE": "sum",
+    "MODEL.ANCHOR_GENERATOR.NAME": "DefaultAnchorGenerator",
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.5, 1.0, 2.0]],
     "MODEL.ANCHOR_GENERATOR.OFFSET": 0.0,
+    "MODEL.RPN.HEAD_NAME": "StandardRPNHead",
+    "MODEL.RPN.IN_FEATURES": ["p2", "p3", "p4", "p5", "p6"],
+    "MODEL.RPN.CONV_DIMS": [-1],
     "MODEL.RPN.BBOX_REG_WEIGHTS": [1.0, 1.0, 1.0, 1.0],
+    "MODEL.ROI_HEADS.IN_FEATURES": ["p2", "p3", "p4", "p5"],
     "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
     "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
     "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
@@ -54,20 +63,52 @@ _REQUIRED = {
     "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False,
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": 14,
     "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False,
+    # training: the matchers' labels and the losses of torchvision's Mask R-CNN are these
+    "MODEL.RPN.IOU_LABELS": [0, -1, 1],
+    "MODEL.RPN.BOUNDARY_THRESH": -1,
+    "MODEL.RPN.LOSS_WEIGHT": 1.0,
+    "MODEL.RPN.BBOX_REG_LOSS_TYPE": "smooth_l1",
+    "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": 1.0,
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT": True,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "smooth_l1",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": 1.0,
 }
+# PointRend's mask head: a 2 x FC_DIM coarse head on P2 and detectron2's default point head
+# (3 x 256 with the coarse logits at every layer: pointrend_maskrcnn builds that one only)
 _POINTREND_REQUIRED = {
+    **POINT_HEAD_REQUIRED,
+    "MODEL.ROI_MASK_HEAD.IN_FEATURES": ["p2"],
+    "MODEL.ROI_MASK_HEAD.NUM_FC": 2,
     "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
-    "MODEL.POINT_HEAD.NAME": "StandardPointHead",
-    "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
+    "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON": True,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "",  # the coarse head samples P2 itself, no RoIAlign
+    "MODEL.POINT_HEAD.FC_DIM": 256,
+    "MODEL.POINT_HEAD.NUM_FC": 3,
+    "MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER": True,
 }
-_BASELINE_REQUIRED = {"MODEL.ROI_MASK_HEAD.NUM_CONV": 4}
+_BASELINE_REQUIRED = {"MODEL.ROI_MASK_HEAD.NUM_CONV": 4, "MODEL.ROI_MASK_HEAD.NORM": ""}
+# keys detectron2 itself does not read with the given mask head (they change nothing); every
+# other key a config sets is mapped to an option or required above
+IGNORED_KEYS = {
+    "pointrend": (
+        "MODEL.ROI_MASK_HEAD.NUM_CONV",
+        "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO",
+        "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME",
+    ),
+    "maskrcnn": (
+        "MODEL.ROI_MASK_HEAD.FC_DIM",
+        "MODEL.ROI_MASK_HEAD.IN_FEATURES",
+        "MODEL.ROI_MASK_HEAD.NUM_FC",
+        "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION",
+        "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON",
+    ),
+}
 # ROI_MASK_HEAD.NAME -> pointrend's model (engine name) and the values it requires
 _MASK_HEADS = {
     "PointRendMaskHead": ("pointrend", _POINTREND_REQUIRED),
     "MaskRCNNConvUpsampleHead": ("maskrcnn", _BASELINE_REQUIRED),
 }
 _POOLERS = {"ROIAlignV2": True, "ROIAlign": False}  # POOLER_TYPE -> aligned
-_NORMS = ("FrozenBN", "BN", "SyncBN")  # all read as fixed statistics at inference
 
 
 def mask_head_kind(cfg: D2Config) -> str:
@@ -86,60 +127,50 @@ def mask_head_kind(cfg: D2Config) -> str:
 
 
 def _check_supported(cfg: D2Config) -> None:
-    required = {**_REQUIRED, **_MASK_HEADS[cfg.get("MODEL.ROI_MASK_HEAD.NAME")][1]}
-    for key, value in required.items():
-        if key in cfg and _same(cfg.get(key), value) is False:
+    check_backbone(cfg)
+    check_required(cfg, {**_REQUIRED, **_MASK_HEADS[cfg.get("MODEL.ROI_MASK_HEAD.NAME")][1]})
+    if mask_head_kind(cfg) == "pointrend":
+        if cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM") != cfg.get("MODEL.FPN.OUT_CHANNELS"):
             raise D2ImportError(
-                f"{cfg.source}: {key} = {cfg.get(key)!r} is not supported (pointrend's model "
-                f"implements {value!r})"
+                f"{cfg.source}: ROI_MASK_HEAD.CONV_DIM != FPN.OUT_CHANNELS needs detectron2's "
+                "channel-reduction conv, which pointrend's coarse head does not have"
             )
-    if cfg.get("MODEL.RESNETS.NORM") not in _NORMS:
-        raise D2ImportError(
-            f"{cfg.source}: MODEL.RESNETS.NORM = {cfg.get('MODEL.RESNETS.NORM')!r} is not "
-            f"supported (one of {list(_NORMS)})"
-        )
-    pointrend = mask_head_kind(cfg) == "pointrend"
-    if pointrend and cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM") != cfg.get("MODEL.FPN.OUT_CHANNELS"):
-        raise D2ImportError(
-            f"{cfg.source}: ROI_MASK_HEAD.CONV_DIM != FPN.OUT_CHANNELS needs detectron2's "
-            "channel-reduction conv, which pointrend's coarse head does not have"
+    else:  # the baseline's mask RoIAlign is the box head's
+        box = {"POOLER_TYPE": "ROIAlignV2", "POOLER_SAMPLING_RATIO": 0}
+        box = {k: cfg.get(f"MODEL.ROI_BOX_HEAD.{k}", v) for k, v in box.items()}
+        check_required(
+            cfg,
+            {f"MODEL.ROI_MASK_HEAD.{k}": v for k, v in box.items()},
+            "pointrend's baseline pools masks as its box head does (ROI_BOX_HEAD's value)",
         )
 
 
-def _same(a, b) -> bool:
-    if isinstance(b, list):
-        return [x if not isinstance(x, list) else list(x) for x in a] == b
-    return a == b
+# training samplers: detectron2 key -> torchvision's MaskRCNN keyword (defaults: detectron2's)
+_SAMPLERS = {
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": ("rpn_batch_size_per_image", 256),
+    "MODEL.RPN.POSITIVE_FRACTION": ("rpn_positive_fraction", 0.5),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": ("box_batch_size_per_image", 512),
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": ("box_positive_fraction", 0.25),
+}
 
 
-def backbone_name(cfg: D2Config) -> str:
-    """The torchvision name of the config's ResNet / ResNeXt (``resnet50``, ``resnext101_32x8d``)."""
-    depth = int(cfg.get("MODEL.RESNETS.DEPTH"))
-    groups = int(cfg.get("MODEL.RESNETS.NUM_GROUPS", 1))
-    width = int(cfg.get("MODEL.RESNETS.WIDTH_PER_GROUP", 64))
-    name = f"resnet{depth}" if (groups, width) == (1, 64) else f"resnext{depth}_{groups}x{width}d"
-    from ...backbones import RESNETS
-
-    if name not in RESNETS or depth < 50:
+def _training_options(cfg: D2Config) -> dict:
+    """The RPN's and the box head's samplers and IoU matchers (training only): detectron2's
+    ``IOU_THRESHOLDS`` ``[bg, fg]`` (RPN, labels 0 / ignored / 1) and ``[t]`` (box head, labels
+    0 / 1) or ``[bg, fg]`` (labels 0 / ignored / 1, as torchvision's between-thresholds)."""
+    options = {name: type(d)(cfg.get(key, d)) for key, (name, d) in _SAMPLERS.items()}
+    rpn = [float(t) for t in cfg.get("MODEL.RPN.IOU_THRESHOLDS", [0.3, 0.7])]
+    box = [float(t) for t in cfg.get("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.5])]
+    labels = {1: [0, 1], 2: [0, -1, 1]}.get(len(box))
+    if len(rpn) != 2 or labels is None:
         raise D2ImportError(
-            f"{cfg.source}: MODEL.RESNETS.DEPTH {depth}, NUM_GROUPS {groups}, WIDTH_PER_GROUP "
-            f"{width} ({name}) is not a supported bottleneck ResNet / ResNeXt"
+            f"{cfg.source}: MODEL.RPN.IOU_THRESHOLDS = {rpn} / MODEL.ROI_HEADS.IOU_THRESHOLDS = "
+            f"{box} is not supported (pointrend imports [bg, fg] and [t] or [bg, fg])"
         )
-    return name
-
-
-def input_normalisation(cfg: D2Config) -> tuple[list[float], list[float], bool]:
-    """``(image_mean, image_std, flip)``: RGB ``[0, 1]`` normaliser equal to detectron2's, and
-    whether the first conv's input channels are to be reversed (a BGR model)."""
-    fmt = cfg.get("INPUT.FORMAT")
-    if fmt not in ("BGR", "RGB"):
-        raise D2ImportError(f"{cfg.source}: INPUT.FORMAT {fmt!r} is not supported (BGR or RGB)")
-    mean = [float(v) / 255 for v in cfg.get("MODEL.PIXEL_MEAN")]
-    std = [float(v) / 255 for v in cfg.get("MODEL.PIXEL_STD")]
-    if len(mean) != 3 or len(std) != 3:
-        raise D2ImportError(f"{cfg.source}: MODEL.PIXEL_MEAN / PIXEL_STD need 3 values")
-    flip = fmt == "BGR"
-    return (mean[::-1], std[::-1], flip) if flip else (mean, std, flip)
+    check_required(cfg, {"MODEL.ROI_HEADS.IOU_LABELS": labels})
+    options.update(rpn_bg_iou_thresh=rpn[0], rpn_fg_iou_thresh=rpn[1])
+    options.update(box_bg_iou_thresh=box[0], box_fg_iou_thresh=box[-1])
+    return options
 
 
 def _num_classes(cfg: D2Config) -> int:
@@ -167,8 +198,7 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
     ``model.options``) for the detectron2 config; ``num_classes`` counts the background."""
     kind = mask_head_kind(cfg)
     _check_supported(cfg)
-    name = backbone_name(cfg)
-    mean, std, _ = input_normalisation(cfg)
+    name = resnet_name(cfg)
     pooler = cfg.get("MODEL.ROI_BOX_HEAD.POOLER_TYPE")
     if pooler not in _POOLERS:
         raise D2ImportError(f"{cfg.source}: ROI_BOX_HEAD.POOLER_TYPE {pooler!r} is not supported")
@@ -178,15 +208,13 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
             f"{cfg.source}: ANCHOR_GENERATOR.SIZES needs one size for each of 5 levels"
         )
     min_size = int(cfg.get("INPUT.MIN_SIZE_TEST"))
+    max_size = int(cfg.get("INPUT.MAX_SIZE_TEST", 1333))  # detectron2's default
     options = {
         "norm": "frozen",
-        "trainable_backbone_layers": 5 - int(cfg.get("MODEL.BACKBONE.FREEZE_AT")),
-        "stride_in_1x1": bool(cfg.get("MODEL.RESNETS.STRIDE_IN_1X1")),
-        "fpn_channels": int(cfg.get("MODEL.FPN.OUT_CHANNELS")),
-        "image_mean": mean,
-        "image_std": std,
+        **backbone_options(cfg),
         "min_size": min_size,
-        "max_size": int(cfg.get("INPUT.MAX_SIZE_TEST")) if min_size else 1333,
+        # MIN_SIZE_TEST 0: no resize, MAX_SIZE_TEST does nothing (the option keeps its default)
+        "max_size": max_size if min_size else 1333,
         "resize_rule": "detectron2",
         "rpn_anchor_sizes": [int(s[0]) for s in sizes],
         "rpn_anchor_rule": "detectron2",
@@ -197,6 +225,7 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
         "rpn_pre_nms_top_n_train": int(cfg.get("MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000)),
         "rpn_post_nms_top_n_train": int(cfg.get("MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000)),
         "rpn_smooth_l1_beta": float(cfg.get("MODEL.RPN.SMOOTH_L1_BETA", 0.0)),
+        **_training_options(cfg),
         # layers a fine-tuning run re-creates (another class count) start as detectron2's
         "box_head_init": "detectron2",
         "roi_align_aligned": _POOLERS[pooler],
@@ -229,7 +258,7 @@ def map_instance_weights(weights: dict[str, Tensor], cfg: D2Config) -> dict[str,
     """detectron2 weights (current key names) -> a state dict of the model of
     :func:`instance_options`. Keys it has no place for raise :class:`D2ImportError`, naming them."""
     _, _, flip = input_normalisation(cfg)
-    return rename_instance_weights(weights, _num_classes(cfg), flip)
+    return rename_instance_weights(weights, _num_classes(cfg), flip, cfg.source)
 
 
 def instance_model_config_from_detectron2(cfg: D2Config) -> dict:
@@ -254,5 +283,9 @@ def instance_model_from_detectron2(weights: dict[str, Tensor], cfg: D2Config) ->
     name, num_classes, options = instance_options(cfg)
     build = pointrend_maskrcnn if mask_head_kind(cfg) == "pointrend" else maskrcnn
     model = build(name, num_classes, **options)
-    load_mapped(model, map_instance_weights(weights, cfg), cfg.source)
+    k, flip = _num_classes(cfg), input_normalisation(cfg)[2]
+    state, origin, unused = rename_weights(
+        weights, pointrend_key, flip, lambda key, value: with_background(key, value, k)
+    )
+    load_weights(model, state, cfg.source, origin, unused)
     return model.eval()

@@ -16,9 +16,9 @@ import re
 import torch
 from torch import Tensor, nn
 
-from .config import D2ImportError
+from .common import load_weights, misfit, no_place, rename_weights
 
-__all__ = ["load_mapped", "pointrend_key", "rename_instance_weights"]
+__all__ = ["load_mapped", "pointrend_key", "rename_instance_weights", "with_background"]
 
 # detectron2 key pattern -> pointrend key template (applied with re.fullmatch / expand)
 _RENAMES = [
@@ -99,7 +99,7 @@ def pointrend_key(key: str) -> str | None:
     return None
 
 
-def _with_background(key: str, value: Tensor, k: int) -> Tensor:
+def with_background(key: str, value: Tensor, k: int) -> Tensor:
     """Add pointrend's background slot to a detectron2 head tensor (see the module docstring)."""
     if key.startswith("roi_heads.box_predictor.cls_score."):
         return torch.cat([value[k:], value[:k]])  # background last -> first
@@ -126,45 +126,20 @@ def _with_background(key: str, value: Tensor, k: int) -> Tensor:
     return value
 
 
-def rename_instance_weights(weights: dict[str, Tensor], k: int, flip: bool) -> dict[str, Tensor]:
+def rename_instance_weights(
+    weights: dict[str, Tensor], k: int, flip: bool, source: str = "detectron2 checkpoint"
+) -> dict[str, Tensor]:
     """detectron2 weights of a K-class model -> pointrend's state dict (``flip``: reverse the
     first conv's input channels). Keys with no place raise :class:`D2ImportError`, naming them."""
-    state, unused = {}, []
-    for key, value in weights.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        name = pointrend_key(key)
-        if name is None:
-            unused.append(key)
-            continue
-        if name == "backbone.body.conv1.weight" and flip:
-            value = value[:, [2, 1, 0]]
-        state[name] = _with_background(name, value.float(), k)
+    state, _, unused = rename_weights(
+        weights, pointrend_key, flip, lambda name, value: with_background(name, value, k)
+    )
     if unused:
-        raise D2ImportError(
-            f"{len(unused)} detectron2 key(s) have no place in pointrend's model: "
-            f"{', '.join(sorted(unused)[:8])}{' ...' if len(unused) > 8 else ''}"
-        )
+        raise misfit(source, [no_place(unused)])
     return state
 
 
 def load_mapped(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """Load ``state`` into ``model``: every model weight given, with its shape, else an error
-    naming the keys (``num_batches_tracked`` counters excepted)."""
-    expected = {
-        k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
-    }
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(n for n in set(state) & set(expected) if state[n].shape != expected[n].shape)
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    if extra:
-        problems.append(f"unexpected {extra[:8]}{' ...' if len(extra) > 8 else ''}")
-    if wrong:
-        shapes = [f"{n}: {tuple(state[n].shape)} vs {tuple(expected[n].shape)}" for n in wrong[:4]]
-        problems.append(f"wrong shapes {shapes}")
-    if problems:
-        raise D2ImportError(f"{source}: the weights do not fit the model: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=False)
+    naming the keys (``num_batches_tracked`` counters excepted): :func:`.common.load_weights`."""
+    load_weights(model, state, source)

@@ -37,47 +37,44 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ...data.semantic import CITYSCAPES_CLASSES
 from ...semantic import SemanticSegmenter
+from .common import (
+    POINT_HEAD_REQUIRED,
+    backbone_options,
+    check_backbone,
+    check_required,
+    check_weights,
+    input_normalisation,
+    load_weights,
+    rename_weights,
+    resnet_name,
+)
 from .config import D2Config, D2ImportError
-from .instance import input_normalisation
 from .instance_weights import pointrend_key
 
 __all__ = [
+    "IGNORED_KEYS",
     "semantic_class_names",
     "semantic_model_config_from_detectron2",
     "semantic_model_from_detectron2",
     "semantic_state_dict_from_detectron2",
 ]
 
-# (depth, groups, width per group) -> torchvision name
-_RESNETS = {
-    (18, 1, 64): "resnet18",
-    (34, 1, 64): "resnet34",
-    (50, 1, 64): "resnet50",
-    (101, 1, 64): "resnet101",
-    (152, 1, 64): "resnet152",
-    (50, 32, 4): "resnext50_32x4d",
-    (101, 32, 8): "resnext101_32x8d",
-    (101, 64, 4): "resnext101_64x4d",
-}
 _LEVELS = {("p2", "p3", "p4", "p5"): ("P2-P5", 4), ("p3", "p4", "p5"): ("P3-P5", 8)}
 # detectron2 settings of which pointrend imports one value only: key -> that value
 _REQUIRED = {
-    "MODEL.BACKBONE.NAME": "build_resnet_fpn_backbone",
-    "MODEL.RESNETS.RES5_DILATION": 1,
-    "MODEL.RESNETS.STEM_OUT_CHANNELS": 64,
-    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, False, False, False],
-    "MODEL.FPN.NORM": "",
-    "MODEL.FPN.FUSE_TYPE": "sum",
     "MODEL.SEM_SEG_HEAD.NORM": "GN",
     "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": 255,
-    "MODEL.POINT_HEAD.NAME": "StandardPointHead",
-    "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
-    "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
+    "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT": 1.0,  # pointrend's losses are not weighted
+}
+# keys a SemanticSegmentor does not read (they change nothing); every other key a config sets is
+# mapped to an option or required
+IGNORED_KEYS = ("MODEL.MASK_ON",)
+_POINTREND_REQUIRED = {
+    **POINT_HEAD_REQUIRED,
     "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": "SemSegFPNHead",
 }
 _POINT_HEAD = {  # MODEL.POINT_HEAD key -> (pointrend option, type)
@@ -92,34 +89,8 @@ _POINT_HEAD = {  # MODEL.POINT_HEAD key -> (pointrend option, type)
 
 
 def _check_supported(cfg: D2Config, pointrend: bool) -> None:
-    for key, value in _REQUIRED.items():
-        if not pointrend and key.startswith("MODEL.POINT_HEAD."):
-            continue
-        # keys a merged config always has; a partial config (a zoo entry) may leave defaults out
-        found = cfg.get(key, value)
-        if (list(found) if isinstance(found, (list, tuple)) else found) != value:
-            raise D2ImportError(
-                f"{cfg.source}: {key} = {found!r} is not supported (pointrend imports {value!r})"
-            )
-    if cfg.get("MODEL.RESNETS.NORM") not in ("FrozenBN", "BN", "SyncBN"):
-        raise D2ImportError(
-            f"{cfg.source}: MODEL.RESNETS.NORM = {cfg.get('MODEL.RESNETS.NORM')!r} is not "
-            "supported (FrozenBN, BN or SyncBN)"
-        )
-    if cfg.get("INPUT.FORMAT") not in ("BGR", "RGB"):
-        raise D2ImportError(f"{cfg.source}: INPUT.FORMAT = {cfg.get('INPUT.FORMAT')!r}: BGR or RGB")
-
-
-def _resnet_name(cfg: D2Config) -> str:
-    arch = tuple(
-        int(cfg.get(f"MODEL.RESNETS.{key}")) for key in ("DEPTH", "NUM_GROUPS", "WIDTH_PER_GROUP")
-    )
-    if arch not in _RESNETS:
-        raise D2ImportError(
-            f"{cfg.source}: MODEL.RESNETS DEPTH / NUM_GROUPS / WIDTH_PER_GROUP = {arch}: "
-            f"pointrend has {sorted(_RESNETS)}"
-        )
-    return _RESNETS[arch]
+    check_backbone(cfg)
+    check_required(cfg, {**_REQUIRED, **(_POINTREND_REQUIRED if pointrend else {})})
 
 
 def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
@@ -143,19 +114,11 @@ def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
             f"{common_stride} is not supported (p2..p5 with 4, or p3..p5 with 8)"
         )
     num_classes = int(cfg.get("MODEL.SEM_SEG_HEAD.NUM_CLASSES"))
-    mean, std, _ = input_normalisation(cfg)
-    fpn_in = list(cfg.get("MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"]))
-    if fpn_in != ["res2", "res3", "res4", "res5"]:
-        raise D2ImportError(f"{cfg.source}: MODEL.FPN.IN_FEATURES = {fpn_in}: res2..res5 only")
     options: dict[str, Any] = {
         "levels": _LEVELS[in_features][0],
         "norm": "frozen" if cfg.get("MODEL.RESNETS.NORM") == "FrozenBN" else "batch",
-        "trainable_backbone_layers": 5 - int(cfg.get("MODEL.BACKBONE.FREEZE_AT")),
-        "stride_in_1x1": bool(cfg.get("MODEL.RESNETS.STRIDE_IN_1X1")),
-        "fpn_channels": int(cfg.get("MODEL.FPN.OUT_CHANNELS")),
+        **backbone_options(cfg),
         "conv_dims": int(cfg.get("MODEL.SEM_SEG_HEAD.CONVS_DIM")),
-        "image_mean": mean,
-        "image_std": std,
         "size_divisibility": 32,  # the stride of res5, the FPN's last input
         "test_min_size": int(cfg.get("INPUT.MIN_SIZE_TEST")),
         "test_max_size": int(cfg.get("INPUT.MAX_SIZE_TEST")),
@@ -166,7 +129,7 @@ def semantic_model_config_from_detectron2(cfg: D2Config) -> dict[str, Any]:
         "task": "semantic",
         "name": "pointrend" if pointrend else "coarse",
         "arch": "fpn",
-        "backbone": _resnet_name(cfg),
+        "backbone": resnet_name(cfg),
         "num_classes": num_classes,
         "options": options,
     }
@@ -239,47 +202,29 @@ def _head_key(key: str, model: SemanticSegmenter, first_level: int) -> str | Non
     return None
 
 
+def _renamer(model: SemanticSegmenter, first_level: int):
+    """detectron2 key -> pointrend key of ``model`` (``None``: none)."""
+
+    def rename(key: str) -> str | None:
+        if key.startswith("backbone."):
+            return pointrend_key(key)  # the backbone's keys are the instance model's
+        return _head_key(key, model, first_level)
+
+    return rename
+
+
 def semantic_state_dict_from_detectron2(
     weights: Mapping[str, Tensor], model: SemanticSegmenter, cfg: D2Config
 ) -> dict[str, Tensor]:
     """detectron2's state dict under ``model``'s key names, converted (the first conv's input
     channels in RGB order); every key of ``model`` set, every detectron2 key used, shapes
-    equal, else a :class:`D2ImportError` naming the keys."""
+    equal, else a :class:`D2ImportError` naming the keys. ``num_batches_tracked`` counters
+    (detectron2 does not keep them) are left out."""
     first_level = int(cfg.get("MODEL.SEM_SEG_HEAD.IN_FEATURES")[0][1:])
-    target = model.state_dict()
-    mapped: dict[str, Tensor] = {}
-    unused = []
-    for key, value in weights.items():
-        if key in ("pixel_mean", "pixel_std"):  # from the config, in some old checkpoints
-            continue
-        name = (
-            pointrend_key(key)  # the backbone's keys are the instance model's
-            if key.startswith("backbone.")
-            else _head_key(key, model, first_level)
-        )
-        if name is None or name not in target:
-            unused.append(key)
-            continue
-        value = torch.as_tensor(value)
-        if name == "backbone.body.conv1.weight" and cfg.get("INPUT.FORMAT") == "BGR":
-            value = value[:, [2, 1, 0]]
-        if tuple(value.shape) != tuple(target[name].shape):
-            raise D2ImportError(
-                f"{cfg.source}: {key} has shape {tuple(value.shape)}, the model's {name} "
-                f"{tuple(target[name].shape)}"
-            )
-        mapped[name] = value.to(target[name].dtype)
-    for name, value in target.items():  # batch norm's counter: detectron2 does not keep it
-        if name.endswith("num_batches_tracked") and name not in mapped:
-            mapped[name] = torch.zeros_like(value)
-    missing = sorted(set(target) - set(mapped))
-    if unused or missing:
-        raise D2ImportError(
-            f"{cfg.source}: the checkpoint does not fit the model it describes: "
-            f"{len(unused)} detectron2 keys unused {sorted(unused)[:5]}, "
-            f"{len(missing)} model keys missing {missing[:5]}"
-        )
-    return mapped
+    flip = input_normalisation(cfg)[2]
+    state, origin, unused = rename_weights(weights, _renamer(model, first_level), flip)
+    check_weights(model, state, cfg.source, origin, unused)
+    return state
 
 
 def semantic_model_from_detectron2(weights: Mapping[str, Tensor], cfg: D2Config) -> nn.Module:
@@ -294,5 +239,5 @@ def semantic_model_from_detectron2(weights: Mapping[str, Tensor], cfg: D2Config)
     spec = semantic_model_config_from_detectron2(cfg)
     builder = "semantic_fpn" if spec["name"] == "coarse" else "pointrend_semantic_fpn"
     model = getattr(models, builder)(spec["backbone"], spec["num_classes"], **spec["options"])
-    model.load_state_dict(semantic_state_dict_from_detectron2(weights, model, cfg))
+    load_weights(model, semantic_state_dict_from_detectron2(weights, model, cfg), cfg.source)
     return model.eval()
