@@ -29,6 +29,15 @@ from .render import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # pointrend.Predictor: loaded on first use, so that importing the core loads no engine
+    if name == "Predictor":
+        from .engine.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pointrend' has no attribute {name!r}")
+
 __all__ = [
     "PointHead",
     "SubdivisionStep",

@@ -30,8 +30,7 @@ from .config import (
     with_checkpoint_model,
 )
 from .distributed import DeviceError, resolve_device
-from .evaluate import detect
-from .photos import draw_instances, instance_records, model_input
+from .photos import detect_photo, draw_instances, instance_records
 
 __all__ = [
     "TrainedModel",
@@ -182,11 +181,7 @@ def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh
     """One image's id map, overlay and records; the model sees ``pixels`` (``3 x H x W``)
     shrunk as its transform would, and renders only detections scoring ``>= score_thresh``
     (box-local masks, pasted at ``H x W`` one chunk at a time: never ``R x H x W`` floats)."""
-    model = trained.model
-    image = model_input(model, pixels).to(next(model.parameters()).device)
-    size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-    out = detect(model, [image], [size], compact=True, score_thresh=score_thresh)[0]
-    keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
+    out, keep = detect_photo(trained.model, pixels, score_thresh, trained.device)
     ids, overlay, rles = draw_instances(out, keep, pixels)
     boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
     records = instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())

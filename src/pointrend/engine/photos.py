@@ -18,8 +18,16 @@ from torch import Tensor, nn
 
 from ..data.images import resize_to_float, to_float_image
 from ..instance.compact import binary_mask_chunks
+from .evaluate import detect
 
-__all__ = ["resized_size", "model_input", "draw_instances", "draw_on_top", "instance_records"]
+__all__ = [
+    "resized_size",
+    "model_input",
+    "detect_photo",
+    "draw_instances",
+    "draw_on_top",
+    "instance_records",
+]
 
 
 def resized_size(model: nn.Module, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -50,6 +58,21 @@ def model_input(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
         return to_float_image(pixels)
     antialias = getattr(model.transform, "resize_rule", "torchvision") == "detectron2"
     return resize_to_float(pixels, size, antialias=antialias)
+
+
+@torch.no_grad()
+def detect_photo(
+    model: nn.Module, pixels: Tensor, score_thresh: float, device: torch.device
+) -> tuple[dict, Tensor]:
+    """An instance model's detections of one photo (``pixels``, ``3 x H x W``) scoring at least
+    ``score_thresh``, and the indices of those kept. The model sees the photo shrunk as its
+    transform would (:func:`model_input`) and renders only masks above the threshold; they stay
+    box-local (``mask_grids``) with boxes at the photo's size."""
+    image = model_input(model, pixels).to(device)
+    size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    out = detect(model, [image], [size], compact=True, score_thresh=score_thresh)[0]
+    keep = torch.nonzero(out["scores"].cpu() >= score_thresh)[:, 0]
+    return out, keep
 
 
 def draw_on_top(rank: Tensor, masks: Tensor, first: int) -> None:
