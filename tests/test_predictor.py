@@ -90,3 +90,22 @@ def test_a_semantic_predictor_and_bad_inputs():
         predictor({"x": 1})
     with pytest.raises(ValueError, match="masks must be 'dense' or 'compact'"):
         Predictor(INSTANCE, masks="rle")
+
+
+def test_overlay_labels_scale_with_the_photo():
+    from pointrend.viz import label_instances, palette
+
+    def drawn_rows(side):
+        overlay = np.zeros((side, side, 3), np.uint8)
+        box = torch.tensor([[side * 0.25, side * 0.5, side * 0.75, side * 0.9]])
+        out = label_instances(overlay, box, ["dog 0.97"], palette(1))
+        top, left = int(side * 0.5), int(side * 0.25)
+        line = int((out[top : top + side // 50, side // 2].max(1) > 0).sum())  # box's top edge
+        # the label sits inside the box's top-left corner, below the edge
+        label = out[top + line + 1 : top + side // 5, left + line + 1 : left + side // 5]
+        text = int((label.max(2) > 0).any(1).sum())  # rows the label covers
+        return line, text
+
+    small, large = drawn_rows(400), drawn_rows(4000)
+    assert small[0] >= 1 and small[1] >= 8
+    assert large[0] >= 6 * small[0] and large[1] >= 6 * small[1]

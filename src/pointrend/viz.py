@@ -6,6 +6,7 @@ Arrays here are numpy ``H x W x 3`` uint8 images (RGB); masks ``N x H x W`` bool
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "plot_subdivision_steps",
     "plot_panels",
     "require_matplotlib",
+    "label_instances",
 ]
 
 
@@ -116,6 +118,45 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
     """
     masks = np.asarray(masks, dtype=bool)
     return overlay_ranked(image, instance_id_map(masks), masks.shape[0], alpha)
+
+
+def label_instances(
+    overlay: np.ndarray, boxes: torch.Tensor, texts: list[str], colours: np.ndarray
+) -> np.ndarray:
+    """Boxes and their texts (e.g. ``"dog 0.97"``) drawn over an ``H x W x 3`` uint8 overlay with
+    torchvision's :func:`~torchvision.utils.draw_bounding_boxes`, in the order given (the last
+    on top); line width and font size grow with the image (readable on a 6000 x 4000 photo).
+    ``colours``: ``N x 3`` uint8, one per box."""
+    from torchvision.utils import draw_bounding_boxes
+
+    if len(texts) == 0:
+        return overlay
+    side = max(overlay.shape[:2])
+    font = _label_font()
+    options = {}
+    if "fill_labels" in inspect.signature(draw_bounding_boxes).parameters:  # torchvision 0.21+
+        options = {"fill_labels": True, "label_colors": "black"}  # dark text on the box colour
+    drawn = draw_bounding_boxes(
+        torch.from_numpy(overlay).permute(2, 0, 1),
+        boxes.to(torch.float32),
+        labels=texts,
+        colors=[tuple(int(v) for v in c) for c in colours],
+        width=max(1, round(side / 500)),
+        font=font,
+        font_size=max(10, round(side / 45)) if font else None,
+        **options,
+    )
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def _label_font() -> str | None:
+    """A TrueType font file for the labels (matplotlib's DejaVu Sans; ``None``: PIL's fixed
+    bitmap font, which does not scale)."""
+    try:
+        from matplotlib import font_manager
+    except ImportError:
+        return None
+    return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
 
 
 def overlay_ranked(

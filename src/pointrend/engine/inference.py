@@ -184,8 +184,24 @@ def _predict_instances(trained: TrainedModel, pixels: torch.Tensor, score_thresh
     out, keep = detect_photo(trained.model, pixels, score_thresh, trained.device)
     ids, overlay, rles = draw_instances(out, keep, pixels)
     boxes, labels = out["boxes"][keep].cpu(), out["labels"][keep].cpu()
-    records = instance_records(trained, rles, boxes, labels, out["scores"][keep].cpu())
+    scores = out["scores"][keep].float().cpu()
+    records = instance_records(trained, rles, boxes, labels, scores)
+    overlay = _label_overlay(trained, overlay, boxes, labels, scores)
     return {"instances": ids, "overlay": overlay}, records
+
+
+def _label_overlay(trained: TrainedModel, overlay, boxes, labels, scores):
+    """The overlay with each kept detection's box, class name and score, in the colours and
+    drawing order (best on top) of its mask."""
+    from ..viz import label_instances, palette
+
+    order = torch.argsort(scores, stable=True)  # as draw_instances draws the masks
+    names = trained.class_names
+    texts = [
+        f"{names[k] if k < len(names) else k} {v:.2f}"
+        for k, v in zip(labels[order].tolist(), scores[order].tolist())
+    ]
+    return label_instances(overlay, boxes[order], texts, palette(len(order)))
 
 
 @torch.no_grad()
