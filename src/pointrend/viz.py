@@ -6,7 +6,6 @@ Arrays here are numpy ``H x W x 3`` uint8 images (RGB); masks ``N x H x W`` bool
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,40 +122,56 @@ def overlay_instances(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) 
 def label_instances(
     overlay: np.ndarray, boxes: torch.Tensor, texts: list[str], colours: np.ndarray
 ) -> np.ndarray:
-    """Boxes and their texts (e.g. ``"dog 0.97"``) drawn over an ``H x W x 3`` uint8 overlay with
-    torchvision's :func:`~torchvision.utils.draw_bounding_boxes`, in the order given (the last
-    on top); line width and font size grow with the image (readable on a 6000 x 4000 photo).
-    ``colours``: ``N x 3`` uint8, one per box."""
-    from torchvision.utils import draw_bounding_boxes
+    """Boxes and their texts (e.g. ``"dog 0.97"``) drawn into an ``H x W x 3`` uint8 overlay, in
+    place and in the order given (the last on top); line width and font size grow with the
+    image, so that a 6000 x 4000 photo's labels are readable. ``colours``: ``N x 3`` uint8, one
+    per box. Each label is a small patch drawn by PIL (text in the box's colour band); only the
+    box outlines and the label patches are written, the photo is not copied."""
+    from PIL import Image, ImageDraw
 
-    if len(texts) == 0:
-        return overlay
-    side = max(overlay.shape[:2])
-    font = _label_font()
-    options = {}
-    if "fill_labels" in inspect.signature(draw_bounding_boxes).parameters:  # torchvision 0.21+
-        options = {"fill_labels": True, "label_colors": "black"}  # dark text on the box colour
-    drawn = draw_bounding_boxes(
-        torch.from_numpy(overlay).permute(2, 0, 1),
-        boxes.to(torch.float32),
-        labels=texts,
-        colors=[tuple(int(v) for v in c) for c in colours],
-        width=max(1, round(side / 500)),
-        font=font,
-        font_size=max(10, round(side / 45)) if font else None,
-        **options,
-    )
-    return drawn.permute(1, 2, 0).numpy()
+    H, W = overlay.shape[:2]
+    side = max(H, W)
+    width, font = max(1, round(side / 500)), _label_font(max(10, round(side / 45)))
+    pad = max(1, width)
+    for (x0, y0, x1, y1), text, colour in zip(_pixel_boxes(boxes, H, W), texts, colours):
+        colour = tuple(int(v) for v in colour)
+        for rows, cols in (
+            (slice(y0, min(y0 + width, y1)), slice(x0, x1)),
+            (slice(max(y1 - width, y0), y1), slice(x0, x1)),
+            (slice(y0, y1), slice(x0, min(x0 + width, x1))),
+            (slice(y0, y1), slice(max(x1 - width, x0), x1)),
+        ):
+            overlay[rows, cols] = colour
+        left, top, right, bottom = font.getbbox(text)
+        patch = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), colour)
+        ImageDraw.Draw(patch).text((pad - left, pad - top), text, fill=(0, 0, 0), font=font)
+        h, w = min(patch.height, H - y0), min(patch.width, W - x0)
+        overlay[y0 : y0 + h, x0 : x0 + w] = np.asarray(patch)[:h, :w]
+    return overlay
 
 
-def _label_font() -> str | None:
-    """A TrueType font file for the labels (matplotlib's DejaVu Sans; ``None``: PIL's fixed
-    bitmap font, which does not scale)."""
+def _pixel_boxes(boxes: torch.Tensor, H: int, W: int) -> list[list[int]]:
+    """``N x 4`` boxes as integer pixel ranges clipped to the image (at least one pixel)."""
+    b = boxes.to(torch.float32).round().to(torch.int64)
+    x0, x1 = b[:, 0].clamp(0, W - 1), b[:, 2].clamp(1, W)
+    y0, y1 = b[:, 1].clamp(0, H - 1), b[:, 3].clamp(1, H)
+    return torch.stack([x0, y0, torch.maximum(x1, x0 + 1), torch.maximum(y1, y0 + 1)], 1).tolist()
+
+
+def _label_font(size: int):
+    """A TrueType font of ``size`` pixels for the labels: matplotlib's DejaVu Sans, else PIL's
+    own scalable default, else its fixed bitmap font."""
+    from PIL import ImageFont
+
     try:
         from matplotlib import font_manager
-    except ImportError:
-        return None
-    return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (ImportError, OSError):
+        try:
+            return ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1
+            return ImageFont.load_default()
 
 
 def overlay_ranked(
