@@ -8,7 +8,8 @@ median of each tree over all its timings (wall clock, and the CPU time of the pr
 another load on the machine disturbs less) and the largest difference between the two trees'
 masks (same seed, same weights).
 
-Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new .`` (a tree is a
+Run: ``python benchmarks/head_speed_check.py --old /path/to/other/tree --new . [--mode box]``
+(``--mode box``: the per-box mode, each box rendered at about its own size in pixels) (a tree is a
 directory holding ``src/pointrend``, e.g. ``git archive <commit> src | tar -x -C /tmp/old``).
 """
 
@@ -29,7 +30,7 @@ import torch
 torch.set_num_threads(1)
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 
-size, repeats, out_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+size, repeats, out_path, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 K, CHANNELS, HEIGHT, WIDTH = 80, 256, 800, 1333
 g = torch.Generator().manual_seed(0)
 features = torch.randn(1, CHANNELS, 200, 336, generator=g)  # P2 of a padded 800 x 1344 image
@@ -40,23 +41,32 @@ labels = torch.randint(1, K, (100,), generator=g)
 torch.manual_seed(0)
 branch = PointRendMaskBranch(CHANNELS, K, PointRendMaskConfig(output_size=size)).eval()
 fine = features.contiguous(memory_format=torch.channels_last)  # as the RoI heads pass P2
+if mode == "box":  # each box at about its own size in pixels (output = the image)
+    from pointrend.instance.box_resolution import render_by_box_size
+
+    def render():
+        masks = render_by_box_size(branch, fine, 4.0, boxes, labels, torch.ones(1, 2))
+        return [grid for _, grid in masks.groups]
+else:
+    def render():
+        return [branch.render(fine, 4.0, boxes, labels)]
 times = []
 with torch.no_grad():
-    masks = branch.render(fine, 4.0, boxes, labels)  # warm-up
+    masks = render()  # warm-up
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        branch.render(fine, 4.0, boxes, labels)
+        render()
         times.append([time.perf_counter() - wall, time.process_time() - cpu])
 torch.save(masks, out_path)
 print(json.dumps(times))
 """
 
 
-def run(tree: Path, size: int, repeats: int, out: Path) -> list[list[float]]:
+def run(tree: Path, size: int, repeats: int, out: Path, mode: str) -> list[list[float]]:
     """``repeats`` timings ``[wall s, CPU s]`` of one render in a subprocess on ``tree``."""
     env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-c", WORKER, str(size), str(repeats), str(out)],
+        [sys.executable, "-c", WORKER, str(size), str(repeats), str(out), mode],
         env=env,
         capture_output=True,
         text=True,
@@ -70,6 +80,9 @@ def main() -> None:
     parser.add_argument("--old", type=Path, required=True, help="the reference source tree")
     parser.add_argument("--new", type=Path, default=Path("."), help="the tree to check")
     parser.add_argument("--size", type=int, default=224, help="rendered mask side")
+    parser.add_argument(
+        "--mode", choices=("fixed", "box"), default="fixed", help="mask_resolution rendered"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="timed renders per subprocess")
     args = parser.parse_args()
@@ -82,14 +95,16 @@ def main() -> None:
         for i in range(args.rounds):
             order = list(trees) if i % 2 == 0 else list(reversed(trees))  # alternate who starts
             for name in order:
-                times = run(trees[name], args.size, args.repeats, outputs[name])
+                times = run(trees[name], args.size, args.repeats, outputs[name], args.mode)
                 samples[name].extend(times)
                 shown = " ".join(f"{wall:.3f} ({cpu:.3f} CPU)" for wall, cpu in times)
                 print(f"round {i + 1} {name}: {shown}", flush=True)
-        difference = (torch.load(outputs["old"]) - torch.load(outputs["new"])).abs().max().item()
+        pairs = zip(torch.load(outputs["old"]), torch.load(outputs["new"]))
+        difference = max((a - b).abs().max().item() for a, b in pairs)
     wall = {name: statistics.median(t[0] for t in times) for name, times in samples.items()}
     cpu = {name: statistics.median(t[1] for t in times) for name, times in samples.items()}
-    print(f"output {args.size}, 100 boxes, 1 thread, {args.rounds} rounds x {args.repeats}:")
+    what = f"output {args.size}" if args.mode == "fixed" else "per-box grids"
+    print(f"{what}, 100 boxes, 1 thread, {args.rounds} rounds x {args.repeats}:")
     for name, tree in trees.items():
         print(f"  {name} ({tree}): median {wall[name]:.3f} s wall, {cpu[name]:.3f} s CPU")
     print(
