@@ -86,6 +86,8 @@ def test_a_semantic_predictor_and_bad_inputs():
     assert len(result["class_names"]) == predictor.trained.num_classes
     with pytest.raises(ValueError, match=r"must be H x W x 3 \(RGB\), got shape \(4, 4, 7\)"):
         predictor(np.zeros((4, 4, 7), np.uint8))
+    with pytest.raises(ValueError, match=r"3 x H x W with H, W >= 1, got shape \(3, 0, 5\)"):
+        predictor(torch.rand(3, 0, 5))
     with pytest.raises(ValueError, match="got dict"):
         predictor({"x": 1})
     with pytest.raises(ValueError, match="masks must be 'dense' or 'compact'"):

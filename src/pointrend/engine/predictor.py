@@ -49,6 +49,10 @@ def as_pixels(image) -> Tensor:
             f"an image must be a path, a PIL image, a numpy array or a tensor, got "
             f"{type(image).__name__}"
         )
+    if image.dim() != 3 or image.shape[0] != 3 or 0 in image.shape:
+        raise ValueError(
+            f"an image must be 3 x H x W with H, W >= 1, got shape {tuple(image.shape)}"
+        )
     if image.dtype == torch.uint8:
         return image
     if not image.is_floating_point():
@@ -131,4 +135,3 @@ class Predictor:
         image = pixels.float().div(255) if pixels.dtype == torch.uint8 else pixels
         logits = self.trained.model(image[None].to(self.trained.device))["out"]
         return {"labels": logits[0].argmax(0).cpu(), "class_names": self.class_names}
-
