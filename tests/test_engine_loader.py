@@ -7,7 +7,7 @@ from engine_toys import ToyDataset, ToyModel, free_port
 from test_engine import run, toy_config
 
 from pointrend.engine import load_checkpoint
-from pointrend.engine.loop import RunBatchSampler, move_batch, quantize_images
+from pointrend.engine.batches import RunBatchSampler, move_batch, quantize_images
 
 
 def _weights(model):

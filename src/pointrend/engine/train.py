@@ -29,6 +29,7 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset
 
+from .batches import epoch_batches
 from .checkpoint import (
     CheckpointError,
     atomic_write,
@@ -66,7 +67,6 @@ from .loop import (
     ProgressBar,
     RunState,
     check_finite,
-    epoch_batches,
     forward_backward,
     run_batches,
     step,
