@@ -20,6 +20,7 @@ Run: ``python -m benchmarks.detectron2_speed [--rounds 3] [--out results.json]``
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 
 import torch
@@ -31,12 +32,13 @@ ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
 HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
 
 
-def build_models() -> dict[str, torch.nn.Module]:
-    from pointrend.interop.detectron2.instance import instance_options
-    from pointrend.interop.detectron2.zoo import zoo_config
-    from pointrend.models import pointrend_maskrcnn
-
-    name, num_classes, options = instance_options(zoo_config(ZOO_NAME))
+def imported_options(package: str = "pointrend") -> tuple[str, int, dict]:
+    """``(backbone, num_classes, options)`` the importer of ``package`` (this checkout's, or a
+    baseline tree imported under another name) gives :data:`ZOO_NAME`, with
+    :data:`DETECTIONS` detections forced (score threshold 0)."""
+    instance = importlib.import_module(f"{package}.interop.detectron2.instance")
+    zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
+    name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
     # Random weights with detectron2's 0-255 input scale overflow to non-finite logits (no
     # detections); torchvision's normaliser keeps them finite and costs the same.
     options.update(
@@ -45,6 +47,13 @@ def build_models() -> dict[str, torch.nn.Module]:
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
+    return name, num_classes, options
+
+
+def build_models() -> dict[str, torch.nn.Module]:
+    from pointrend.models import pointrend_maskrcnn
+
+    name, num_classes, options = imported_options()
     torch.manual_seed(0)
     imported = pointrend_maskrcnn(name, num_classes, **options).eval()
     models = {"imported (detectron2 options)": imported}

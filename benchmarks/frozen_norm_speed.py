@@ -38,11 +38,10 @@ from pathlib import Path
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .detectron2_speed import HEIGHT, WIDTH, imported_options
 from .machine import command_line, machine_info
 from .report import store_standalone
 
-ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
-HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
 BASELINE_PACKAGE = "pointrend_baseline"
 
 
@@ -89,16 +88,8 @@ def alternate_cpu(contenders: dict, repeats: int) -> dict[str, list[float]]:
 
 def build(package: str, state: dict | None = None) -> torch.nn.Module:
     """The imported-style model from ``package`` (``pointrend`` or the baseline)."""
-    instance = importlib.import_module(f"{package}.interop.detectron2.instance")
-    zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
     models = importlib.import_module(f"{package}.models")
-    name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
-    options.update(
-        box_score_thresh=0.0,
-        box_detections_per_img=DETECTIONS,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
+    name, num_classes, options = imported_options(package)
     torch.manual_seed(0)
     model = models.pointrend_maskrcnn(name, num_classes, **options).eval()
     if state is not None:
