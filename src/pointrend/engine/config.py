@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from .config_values import NUMBER, ConfigError, option_types, option_value, unwrap_optional
 from .distributed import DeviceError, check_device_name, resolve_amp
 
 __all__ = [
@@ -41,13 +39,6 @@ __all__ = [
     "model_keys_written",
     "with_checkpoint_model",
 ]
-
-# a decimal number as people write it: 1, -2.5, .5, 1e-4, 1E4, +3.
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the key and the file."""
 
 
 @dataclass
@@ -136,18 +127,9 @@ def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _unwrap_optional(tp):
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
 def _convert(value: Any, tp, where: str):
     """Check and convert a YAML value to the annotated type; ``where`` names the key and file."""
-    inner = _unwrap_optional(tp)
+    inner = unwrap_optional(tp)
     if value is None:  # an empty section of a required one: its defaults
         return inner() if inner is tp and _is_dataclass_type(tp) else None
     tp = inner
@@ -178,7 +160,7 @@ def _convert(value: Any, tp, where: str):
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if tp is float and isinstance(value, str) and _NUMBER.match(value.strip()):
+    if tp is float and isinstance(value, str) and NUMBER.match(value.strip()):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -354,60 +336,9 @@ def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:
     """Remember where the model config was read (an attribute, not a field: checkpoints do not
     store it), so that errors in ``model.options`` can name the file; type its options."""
     cfg.model.source = where
-    types = _option_types(cfg.model)
+    types = option_types(cfg.model)
     cfg.model.options = {
-        key: _option_value(value, types.get(key), f"{where}: model.options.{key}")
+        key: option_value(value, types.get(key), f"{where}: model.options.{key}")
         for key, value in cfg.model.options.items()
     }
     return cfg
-
-
-_SCALARS = (bool, int, float, str)
-
-
-def _option_types(model: ModelConfig) -> dict[str, type]:
-    """Option -> ``bool`` / ``int`` / ``float`` / ``str``, as the builder the config names (and
-    the functions and settings it passes its options to) annotate them; others are left out."""
-    try:
-        from .build import model_builder
-
-        builder = model_builder(model)
-    except (ValueError, ImportError):  # a wrong name is reported when the model is built
-        return {}
-    module = sys.modules[builder.__module__]
-    helpers = ("_instance_model", "_semantic_fpn_model", "_deeplabv3_model")
-    sources = [getattr(module, name) for name in helpers if hasattr(module, name)]
-    sources += [getattr(module, "PointRendSettings", None), builder]  # semantic point options
-    types: dict[str, type] = {}
-    for source in filter(None, sources):
-        try:
-            hints = typing.get_type_hints(source)
-        except (NameError, TypeError):
-            continue
-        types.update({k: t for k, h in hints.items() if (t := _unwrap_optional(h)) in _SCALARS})
-    return types
-
-
-def _option_value(value: Any, tp: type | None, where: str) -> Any:
-    """One option value: numbers written as people write them (``5e-2``, ``1e1``: strings to
-    PyYAML) become numbers, non-finite numbers are refused, and a value of a typed option must
-    have that type (an integral number is accepted for an ``int``)."""
-    if isinstance(value, list | tuple):
-        return [_option_value(v, None, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: _option_value(v, None, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, str) and tp is not str and _NUMBER.match(value.strip()):
-        value = float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, got {value}")
-    if tp is None or tp is str and isinstance(value, str):
-        return value
-    if tp is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, tp) and not (tp is not bool and isinstance(value, bool)):
-        return value
-    raise ConfigError(
-        f"{where}: expected {'a' if tp is not int else 'an'} {tp.__name__}, got {value!r}"
-    )
