@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import command_line, machine_info, write_json
+from pointrend.engine.distributed import resolve_amp, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synthetic_instance_pointrend_r18.yaml"
@@ -61,10 +62,6 @@ QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 def _median_seconds(fn, device: torch.device, rounds: int) -> float:
@@ -221,7 +218,7 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
     image = torch.rand(3, *sizes.instance, device=device)
     result = {"instance": {}, "semantic": {}}
     models = {name: m.to(device).eval() for name, m in _instance_models(sizes).items()}
-    for precision, dtype in (("fp32", None), ("amp", _amp_dtype(device))):
+    for precision, dtype in (("fp32", None), ("amp", resolve_amp(True, device))):
         for name, model in models.items():
 
             def run(model=model, dtype=dtype):
@@ -250,7 +247,7 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
     ):
         torch.manual_seed(0)
         model = builder(sizes.backbone, 19).to(device).eval()
-        for precision, dtype in (("fp32", None), ("amp", _amp_dtype(device))):
+        for precision, dtype in (("fp32", None), ("amp", resolve_amp(True, device))):
 
             def run(model=model, dtype=dtype):
                 with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
@@ -364,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: the CI smoke test")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
     args = parser.parse_args(argv)
-    from pointrend.engine.distributed import resolve_device
-
     device = resolve_device(args.device)
     result = run_check(device, QUICK if args.quick else Sizes(), args.quick, argv)
     checks = {
