@@ -8,7 +8,8 @@ import pytest
 
 from pointrend import models
 from pointrend.engine import ConfigError, load_config
-from pointrend.engine.build import build_model, model_builder
+from pointrend.engine.build import build_model
+from pointrend.engine.builders import model_builder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPECTED = {

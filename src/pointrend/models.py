@@ -52,12 +52,12 @@ def from_zoo(name: str, device=None):
     ``auto``, the GPU when there is one).
 
     The first call downloads detectron2's checkpoint into torch's hub cache and converts it
-    once (:func:`pointrend.interop.detectron2.converted_zoo_checkpoint`); the model's class
+    once (:func:`pointrend.engine.imported.converted_zoo_checkpoint`); the model's class
     names are ``model.class_names`` (by label, ``"background"`` first for instance models).
     For thresholded results with class names, use :class:`pointrend.Predictor`.
     """
+    from .engine.imported import converted_zoo_checkpoint
     from .engine.inference import load_trained_model
-    from .interop.detectron2 import converted_zoo_checkpoint
 
     trained = load_trained_model(converted_zoo_checkpoint(name), device=device)
     trained.model.class_names = list(trained.class_names)
