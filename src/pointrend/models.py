@@ -6,6 +6,9 @@ pair with the same backbone and coarse model: the baseline (``maskrcnn``, ``sema
 ``deeplabv3``) and PointRend (``pointrend_<baseline>``), plus the paper's named ResNet-50 models.
 Options a builder does not take raise :class:`OptionError`, naming the option, the builder's
 options and the closest one.
+
+This module is an entry point, above the engine (:func:`from_zoo` loads through it); the engine
+and the importers take the builders from the task packages, so that nothing imports back here.
 """
 
 from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn
