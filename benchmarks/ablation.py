@@ -38,15 +38,15 @@ __all__ = [
 OUTPUT_SIZES = (28, 56, 112, 224)
 POINTS_PER_STEP = (14, 28, 56, 112)  # squared
 TRAINING_VARIANTS = {
-    "regular grid": {"mask_train_point_sampling": "grid"},
-    "uniform (k=1, beta=0)": {"mask_oversample_ratio": 1, "mask_importance_sample_ratio": 0.0},
+    "regular grid": {"train_point_sampling": "grid"},
+    "uniform (k=1, beta=0)": {"oversample_ratio": 1, "importance_sample_ratio": 0.0},
     "mildly biased (k=3, beta=0.75)": {
-        "mask_oversample_ratio": 3,
-        "mask_importance_sample_ratio": 0.75,
+        "oversample_ratio": 3,
+        "importance_sample_ratio": 0.75,
     },
     "heavily biased (k=10, beta=1.0)": {
-        "mask_oversample_ratio": 10,
-        "mask_importance_sample_ratio": 1.0,
+        "oversample_ratio": 10,
+        "importance_sample_ratio": 1.0,
     },
 }
 

@@ -43,7 +43,7 @@ Log = Callable[[str], None]
 def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
     """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
     config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
-    each = config.pointrend.coarse_pred_each_layer
+    each = config.pointrend.point_head_coarse_pred_each_layer
     head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
     return SemanticSegmenter(
         nn.Identity(),

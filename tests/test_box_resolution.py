@@ -26,7 +26,11 @@ CONFIG = "configs/synthetic_instance_pointrend_r18.yaml"
 
 
 def small_config(**options):
-    narrow = PointRendMaskConfig(conv_dim=16, fc_dim=32, pointrend=PointRendSettings(fc_dim=16))
+    narrow = PointRendMaskConfig(
+        coarse_head_conv_dim=16,
+        coarse_head_fc_dim=32,
+        pointrend=PointRendSettings(point_head_fc_dim=16),
+    )
     return replace_options(narrow, mask_resolution="box", **options)
 
 
@@ -138,7 +142,7 @@ def test_masks_by_size_paste_exactly_on_grid_aligned_boxes_and_as_one_by_one():
 def tiny_model(**options):
     torch.manual_seed(0)
     return pointrend_maskrcnn(
-        "resnet18", 4, box_head_dim=32, min_size=64, max_size=96, mask_fc_dim=32, **options
+        "resnet18", 4, box_head_dim=32, min_size=64, max_size=96, coarse_head_fc_dim=32, **options
     )
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from pointrend import models
 from pointrend.engine import ConfigError, load_config
-from pointrend.engine.build import build_model, model_builder
+from pointrend.engine.build import build_model
+from pointrend.engine.builders import model_builder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPECTED = {
@@ -52,8 +53,10 @@ def test_a_typo_in_model_options_names_the_file_the_key_and_the_real_options(tmp
     assert {"box_head_dim", "fpn_channels", "mask_output_size", "min_size"} <= set(known)
     assert not [k for k in known if k.startswith("_")]
 
-    path, cfg = _config(tmp_path, "    mask_fc_dim: 16\n", name="maskrcnn")
-    with pytest.raises(ConfigError, match=f"{path}: model.options.mask_fc_dim: a PointRend mask"):
+    path, cfg = _config(tmp_path, "    coarse_head_fc_dim: 16\n", name="maskrcnn")
+    with pytest.raises(
+        ConfigError, match=f"{path}: model.options.coarse_head_fc_dim: a PointRend mask"
+    ):
         build_model(cfg.model, 4)
     path, cfg = _config(tmp_path, "    levls: P3-P5\n", task="semantic")
     with pytest.raises(ConfigError, match="levls: an unknown .* did you mean 'levels'"):

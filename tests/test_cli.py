@@ -399,7 +399,7 @@ def test_predict_writes_the_dataset_category_ids(instance_run, tmp_path, capsys)
 
 def test_dataset_facts_record_the_label_to_category_id_map(tmp_path):
     from pointrend.data.coco import CocoInstanceDataset
-    from pointrend.engine.train import dataset_facts
+    from pointrend.engine.classes import dataset_facts
 
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     cats = [{"id": 90, "name": "ninety"}, {"id": 1, "name": "one"}, {"id": 7, "name": "seven"}]

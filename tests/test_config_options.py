@@ -15,11 +15,11 @@ def _config(tmp_path, options: str, task: str = "instance"):
 
 
 def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
-    text = "{box_score_thresh: 5e-2, mask_oversample_ratio: 1e1, mask_output_size: 1e1}"
+    text = "{box_score_thresh: 5e-2, oversample_ratio: 1e1, mask_output_size: 1e1}"
     options = load_config(_config(tmp_path, text)).model.options
     assert options == {
         "box_score_thresh": 0.05,
-        "mask_oversample_ratio": 10.0,
+        "oversample_ratio": 10.0,
         "mask_output_size": 10,
     }
     assert type(options["mask_output_size"]) is int and type(options["box_score_thresh"]) is float
@@ -60,7 +60,7 @@ def test_an_int_option_refuses_a_fraction(tmp_path):
 
 
 def test_typed_options_build_the_model(tmp_path):
-    text = "{box_head_dim: 1.6e1, mask_fc_dim: 1.6e1, mask_conv_dim: 1.6e1, min_size: 3.2e1}"
+    text = "{box_head_dim: 1.6e1, coarse_head_fc_dim: 1.6e1, coarse_head_conv_dim: 1.6e1, min_size: 3.2e1}"
     cfg = load_config(_config(tmp_path, text))
     model = build_model(cfg.model, 3, initial_weights=False)
     assert model.roi_heads.box_head.fc6.out_features == 16

@@ -120,10 +120,10 @@ def test_instance_training_points_are_mapped():
         }
     )
     options = d2_instance.instance_options(cfg)[2]
-    assert options["mask_train_num_points"] == 98
-    assert options["mask_oversample_ratio"] == 2.0
-    assert options["mask_importance_sample_ratio"] == 0.5
-    assert options["mask_subdivision_points"] == 392
+    assert options["train_num_points"] == 98
+    assert options["oversample_ratio"] == 2.0
+    assert options["importance_sample_ratio"] == 0.5
+    assert options["subdivision_num_points"] == 392
 
 
 class _Recording(D2Config):

@@ -141,8 +141,8 @@ def test_imported_configs_train_with_detectron2s_recipe(tmp_path):
     _, _, options = instance_options(cfg)
     assert options["mask_train_on_pred_boxes"] is True  # TRAIN_ON_PRED_BOXES
     assert (options["rpn_pre_nms_top_n_train"], options["rpn_post_nms_top_n_train"]) == (2000, 1000)
-    assert (options["mask_train_num_points"], options["mask_oversample_ratio"]) == (196, 3.0)
-    assert options["mask_importance_sample_ratio"] == 0.75
+    assert (options["train_num_points"], options["oversample_ratio"]) == (196, 3.0)
+    assert options["importance_sample_ratio"] == 0.75
     model = instance_model_from_detectron2(instance_weights(), cfg)
     assert model.roi_heads.mask_branch.config.train_on_pred_boxes
     assert model.rpn._post_nms_top_n["training"] == 1000

@@ -76,7 +76,7 @@ TINY_INSTANCE = [
     "model.backbone=resnet18",
     "model.options={min_size: 48, max_size: 48, box_head_dim: 32, fpn_channels: 32,"
     " backbone_returned_layers: [1, 2, 3], rpn_anchor_sizes: [8, 16, 32, 64],"
-    " mask_fc_dim: 32, mask_conv_dim: 32, rpn_batch_size_per_image: 32,"
+    " coarse_head_fc_dim: 32, coarse_head_conv_dim: 32, rpn_batch_size_per_image: 32,"
     " box_batch_size_per_image: 16, box_detections_per_img: 5}",
     "train_data={format: synthetic, num_images: 4, image_size: 48}",
     "solver.images_per_batch=2",

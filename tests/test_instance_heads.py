@@ -23,7 +23,11 @@ from pointrend.settings import PointRendSettings, replace_options
 
 def small_config(**options):
     """A narrow coarse head (conv 16, fc 32) and point head (16 wide), with flat ``options``."""
-    narrow = PointRendMaskConfig(conv_dim=16, fc_dim=32, pointrend=PointRendSettings(fc_dim=16))
+    narrow = PointRendMaskConfig(
+        coarse_head_conv_dim=16,
+        coarse_head_fc_dim=32,
+        pointrend=PointRendSettings(point_head_fc_dim=16),
+    )
     return replace_options(narrow, **options)
 
 

@@ -26,8 +26,8 @@ TINY = dict(
     backbone_returned_layers=[1, 2],
     fpn_channels=32,
     rpn_anchor_sizes=[16, 32, 64],
-    mask_fc_dim=64,
-    mask_conv_dim=32,
+    coarse_head_fc_dim=64,
+    coarse_head_conv_dim=32,
 )
 
 

@@ -319,7 +319,7 @@ def test_bad_mask_size_names_the_right_image():
 
 def test_mask_options_and_mobilenet_backbone():
     model = pointrend_maskrcnn(
-        "resnet18", 3, mask_output_size=448, mask_subdivision_points=1024, box_head_dim=16
+        "resnet18", 3, mask_output_size=448, subdivision_num_points=1024, box_head_dim=16
     )
     config = model.roi_heads.mask_branch.config
     assert (config.output_size, config.pointrend.subdivision_num_points) == (448, 1024)
@@ -340,7 +340,7 @@ def test_unknown_and_misplaced_options_are_refused():
     assert message.startswith("pointrend_maskrcnn() got an unknown option 'min_szie'; ")
     assert "did you mean 'min_size'?" in message
     known = message.split("known: ")[1].split(", ")
-    public = {"box_head_dim", "fpn_channels", "min_size", "mask_output_size", "mask_fc_dim"}
+    public = {"box_head_dim", "fpn_channels", "min_size", "mask_output_size", "coarse_head_fc_dim"}
     assert public <= set(known) and not [k for k in known if k.startswith("_")]
     assert "mask_head_dim" not in known and "mask_head" not in known  # the baseline's
     with pytest.raises(OptionError, match="unknown option 'box_head_dims'; did you mean 'box_h"):

@@ -293,8 +293,8 @@ def test_training_sampler_modes():
         ("importance_sample_ratio", 1.5),
         ("subdivision_steps", -1),
         ("subdivision_num_points", -1),
-        ("fc_dim", 0),
-        ("num_fc", -1),
+        ("point_head_fc_dim", 0),
+        ("point_head_num_fc", -1),
     ],
 )
 def test_settings_refuse_bad_values_naming_field_and_value(field, value):
@@ -306,14 +306,15 @@ def test_replace_options_sets_own_fields_then_the_pointrend_settings():
     from pointrend.instance import PointRendMaskConfig
     from pointrend.semantic import SemanticPointRendConfig
 
-    config = replace_options(PointRendMaskConfig(), fc_dim=64, train_num_points=50)
-    assert config.fc_dim == 64 and config.pointrend.fc_dim == 256  # the coarse head's width
+    config = replace_options(PointRendMaskConfig(), coarse_head_fc_dim=64, train_num_points=50)
+    assert config.coarse_head_fc_dim == 64 and config.pointrend.point_head_fc_dim == 256
     assert config.pointrend.train_num_points == 50
     assert config.pointrend.subdivision_num_points == INSTANCE_SETTINGS.subdivision_num_points
-    semantic = replace_options(SemanticPointRendConfig(), fc_dim=64)
-    assert semantic.pointrend.fc_dim == 64
+    semantic = replace_options(SemanticPointRendConfig(), point_head_fc_dim=64)
+    assert semantic.pointrend.point_head_fc_dim == 64
     assert semantic.pointrend.train_num_points == SEMANTIC_SETTINGS.train_num_points == 2048
-    assert not SEMANTIC_SETTINGS.coarse_pred_each_layer and INSTANCE_SETTINGS.coarse_pred_each_layer
+    assert not SEMANTIC_SETTINGS.point_head_coarse_pred_each_layer
+    assert INSTANCE_SETTINGS.point_head_coarse_pred_each_layer
     with pytest.raises(ValueError, match="train_num_point'"):
         replace_options(SemanticPointRendConfig(), train_num_point=5)
     with pytest.raises(ValueError, match="oversample_ratio must be >= 1, got 0.5"):

@@ -33,7 +33,7 @@ def _target():
 @pytest.mark.parametrize(
     "builder,extra",
     [
-        (pointrend_maskrcnn, dict(mask_fc_dim=128, mask_conv_dim=64)),
+        (pointrend_maskrcnn, dict(coarse_head_fc_dim=128, coarse_head_conv_dim=64)),
         (maskrcnn, dict(mask_head_dim=64)),
     ],
 )
@@ -62,7 +62,7 @@ def test_small_model_option_errors():
     ):
         maskrcnn("resnet18", 5, backbone_returned_layers=[2, 3])
     with pytest.raises(ValueError, match="a PointRend mask option"):
-        maskrcnn("resnet18", 5, mask_fc_dim=128)
+        maskrcnn("resnet18", 5, coarse_head_fc_dim=128)
     with pytest.raises(ValueError, match=r"backbone_returned_layers .* got \[1, 2\]"):
         semantic_fpn("resnet18", 4, backbone_returned_layers=[1, 2])
 
@@ -88,7 +88,9 @@ def test_small_semantic_fpn_p2_p4(builder):
 
 def test_int8_shipping_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = pointrend_maskrcnn("resnet18", 5, **SMALL, mask_fc_dim=128, mask_conv_dim=64)
+    model = pointrend_maskrcnn(
+        "resnet18", 5, **SMALL, coarse_head_fc_dim=128, coarse_head_conv_dim=64
+    )
     state, scales = quantize_state_dict(model.state_dict())
     big = "roi_heads.mask_branch.coarse_head.fcs.0.weight"
     assert state[big].dtype == torch.int8 and scales[big].shape == (state[big].shape[0],)
@@ -96,7 +98,9 @@ def test_int8_shipping_round_trip(tmp_path):
     torch.save({"model": state, "int8_scales": scales}, tmp_path / "q.pt")
     fp32 = sum(v.numel() * 4 for v in model.state_dict().values() if v.is_floating_point())
     assert (tmp_path / "q.pt").stat().st_size < 0.3 * fp32
-    copy = pointrend_maskrcnn("resnet18", 5, **SMALL, mask_fc_dim=128, mask_conv_dim=64)
+    copy = pointrend_maskrcnn(
+        "resnet18", 5, **SMALL, coarse_head_fc_dim=128, coarse_head_conv_dim=64
+    )
     load_model_weights(copy, tmp_path / "q.pt")
     for key, original in model.state_dict().items():
         restored = copy.state_dict()[key]

@@ -174,7 +174,7 @@ def test_ablation_figures_vary_with_the_setting(bench):
     for row in training["rows"].values():
         assert row["iteration"] == 2 and all(0 <= v <= 100 for v in _scores(row))
     grid = training["rows"]["regular grid"]["options"]
-    assert grid == {"mask_train_point_sampling": "grid"}
+    assert grid == {"train_point_sampling": "grid"}
 
 
 def _not_asked_for(name, *args):
@@ -276,22 +276,22 @@ def test_builder_and_yaml_set_the_training_point_options():
         "resnet18",
         3,
         box_head_dim=32,
-        mask_train_point_sampling="grid",
-        mask_oversample_ratio=1,
-        mask_importance_sample_ratio=0.0,
-        mask_train_num_points=64,
+        train_point_sampling="grid",
+        oversample_ratio=1,
+        importance_sample_ratio=0.0,
+        train_num_points=64,
     )
     config = model.roi_heads.mask_branch.config.pointrend
     assert (config.train_point_sampling, config.oversample_ratio) == ("grid", 1)
     assert (config.importance_sample_ratio, config.train_num_points) == (0.0, 64)
-    with pytest.raises(ValueError, match="mask_oversample_ratio"):
-        maskrcnn("resnet18", 3, box_head_dim=32, mask_oversample_ratio=1)
+    with pytest.raises(ValueError, match="oversample_ratio"):
+        maskrcnn("resnet18", 3, box_head_dim=32, oversample_ratio=1)
 
     cfg = load_config(
         Path(__file__).parents[2] / "configs" / "synthetic_instance_pointrend_r18.yaml",
         [
-            "model.options.mask_oversample_ratio=10",
-            "model.options.mask_importance_sample_ratio=1.0",
+            "model.options.oversample_ratio=10",
+            "model.options.importance_sample_ratio=1.0",
         ],
     )
     config = build_model(cfg.model, 8).roi_heads.mask_branch.config.pointrend

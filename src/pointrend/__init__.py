@@ -4,6 +4,7 @@ The core (``points``, ``head``, ``render``) works on any coarse logits and any f
 the task packages put it on torchvision's models.
 """
 
+from ._version import __version__ as __version__
 from .head import PointHead
 from .points import (
     box_to_image_coords,
@@ -27,8 +28,6 @@ from .render import (
     subdivision_sizes,
 )
 
-__version__ = "0.1.0"
-
 
 def __getattr__(name: str):
     # pointrend.Predictor: loaded on first use, so that importing the core loads no engine
@@ -37,6 +36,7 @@ def __getattr__(name: str):
 
         return Predictor
     raise AttributeError(f"module 'pointrend' has no attribute {name!r}")
+
 
 __all__ = [
     "PointHead",

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .cli_options import add_device_options, autocast, device_and_amp, say_where
 from .cli_options import add_overwrite_option as _add_overwrite_option
 from .cli_options import add_set_option as _add_set_option
@@ -152,9 +152,9 @@ def _evaluate(args) -> int:
     """``eval`` once its output is checked and held."""
     from .engine.build import build_dataset
     from .engine.checkpoint import atomic_write
+    from .engine.classes import check_classes_match
     from .engine.distributed import is_main_process
     from .engine.evaluate import (
-        check_classes_match,
         evaluate_instances,
         evaluate_semantic,
         format_metrics,

@@ -69,8 +69,9 @@ def add_import_detectron2_parser(sub) -> None:
 
 
 def _run_import_detectron2(args) -> int:
+    from .engine.imported import write_imported_checkpoint
     from .engine.outputs import check_import_outputs, hold_file
-    from .interop.detectron2 import import_detectron2, write_imported_checkpoint
+    from .interop.detectron2 import import_detectron2
 
     inputs = [args.checkpoint, args.d2_config]
     check_import_outputs(args.out, inputs, args.overwrite)

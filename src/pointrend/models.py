@@ -6,6 +6,9 @@ pair with the same backbone and coarse model: the baseline (``maskrcnn``, ``sema
 ``deeplabv3``) and PointRend (``pointrend_<baseline>``), plus the paper's named ResNet-50 models.
 Options a builder does not take raise :class:`OptionError`, naming the option, the builder's
 options and the closest one.
+
+This module is an entry point, above the engine (:func:`from_zoo` loads through it); the engine
+and the importers take the builders from the task packages, so that nothing imports back here.
 """
 
 from .instance import maskrcnn, pointrend_maskrcnn, pointrend_maskrcnn_resnet50_fpn
@@ -52,12 +55,12 @@ def from_zoo(name: str, device=None):
     ``auto``, the GPU when there is one).
 
     The first call downloads detectron2's checkpoint into torch's hub cache and converts it
-    once (:func:`pointrend.interop.detectron2.converted_zoo_checkpoint`); the model's class
+    once (:func:`pointrend.engine.imported.converted_zoo_checkpoint`); the model's class
     names are ``model.class_names`` (by label, ``"background"`` first for instance models).
     For thresholded results with class names, use :class:`pointrend.Predictor`.
     """
+    from .engine.imported import converted_zoo_checkpoint
     from .engine.inference import load_trained_model
-    from .interop.detectron2 import converted_zoo_checkpoint
 
     trained = load_trained_model(converted_zoo_checkpoint(name), device=device)
     trained.model.class_names = list(trained.class_names)

@@ -36,9 +36,9 @@ class PointRendSettings:
             output resolution needs.
         subdivision_num_points: points predicted per step (instances: 28 x 28 = 784; semantic:
             8192); 0 leaves the upsampled coarse logits as they are.
-        fc_dim, num_fc: the point head's hidden layers (3 x 256).
-        coarse_pred_each_layer: concatenate the coarse logits to the input of every point-head
-            layer (instances), not only to the first (semantic).
+        point_head_fc_dim, point_head_num_fc: the point head's hidden layers (3 x 256).
+        point_head_coarse_pred_each_layer: concatenate the coarse logits to the input of every
+            point-head layer (instances), not only to the first (semantic).
     """
 
     train_num_points: int = 196
@@ -47,9 +47,9 @@ class PointRendSettings:
     importance_sample_ratio: float = 0.75
     subdivision_steps: int | None = None
     subdivision_num_points: int = 784
-    fc_dim: int = 256
-    num_fc: int = 3
-    coarse_pred_each_layer: bool = True
+    point_head_fc_dim: int = 256
+    point_head_num_fc: int = 3
+    point_head_coarse_pred_each_layer: bool = True
 
     def __post_init__(self):
         steps = self.subdivision_steps
@@ -64,8 +64,8 @@ class PointRendSettings:
             ("importance_sample_ratio", 0 <= self.importance_sample_ratio <= 1, "in [0, 1]"),
             ("subdivision_steps", steps is None or steps >= 0, "None or >= 0"),
             ("subdivision_num_points", self.subdivision_num_points >= 0, ">= 0"),
-            ("fc_dim", self.fc_dim >= 1, ">= 1"),
-            ("num_fc", self.num_fc >= 0, ">= 0"),
+            ("point_head_fc_dim", self.point_head_fc_dim >= 1, ">= 1"),
+            ("point_head_num_fc", self.point_head_num_fc >= 0, ">= 0"),
         ]
         for field, valid, rule in checks:
             if not valid:
@@ -76,7 +76,7 @@ class PointRendSettings:
 
 INSTANCE_SETTINGS = PointRendSettings()
 SEMANTIC_SETTINGS = PointRendSettings(
-    train_num_points=2048, subdivision_num_points=8192, coarse_pred_each_layer=False
+    train_num_points=2048, subdivision_num_points=8192, point_head_coarse_pred_each_layer=False
 )
 
 Config = TypeVar("Config")
@@ -86,10 +86,9 @@ def replace_options(config: Config, **options: Any) -> Config:
     """A copy of a task config with flat options set (the names builders and YAML files use).
 
     A name that is a field of ``config`` itself sets that field; any other name sets the field
-    of its embedded :class:`PointRendSettings` (``config.pointrend``). So for
-    :class:`~pointrend.instance.PointRendMaskConfig`, ``fc_dim`` is the coarse head's width
-    while the point head's is ``config.pointrend.fc_dim``. An unknown name raises a
-    ``ValueError`` naming it.
+    of its embedded :class:`PointRendSettings` (``config.pointrend``); the two share no name
+    (e.g. :class:`~pointrend.instance.PointRendMaskConfig`'s ``coarse_head_fc_dim`` and the
+    settings' ``point_head_fc_dim``). An unknown name raises a ``ValueError`` naming it.
     """
     own_fields = {f.name for f in dataclasses.fields(config)}
     shared_fields = {f.name for f in dataclasses.fields(PointRendSettings)}

@@ -11,6 +11,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..options import OptionError
+from .builders import check_task, model_builder
+from .classes import check_classes_match, dataset_facts
 from .config import ConfigError, DatasetConfig, ModelConfig, TrainConfig
 
 __all__ = [
@@ -20,13 +22,9 @@ __all__ = [
     "build_train_objects",
     "is_checkpoint_path",
     "collate_fn_for",
-    "model_builder",
     "num_classes_of",
 ]
 
-INSTANCE_MODELS = ("pointrend", "maskrcnn")
-SEMANTIC_MODELS = ("pointrend", "coarse")
-SEMANTIC_ARCHS = {"fpn": "semantic_fpn", "semantic_fpn": "semantic_fpn", "deeplabv3": "deeplabv3"}
 # builder arguments that a config sets outside model.options (option -> model.<field>)
 CONFIG_FIELDS = {
     "backbone": "backbone",
@@ -58,13 +56,7 @@ def semantic_collate(batch):
 
 
 def collate_fn_for(task: str) -> Callable:
-    return {"instance": detection_collate, "semantic": semantic_collate}[_check_task(task)]
-
-
-def _check_task(task: str) -> str:
-    if task not in ("instance", "semantic"):
-        raise ValueError(f"model.task must be 'instance' or 'semantic', got {task!r}")
-    return task
+    return {"instance": detection_collate, "semantic": semantic_collate}[check_task(task)]
 
 
 def _require_path(value: str | None, field: str) -> Path:
@@ -80,7 +72,7 @@ def build_dataset(cfg: DatasetConfig, task: str, train: bool, field: str = "trai
     """The dataset a config describes, with training or evaluation transforms."""
     from ..data import transforms as T
 
-    task = _check_task(task)
+    task = check_task(task)
     tf = T.build_transforms(task, train, cfg)
     if cfg.gt_size is not None and (cfg.format != "synthetic" or task != "instance"):
         raise ValueError(
@@ -132,31 +124,6 @@ def num_classes_of(dataset: Dataset) -> int:
             f"{type(dataset).__name__} does not say its num_classes; set model.num_classes"
         )
     return int(n)
-
-
-def model_builder(cfg: ModelConfig) -> Callable[..., nn.Module]:
-    """The :mod:`pointrend.models` builder a config names (``task``, ``name``, ``arch``)."""
-    from .. import models
-
-    task = _check_task(cfg.task)
-    if task == "instance":
-        names = {"pointrend": "pointrend_maskrcnn", "maskrcnn": "maskrcnn"}
-        if cfg.name not in names:
-            raise ValueError(
-                f"model.name must be one of {INSTANCE_MODELS} for instances, got {cfg.name!r}"
-            )
-        return getattr(models, names[cfg.name])
-    if cfg.name not in SEMANTIC_MODELS:
-        raise ValueError(
-            f"model.name must be one of {SEMANTIC_MODELS} for semantic, got {cfg.name!r}"
-        )
-    if cfg.arch not in SEMANTIC_ARCHS:
-        raise ValueError(
-            f"model.arch must be one of {sorted(SEMANTIC_ARCHS)} for semantic models, "
-            f"got {cfg.arch!r}"
-        )
-    baseline = SEMANTIC_ARCHS[cfg.arch]
-    return getattr(models, baseline if cfg.name == "coarse" else f"pointrend_{baseline}")
 
 
 def is_checkpoint_path(weights: str | None) -> bool:
@@ -214,9 +181,6 @@ def check_labels_fit(dataset: Dataset, num_classes: int) -> None:
 
 def _check_same_classes(train_data: Dataset, val_data: Dataset) -> None:
     """The validation data must have the training data's classes (count and names)."""
-    from .evaluate import check_classes_match
-    from .train import dataset_facts
-
     facts = dataset_facts(train_data)
     if "num_classes" in facts:
         names = facts.get("class_names") or [str(k) for k in range(facts["num_classes"])]

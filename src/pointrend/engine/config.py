@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..options import current_option_names
 from .config_values import NUMBER, ConfigError, option_types, option_value, unwrap_optional
 from .distributed import DeviceError, check_device_name, resolve_amp
 
@@ -317,7 +318,9 @@ def with_checkpoint_model(
     """The config to rebuild a checkpoint's model with: the one rule of eval, predict and resume.
 
     The model section is the one the checkpoint was trained with (``stored``, the config a
-    checkpoint holds; ``where`` names the checkpoint), everything else (data, solver, output)
+    checkpoint holds; ``where`` names the checkpoint; options under their names of earlier
+    releases are read under today's, :data:`~pointrend.options.RENAMED_OPTIONS`), everything
+    else (data, solver, output)
     comes from ``given`` when there is one. Returns that config and the model keys in which
     ``given`` differed (``model_differences``; empty when they agree or one of them is missing).
     """
@@ -325,11 +328,23 @@ def with_checkpoint_model(
         if given is None:
             raise ConfigError(f"{where} holds no config: pass the training config")
         return given, []
-    stored_cfg = config_from_dict(stored, where=f"config in {where}")
+    stored_cfg = config_from_dict(_current_names(stored, where), where=f"config in {where}")
     if given is None:
         return stored_cfg, []
     diffs = model_differences(stored_cfg.model, given.model)
     return dataclasses.replace(given, model=copy.deepcopy(stored_cfg.model)), diffs
+
+
+def _current_names(stored: dict, where: str) -> dict:
+    """A checkpoint's stored config with its model options under today's names."""
+    model = stored.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("options"), dict):
+        return stored
+    try:
+        options = current_option_names(model["options"], f"config in {where}: model.options")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return {**stored, "model": {**model, "options": options}}
 
 
 def _with_source(cfg: TrainConfig, where: str) -> TrainConfig:

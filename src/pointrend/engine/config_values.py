@@ -43,10 +43,10 @@ def option_types(model) -> dict[str, type]:
     :class:`~.config.ModelConfig` ``model`` names (and the functions and settings it passes its
     options to) annotate them; others are left out."""
     try:
-        from .build import model_builder
+        from .builders import model_builder
 
         builder = model_builder(model)
-    except (ValueError, ImportError):  # a wrong name is reported when the model is built
+    except ValueError:  # a wrong name is reported when the model is built
         return {}
     module = sys.modules[builder.__module__]
     helpers = ("_instance_model", "_semantic_fpn_model", "_deeplabv3_model")

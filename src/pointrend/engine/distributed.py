@@ -156,7 +156,7 @@ def describe_run(device: torch.device, amp_dtype: torch.dtype | None) -> str:
 
 def run_facts(device: torch.device, amp_dtype: torch.dtype | None) -> dict:
     """What a log records about where a run ran: device, GPU, precision, world size, versions."""
-    from .. import __version__
+    from .._version import __version__
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {

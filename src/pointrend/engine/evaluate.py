@@ -38,7 +38,6 @@ __all__ = [
     "make_evaluate_fn",
     "format_metrics",
     "metrics_json",
-    "check_classes_match",
 ]
 
 
@@ -324,30 +323,3 @@ def metrics_json(metrics: dict) -> str:
     """Metrics as strict JSON text: ``null`` where a metric is undefined (``nan``), e.g. the
     IoU of a class absent from the validation set or COCO's APs with no small objects."""
     return json.dumps(_json_ready(metrics), indent=1, allow_nan=False, default=float)
-
-
-def _short(names: list[str], limit: int = 8) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def check_classes_match(
-    class_names: list[str], num_classes: int, dataset: Dataset, source: str | Path
-) -> None:
-    """Raise a ``ValueError`` naming both class lists if the classes of ``source`` (a
-    checkpoint, or the training data) differ from those of ``dataset``, the validation data:
-    in count, or in names when ``class_names`` are real names (not the placeholders ``"0"``,
-    ``"1"``, ... of a checkpoint that does not record them). Scores would mean nothing."""
-    from .train import dataset_facts
-
-    facts = dataset_facts(dataset)
-    data_names = facts.get("class_names") or [str(k) for k in range(facts.get("num_classes", 0))]
-    model_names = list(class_names)
-    named = model_names != [str(k) for k in range(num_classes)]
-    if num_classes == len(data_names) and (not named or model_names == data_names):
-        return
-    what = f"({_short(model_names)})" if named else "(names not recorded)"
-    raise ValueError(
-        f"{source} has {num_classes} classes {what} but val_data has "
-        f"{len(data_names)} ({_short(data_names)}): evaluate on data with the same classes"
-    )

@@ -87,11 +87,12 @@ ZOO_PREFIX = "zoo:"
 
 def checkpoint_file(weights: str | Path) -> Path:
     """The checkpoint file ``weights`` names: a path, or ``zoo:NAME`` for a published model
-    (downloaded and converted once: :func:`~pointrend.interop.detectron2.converted_zoo_checkpoint`)."""
+    (downloaded and converted once: :func:`~pointrend.engine.imported.converted_zoo_checkpoint`)."""
     text = str(weights)
     if not text.startswith(ZOO_PREFIX):
         return Path(weights)
-    from ..interop.detectron2 import D2ImportError, converted_zoo_checkpoint
+    from ..interop.detectron2 import D2ImportError
+    from .imported import converted_zoo_checkpoint
 
     try:
         return converted_zoo_checkpoint(text[len(ZOO_PREFIX) :])

@@ -37,6 +37,7 @@ from .checkpoint import (
     load_state_checked,
     restore_rng_state,
 )
+from .classes import dataset_facts
 from .config import (
     ConfigError,
     SolverConfig,
@@ -80,7 +81,6 @@ __all__ = [
     "build_scheduler",
     "lr_factor",
     "epoch_batches",
-    "dataset_facts",
     "train",
 ]
 
@@ -341,23 +341,3 @@ def _write_config(run: RunState, resumed: bool) -> list[str]:
         )
     atomic_write(path, lambda f: yaml.safe_dump(values, f, sort_keys=False), binary=False)
     return notes
-
-
-def dataset_facts(dataset: Dataset) -> dict:
-    """What inference needs besides the weights: the class count, the class names and, for
-    instance data, the label -> category id map (``{label: id of the annotation file}``;
-    synthetic data: labels are the category ids)."""
-    facts = {}
-    n = getattr(dataset, "num_classes", None)
-    if n is not None:
-        facts["num_classes"] = int(n)
-    names = getattr(dataset, "classes", None)  # semantic: class 0 included
-    categories = getattr(dataset, "categories", None)
-    if not names and categories:  # instance: label 0 is background
-        names = ["background", *categories]
-        to_category = getattr(dataset, "label_to_category_id", None)
-        to_category = to_category or {k: k for k in range(1, len(categories) + 1)}
-        facts["label_to_category_id"] = {int(k): int(v) for k, v in to_category.items()}
-    if names:
-        facts["class_names"] = [str(x) for x in names]  # indexed by the model's labels
-    return facts

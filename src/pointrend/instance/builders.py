@@ -161,7 +161,6 @@ def _instance_model(
     num_classes: int,
     *,
     pointrend: bool,
-    builder: str,
     mask_head_dim: int = 256,
     mask_config: PointRendMaskConfig | None = None,
     weights=None,
@@ -246,7 +245,6 @@ def maskrcnn(
         backbone_name,
         num_classes,
         pointrend=False,
-        builder="maskrcnn",
         mask_head_dim=mask_head_dim,
         **options,
     )
@@ -257,15 +255,19 @@ def pointrend_maskrcnn(
     num_classes: int = 91,
     *,
     mask_config: PointRendMaskConfig | None = None,
+    subdivision_steps: int | None = None,
+    subdivision_num_points: int | None = None,
+    train_num_points: int | None = None,
+    train_point_sampling: str | None = None,
+    oversample_ratio: float | None = None,
+    importance_sample_ratio: float | None = None,
+    point_head_fc_dim: int | None = None,
+    point_head_num_fc: int | None = None,
+    point_head_coarse_pred_each_layer: bool | None = None,
+    coarse_head_conv_dim: int | None = None,
+    coarse_head_fc_dim: int | None = None,
+    coarse_head_num_fc: int | None = None,
     mask_output_size: int | None = None,
-    mask_subdivision_steps: int | None = None,
-    mask_subdivision_points: int | None = None,
-    mask_train_num_points: int | None = None,
-    mask_train_point_sampling: str | None = None,
-    mask_oversample_ratio: float | None = None,
-    mask_importance_sample_ratio: float | None = None,
-    mask_fc_dim: int | None = None,
-    mask_conv_dim: int | None = None,
     mask_resolution: str | None = None,
     max_mask_size: int | None = None,
     mask_points_per_side: float | None = None,
@@ -279,15 +281,19 @@ def pointrend_maskrcnn(
         backbone_name: one of :data:`pointrend.backbones.RESNETS` or ``MOBILENETS``
             (``"resnet18"`` with a small ``box_head_dim`` makes a CPU-sized model).
         num_classes: K including the background.
-        mask_config: :class:`PointRendMaskConfig`, whose fields the ``mask_*`` options override
-            (inference: output size, subdivision steps and points; training: points, sampling,
-            k, beta; the coarse head's widths), so that a YAML config can set them.
-            ``mask_resolution``: ``"fixed"`` (default, every mask ``mask_output_size``) or
-            ``"box"`` (each mask at about its box's height and width in the output image,
-            capped at ``max_mask_size``, 1024; ``mask_points_per_side`` points per step per
-            cell of the grid's mean side): :mod:`pointrend.instance.box_resolution`.
-            ``mask_train_on_pred_boxes``: train the mask branch on the box head's boxes for the
-            ground-truth class (default, the authors' recipe) or on the proposals (``False``).
+        mask_config: :class:`PointRendMaskConfig`, whose fields the other options override
+            (so that a YAML config can set them; ``docs/models.md``, "Options", gives each
+            one's default and meaning): PointRend's settings, named as in the semantic builders
+            (``subdivision_steps``, ``subdivision_num_points``, ``train_num_points``,
+            ``train_point_sampling``, ``oversample_ratio``, ``importance_sample_ratio``,
+            ``point_head_fc_dim``, ``point_head_num_fc``, ``point_head_coarse_pred_each_layer``),
+            the coarse head's (``coarse_head_conv_dim``, ``coarse_head_fc_dim``,
+            ``coarse_head_num_fc``) and the mask branch's own: ``mask_output_size``,
+            ``mask_resolution`` (``"fixed"``: every mask ``mask_output_size``; ``"box"``: each
+            at about its box's size in the output image, up to ``max_mask_size``, with
+            ``mask_points_per_side``: :mod:`pointrend.instance.box_resolution`) and
+            ``mask_train_on_pred_boxes`` (train on the box head's boxes, the authors' recipe, or
+            on the proposals).
         box_smooth_l1_beta: ``beta`` of the box head's smooth-L1 box loss (torchvision: 1/9;
             detectron2's configs: 0, plain L1).
         **options: the options common to both builders (this module's docstring).
@@ -297,30 +303,13 @@ def pointrend_maskrcnn(
         ``transform`` is a :class:`PointRendTransform`.
     """
     check_options("pointrend_maskrcnn", options, _pointrend_maskrcnn_options(), _BASELINE_ONLY)
-    overrides = {
-        "output_size": mask_output_size,
-        "subdivision_steps": mask_subdivision_steps,
-        "subdivision_num_points": mask_subdivision_points,
-        "train_num_points": mask_train_num_points,
-        "train_point_sampling": mask_train_point_sampling,
-        "oversample_ratio": mask_oversample_ratio,
-        "importance_sample_ratio": mask_importance_sample_ratio,
-        "fc_dim": mask_fc_dim,
-        "conv_dim": mask_conv_dim,
-        "mask_resolution": mask_resolution,
-        "max_mask_size": max_mask_size,
-        "points_per_side": mask_points_per_side,
-        "train_on_pred_boxes": mask_train_on_pred_boxes,
-    }
-    config = replace_options(
-        mask_config or PointRendMaskConfig(),
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
+    given = {k: v for k, v in locals().items() if k in MASK_OPTIONS and v is not None}
+    fields = {MASK_CONFIG_FIELDS.get(k, k): v for k, v in given.items()}
+    config = replace_options(mask_config or PointRendMaskConfig(), **fields)
     model = _instance_model(
         backbone_name,
         num_classes,
         pointrend=True,
-        builder="pointrend_maskrcnn",
         mask_config=config,
         **options,
     )
@@ -334,11 +323,21 @@ def pointrend_maskrcnn_resnet50_fpn(num_classes: int = 91, **options) -> MaskRCN
 
 
 COMMON_OPTIONS = tuple(
-    sorted(
-        set(keyword_options(_instance_model))
-        - {"pointrend", "builder", "mask_head_dim", "mask_config"}
-    )
+    sorted(set(keyword_options(_instance_model)) - {"pointrend", "mask_head_dim", "mask_config"})
 )
+
+
+# pointrend_maskrcnn's options that set a field of PointRendMaskConfig or of its settings, and the
+# three whose field is named without the mask_ prefix
+MASK_OPTIONS = frozenset(keyword_options(pointrend_maskrcnn)) - {
+    "mask_config",
+    "box_smooth_l1_beta",
+}
+MASK_CONFIG_FIELDS = {
+    "mask_output_size": "output_size",
+    "mask_points_per_side": "points_per_side",
+    "mask_train_on_pred_boxes": "train_on_pred_boxes",
+}
 
 
 def _maskrcnn_options() -> list[str]:
@@ -358,12 +357,12 @@ _POINTREND_ONLY = {
         "maskrcnn is the baseline with torchvision's 28x28 mask head (use pointrend_maskrcnn)",
     )
     for name in keyword_options(pointrend_maskrcnn)
-    if name.startswith("mask_")
+    if name != "box_smooth_l1_beta"
 }
 _BASELINE_ONLY = {
     "mask_head_dim": (
         "an option of the baseline's 4x conv mask head",
-        "PointRend's coarse head takes mask_fc_dim / mask_conv_dim",
+        "PointRend's coarse head takes coarse_head_conv_dim / coarse_head_fc_dim",
     ),
     **{
         name: (

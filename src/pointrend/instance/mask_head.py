@@ -54,8 +54,9 @@ class PointRendMaskConfig:
     Attributes:
         feature_key: the FPN level of the fine-grained features (``"0"`` = P2, stride 4).
         coarse_grid: points per side sampled over each box for the coarse head (14).
-        conv_dim: channels of the coarse head's 2x2 stride-2 conv (256).
-        fc_dim, num_fc: the coarse head's fully connected layers (2 x 1024).
+        coarse_head_conv_dim: channels of the coarse head's 2x2 stride-2 conv (256).
+        coarse_head_fc_dim, coarse_head_num_fc: the coarse head's fully connected layers
+            (2 x 1024).
         output_size: side of the rendered mask at inference (224 = 7 * 2**5); the subdivision
             stops there (or after ``pointrend.subdivision_steps`` steps).
         pointrend: the point head, training points and subdivision
@@ -77,9 +78,9 @@ class PointRendMaskConfig:
 
     feature_key: str = "0"
     coarse_grid: int = 14
-    conv_dim: int = 256
-    fc_dim: int = 1024
-    num_fc: int = 2
+    coarse_head_conv_dim: int = 256
+    coarse_head_fc_dim: int = 1024
+    coarse_head_num_fc: int = 2
     output_size: int = 224
     pointrend: PointRendSettings = INSTANCE_SETTINGS
     mask_resolution: str = "fixed"
@@ -204,16 +205,16 @@ class PointRendMaskBranch(nn.Module):
             in_channels,
             num_classes,
             input_size=config.coarse_grid,
-            conv_dim=config.conv_dim,
-            fc_dim=config.fc_dim,
-            num_fc=config.num_fc,
+            conv_dim=config.coarse_head_conv_dim,
+            fc_dim=config.coarse_head_fc_dim,
+            num_fc=config.coarse_head_num_fc,
         )
         self.point_head = PointHead(
             in_channels,
             num_classes,
-            fc_dim=config.pointrend.fc_dim,
-            num_fc=config.pointrend.num_fc,
-            coarse_pred_each_layer=config.pointrend.coarse_pred_each_layer,
+            fc_dim=config.pointrend.point_head_fc_dim,
+            num_fc=config.pointrend.point_head_num_fc,
+            coarse_pred_each_layer=config.pointrend.point_head_coarse_pred_each_layer,
         )
 
     def coarse_logits(self, features: Tensor, stride: float, boxes: Sequence[Tensor]) -> Tensor:

@@ -49,9 +49,9 @@ def _point_head(fine_channels: int, num_classes: int, config: SemanticPointRendC
     return PointHead(
         fine_channels,
         num_classes,
-        fc_dim=settings.fc_dim,
-        num_fc=settings.num_fc,
-        coarse_pred_each_layer=settings.coarse_pred_each_layer,
+        fc_dim=settings.point_head_fc_dim,
+        num_fc=settings.point_head_num_fc,
+        coarse_pred_each_layer=settings.point_head_coarse_pred_each_layer,
     )
 
 

@@ -75,9 +75,6 @@ class D2Config:
     def __contains__(self, key: str) -> bool:
         return key in self._flat
 
-    def as_flat_dict(self) -> dict[str, Any]:
-        return dict(self._flat)
-
 
 # keys (their last part) whose value detectron2 reads as an integer, or as any number
 _INTEGERS = frozenset(

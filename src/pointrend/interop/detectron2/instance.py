@@ -188,7 +188,7 @@ def _subdivision(cfg: D2Config) -> dict:
     steps = int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_STEPS"))
     return {
         "mask_output_size": side * 2**steps,
-        "mask_subdivision_points": int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS")),
+        "subdivision_num_points": int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS")),
     }
 
 
@@ -238,13 +238,13 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
     }
     if kind == "pointrend":
         options.update(
-            mask_fc_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
-            mask_conv_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM")),
+            coarse_head_fc_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.FC_DIM")),
+            coarse_head_conv_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM")),
             mask_train_on_pred_boxes=bool(cfg.get("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True)),
             box_smooth_l1_beta=float(cfg.get("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", 0.0)),
-            mask_train_num_points=int(cfg.get("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 196)),
-            mask_oversample_ratio=float(cfg.get("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 3)),
-            mask_importance_sample_ratio=float(
+            train_num_points=int(cfg.get("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 196)),
+            oversample_ratio=float(cfg.get("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 3)),
+            importance_sample_ratio=float(
                 cfg.get("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", 0.75)
             ),
             **_subdivision(cfg),

@@ -40,7 +40,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ...data.semantic import CITYSCAPES_CLASSES
-from ...semantic import SemanticSegmenter
+from ...semantic import SemanticSegmenter, pointrend_semantic_fpn, semantic_fpn
 from .common import (
     POINT_HEAD_REQUIRED,
     backbone_options,
@@ -82,9 +82,9 @@ _POINT_HEAD = {  # MODEL.POINT_HEAD key -> (pointrend option, type)
     "OVERSAMPLE_RATIO": ("oversample_ratio", float),
     "IMPORTANCE_SAMPLE_RATIO": ("importance_sample_ratio", float),
     "SUBDIVISION_NUM_POINTS": ("subdivision_num_points", int),
-    "FC_DIM": ("fc_dim", int),
-    "NUM_FC": ("num_fc", int),
-    "COARSE_PRED_EACH_LAYER": ("coarse_pred_each_layer", bool),
+    "FC_DIM": ("point_head_fc_dim", int),
+    "NUM_FC": ("point_head_num_fc", int),
+    "COARSE_PRED_EACH_LAYER": ("point_head_coarse_pred_each_layer", bool),
 }
 
 
@@ -234,10 +234,8 @@ def semantic_model_from_detectron2(weights: Mapping[str, Tensor], cfg: D2Config)
     Shapes: ``model(images N x 3 x H x W RGB in [0, 1])["out"] -> N x K x H x W`` logits, class
     ``k`` being detectron2's class ``k``; the model is in eval mode.
     """
-    from ... import models
-
     spec = semantic_model_config_from_detectron2(cfg)
-    builder = "semantic_fpn" if spec["name"] == "coarse" else "pointrend_semantic_fpn"
-    model = getattr(models, builder)(spec["backbone"], spec["num_classes"], **spec["options"])
+    builder = semantic_fpn if spec["name"] == "coarse" else pointrend_semantic_fpn
+    model = builder(spec["backbone"], spec["num_classes"], **spec["options"])
     load_weights(model, semantic_state_dict_from_detectron2(weights, model, cfg), cfg.source)
     return model.eval()
