@@ -38,6 +38,7 @@ def __getattr__(name: str):
         return Predictor
     raise AttributeError(f"module 'pointrend' has no attribute {name!r}")
 
+
 __all__ = [
     "PointHead",
     "SubdivisionStep",
