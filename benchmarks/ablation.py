@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from pointrend.engine.inference import load_trained_model
-from pointrend.instance.mask_head import infer_stride
 
 from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
 from .cost import StepCounter
@@ -69,7 +68,7 @@ def render_inputs(model: nn.Module, dataset, num_images: int):
         scale = torch.tensor([size[1] / image.shape[-1], size[0] / image.shape[-2]] * 2)
         boxes.append(target["boxes"] * scale)
     labels = torch.cat([s[1]["labels"] for s in samples])
-    return fine, infer_stride(fine.shape[-2:], images.image_sizes), boxes, labels
+    return fine, model.roi_heads.mask_stride, boxes, labels
 
 
 def _points_name(side: int) -> str:

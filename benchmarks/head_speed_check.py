@@ -42,10 +42,8 @@ torch.manual_seed(0)
 branch = PointRendMaskBranch(CHANNELS, K, PointRendMaskConfig(output_size=size)).eval()
 fine = features.contiguous(memory_format=torch.channels_last)  # as the RoI heads pass P2
 if mode == "box":  # each box at about its own size in pixels (output = the image)
-    from pointrend.instance.box_resolution import render_by_box_size
-
     def render():
-        masks = render_by_box_size(branch, fine, 4.0, boxes, labels, torch.ones(1, 2))
+        masks = branch.render_by_box_size(fine, 4.0, boxes, labels, torch.ones(1, 2))
         return [grid for _, grid in masks.groups]
 else:
     def render():

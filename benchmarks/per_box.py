@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-from pointrend.instance.box_resolution import render_by_box_size
 from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
 
@@ -76,9 +75,9 @@ def mask_branch(rounds: int, boxes: torch.Tensor, labels: torch.Tensor) -> dict:
     dense = DenseMaskHead(28).eval()
     fine = features.contiguous(memory_format=torch.channels_last)
     runs = {
-        "box": lambda: render_by_box_size(box, fine, 4.0, [boxes], labels, torch.ones(1, 2)),
-        f"box_points_per_side_{SPARSE}": lambda: render_by_box_size(
-            sparse, fine, 4.0, [boxes], labels, torch.ones(1, 2)
+        "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, torch.ones(1, 2)),
+        f"box_points_per_side_{SPARSE}": lambda: sparse.render_by_box_size(
+            fine, 4.0, [boxes], labels, torch.ones(1, 2)
         ),
         "fixed224": lambda: render_as_the_model_does(fixed, features, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),

@@ -6,17 +6,13 @@ import torch
 from pointrend.cli import main
 from pointrend.engine.build import build_model
 from pointrend.engine.config import config_to_dict, load_config
-from pointrend.engine.evaluate import predict_pasted
+from pointrend.engine.evaluate import detect, predict_pasted
 from pointrend.export import export_onnx
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig, paste_masks
-from pointrend.instance.box_resolution import (
-    box_grid_sides,
-    box_output_size,
-    render_by_box_size,
-    step_points,
-)
+from pointrend.instance.box_resolution import box_grid_sides, box_output_size, step_points
+from pointrend.instance.model import PointRendMaskRCNN
 from pointrend.instance.paste import MasksBySize
-from pointrend.instance.roi_heads import ImageSizes, output_scales
+from pointrend.instance.roi_heads import output_scales
 from pointrend.models import pointrend_maskrcnn
 from pointrend.points import select_class
 from pointrend.render import subdivision_sizes
@@ -54,9 +50,10 @@ def test_box_sides_are_measured_in_output_pixels():
     boxes = torch.tensor([[0.0, 0.0, 50.0, 20.0], [10.0, 10.0, 20.0, 40.0]])
     scales = torch.tensor([[2.0, 2.0], [1.0, 3.0]])
     assert box_output_size(boxes, scales).tolist() == [[40.0, 100.0], [90.0, 10.0]]
-    sizes = ImageSizes([(100, 200)], [(50, 300)])
-    assert output_scales(sizes).tolist() == [[1.5, 0.5]]
-    assert output_scales([(100, 200)]).tolist() == [[1.0, 1.0]]
+    assert output_scales([(100, 200)], [(50, 300)]).tolist() == [[1.5, 0.5]]
+    assert output_scales([(100, 200)], [(100, 200)]).tolist() == [[1.0, 1.0]]
+    with pytest.raises(ValueError, match="2 image sizes but 1 output sizes"):
+        output_scales([(100, 200), (50, 50)], [(100, 200)])
 
 
 def test_points_per_step_follow_the_grid_side_from_the_paper_s_784_at_224():
@@ -80,7 +77,7 @@ def test_box_mode_equals_fixed_224_when_every_box_is_224_in_the_output():
     boxes = [torch.tensor([[4.0, 6.0, 116.0, 100.0]]), torch.tensor([[10.0, 3.0, 70.0, 115.0]])]
     scales = torch.tensor([[2.0, 2.0], [2.0, 2.0]])  # sides 94..112 px -> 188..224 output px
     classes = torch.tensor([1, 3])
-    masks = render_by_box_size(branch, features, 4.0, boxes, classes, scales)
+    masks = branch.render_by_box_size(features, 4.0, boxes, classes, scales)
     fixed = branch.render(features, 4.0, boxes, classes)
     assert [m.shape for _, m in masks.groups] == [(2, 1, 224, 224)]
     torch.testing.assert_close(masks.groups[0][1], fixed, atol=1e-5, rtol=1e-5)
@@ -95,7 +92,7 @@ def test_grouping_by_steps_gives_the_masks_of_each_box_rendered_alone():
     ]
     classes = torch.tensor([1, 2, 3, 1, 2])
     scales = torch.ones(2, 2)
-    masks = render_by_box_size(branch, features, 4.0, boxes, classes, scales)
+    masks = branch.render_by_box_size(features, 4.0, boxes, classes, scales)
     # (h, w) px: 44 x 36, 6 x 5, 27 x 50, 240 x 250 (capped), 1 x 12
     assert masks.sizes().tolist() == [[56, 56], [7, 7], [28, 56], [100, 100], [7, 14]]
     assert sorted(len(i) for i, _ in masks.groups) == [1, 1, 1, 1, 1]
@@ -106,7 +103,7 @@ def test_grouping_by_steps_gives_the_masks_of_each_box_rendered_alone():
         for row, r in enumerate(index.tolist()):
             alone = [torch.zeros(0, 4), torch.zeros(0, 4)]
             alone[first[r]] = boxes[first[r]][slot[r] : slot[r] + 1]
-            single = render_by_box_size(branch, features, 4.0, alone, classes[r : r + 1], scales)
+            single = branch.render_by_box_size(features, 4.0, alone, classes[r : r + 1], scales)
             torch.testing.assert_close(group[row], single.groups[0][1][0], atol=1e-5, rtol=1e-5)
             if group.shape[-2:] == (7, 7):  # small boxes: no refinement step, the coarse mask
                 expected = select_class(coarse[r : r + 1], classes[r : r + 1])[0]
@@ -117,8 +114,8 @@ def test_grouping_by_steps_gives_the_masks_of_each_box_rendered_alone():
 def test_zero_detections():
     branch, features = branch_and_features()
     empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
-    masks = render_by_box_size(
-        branch, features, 4.0, empty, torch.zeros(0, dtype=torch.long), torch.ones(2, 2)
+    masks = branch.render_by_box_size(
+        features, 4.0, empty, torch.zeros(0, dtype=torch.long), torch.ones(2, 2)
     )
     assert masks.count == 0 and masks.groups == []
     assert paste_masks(masks, torch.zeros(0, 4), (30, 40)).shape == (0, 1, 30, 40)
@@ -176,7 +173,7 @@ def test_model_renders_each_box_at_its_size_in_the_original_image(monkeypatch):
     # 28 x 14 resized px = 56 x 28 output px; 6 x 4 px -> 7 x 7
     assert seen[0].sizes().tolist() == [[28, 56], [7, 7]]
     images, _ = model.transform([torch.rand(3, 128, 160)])
-    assert images.image_sizes == [(64, 80)] and images.image_sizes.output_sizes == [(128, 160)]
+    assert type(images.image_sizes) is list and images.image_sizes == [(64, 80)]
 
 
 def test_pasting_at_a_larger_size_renders_for_that_size(monkeypatch):
@@ -191,6 +188,29 @@ def test_pasting_at_a_larger_size_renders_for_that_size(monkeypatch):
     with torch.no_grad():
         model([image])
     assert seen[1].sizes().tolist() == [[14, 28]]
+
+
+def _attributes(model):
+    """Every module's attribute names, and each value by identity but lists (torchvision's
+    anchor generator rebuilds its list of cell anchors at every call)."""
+    return {
+        name: {k: None if isinstance(v, list) else id(v) for k, v in vars(m).items()}
+        for name, m in model.named_modules()
+    }
+
+
+def test_a_forward_and_pastes_at_other_sizes_leave_the_model_untouched():
+    model = tiny_model(mask_resolution="box").eval()
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        model([image])  # torchvision's RoI pooler keeps the scales of the first call
+    before = _attributes(model)
+    with torch.no_grad():
+        model([image])
+    predict_pasted(model, [image], [[(128, 160)]])
+    detect(model, [image], [(128, 160)], score_thresh=0.3)
+    assert _attributes(model) == before
+    assert type(model).forward is PointRendMaskRCNN.forward
 
 
 def test_training_is_unchanged_by_the_option():

@@ -1,5 +1,7 @@
 """PointRend's mask branch: coarse head, training losses, rendering, pure helpers."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +16,11 @@ from pointrend import (
 )
 from pointrend._fused_head import FusedPointHead
 from pointrend.instance import FlatMasks, PointRendMaskBranch, PointRendMaskConfig
-from pointrend.instance.mask_head import CoarseMaskHead, box_grid_features, infer_stride
+from pointrend.instance.builders import feature_stride
+from pointrend.instance.mask_head import CoarseMaskHead, box_grid_features
+from pointrend.instance.paste import MasksBySize
 from pointrend.instance.targets import coarse_mask_targets
+from pointrend.models import pointrend_maskrcnn
 from pointrend.points import select_class
 from pointrend.render import subdivision_inference
 from pointrend.settings import PointRendSettings, replace_options
@@ -58,11 +63,14 @@ def test_box_grid_features_is_aligned_roi_align_with_one_sample_per_bin():
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
-def test_infer_stride():
-    assert infer_stride((16, 16), [(33, 40)]) == 4  # padded to 64: nearest power would say 2
-    assert infer_stride((200, 336), [(800, 1333)]) == 4
-    assert infer_stride((24, 24), [(64, 80), (96, 64)]) == 4
-    assert infer_stride((25, 42), [(800, 1333)]) == 32
+def test_the_mask_feature_stride_comes_from_the_backbone():
+    backbone = SimpleNamespace(strides=[8, 16, 32])  # what feature_stride reads
+    assert [feature_stride(backbone, k) for k in ("0", "2", "pool")] == [8, 32, 64]
+    with pytest.raises(ValueError, match="feature_key '3' is not a backbone output"):
+        feature_stride(backbone, "3")
+    torch.manual_seed(0)
+    model = pointrend_maskrcnn("resnet18", 3, box_head_dim=16, mask_fc_dim=16, fpn_channels=8)
+    assert model.roi_heads.mask_stride == 4.0 == model.backbone.strides[0]
 
 
 def test_coarse_mask_targets_are_binary_roi_align_of_the_bitmask():
@@ -241,6 +249,40 @@ def test_render_default_is_224_and_empty_input():
         )
     assert out.shape == (3, 1, 224, 224) and torch.isfinite(out).all()
     assert empty.shape == (0, 1, 224, 224)
+
+
+def test_both_modes_are_methods_of_the_branch_and_predict_picks_the_configured_one(monkeypatch):
+    features, boxes, _ = _branch_inputs()
+    classes = torch.tensor([1, 2, 3])
+    fixed = PointRendMaskBranch(8, 4, small_config(output_size=28)).eval()
+    per_box = PointRendMaskBranch(8, 4, small_config(output_size=28, mask_resolution="box"))
+    per_box.load_state_dict(fixed.state_dict())
+    layouts = []
+    coarse = PointRendMaskBranch.coarse_logits
+    monkeypatch.setattr(
+        PointRendMaskBranch,
+        "coarse_logits",
+        lambda self, f, *a: (
+            layouts.append(f.is_contiguous(memory_format=torch.channels_last))
+            or coarse(self, f, *a)
+        ),
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fixed.predict(features, 4.0, boxes, classes),
+            fixed.render(features, 4.0, boxes, classes),
+        )
+        masks = per_box.predict(features, 4.0, boxes, classes, torch.full((2, 2), 0.5))
+        alone = per_box.render_by_box_size(features, 4.0, boxes, classes, torch.full((2, 2), 0.5))
+        at_image_size = per_box.predict(features, 4.0, boxes, classes)
+    assert layouts == [True, False, True, False, True]  # predict copies to channels-last once
+    assert isinstance(masks, MasksBySize) and masks.count == 3
+    assert masks.sizes().tolist() == alone.sizes().tolist()
+    for (i, a), (j, b) in zip(masks.groups, alone.groups):
+        assert torch.equal(i, j)
+        torch.testing.assert_close(a, b)
+    assert (at_image_size.sizes() >= masks.sizes()).all()  # scale 1: twice the grid of 0.5
+    assert (at_image_size.sizes() > masks.sizes()).any()
 
 
 def test_config_validation():

@@ -17,3 +17,68 @@ __all__ = ["is_tracing"]
 def is_tracing() -> bool:
     """True while ``torch.jit.trace`` (and so the TorchScript-based ONNX exporter) records."""
     return torch.jit.is_tracing()
+
+
+# Instance models
+
+
+def resize_to_limits(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """torchvision's resize rule, traced: ``3 x H x W`` -> ``3 x H' x W'``, the short side to
+    ``min_size`` unless the long one would exceed ``max_size``, each side ``floor(side * scale)``.
+
+    Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
+    the output size, which for shrunk images can come out a pixel smaller than in PyTorch
+    (e.g. 200 x 150 -> 160 x 119 instead of 160 x 120), and then every pixel is resampled
+    differently. Here the size is ``floor(side * scale)`` in float64, as Python computes it in
+    eager mode, and the interpolation is the same (bilinear to that size).
+    """
+    # 1-d float64 throughout: the exporter casts 0-dim (scalar) arithmetic to float32.
+    side = torch.stack(list(image.shape[-2:])).to(torch.float64)  # (H, W)
+    limits = torch.tensor([min_size, max_size], dtype=torch.float64)
+    scale = (limits / torch.sort(side).values).amin(0, keepdim=True)
+    size = torch.floor(side * scale).to(torch.int64)
+    return torch.nn.functional.interpolate(
+        image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
+    )[0]
+
+
+def resize_shortest_edge(image: torch.Tensor, short: float, max_size: int) -> torch.Tensor:
+    """detectron2's ``ResizeShortestEdge``, traced: ``3 x H x W`` -> ``3 x H' x W'``, each side
+    rounded to the nearest pixel, bilinear on the (normalised) float image without antialiasing
+    (the ONNX exporter has none), so an exported model's pixels differ a little from eager's."""
+    h, w = image.shape[-2:]
+    side = torch.stack([torch.as_tensor(h), torch.as_tensor(w)]).to(torch.float64)
+    scale = torch.minimum(short / side.min(), max_size / side.max())
+    size = torch.floor(side * scale + 0.5).to(torch.int64)
+    return torch.nn.functional.interpolate(
+        image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
+    )[0]
+
+
+def whole_image_windows(
+    x_bounds: tuple[torch.Tensor, torch.Tensor],
+    y_bounds: tuple[torch.Tensor, torch.Tensor],
+    image_size: tuple,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixel windows of the traced mask paste: the whole image for every box.
+
+    The eager paste reads each box's own window, sized in Python; traced, no size may be read
+    into Python (the image size and the number of boxes stay symbolic), so every box reads all
+    ``H x W`` pixels, the size of the output.
+
+    Args:
+        x_bounds, y_bounds: ``(start, end)``, each ``R``: pixel ``i`` is inside a box along
+            that axis iff ``start <= i < end`` (``pointrend.instance.paste.box_pixel_bounds``).
+        image_size: ``(H, W)`` of the image.
+
+    Returns:
+        ``(cols, rows, col_ok, row_ok)``: ``R x W`` and ``R x H`` pixel indices and whether each
+        lies inside its box.
+    """
+    R = x_bounds[0].shape[0]
+    device = x_bounds[0].device
+    cols = torch.arange(image_size[1], device=device)[None, :].expand(R, -1)  # R x W
+    rows = torch.arange(image_size[0], device=device)[None, :].expand(R, -1)  # R x H
+    col_ok = (cols >= x_bounds[0][:, None]) & (cols < x_bounds[1][:, None])
+    row_ok = (rows >= y_bounds[0][:, None]) & (rows < y_bounds[1][:, None])
+    return cols, rows, col_ok, row_ok

@@ -26,7 +26,6 @@ from .engine.checkpoint import atomic_write
 from .engine.evaluate import coco_ground_truth
 from .engine.inference import TrainedModel, load_trained_model, read_image
 from .evaluation import InstanceEvaluator, SemanticEvaluator
-from .instance.mask_head import infer_stride
 from .viz import (
     overlay_instances,
     overlay_labels,
@@ -166,7 +165,7 @@ def _subdivision_figure(trained: TrainedModel, image: torch.Tensor, output: dict
     batch, _ = model.transform([image.to(trained.device)])
     features = model.backbone(batch.tensors)
     fine = features[model.roi_heads.mask_branch.config.feature_key]
-    stride = infer_stride(fine.shape[-2:], batch.image_sizes)
+    stride = model.roi_heads.mask_stride
     (h, w), (H, W) = batch.image_sizes[0], image.shape[-2:]
     box = output["boxes"][:1] * torch.tensor([w / W, h / H, w / W, h / H])
     _, coarse, steps = model.roi_heads.mask_branch.render(

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data.coco import instance_annotations, make_coco
 from ..evaluation import InstanceEvaluator, SemanticEvaluator
 from ..instance.compact import compact_detections
-from ..instance.roi_heads import ImageSizes
+from ..instance.roi_heads import PointRendRoIHeads
 from ..instance.transform import PointRendTransform
 from .distributed import (
     all_gather_objects,
@@ -99,13 +99,16 @@ def _detections(
         raise ValueError(f"{type(model).__name__} has no transform: cannot paste at another size")
     model.eval()
     image_list, _ = transform(images)
-    image_list.image_sizes = ImageSizes(list(image_list.image_sizes), output_sizes)
     features = model.backbone(image_list.tensors)
     if isinstance(features, torch.Tensor):
         features = {"0": features}
     proposals, _ = model.rpn(image_list, features)
-    detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
-    return detections, list(image_list.image_sizes)
+    heads, sizes = model.roi_heads, list(image_list.image_sizes)
+    if isinstance(heads, PointRendRoIHeads):
+        detections, _ = heads(features, proposals, sizes, output_sizes=output_sizes)
+    else:
+        detections, _ = heads(features, proposals, sizes)
+    return detections, sizes
 
 
 @contextlib.contextmanager

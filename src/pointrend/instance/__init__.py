@@ -9,6 +9,7 @@ from .builders import (
 )
 from .compact import CompactMasks, paste_compact, pasted_chunks
 from .mask_head import CoarseMaskHead, PointRendMaskBranch, PointRendMaskConfig
+from .model import PointRendMaskRCNN
 from .paste import MasksBySize, paste_masks
 from .roi_heads import PointRendRoIHeads, check_training_targets
 from .targets import FlatMasks, sample_masks_at_points
@@ -20,6 +21,7 @@ __all__ = [
     "FlatMasks",
     "MasksBySize",
     "PointRendMaskBranch",
+    "PointRendMaskRCNN",
     "PointRendMaskConfig",
     "PointRendRoIHeads",
     "PointRendTransform",

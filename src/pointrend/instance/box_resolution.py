@@ -20,7 +20,8 @@ the transform's resize back), instead of every box at the same ``output_size``:
 * boxes with the same grid (the same steps) are rendered in one batched call: the loop runs
   over the few distinct grids, never over boxes.
 
-The result is a :class:`~pointrend.instance.paste.MasksBySize`, which the transform pastes one
+:meth:`~pointrend.instance.mask_head.PointRendMaskBranch.render_by_box_size` renders this mode;
+its result is a :class:`~pointrend.instance.paste.MasksBySize`, which the transform pastes one
 size at a time.
 """
 
@@ -31,11 +32,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..points import calculate_uncertainty, select_class
-from ..render import subdivision_inference, subdivision_sizes
-from .paste import MasksBySize
+from ..render import subdivision_sizes
 
-__all__ = ["box_output_size", "box_grid_sides", "step_points", "render_by_box_size"]
+__all__ = ["box_output_size", "box_grid_sides", "step_points", "group_by_grid"]
 
 
 def box_output_size(boxes: Tensor, scales: Tensor) -> Tensor:
@@ -67,53 +66,27 @@ def step_points(config, steps: Sequence[Sequence[int]]) -> list[int]:
     return [int(round(per_side * min(final, max(sum(s) / 2, config.output_size)))) for s in steps]
 
 
-def render_by_box_size(
-    branch, features: Tensor, stride: float, boxes: Sequence[Tensor], classes: Tensor, scales
-) -> MasksBySize:
-    """Mask logits of the predicted classes, each box at its own grid (module docstring).
+def group_by_grid(
+    config, boxes: Tensor, scales: Tensor, coarse_size: Sequence[int]
+) -> tuple[list[tuple[Tensor, tuple[int, int], list[int]]], int]:
+    """The boxes grouped by their grid, and the points all groups predict in all steps.
 
     Args:
-        branch: a :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
-        features: ``N x C x H x W`` fine feature map; ``stride`` its stride in image pixels.
-        boxes: ``N`` tensors ``R_i x 4`` in image pixels; ``classes`` ``R`` their classes.
-        scales: ``N x 2`` output pixels per image pixel ``(x, y)`` of each image.
+        config: a ``PointRendMaskConfig``.
+        boxes: ``R x 4`` in image pixels; ``scales`` ``R x 2`` output pixels per image pixel
+            ``(x, y)`` of each box's image.
+        coarse_size: ``(h, w)`` of the coarse masks.
 
     Returns:
-        :class:`MasksBySize` of ``R`` boxes, groups of ``R_g x 1 x M_h x M_w`` logits.
+        ``(groups, total)``: per distinct grid ``(index, (M_h, M_w), points)``, ``index`` the
+        ``R_g`` int64 positions of its boxes and ``points`` its points per step.
     """
-    cfg, settings = branch.config, branch.config.pointrend
-    features = features.contiguous(memory_format=torch.channels_last)
-    coarse = branch.coarse_logits(features, stride, boxes)  # R x K x 7 x 7
-    R = coarse.shape[0]
-    if R == 0:
-        return MasksBySize(0, [])
-    device = coarse.device
-    counts = torch.tensor([b.shape[0] for b in boxes], device=device)
-    image_of = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
-    all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
-    box_scales = torch.as_tensor(scales, dtype=torch.float64, device=device)[image_of]
-    grids = box_grid_sides(
-        box_output_size(all_boxes, box_scales), coarse.shape[-1], cfg.max_mask_size
-    )  # R x 2
-    plans = []
+    grids = box_grid_sides(box_output_size(boxes, scales), coarse_size[-1], config.max_mask_size)
+    groups, total = [], 0
     for grid in torch.unique(grids, dim=0).tolist():
-        index = torch.nonzero((grids == torch.tensor(grid, device=device)).all(dim=1))[:, 0]
-        steps = subdivision_sizes(coarse.shape[-2:], settings.subdivision_steps, grid)
-        plans.append((index, tuple(grid), steps, step_points(cfg, steps)))
-    total = sum(len(i) * sum(map(min, pts, (h * w for h, w in st))) for i, _, st, pts in plans)
-    predictor = branch.point_predictor(features, stride, coarse, total)
-    coarse_class = select_class(coarse, classes)
-    groups = []
-    for index, grid, _, points in plans:
-        per_image = torch.bincount(image_of[index], minlength=len(boxes)).tolist()
-        group_boxes = all_boxes[index].split(per_image)
-        logits = subdivision_inference(
-            coarse_class[index],
-            predictor(group_boxes, coarse[index], classes[index]),
-            calculate_uncertainty,
-            steps=settings.subdivision_steps,
-            num_points=points,
-            output_size=grid,
-        )
-        groups.append((index, logits))
-    return MasksBySize(R, groups)
+        index = torch.nonzero((grids == torch.tensor(grid, device=grids.device)).all(dim=1))[:, 0]
+        steps = subdivision_sizes(coarse_size, config.pointrend.subdivision_steps, grid)
+        points = step_points(config, steps)
+        total += len(index) * sum(map(min, points, (h * w for h, w in steps)))
+        groups.append((index, tuple(grid), points))
+    return groups, total

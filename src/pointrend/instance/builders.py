@@ -71,6 +71,7 @@ from ..settings import replace_options
 from .detectron2_ops import ANCHOR_RULES, AlignedMultiScaleRoIAlign, NominalStrideAnchorGenerator
 from .losses import TORCHVISION_BETA, SmoothL1RPN, init_box_head_
 from .mask_head import PointRendMaskBranch, PointRendMaskConfig
+from .model import PointRendMaskRCNN
 from .roi_heads import PointRendRoIHeads
 from .transform import PointRendTransform
 
@@ -110,6 +111,16 @@ def _backbone(name: str, weights, weights_backbone, **options) -> tuple[FPNBackb
     return backbone, load
 
 
+def feature_stride(backbone: FPNBackbone, key: str) -> int:
+    """Stride in image pixels of the backbone's output ``key`` (``"0"``, ``"1"``, ... in the
+    order of ``backbone.strides``, or the max-pool level ``"pool"``)."""
+    strides = {str(i): s for i, s in enumerate(backbone.strides)}
+    strides["pool"] = 2 * backbone.strides[-1]
+    if key not in strides:
+        raise ValueError(f"feature_key {key!r} is not a backbone output (one of {list(strides)})")
+    return strides[key]
+
+
 def _skeleton(
     backbone: FPNBackbone,
     num_classes: int,
@@ -118,8 +129,10 @@ def _skeleton(
     anchors: dict,
     roi_align: dict,
     kwargs: dict,
+    model_class: type[MaskRCNN] = MaskRCNN,
 ) -> MaskRCNN:
-    """A torchvision MaskRCNN with a ``box_head_dim``-wide box head (torchvision's key names).
+    """A torchvision MaskRCNN (or ``model_class``) with a ``box_head_dim``-wide box head
+    (torchvision's key names).
 
     ``anchors``: ``sizes`` (one anchor size per FPN level, default 32, 64, ... as torchvision)
     and ``rule`` (:data:`ANCHOR_RULES`); ``roi_align``: ``aligned`` and ``sampling_ratio`` of
@@ -146,7 +159,7 @@ def _skeleton(
     pooler = AlignedMultiScaleRoIAlign if roi_align["aligned"] else MultiScaleRoIAlign
     kwargs.setdefault("box_roi_pool", pooler(levels, resolution, roi_align["sampling_ratio"]))
     kwargs.setdefault("mask_roi_pool", pooler(levels, 14, roi_align["sampling_ratio"]))
-    return MaskRCNN(
+    return model_class(
         backbone,
         num_classes=None,
         box_head=box_head,
@@ -204,14 +217,18 @@ def _instance_model(
         if mask_head_dim != 256 or backbone.out_channels != 256:
             heads = MaskRCNNHeads(backbone.out_channels, [mask_head_dim] * 4, 1)
             kwargs.setdefault("mask_head", heads)
+    model_class = PointRendMaskRCNN if pointrend else MaskRCNN
     model = _skeleton(
-        backbone, num_classes, box_head_dim, mask_predictor, anchors, roi_align, kwargs
+        backbone, num_classes, box_head_dim, mask_predictor, anchors, roi_align, kwargs, model_class
     )
     SmoothL1RPN.convert_(model.rpn, rpn_smooth_l1_beta)
     init_box_head_(model.roi_heads.box_head, model.roi_heads.box_predictor, box_head_init)
     if pointrend:
         branch = PointRendMaskBranch(backbone.out_channels, num_classes, mask_config)
-        model.roi_heads = PointRendRoIHeads.from_roi_heads(model.roi_heads, branch)
+        stride = feature_stride(backbone, branch.config.feature_key)
+        model.roi_heads = PointRendRoIHeads.from_roi_heads(
+            model.roi_heads, branch, mask_stride=stride
+        )
     rules = (resize_rule, mask_paste, mask_output)
     if pointrend or rules != ("torchvision", "pointrend", "dense"):
         model.transform = PointRendTransform.from_transform(

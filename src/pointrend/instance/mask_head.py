@@ -5,8 +5,10 @@
   ReLU -> ``R x K x 7 x 7`` class-specific coarse logits.
 * :class:`PointRendMaskBranch`: the coarse head plus a :class:`~pointrend.head.PointHead` on
   fine P2 features and the K coarse logits, with the two things Mask R-CNN asks of a mask branch:
-  :meth:`~PointRendMaskBranch.losses` (training) and :meth:`~PointRendMaskBranch.render`
-  (inference, adaptive subdivision).
+  :meth:`~PointRendMaskBranch.losses` (training) and :meth:`~PointRendMaskBranch.predict`
+  (inference, adaptive subdivision in either mode: :meth:`~PointRendMaskBranch.render`, every
+  box at ``output_size``, or :meth:`~PointRendMaskBranch.render_by_box_size`, each box at about
+  its size in the output image).
 
 Boxes are given per image (``N`` tensors ``R_i x 4`` in the pixels of the padded batch, as
 torchvision passes proposals); all work is done for the whole batch at once.
@@ -14,14 +16,14 @@ torchvision passes proposals); all work is done for the whole batch at once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _tracing
 from .._fused_head import FusedPointHead, inference_point_head
 from ..head import PointHead
 from ..points import (
@@ -33,80 +35,17 @@ from ..points import (
     select_class,
 )
 from ..render import subdivision_inference, subdivision_sizes
-from ..settings import INSTANCE_SETTINGS, PointRendSettings
+from .box_resolution import group_by_grid
+from .mask_config import PointRendMaskConfig
+from .paste import MasksBySize
 from .targets import FlatMasks, coarse_mask_targets, sample_masks_at_points
-
-MASK_RESOLUTIONS = ("fixed", "box")
 
 __all__ = [
     "PointRendMaskConfig",
     "CoarseMaskHead",
     "PointRendMaskBranch",
-    "infer_stride",
     "box_grid_features",
 ]
-
-
-@dataclass(frozen=True)
-class PointRendMaskConfig:
-    """Options of PointRend's mask branch; the defaults are the paper's (COCO, R50-FPN).
-
-    Attributes:
-        feature_key: the FPN level of the fine-grained features (``"0"`` = P2, stride 4).
-        coarse_grid: points per side sampled over each box for the coarse head (14).
-        coarse_head_conv_dim: channels of the coarse head's 2x2 stride-2 conv (256).
-        coarse_head_fc_dim, coarse_head_num_fc: the coarse head's fully connected layers
-            (2 x 1024).
-        output_size: side of the rendered mask at inference (224 = 7 * 2**5); the subdivision
-            stops there (or after ``pointrend.subdivision_steps`` steps).
-        pointrend: the point head, training points and subdivision
-            (:data:`~pointrend.settings.INSTANCE_SETTINGS`: 196 training points per box, k = 3,
-            beta = 0.75, 784 points per step, a 3 x 256 point head with the coarse logits at
-            every layer).
-        mask_resolution: ``"fixed"`` (every box rendered to ``output_size``) or ``"box"``
-            (inference only: each box subdivided until its grid is at least its size in the
-            output image, see :mod:`~pointrend.instance.box_resolution`).
-        max_mask_size: the largest grid side of ``"box"`` (1024).
-        points_per_side: points per subdivision step per cell of the final grid's mean side
-            ``(M_h + M_w) / 2`` in ``"box"`` mode; ``None``: ``subdivision_num_points /
-            output_size`` (784 / 224 = 3.5, so 224 x 224 gets 784 points, 1024 x 1024 3584).
-        train_on_pred_boxes: train the mask branch on the box head's class-specific boxes of the
-            foreground proposals (regressed for the ground-truth class, without gradient, not
-            clipped: detectron2's ``ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES``, the authors' recipe)
-            instead of on the proposals themselves.
-    """
-
-    feature_key: str = "0"
-    coarse_grid: int = 14
-    coarse_head_conv_dim: int = 256
-    coarse_head_fc_dim: int = 1024
-    coarse_head_num_fc: int = 2
-    output_size: int = 224
-    pointrend: PointRendSettings = INSTANCE_SETTINGS
-    mask_resolution: str = "fixed"
-    max_mask_size: int = 1024
-    points_per_side: float | None = None
-    train_on_pred_boxes: bool = True
-
-    def __post_init__(self):
-        if self.mask_resolution not in MASK_RESOLUTIONS:
-            raise ValueError(
-                f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {self.mask_resolution!r}"
-            )
-        if self.max_mask_size < self.coarse_grid // 2:
-            raise ValueError(
-                f"max_mask_size {self.max_mask_size} is smaller than the coarse mask "
-                f"({self.coarse_grid // 2})"
-            )
-        if self.points_per_side is not None and self.points_per_side < 0:
-            raise ValueError(f"points_per_side must be >= 0, got {self.points_per_side}")
-        if self.coarse_grid < 2 or self.coarse_grid % 2:
-            raise ValueError(f"coarse_grid must be even and >= 2, got {self.coarse_grid}")
-        if self.output_size < self.coarse_grid // 2:
-            raise ValueError(
-                f"output_size {self.output_size} is smaller than the coarse mask "
-                f"({self.coarse_grid // 2})"
-            )
 
 
 class CoarseMaskHead(nn.Module):
@@ -150,19 +89,6 @@ class CoarseMaskHead(nn.Module):
             x = torch.relu(fc(x))
         s = self.output_size
         return self.predictor(x).view(-1, self.num_classes, s, s)
-
-
-def infer_stride(feature_size: Sequence[int], image_sizes: Sequence[Sequence[int]]) -> float:
-    """Stride of a feature map of a batch, from the batch's image sizes (before padding).
-
-    torchvision pads a batch to a multiple of 32 before the backbone, so ``r = max image side /
-    map side`` lies in ``(stride / 2, stride]`` whenever the largest image side is over half its
-    padded size (any side >= 17 pixels): the stride is the power of two at or just above ``r``.
-    """
-    ratio_h = max(int(s[0]) for s in image_sizes) / int(feature_size[0])
-    ratio_w = max(int(s[1]) for s in image_sizes) / int(feature_size[1])
-    ratio = max(ratio_h, ratio_w, 1.0)
-    return float(2 ** math.ceil(math.log2(ratio) - 1e-6))
 
 
 def box_grid_features(
@@ -292,6 +218,35 @@ class PointRendMaskBranch(nn.Module):
             settings.importance_sample_ratio,
         )
 
+    def predict(
+        self,
+        features: Tensor,
+        stride: float,
+        boxes: Sequence[Tensor],
+        classes: Tensor,
+        output_scales: Tensor | None = None,
+    ) -> Tensor | MasksBySize:
+        """Mask logits of the predicted classes in the configured ``mask_resolution``.
+
+        ``"fixed"``: :meth:`render`, ``R x 1 x M x M``; ``"box"``: :meth:`render_by_box_size`,
+        a :class:`~pointrend.instance.paste.MasksBySize`.
+
+        Args:
+            features: ``N x C x H x W`` fine feature map, ``stride`` its stride in image pixels.
+                It is read in channels-last layout (copied here once if it is not): point
+                sampling reads all channels of a pixel together, several times faster on CPU,
+                with the same values.
+            boxes: ``N`` tensors ``R_i x 4`` in image pixels; ``classes`` ``R`` their classes.
+            output_scales: ``N x 2`` output pixels per image pixel ``(x, y)`` of each image, the
+                scale of the per-box grids (``None``: 1, the output is the image itself).
+        """
+        features = features.contiguous(memory_format=torch.channels_last)
+        if self.config.mask_resolution == "box":
+            if output_scales is None:
+                output_scales = torch.ones(len(boxes), 2, dtype=torch.float64)
+            return self.render_by_box_size(features, stride, boxes, classes, output_scales)
+        return self.render(features, stride, boxes, classes)
+
     def render(
         self,
         features: Tensor,
@@ -302,32 +257,24 @@ class PointRendMaskBranch(nn.Module):
     ):
         """Mask logits of the predicted classes by adaptive subdivision: ``R x 1 x M x M``.
 
-        ``M = config.output_size``; the point head still sees all K coarse logits, but only the
-        ``classes`` channel is carried through the steps (uncertainty of the predicted class).
-        With ``return_steps`` also the coarse logits ``R x 1 x 7 x 7`` and the
-        :class:`~pointrend.render.SubdivisionStep` list (for figures). This is the fixed mode
-        whatever ``config.mask_resolution``; the per-box mode is
-        :func:`~pointrend.instance.box_resolution.render_by_box_size`.
-
-        Without autograd the points are predicted with a
-        :class:`~pointrend._fused_head.FusedPointHead` (the predicted class's row only); with
-        autograd or under tracing with the point head itself, then the class selected.
+        The fixed mode: ``M = config.output_size`` for every box. The point head still sees all
+        K coarse logits, but only the ``classes`` channel is carried through the steps
+        (uncertainty of the predicted class). With ``return_steps`` also the coarse logits
+        ``R x 1 x 7 x 7`` and the :class:`~pointrend.render.SubdivisionStep` list (figures).
         """
         cfg, settings = self.config, self.config.pointrend
-        # Channels-last: point sampling reads all channels of a pixel together (faster).
-        features = features.contiguous(memory_format=torch.channels_last)
         coarse = self.coarse_logits(features, stride, boxes)
-        if coarse.shape[0] == 0 and not torch.jit.is_tracing():  # traced: no branch on boxes
+        if coarse.shape[0] == 0 and not _tracing.is_tracing():  # traced: no branch on boxes
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
         sizes = subdivision_sizes(
             coarse.shape[-2:], settings.subdivision_steps, (cfg.output_size, cfg.output_size)
         )
         points = min(settings.subdivision_num_points, cfg.output_size**2) * len(sizes)
-        predictor = self.point_predictor(features, stride, coarse, coarse.shape[0] * points)
+        head = self._inference_head(features, coarse.shape[0] * points)
         coarse_class = select_class(coarse, classes)
         out = subdivision_inference(
             coarse_class,
-            predictor(boxes, coarse, classes),
+            partial(self._predict_points, *head, stride, boxes, coarse, classes),
             calculate_uncertainty,
             steps=settings.subdivision_steps,
             num_points=settings.subdivision_num_points,
@@ -336,34 +283,86 @@ class PointRendMaskBranch(nn.Module):
         )
         return (out[0], coarse_class, out[1]) if return_steps else out
 
-    def point_predictor(self, features: Tensor, stride: float, coarse: Tensor, total_points):
-        """A factory of point predictors for :func:`~pointrend.render.subdivision_inference`.
+    def render_by_box_size(
+        self,
+        features: Tensor,
+        stride: float,
+        boxes: Sequence[Tensor],
+        classes: Tensor,
+        output_scales: Tensor,
+    ) -> MasksBySize:
+        """Mask logits of the predicted classes, each box at its own grid (the per-box mode,
+        :mod:`~pointrend.instance.box_resolution`): ``R`` boxes in groups of
+        ``R_g x 1 x M_h x M_w`` logits, one batched subdivision per distinct grid.
 
-        ``features`` (``N x C x H x W``) are projected by the fused head's first layer once when
-        ``total_points`` (all boxes, all steps) outnumber their pixels. The factory takes boxes
-        (``N`` tensors ``R_i x 4``), their coarse logits ``R x K x 7 x 7`` and classes ``R``
-        (any subset of the boxes) and returns ``points R x P x 2 -> R x 1 x P`` logits.
+        ``output_scales``: ``N x 2`` output pixels per image pixel ``(x, y)`` of each image.
+        """
+        coarse = self.coarse_logits(features, stride, boxes)  # R x K x 7 x 7
+        if coarse.shape[0] == 0:
+            return MasksBySize(0, [])
+        device = coarse.device
+        counts = torch.tensor([b.shape[0] for b in boxes], device=device)
+        image_of = torch.repeat_interleave(torch.arange(len(boxes), device=device), counts)
+        all_boxes = torch.cat([b.reshape(-1, 4) for b in boxes]).to(torch.float32)
+        scales = torch.as_tensor(output_scales, dtype=torch.float64, device=device)[image_of]
+        groups, total = group_by_grid(self.config, all_boxes, scales, coarse.shape[-2:])
+        head = self._inference_head(features, total)
+        coarse_class = select_class(coarse, classes)
+        masks = []
+        for index, grid, points in groups:
+            per_image = torch.bincount(image_of[index], minlength=len(boxes)).tolist()
+            group_boxes = all_boxes[index].split(per_image)
+            predict = partial(
+                self._predict_points, *head, stride, group_boxes, coarse[index], classes[index]
+            )
+            logits = subdivision_inference(
+                coarse_class[index],
+                predict,
+                calculate_uncertainty,
+                steps=self.config.pointrend.subdivision_steps,
+                num_points=points,
+                output_size=grid,
+            )
+            masks.append((index, logits))
+        return MasksBySize(coarse.shape[0], masks)
+
+    def _inference_head(self, features: Tensor, total_points) -> tuple:
+        """``(head, fine_map, projected)``: the point head inference predicts with and the map it
+        samples.
+
+        Without autograd and tracing the head is a
+        :class:`~pointrend._fused_head.FusedPointHead` (the predicted class's row only), and
+        ``features`` (``N x C x H x W``) are projected by its first layer once when
+        ``total_points`` (all boxes, all steps) outnumber their pixels; otherwise the point head
+        itself on ``features``.
         """
         head = inference_point_head(self.point_head)
         if not isinstance(head, FusedPointHead):
-
-            def plain(boxes, coarse, classes):
-                def predict(points: Tensor) -> Tensor:
-                    logits, _ = self.point_logits(features, stride, boxes, coarse, points)
-                    return select_class(logits, classes)
-
-                return predict
-
-            return plain
+            return head, features, False
         pixels = features.shape[0] * features.shape[-2] * features.shape[-1]
         projected = head.num_hidden > 0 and total_points > pixels
-        fine_map = head.project_fine_features(features) if projected else features
+        return head, head.project_fine_features(features) if projected else features, projected
 
-        def fused(boxes, coarse, classes):
-            def predict(points: Tensor) -> Tensor:
-                fine, _ = point_sample_fine_grained_features([fine_map], [stride], boxes, points)
-                return head(fine, point_sample(coarse, points), classes, fine_projected=projected)
+    def _predict_points(
+        self,
+        head: PointHead | FusedPointHead,
+        fine_map: Tensor,
+        projected: bool,
+        stride: float,
+        boxes: Sequence[Tensor],
+        coarse: Tensor,
+        classes: Tensor,
+        points: Tensor,
+    ) -> Tensor:
+        """Logits ``R x 1 x P`` of ``classes`` at box-relative ``points`` (``R x P x 2``).
 
-            return predict
-
-        return fused
+        With all but ``points`` bound (:func:`functools.partial`), the point predictor of
+        :func:`~pointrend.render.subdivision_inference`. ``head``, ``fine_map``, ``projected``:
+        from :meth:`_inference_head`; ``boxes``: ``N`` tensors ``R_i x 4`` (``R = sum(R_i)``),
+        ``coarse`` their ``R x K x 7 x 7`` logits.
+        """
+        if not isinstance(head, FusedPointHead):
+            logits, _ = self.point_logits(fine_map, stride, boxes, coarse, points)
+            return select_class(logits, classes)
+        fine, _ = point_sample_fine_grained_features([fine_map], [stride], boxes, points)
+        return head(fine, point_sample(coarse, points), classes, fine_projected=projected)

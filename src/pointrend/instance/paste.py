@@ -17,8 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import _tracing
+
 __all__ = [
     "paste_masks",
+    "box_pixel_bounds",
     "box_pixel_ranges",
     "MasksBySize",
 ]
@@ -62,6 +65,16 @@ class MasksBySize:
         return out
 
 
+def box_pixel_bounds(boxes: Tensor, axis: int) -> tuple[Tensor, Tensor]:
+    """The paste's inside-box rule: pixel ``i`` (along ``axis``, 0 = x, 1 = y) is inside a box
+    ``(x0, y0, x1, y1)`` iff its centre is, ``lo <= i + 0.5 < hi``, i.e. ``start <= i < end``.
+
+    Returns ``(start, end)``, each ``R`` (the boxes' dtype, integral values), not clipped to
+    any image.
+    """
+    return torch.ceil(boxes[:, axis] - 0.5), torch.ceil(boxes[:, axis + 2] - 0.5)
+
+
 def box_pixel_ranges(boxes: Tensor, size: int, axis: int) -> tuple[Tensor, Tensor]:
     """Pixels whose centres lie inside each box along one axis, clipped to ``[0, size)``.
 
@@ -70,12 +83,10 @@ def box_pixel_ranges(boxes: Tensor, size: int, axis: int) -> tuple[Tensor, Tenso
         size: the image's width (``axis=0``) or height (``axis=1``).
 
     Returns:
-        ``(start, end)``, each ``R`` int64: pixel ``i`` is inside iff ``start <= i < end``, i.e.
-        ``lo <= i + 0.5 < hi``. Empty (``start == end``) for boxes of zero extent.
+        ``(start, end)``, each ``R`` int64: pixel ``i`` is inside iff ``start <= i < end``
+        (:func:`box_pixel_bounds`). Empty (``start == end``) for boxes of zero extent.
     """
-    lo, hi = boxes[:, axis], boxes[:, axis + 2]
-    start = torch.ceil(lo - 0.5).clamp(0, size).to(torch.int64)
-    end = torch.ceil(hi - 0.5).clamp(0, size).to(torch.int64)
+    start, end = (b.clamp(0, size).to(torch.int64) for b in box_pixel_bounds(boxes, axis))
     return start, torch.maximum(start, end)
 
 
@@ -115,8 +126,14 @@ def paste_masks(
     """
     if isinstance(masks, MasksBySize):
         return _paste_by_size(masks, boxes, image_size, max_elements, fade_border)
-    if torch.jit.is_tracing():
-        return _paste_whole_image(masks, boxes, image_size, fade_border)
+    if _tracing.is_tracing():  # no size read into Python: every box reads the whole image
+        boxes = boxes.to(torch.float32)
+        masks = masks if masks.is_floating_point() else masks.to(torch.float32)
+        bounds = (box_pixel_bounds(boxes, 0), box_pixel_bounds(boxes, 1))
+        grid = _window_grid(
+            masks, boxes, *_tracing.whole_image_windows(*bounds, image_size), fade_border
+        )
+        return F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)
     H, W = int(image_size[0]), int(image_size[1])
     R = masks.shape[0]
     if masks.dim() != 4 or masks.shape[1] != 1:
@@ -266,27 +283,3 @@ def _window_grid(
     return torch.stack(
         [u[:, None, :].expand(r, win_h, win_w), v[:, :, None].expand(r, win_h, win_w)], dim=-1
     )
-
-
-def _paste_whole_image(
-    masks: Tensor, boxes: Tensor, image_size: Sequence, fade_border: bool = False
-) -> Tensor:
-    """The paste for tracing / export: every box read over the whole image, ``R x 1 x H x W``.
-
-    Same values as :func:`paste_masks` (a pixel is inside a box iff ``start <= i < end`` of
-    :func:`box_pixel_ranges`, unclamped, which is the same test for pixels of the image), with
-    no size read into Python: the image size and the number of boxes stay symbolic. Costs
-    ``R x H x W`` samples, the size of the output, where the eager paste reads only the windows.
-    """
-    H, W = image_size[0], image_size[1]
-    boxes = boxes.to(torch.float32)
-    masks = masks.to(masks.dtype if masks.is_floating_point() else torch.float32)
-    R = masks.shape[0]
-    cols = torch.arange(W, device=boxes.device)[None, :].expand(R, -1)  # R x W
-    rows = torch.arange(H, device=boxes.device)[None, :].expand(R, -1)  # R x H
-    x_start, x_end = torch.ceil(boxes[:, 0:1] - 0.5), torch.ceil(boxes[:, 2:3] - 0.5)
-    y_start, y_end = torch.ceil(boxes[:, 1:2] - 0.5), torch.ceil(boxes[:, 3:4] - 0.5)
-    col_ok = (cols >= x_start) & (cols < x_end)
-    row_ok = (rows >= y_start) & (rows < y_end)
-    grid = _window_grid(masks, boxes, cols, rows, col_ok, row_ok, fade_border)
-    return F.grid_sample(masks, grid, padding_mode="zeros", align_corners=False)

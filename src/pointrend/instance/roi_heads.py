@@ -14,42 +14,39 @@ mask branch is :class:`~pointrend.instance.mask_head.PointRendMaskBranch`.
   box-relative probabilities (M = 224 by default) that the model's transform pastes into the
   image (:class:`~pointrend.instance.transform.PointRendTransform`). With
   ``mask_resolution="box"`` the masks are a :class:`~pointrend.instance.paste.MasksBySize`,
-  each box at about its size in the output image: the image sizes passed in may carry the
-  output sizes (:class:`ImageSizes`, as the transform passes them); otherwise the output is the
-  image itself.
+  each box at about its size in the output image: ``forward``'s ``output_sizes`` (the model
+  passes the original image sizes); without them the output is the image itself.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from .box_resolution import render_by_box_size
 from .losses import TORCHVISION_BETA, box_head_losses
-from .mask_head import PointRendMaskBranch, infer_stride
+from .mask_head import PointRendMaskBranch
+from .paste import MasksBySize
 from .targets import FlatMasks
 
-__all__ = ["PointRendRoIHeads", "ImageSizes", "output_scales", "check_training_targets"]
+__all__ = ["PointRendRoIHeads", "output_scales", "check_training_targets"]
 
 
-class ImageSizes(list):
-    """The ``(H, W)`` sizes of a batch's resized images (a list, as torchvision passes them) that
-    also know each image's output size, ``output_sizes`` (the original image, where masks are
-    pasted): how the transform tells the RoI heads the scale of the per-box mask resolution."""
+def output_scales(
+    image_sizes: Sequence[Sequence[int]], output_sizes: Sequence[Sequence[int]]
+) -> Tensor:
+    """``N x 2`` float64 output pixels per image pixel ``(x, y)`` of each image.
 
-    def __init__(self, sizes, output_sizes):
-        super().__init__(sizes)
-        if len(output_sizes) != len(sizes):
-            raise ValueError(f"got {len(sizes)} image sizes but {len(output_sizes)} output sizes")
-        self.output_sizes = [tuple(int(v) for v in s) for s in output_sizes]
-
-
-def output_scales(image_sizes) -> Tensor:
-    """``N x 2`` output pixels per image pixel ``(x, y)``: 1 unless ``image_sizes`` is an
-    :class:`ImageSizes`."""
-    outputs = getattr(image_sizes, "output_sizes", image_sizes)
-    ratio = [(int(o[1]) / int(s[1]), int(o[0]) / int(s[0])) for s, o in zip(image_sizes, outputs)]
+    Args:
+        image_sizes: ``(H, W)`` of each (resized) image the boxes are given in.
+        output_sizes: ``(H, W)`` of each image's output (e.g. the original image).
+    """
+    if len(output_sizes) != len(image_sizes):
+        raise ValueError(f"got {len(image_sizes)} image sizes but {len(output_sizes)} output sizes")
+    pairs = zip(image_sizes, output_sizes)
+    ratio = [(int(o[1]) / int(s[1]), int(o[0]) / int(s[0])) for s, o in pairs]
     return torch.tensor(ratio, dtype=torch.float64).reshape(-1, 2)
 
 
@@ -104,19 +101,23 @@ class PointRendRoIHeads(RoIHeads):
 
     Build it from an existing :class:`RoIHeads` with :meth:`from_roi_heads` (that is what the
     builders do), or with :class:`RoIHeads`'s box-branch arguments, by name, plus
-    ``mask_branch``. torchvision's mask head arguments do not apply. ``smooth_l1_beta``: of the
-    box-regression loss (torchvision: 1/9; detectron2's configs: 0, plain L1).
+    ``mask_branch``. torchvision's mask head arguments do not apply. ``mask_stride``: the stride
+    in image pixels of the mask branch's feature map (``mask_branch.config.feature_key``), which
+    the backbone knows (P2: 4). ``smooth_l1_beta``: of the box-regression loss (torchvision:
+    1/9; detectron2's configs: 0, plain L1).
     """
 
     def __init__(
         self,
         *,
         mask_branch: PointRendMaskBranch,
+        mask_stride: float = 4.0,
         smooth_l1_beta: float = TORCHVISION_BETA,
         **box_branch,
     ):
         super().__init__(**box_branch)
         self.mask_branch = mask_branch
+        self.mask_stride = float(mask_stride)
         self.smooth_l1_beta = float(smooth_l1_beta)
 
     @staticmethod
@@ -142,7 +143,7 @@ class PointRendRoIHeads(RoIHeads):
         cls, heads: RoIHeads, mask_branch: PointRendMaskBranch, **options
     ) -> PointRendRoIHeads:
         """Take over the box branch (modules and settings) of ``heads``; drop its mask head
-        (``options``: ``smooth_l1_beta``)."""
+        (``options``: ``mask_stride``, ``smooth_l1_beta``)."""
         return cls(mask_branch=mask_branch, **options, **cls.box_branch_arguments(heads))
 
     def has_mask(self) -> bool:
@@ -162,8 +163,13 @@ class PointRendRoIHeads(RoIHeads):
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
+        output_sizes: Sequence[Sequence[int]] | None = None,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """Same contract as :meth:`RoIHeads.forward` (features, proposals per image, sizes)."""
+        """Same contract as :meth:`RoIHeads.forward` (features, proposals per image, sizes).
+
+        ``output_sizes``: ``(H, W)`` per image where the masks will be pasted (the original
+        images), the scale of ``mask_resolution="box"``; ``None``: the images themselves.
+        """
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets
@@ -172,11 +178,8 @@ class PointRendRoIHeads(RoIHeads):
         # scores and box decoding in float32 under autocast too
         class_logits, box_regression = (t.float() for t in self.box_predictor(box_features))
 
-        # Channels-last makes point sampling (grid_sample of 256 channels at scattered points)
-        # several times faster on CPU; the values are the same.
         fine = features[self.mask_branch.config.feature_key]
-        fine = fine.contiguous(memory_format=torch.channels_last)
-        stride = infer_stride(fine.shape[-2:], image_shapes)
+        stride = self.mask_stride
         if self.training:
             loss_classifier, loss_box_reg = box_head_losses(
                 class_logits, box_regression, labels, regression_targets, self.smooth_l1_beta
@@ -195,12 +198,13 @@ class PointRendRoIHeads(RoIHeads):
         )
         all_labels = torch.cat(labels)
         counts = [b.shape[0] for b in boxes]
-        if self.mask_branch.config.mask_resolution == "box":
-            scales = output_scales(image_shapes)
-            logits = render_by_box_size(self.mask_branch, fine, stride, boxes, all_labels, scales)
+        scales = None
+        if output_sizes is not None and self.mask_branch.config.mask_resolution == "box":
+            scales = output_scales(image_shapes, output_sizes)
+        logits = self.mask_branch.predict(fine, stride, boxes, all_labels, scales)
+        if isinstance(logits, MasksBySize):
             masks = logits.map(torch.sigmoid).split(counts)
         else:
-            logits = self.mask_branch.render(fine, stride, boxes, all_labels)
             masks = logits.sigmoid().split(counts)  # shapes: traceable
         result = [
             {"boxes": b, "labels": lab, "scores": s, "masks": m}

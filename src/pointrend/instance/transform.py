@@ -7,8 +7,6 @@
   ``[1, num_classes)``, non-finite boxes, ...);
 * drops ground-truth instances whose box has zero width or height (they have no area; left in,
   they make the box-regression targets infinite and match every anchor in the RPN);
-* passes the original image sizes on with the resized ones
-  (:class:`~pointrend.instance.roi_heads.ImageSizes`: the output size of per-box masks);
 * pastes the rendered ``M x M`` masks (or masks of several sizes) into the original image with
   :func:`~pointrend.instance.paste.paste_masks` (vectorised over boxes, the project's pixel-centre
   convention), instead of torchvision's per-box loop over 28x28 masks; ``mask_paste="detectron2"``
@@ -30,11 +28,12 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
+from .. import _tracing
 from ..image_checks import as_model_dtype, check_images
 from ..resize import quantise_to_uint8, resize_uint8_bilinear, shortest_edge_size
 from .compact import MASK_OUTPUTS, compact_detections
 from .paste import paste_masks
-from .roi_heads import ImageSizes, check_training_targets
+from .roi_heads import check_training_targets
 
 __all__ = ["PointRendTransform", "drop_degenerate_instances", "check_mask_sizes"]
 
@@ -143,7 +142,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
             raise ValueError(f"images must be a non-empty list of 3 x H x W tensors, got {what}")
         names = [f"images[{i}]" for i in range(len(images))]
         check_images(images, names)
-        if not torch.jit.is_tracing():
+        if not _tracing.is_tracing():  # traced sizes are not read into Python
             for image, name in zip(images, names):
                 self._check_resized_size(image, name)
         images = [as_model_dtype(image, self.image_dtype.dtype) for image in images]
@@ -151,11 +150,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
             check_training_targets(targets, self.num_classes)
             check_mask_sizes(images, targets)
             targets = [drop_degenerate_instances(t) for t in targets]
-        image_list, targets = super().forward(images, targets)
-        if not torch.jit.is_tracing():  # the output sizes, for per-box mask resolution
-            original = [tuple(image.shape[-2:]) for image in images]
-            image_list.image_sizes = ImageSizes(image_list.image_sizes, original)
-        return image_list, targets
+        return super().forward(images, targets)
 
     def _keeps_size(self, image: Tensor) -> bool:
         """Whether torchvision's resize (eval size) gives ``image`` its own size: its output is
@@ -183,35 +178,25 @@ class PointRendTransform(GeneralizedRCNNTransform):
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
-        """torchvision's resize (none when the size would not change); when tracing (export),
-        the output size computed as in eager. With the detectron2 rule, :meth:`_resize_detectron2`
-        (eager: it also normalises, after resizing the 8-bit pixels).
-
-        Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
-        the output size, which for shrunk images can come out a pixel smaller than in PyTorch
-        (e.g. 200 x 150 -> 160 x 119 instead of 160 x 120), and then every pixel is resampled
-        differently. Here the size is ``floor(side * scale)`` in float64, as Python computes
-        it in eager mode, and the interpolation is the same (bilinear to that size).
+        """torchvision's resize (none when the size would not change). With the detectron2
+        rule, :meth:`_resize_detectron2` (it also normalises, after resizing the 8-bit pixels).
+        Traced in eval mode (export), the same rules without reading a size into Python
+        (:func:`pointrend._tracing.resize_to_limits`, ``resize_shortest_edge``).
         """
         if not self.resizes:
             return image, target
+        if self.fixed_size is None and not self.training and _tracing.is_tracing():
+            if target is not None:
+                raise ValueError("targets are not traced: export the model with images only")
+            if self.resize_rule == "detectron2":
+                short = float(self.min_size[-1])
+                return _tracing.resize_shortest_edge(image, short, self.max_size), None
+            return _tracing.resize_to_limits(image, self.min_size[-1], self.max_size), None
         if self.resize_rule == "detectron2" and self.fixed_size is None:
             return self._resize_detectron2(image, target)
-        if not torch.jit.is_tracing() or self.training or self.fixed_size is not None:
-            if self.fixed_size is None and not torch.jit.is_tracing() and self._keeps_size(image):
-                return image, target  # resampling to the same size would change nothing
-            return super().resize(image, target)
-        if target is not None:
-            raise ValueError("targets are not traced: export the model in eval mode, images only")
-        # 1-d float64 throughout: the exporter casts 0-dim (scalar) arithmetic to float32.
-        side = torch.stack(list(image.shape[-2:])).to(torch.float64)  # (H, W)
-        limits = torch.tensor([self.min_size[-1], self.max_size], dtype=torch.float64)
-        scale = (limits / torch.sort(side).values).amin(0, keepdim=True)
-        size = torch.floor(side * scale).to(torch.int64)
-        image = F.interpolate(
-            image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
-        )[0]
-        return image, target
+        if self.fixed_size is None and self._keeps_size(image):
+            return image, target  # resampling to the same size would change nothing
+        return super().resize(image, target)
 
     def _pixels_after_resize(self) -> bool:
         """Whether this transform resizes the 8-bit pixels before normalising (detectron2's
@@ -220,7 +205,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
             self.resize_rule == "detectron2"
             and self.fixed_size is None
             and self.resizes
-            and (not torch.jit.is_tracing())
+            and not (_tracing.is_tracing() and not self.training)
         )
 
     def normalize(self, image: Tensor) -> Tensor:
@@ -236,25 +221,16 @@ class PointRendTransform(GeneralizedRCNNTransform):
         """Shortest side to ``min_size`` unless the longest would exceed ``max_size`` (then the
         longest to ``max_size``), each side rounded to the nearest pixel (``int(x + 0.5)``).
 
-        Eager: detectron2's pixels. The ``[0, 1]`` image is quantised as an 8-bit photo
+        detectron2's pixels: the ``[0, 1]`` image is quantised as an 8-bit photo
         (``round(x * 255)``, clamped: exact for an 8-bit image read as ``value / 255``),
         resized by PIL's bilinear filter on uint8 (antialiased when shrinking), then divided by
         255 and normalised. An image already at its output size is neither quantised nor
-        resampled. Traced (export): bilinear on the normalised float image, without
-        antialiasing (the ONNX exporter has none), so an exported model's pixels differ a little.
+        resampled.
 
         Shapes: ``image`` ``3 x H x W`` -> ``3 x H' x W'``; target boxes and masks follow.
         """
         h, w = image.shape[-2:]
         short = float(self.torch_choice(self.min_size) if self.training else self.min_size[-1])
-        if torch.jit.is_tracing():
-            side = torch.stack([torch.as_tensor(h), torch.as_tensor(w)]).to(torch.float64)
-            scale = torch.minimum(short / side.min(), self.max_size / side.max())
-            size = torch.floor(side * scale + 0.5).to(torch.int64)
-            image = F.interpolate(
-                image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
-            )[0]
-            return image, target
         new_size = shortest_edge_size(int(h), int(w), short, self.max_size)
         if new_size == (int(h), int(w)):
             return super().normalize(image), target
@@ -282,7 +258,7 @@ class PointRendTransform(GeneralizedRCNNTransform):
         # One image at a time: every image has its own output size. The paste is batched
         # over the image's boxes.
         fade_border = self.mask_paste == "detectron2"
-        if self.mask_output == "compact" and not torch.jit.is_tracing():
+        if self.mask_output == "compact" and not _tracing.is_tracing():
             return compact_detections(result, image_shapes, original_image_sizes, fade_border)
         for pred, size, original in zip(result, image_shapes, original_image_sizes):
             pred["boxes"] = resize_boxes(pred["boxes"], size, original)
