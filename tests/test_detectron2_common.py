@@ -39,10 +39,7 @@ def instance_cfg(**changes) -> D2Config:
     [
         ("MODEL.POINT_HEAD.IN_FEATURES", ["p3"]),
         ("MODEL.ROI_MASK_HEAD.IN_FEATURES", ["p3"]),
-        ("MODEL.POINT_HEAD.FC_DIM", 512),
-        ("MODEL.POINT_HEAD.NUM_FC", 2),
         ("MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER", False),
-        ("MODEL.ROI_MASK_HEAD.NUM_FC", 3),
         ("MODEL.ROI_MASK_HEAD.POINT_HEAD_ON", False),
         ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2"),
         ("MODEL.ROI_HEADS.IN_FEATURES", ["p3", "p4", "p5"]),
@@ -58,6 +55,20 @@ def test_instance_values_pointrend_cannot_build_are_refused_by_name(key, value):
     message = str(err.value)
     assert message.startswith(f"config.yaml: {key} = {value!r} is not supported")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "key, value, option",
+    [
+        ("MODEL.POINT_HEAD.FC_DIM", 512, "point_head_fc_dim"),
+        ("MODEL.POINT_HEAD.NUM_FC", 2, "point_head_num_fc"),
+        ("MODEL.ROI_MASK_HEAD.NUM_FC", 3, "coarse_head_num_fc"),
+        ("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 100, "train_num_points"),
+    ],
+)
+def test_instance_head_shapes_and_point_counts_become_builder_options(key, value, option):
+    _, _, options = d2_instance.instance_options(instance_cfg(**{key: value}))
+    assert options[option] == value
 
 
 def test_the_baselines_mask_pooler_must_be_its_box_pooler():

@@ -22,6 +22,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import yaml
 from detectron2_fixture import (
     INSTANCE,
     ZOO,
@@ -39,6 +40,9 @@ from detectron2_fixture import (
 from pointrend.cli import main
 from pointrend.engine.inference import load_trained_model
 from pointrend.interop.detectron2 import D2Config, D2ImportError, read_detectron2_weights
+from pointrend.interop.detectron2.instance import (
+    instance_model_from_detectron2 as from_detectron2_weights,
+)
 from pointrend.interop.detectron2.instance import (
     instance_options,
     load_mapped,
@@ -195,6 +199,35 @@ def test_weights_that_do_not_fit_are_named(d2_config):
     model = pointrend_maskrcnn(name, num_classes, **options)
     with pytest.raises(D2ImportError, match=r"missing \['rpn.head.conv.0.0.bias'\]"):
         load_mapped(model, map_instance_weights(weights, cfg), "fixture")
+
+
+def _narrower_heads(weights):
+    """The fixture's weights cut to a 1-layer coarse head and a 2 x 128 point head (K = 3)."""
+    out = {k: v for k, v in weights.items() if ".coarse_head.fc2." not in k and ".fc3." not in k}
+    head = "roi_heads.mask_head.point_head."
+    w1, w2, wp = (weights[head + f"{n}.weight"] for n in ("fc1", "fc2", "predictor"))
+    out[head + "fc1.weight"] = w1[:128]
+    out[head + "fc2.weight"] = torch.cat([w2[:128, :128], w2[:128, 256:]], dim=1)
+    out[head + "predictor.weight"] = torch.cat([wp[:, :128], wp[:, 256:]], dim=1)
+    for n in ("fc1", "fc2"):
+        out[head + f"{n}.bias"] = weights[head + f"{n}.bias"][:128]
+    return out
+
+
+def test_head_widths_and_depths_of_the_config_are_imported(d2_config):
+    values = yaml.safe_load(d2_config.read_text())
+    values["MODEL"]["POINT_HEAD"].update(FC_DIM=128, NUM_FC=2)
+    values["MODEL"]["ROI_MASK_HEAD"]["NUM_FC"] = 1
+    model = from_detectron2_weights(_narrower_heads(instance_weights()), D2Config(values))
+    branch = model.roi_heads.mask_branch
+    assert [layer.out_channels for layer in branch.point_head.fc_layers] == [128, 128]
+    assert len(branch.coarse_head.fcs) == 1
+    with torch.no_grad():
+        result = model([fixture_image(0)])[0]
+    assert len(result["scores"]) and torch.isfinite(result["masks"]).all()
+    values["MODEL"]["POINT_HEAD"]["COARSE_PRED_EACH_LAYER"] = False
+    with pytest.raises(D2ImportError, match="COARSE_PRED_EACH_LAYER = False is not supported"):
+        instance_options(D2Config(values))
 
 
 def _meta_mapping(name):

@@ -20,6 +20,7 @@ __all__ = [
     "BACKBONE_REQUIRED",
     "FIRST_CONV",
     "IGNORED_KEYS",
+    "POINT_HEAD_OPTIONS",
     "POINT_HEAD_REQUIRED",
     "RESNETS",
     "backbone_options",
@@ -30,6 +31,7 @@ __all__ = [
     "load_weights",
     "misfit",
     "no_place",
+    "point_head_options",
     "rename_weights",
     "resnet_name",
 ]
@@ -63,6 +65,16 @@ POINT_HEAD_REQUIRED = {
     "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
     "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
 }
+# MODEL.POINT_HEAD keys both tasks map to the same builder option: key -> (option, type,
+# the default of detectron2's add_pointrend_config, for a config that leaves the key out)
+POINT_HEAD_OPTIONS = {
+    "TRAIN_NUM_POINTS": ("train_num_points", int, 14 * 14),
+    "OVERSAMPLE_RATIO": ("oversample_ratio", float, 3.0),
+    "IMPORTANCE_SAMPLE_RATIO": ("importance_sample_ratio", float, 0.75),
+    "SUBDIVISION_NUM_POINTS": ("subdivision_num_points", int, 28 * 28),
+    "FC_DIM": ("point_head_fc_dim", int, 256),
+    "NUM_FC": ("point_head_num_fc", int, 3),
+}
 # keys of every detectron2 config that change nothing a checkpoint computes: the device it ran on
 # and the file its training started from
 IGNORED_KEYS = ("MODEL.DEVICE", "MODEL.WEIGHTS")
@@ -90,6 +102,14 @@ def check_required(cfg: D2Config, required: Mapping[str, object], why: str = "")
                 f"{cfg.source}: {key} = {found!r} is not supported (pointrend imports "
                 f"{value!r}){reason}"
             )
+
+
+def point_head_options(cfg: D2Config) -> dict[str, int | float]:
+    """The builder options of :data:`POINT_HEAD_OPTIONS` read from the config."""
+    return {
+        option: kind(cfg.get(f"MODEL.POINT_HEAD.{key}", default))
+        for key, (option, kind, default) in POINT_HEAD_OPTIONS.items()
+    }
 
 
 def resnet_name(cfg: D2Config) -> str:

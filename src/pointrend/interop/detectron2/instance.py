@@ -30,6 +30,7 @@ from .common import (
     check_required,
     input_normalisation,
     load_weights,
+    point_head_options,
     rename_weights,
     resnet_name,
 )
@@ -73,17 +74,14 @@ _REQUIRED = {
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "smooth_l1",
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": 1.0,
 }
-# PointRend's mask head: a 2 x FC_DIM coarse head on P2 and detectron2's default point head
-# (3 x 256 with the coarse logits at every layer: pointrend_maskrcnn builds that one only)
+# PointRend's mask head: the coarse head on P2 and a point head with the coarse logits at every
+# layer (the background slot of the import adds a zero column to each layer's coarse inputs)
 _POINTREND_REQUIRED = {
     **POINT_HEAD_REQUIRED,
     "MODEL.ROI_MASK_HEAD.IN_FEATURES": ["p2"],
-    "MODEL.ROI_MASK_HEAD.NUM_FC": 2,
     "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
     "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON": True,
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "",  # the coarse head samples P2 itself, no RoIAlign
-    "MODEL.POINT_HEAD.FC_DIM": 256,
-    "MODEL.POINT_HEAD.NUM_FC": 3,
     "MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER": True,
 }
 _BASELINE_REQUIRED = {"MODEL.ROI_MASK_HEAD.NUM_CONV": 4, "MODEL.ROI_MASK_HEAD.NORM": ""}
@@ -181,15 +179,10 @@ def _num_classes(cfg: D2Config) -> int:
     return k
 
 
-def _subdivision(cfg: D2Config) -> dict:
-    """Output size and steps: detectron2 starts at the 7x7 coarse mask and doubles
-    ``SUBDIVISION_STEPS`` times."""
+def _output_size(cfg: D2Config) -> int:
+    """detectron2 starts at the 7x7 coarse mask and doubles it ``SUBDIVISION_STEPS`` times."""
     side = int(cfg.get("MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION"))
-    steps = int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_STEPS"))
-    return {
-        "mask_output_size": side * 2**steps,
-        "subdivision_num_points": int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS")),
-    }
+    return side * 2 ** int(cfg.get("MODEL.POINT_HEAD.SUBDIVISION_STEPS"))
 
 
 def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
@@ -242,12 +235,9 @@ def instance_options(cfg: D2Config) -> tuple[str, int, dict]:
             coarse_head_conv_dim=int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM")),
             mask_train_on_pred_boxes=bool(cfg.get("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True)),
             box_smooth_l1_beta=float(cfg.get("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", 0.0)),
-            train_num_points=int(cfg.get("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 196)),
-            oversample_ratio=float(cfg.get("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 3)),
-            importance_sample_ratio=float(
-                cfg.get("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", 0.75)
-            ),
-            **_subdivision(cfg),
+            coarse_head_num_fc=int(cfg.get("MODEL.ROI_MASK_HEAD.NUM_FC")),
+            **point_head_options(cfg),
+            mask_output_size=_output_size(cfg),
         )
     else:
         options["mask_head_dim"] = int(cfg.get("MODEL.ROI_MASK_HEAD.CONV_DIM"))

@@ -49,6 +49,7 @@ from .common import (
     check_weights,
     input_normalisation,
     load_weights,
+    point_head_options,
     rename_weights,
     resnet_name,
 )
@@ -76,15 +77,6 @@ IGNORED_KEYS = ("MODEL.MASK_ON",)
 _POINTREND_REQUIRED = {
     **POINT_HEAD_REQUIRED,
     "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": "SemSegFPNHead",
-}
-_POINT_HEAD = {  # MODEL.POINT_HEAD key -> (pointrend option, type)
-    "TRAIN_NUM_POINTS": ("train_num_points", int),
-    "OVERSAMPLE_RATIO": ("oversample_ratio", float),
-    "IMPORTANCE_SAMPLE_RATIO": ("importance_sample_ratio", float),
-    "SUBDIVISION_NUM_POINTS": ("subdivision_num_points", int),
-    "FC_DIM": ("point_head_fc_dim", int),
-    "NUM_FC": ("point_head_num_fc", int),
-    "COARSE_PRED_EACH_LAYER": ("point_head_coarse_pred_each_layer", bool),
 }
 
 
@@ -161,10 +153,8 @@ def _point_head_options(cfg: D2Config, num_classes: int, common_stride: int) -> 
             f"stride-{common_stride} logits to the full resolution in "
             f"{int(math.log2(common_stride))} steps"
         )
-    return {
-        option: kind(cfg.get(f"MODEL.POINT_HEAD.{key}"))
-        for key, (option, kind) in _POINT_HEAD.items()
-    }
+    each_layer = bool(cfg.get("MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER", True))
+    return {**point_head_options(cfg), "point_head_coarse_pred_each_layer": each_layer}
 
 
 def _head_key(key: str, model: SemanticSegmenter, first_level: int) -> str | None:
