@@ -22,8 +22,7 @@ from pointrend.engine.inference import load_trained_model
 from pointrend.instance.mask_head import infer_stride
 
 from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
-from .cost import StepCounter
-from .meters import alternate, count_call
+from .common import PointCounter, alternate, count_call
 from .scoring import instance_scores, mask_settings, validation_set
 
 __all__ = [
@@ -118,7 +117,7 @@ def inference_ablation(
     boxes = int(inputs[3].numel())
     rows = {}
     for name, s in settings.items():
-        counter = StepCounter(model.roi_heads.mask_branch)
+        counter = PointCounter(model.roi_heads.mask_branch.point_head)
         macs = count_call(renderers[name], counter) / max(boxes, 1)
         with mask_settings(model, **s):
             row = instance_scores(model, val)

@@ -49,10 +49,10 @@ from PIL import Image
 from pointrend.data.synthetic import render_sample
 from pointrend.data.write import write_synthetic_dataset
 
-from .machine import command_line, machine_info
-from .report import store_standalone
+from .common import RESULTS, command_line, store_section
 
 log = functools.partial(print, flush=True)
+MODULE = "benchmarks.big_images"
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "pointrend" / "weights"
 INSTANCE = WEIGHTS / "synthetic_instance_pointrend_r18.pt"
@@ -239,9 +239,9 @@ def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
         street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
         stages = semantic_stages(street, REPO / "src")
     section["runs"]["this"]["semantic_4096x8192_stages"] = stages
-    section["semantic_stages_command"] = command_line("benchmarks.big_images", argv)
+    section["semantic_stages_command"] = command_line(MODULE, argv)
     log(f"  semantic_4096x8192_stages {stages}")
-    log(f"wrote {store_standalone(out, 'big_images', section)}")
+    log(f"wrote {store_section(out, 'big_images', section)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs of the 800 x 1333 predict")
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
-    parser.add_argument("--out", default="benchmarks/results/results.json")
+    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
         "--semantic-stages-only",
         action="store_true",
@@ -268,12 +268,10 @@ def main(argv: list[str] | None = None) -> None:
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         "rounds": args.rounds,
         "bench_s": round(time.perf_counter() - start, 1),
-        "command": command_line("benchmarks.big_images", argv),
-        "machine": machine_info(),
     }
     for key, value in section["checks"].items():
         log(f"  {key}: {value}")
-    log(f"wrote {store_standalone(Path(args.out), 'big_images', section)}")
+    log(f"wrote {store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
 
 
 if __name__ == "__main__":

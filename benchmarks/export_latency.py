@@ -33,8 +33,7 @@ from pointrend.engine.build import build_model
 from pointrend.engine.config import load_config
 from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
 
-from .machine import command_line, machine_info, write_json
-from .meters import alternate
+from .common import alternate, command_line, machine_info, write_json
 
 log = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parent.parent

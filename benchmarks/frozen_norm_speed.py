@@ -38,11 +38,27 @@ from pathlib import Path
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detectron2_speed import HEIGHT, WIDTH, imported_options
-from .machine import command_line, machine_info
-from .report import store_standalone
+from .common import RESULTS, alternate, store_section
 
 BASELINE_PACKAGE = "pointrend_baseline"
+ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
+HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
+
+
+def imported_options(package: str = "pointrend") -> tuple[str, int, dict]:
+    """``(backbone, num_classes, options)`` the importer of ``package`` (this checkout's or the
+    baseline's) gives :data:`ZOO_NAME`, with :data:`DETECTIONS` detections forced. Random
+    weights overflow with detectron2's 0-255 input scale; torchvision's normaliser costs the same."""
+    instance = importlib.import_module(f"{package}.interop.detectron2.instance")
+    zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
+    name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
+    options.update(
+        box_score_thresh=0.0,
+        box_detections_per_img=DETECTIONS,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return name, num_classes, options
 
 
 def resolve(ref: str) -> str:
@@ -70,22 +86,6 @@ def load_baseline(ref: str, folder: Path):
     return package
 
 
-def alternate_cpu(contenders: dict, repeats: int) -> dict[str, list[float]]:
-    """CPU seconds of the process (``time.process_time``) of each contender, once per round,
-    ``repeats`` rounds after one warm-up round. With one thread this is the work done, little
-    changed by other processes sharing the machine (wall time is: it waits for them)."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    with torch.no_grad():
-        for fn in contenders.values():
-            fn()
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                start = time.process_time()
-                fn()
-                samples[name].append(time.process_time() - start)
-    return samples
-
-
 def build(package: str, state: dict | None = None) -> torch.nn.Module:
     """The imported-style model from ``package`` (``pointrend`` or the baseline)."""
     models = importlib.import_module(f"{package}.models")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed calls of each side")
     parser.add_argument("--baseline", default="main", help="git ref of the baseline (main)")
-    parser.add_argument("--out", default="benchmarks/results/results.json")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
@@ -140,16 +140,13 @@ def main(argv: list[str] | None = None) -> dict:
         }
         medians, minima, samples = {}, {}, {}
         for part, run in parts.items():
-            timed = alternate_cpu(
-                {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()}, args.rounds
-            )
+            runs = {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()}
+            timed = alternate(runs, args.rounds, clock=time.process_time)
             samples[part] = timed
             medians[part] = {k: statistics.median(v) for k, v in timed.items()}
             minima[part] = {k: min(v) for k, v in timed.items()}
     ratios = {part: m["current"] / m["baseline"] for part, m in medians.items()}
     section = {
-        "command": command_line("benchmarks.frozen_norm_speed", argv),
-        "machine": machine_info(),
         "baseline": args.baseline,
         "baseline_commit": commit,
         "image": [HEIGHT, WIDTH],
@@ -174,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} of the largest "
         f"|value| of a level); detections {counts}"
     )
-    print(f"wrote {store_standalone(Path(args.out), 'frozen_norm_speed', section)}")
+    module = "benchmarks.frozen_norm_speed"
+    print(f"wrote {store_section(Path(args.out), 'frozen_norm_speed', section, module, argv)}")
     return section
 
 

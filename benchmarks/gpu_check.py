@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import command_line, machine_info, write_json
+from benchmarks.common import command_line, machine_info, write_json
 from pointrend.engine.distributed import resolve_amp, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]

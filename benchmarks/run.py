@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import fcntl
 import functools
-import json
 import os
 import tempfile
 import time
@@ -28,11 +27,11 @@ import torch
 
 from pointrend.demo import WEIGHTS_DIR
 
-from . import cost, semantic_cost, semantic_models
+from . import cost, semantic
 from .ablation import inference_ablation, training_ablation
 from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
+from .common import machine_info, read_json
 from .learning import boundary_learning
-from .machine import machine_info
 from .report import write_report
 from .resolution import resolution_table
 
@@ -40,7 +39,6 @@ __all__ = ["SECTIONS", "BenchOptions", "default_weights_dir", "run_bench"]
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("ablation.inference", "ablation.training")  # may be measured apart
-STANDALONE_KEYS = ("per_box_resolution", "per_box_scale", "point_budget")  # stand-alone modules
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
 
@@ -132,13 +130,13 @@ def _cost(sizes: dict) -> dict:
 def _semantic_cost(sizes: dict) -> dict:
     h, w = sizes["semantic_image"]
     _log(f"semantic cost: {h} x {w}, K = 19, {sizes['semantic_points']} points a step")
-    result = semantic_cost.semantic_costs(
+    result = semantic.semantic_costs(
         h, w, 19, sizes["semantic_points"], repeats=max(2, sizes["repeats"] - 2), log=_log
     )
     h, w = sizes["semantic_models_image"]
     backbone = sizes["semantic_models_backbone"]
     _log(f"semantic cost: full models (a)-(e), {backbone}, {h} x {w}, K = 19")
-    result["full_models"] = semantic_models.semantic_model_costs(
+    result["full_models"] = semantic.semantic_model_costs(
         h,
         w,
         19,
@@ -199,58 +197,32 @@ def _parts(sections) -> list[str]:
     return [p for p in ("cost", "semantic", "accuracy", *PARTS, "learning") if p in parts]
 
 
-def _store(sections: dict, part: str, figures: dict) -> None:
-    if "." in part:
-        section, sub = part.split(".")
-        sections.setdefault(section, {})[sub] = figures
-    else:
-        sections[part] = figures
-
-
 def _merge_and_write(out: Path, options: BenchOptions, sizes: dict, measured: dict) -> dict:
-    """Overlay this run's parts on the results already in ``out`` (same mode), write it all.
-
-    Done under a lock, reading the file just before writing: bench runs measuring different
-    sections at the same time (e.g. the training ablation beside the cost) keep each other's.
-    """
+    """Overlay this run's parts on the results already in ``out`` (same mode; the stand-alone
+    modules' keys kept), write it all. Under a lock, reading the file just before writing:
+    bench runs measuring different sections at the same time keep each other's."""
     with open(out / ".results.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        sections = _previous(out / "results.json", options.quick)
+        old = read_json(out / "results.json")
+        same_mode = old.get("settings", {}).get("quick") == options.quick
+        sections = old.get("sections", {}) if same_mode else {}
         for part, figures in measured.items():
-            _store(sections, part, figures)
+            if "." in part:
+                section, sub = part.split(".")
+                sections.setdefault(section, {})[sub] = figures
+            else:
+                sections[part] = figures
         results = {
+            **old,
             "machine": machine_info(),
             "settings": {"quick": options.quick, **sizes, "command": options.command},
             "sections": sections,
-            **standalone_results(out / "results.json"),
         }
         by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
         if by_resolution:  # the table a script reads, at the top level
             results["accuracy_by_resolution"] = resolution_table(by_resolution)
         write_report(results, out)
     return results
-
-
-def _read_results(path: Path) -> dict:
-    """The results in ``path``, or ``{}`` when missing or unreadable."""
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def standalone_results(path: Path) -> dict:
-    """The top-level keys of ``path`` that stand-alone modules write (:data:`STANDALONE_KEYS`),
-    kept when the bench rewrites the file."""
-    old = _read_results(path)
-    return {key: old[key] for key in STANDALONE_KEYS if key in old}
-
-
-def _previous(path: Path, quick: bool) -> dict:
-    old = _read_results(path)
-    if old.get("settings", {}).get("quick") != quick:
-        return {}
-    return old.get("sections", {})
 
 
 def run_bench(options: BenchOptions) -> dict:

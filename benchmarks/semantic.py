@@ -1,27 +1,21 @@
-"""Full semantic models at full resolution (the paper's 1024 x 2048 Cityscapes frame), CPU.
+"""Semantic segmentation at full resolution (the paper's 1024 x 2048 Cityscapes frame), CPU.
 
-One random image ``1 x 3 x H x W``, K classes, the library's builders (random weights, no
-downloads), eval mode, ``torch.no_grad()``. Five ways to ``1 x K x H x W`` logits:
+:func:`semantic_costs`: three ways to ``K x H x W`` logits from the same stride-4 coarse logits
+and fine features (P2): **upsampled** bilinearly; **PointRend** (2 steps of 8192 points, the
+library's renderer); the same point head at **every pixel** (in bands of rows). Multiply-adds
+(``FlopCounterMode``, on ``meta``; interpolation and sampling count 0), activations, peak memory
+of live tensors and time (alternated, median).
 
-* **(a)** Semantic FPN (P2-P5), stride-4 logits bilinearly upsampled;
-* **(b)** (a) + PointRend, subdivided to full resolution (2 steps);
-* **(c)** DeepLabV3, output stride 16, logits upsampled;
-* **(d)** (c) + PointRend (4 steps, fine features from res2);
-* **(e)** DeepLabV3 at output stride 8, logits upsampled (the costly way to finer logits).
+:func:`semantic_model_costs`: five whole models (random weights, the library's builders):
+(a) Semantic FPN, stride-4 logits upsampled; (b) (a) + PointRend; (c) DeepLabV3 output stride
+16, upsampled; (d) (c) + PointRend (4 steps); (e) DeepLabV3 at output stride 8. Each PointRend
+model carries its plain model's weights; the refinement alone of (b) and (d) (``render`` on
+precomputed coarse logits and fine features) is timed too, so that "refinement / coarse model"
+is measured. Targets: refinement at most 25% of the coarse model's time; peak memory below
+DeepLabV3-OS-8's; about 32k points per 1024 x 2048 image (the paper).
 
-Each PointRend model carries its plain model's weights (it only adds the point head); (e) has
-(c)'s weights too. Also timed: the **refinement alone** of (b) and (d), i.e. the model's
-:meth:`~pointrend.semantic.SemanticSegmenter.render` on its precomputed coarse logits and fine
-features, so that "refinement / coarse model" is a measured ratio (the plain model (a) / (c),
-upsampling included, is the coarse model). All contenders alternate in every round (median of
-the rounds). Peak memory: bytes of live tensors allocated during one call
-(:class:`~benchmarks.meters.PeakMemory`; weights and the image not counted). Points per image:
-the point head's inputs counted during that call. Multiply-adds: ``FlopCounterMode`` / 2 on the
-``meta`` device (shapes only; interpolation and point sampling count 0).
-
-Targets (issue 4): the refinement costs at most 25% of the coarse model's time; PointRend's peak
-memory below DeepLabV3-OS-8's; the paper predicts about 32k points for 1024 x 2048 (4 steps of
-8192, DeepLabV3-OS-16).
+``python -m benchmarks.semantic [--quick]`` writes ``benchmarks/results/semantic_models.json``
+(the five models); the bench's ``semantic`` section runs both.
 """
 
 from __future__ import annotations
@@ -33,19 +27,156 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
-from torch.nn.modules.module import register_module_forward_pre_hook
+from torch import Tensor, nn
 
-from pointrend._fused_head import FusedPointHead
+from pointrend.head import PointHead
 from pointrend.models import deeplabv3, pointrend_deeplabv3, pointrend_semantic_fpn, semantic_fpn
-from pointrend.semantic import SemanticSegmenter
+from pointrend.points import grid_cell_centres
+from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
+from pointrend.semantic.fpn_head import SemanticFPNHead
+from pointrend.settings import replace_options
 
-from .machine import command_line, machine_info, write_json
-from .meters import ActivationCounter, PeakMemory, alternate, count_call
-
-__all__ = ["LABELS", "PAIRS", "build_models", "semantic_model_costs", "format_table"]
+from .common import (
+    ActivationCounter,
+    PeakMemory,
+    PointCounter,
+    alternate,
+    command_line,
+    count_call,
+    machine_info,
+    write_json,
+)
 
 Log = Callable[[str], None]
+CHANNELS = 256
+STRIDE = 4
+
+
+def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
+    """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
+    config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
+    each = config.pointrend.coarse_pred_each_layer
+    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
+    return SemanticSegmenter(
+        nn.Identity(),
+        nn.Identity(),
+        num_classes=num_classes,
+        coarse_stride=STRIDE,
+        fine_index=0,
+        fine_stride=STRIDE,
+        point_head=head,
+        config=config,
+    ).eval()
+
+
+def dense_point_head(
+    model: SemanticSegmenter, fine: Tensor, coarse: Tensor, rows_per_band: int = 32
+) -> Tensor:
+    """The point head at the centre of every output pixel: ``N x K x H x W`` logits.
+
+    Works through bands of ``rows_per_band`` rows (one batch of points each) so that the hidden
+    layers of ~2M points never live at once; the result is the same as one batch.
+    """
+    s, (h, w) = model.coarse_stride, coarse.shape[-2:]
+    H, W = s * h, s * w
+    centres = grid_cell_centres(H, W, device=coarse.device).unsqueeze(0)
+    centres = centres.expand(coarse.shape[0], -1, -1)
+    bands = [
+        model._point_logits(fine, coarse, part) for part in centres.split(rows_per_band * W, dim=1)
+    ]
+    return torch.cat(bands, dim=2).view(coarse.shape[0], -1, H, W)
+
+
+def _inputs(height: int, width: int, num_classes: int, device="cpu") -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    h, w = height // STRIDE, width // STRIDE
+    fine = torch.randn(1, CHANNELS, h, w, generator=g).to(device)
+    coarse = torch.randn(1, num_classes, h, w, generator=g).to(device)
+    return fine, coarse
+
+
+def _contenders(model, fine, coarse, rows_per_band: int) -> dict[str, Callable[[], Tensor]]:
+    size = (STRIDE * coarse.shape[-2], STRIDE * coarse.shape[-1])
+    return {
+        "upsampled": lambda: nn.functional.interpolate(
+            coarse, size=size, mode="bilinear", align_corners=False
+        ),
+        "pointrend": lambda: model.render(fine, coarse),
+        "dense_point_head": lambda: dense_point_head(model, fine, coarse, rows_per_band),
+    }
+
+
+def _coarse_head_macs(height: int, width: int, num_classes: int) -> float:
+    """Multiply-adds of the Semantic FPN head (P2-P5 -> stride-4 logits), on the meta device."""
+    head = SemanticFPNHead(CHANNELS, num_classes).to("meta").eval()
+    levels = [
+        torch.empty(1, CHANNELS, height // s, width // s, device="meta") for s in (4, 8, 16, 32)
+    ]
+    return count_call(lambda: head(levels), ActivationCounter())
+
+
+def semantic_costs(
+    height: int = 1024,
+    width: int = 2048,
+    num_classes: int = 19,
+    num_points: int = 8192,
+    repeats: int = 3,
+    rows_per_band: int = 32,
+    log: Log | None = print,
+) -> dict:
+    """The full-resolution cost table (one image); see the module docstring."""
+    torch.manual_seed(0)
+    model = semantic_renderer(num_classes, num_points)
+    fine, coarse = _inputs(height, width, num_classes)
+    contenders = _contenders(model, fine, coarse, rows_per_band)
+    rows: dict[str, dict] = {}
+    meta_model = semantic_renderer(num_classes, num_points).to("meta")
+    meta_fine, meta_coarse = _inputs(height, width, num_classes, device="meta")
+    meta = _contenders(meta_model, meta_fine, meta_coarse, rows_per_band)
+    for name, fn in contenders.items():
+        counter = ActivationCounter()
+        try:  # shapes only: the dense head's ~0.4 T multiply-adds need not run twice more
+            macs = count_call(meta[name], counter)
+        except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
+            counter = ActivationCounter()
+            macs = count_call(fn, counter)
+        meter = PeakMemory()  # also the warm-up run of the timing below
+        with torch.no_grad(), meter:
+            out = fn()
+        assert out.shape == (1, num_classes, height, width), out.shape
+        rows[name] = {
+            "multiply_adds": macs,
+            "activations": sum(counter.counts.values()),
+            "peak_mb": meter.peak / 2**20,
+        }
+    samples = alternate(contenders, repeats, warmup=False)
+    for name, times in samples.items():
+        rows[name]["time_s"] = statistics.median(times)
+        rows[name]["samples_s"] = times
+    pointrend = rows["pointrend"]["time_s"]
+    for row in rows.values():
+        row["time_vs_pointrend"] = row["time_s"] / pointrend
+    result = {
+        "image": [height, width],
+        "num_classes": num_classes,
+        "coarse_stride": STRIDE,
+        "subdivision_num_points": num_points,
+        "subdivision_steps": 2,
+        "dense_rows_per_band": rows_per_band,
+        "repeats": repeats,
+        "semantic_fpn_head_multiply_adds": _coarse_head_macs(height, width, num_classes),
+        "rows": rows,
+    }
+    if log:
+        for name, row in rows.items():
+            log(
+                f"  {name:<17} {row['multiply_adds'] / 1e9:8.2f} G mult-adds "
+                f"{row['activations'] / 1e6:8.1f} M act. {row['peak_mb']:8.1f} MB "
+                f"{row['time_s']:8.3f} s ({row['time_vs_pointrend']:.2f}x PointRend)"
+            )
+    return result
+
+
 LABELS = {
     "fpn": "(a) Semantic FPN, stride 4 upsampled",
     "fpn_pointrend": "(b) Semantic FPN + PointRend",
@@ -89,43 +220,17 @@ def refinement_inputs(model: SemanticSegmenter, image: Tensor) -> tuple[Tensor, 
     return features[model.fine_index], coarse
 
 
-class PointCounter:
-    """Points the point head predicts while active: the ``P`` of its ``N x C x P`` inputs, summed
-    over calls (per image when ``N = 1``); ``calls`` is the number of point-head calls."""
-
-    def __init__(self, model: SemanticSegmenter):
-        self.head = model.point_head
-        self.points = self.calls = 0
-
-    def _count(self, module, args) -> None:
-        if module is not self.head and not isinstance(module, FusedPointHead):
-            return
-        self.calls += 1
-        self.points += args[0].shape[-1]
-
-    def __enter__(self):
-        self.points = self.calls = 0
-        # Every point-head call: the head itself, or its fused copy when rendering without grad.
-        self._hook = register_module_forward_pre_hook(self._count) if self.head else None
-        return self
-
-    def __exit__(self, *exc):
-        if self._hook is not None:
-            self._hook.remove()
-
-
 def _output(out) -> Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
 def _measure(fn: Callable[[], object], model: SemanticSegmenter) -> tuple[dict, Tensor]:
     """One call (the timing's warm-up too): peak MB of live tensors and the points predicted."""
-    meter, counter = PeakMemory(), PointCounter(model)
+    meter, counter = PeakMemory(), PointCounter(model.point_head)
     with torch.no_grad(), counter, meter:
         out = _output(fn())
     row = {"peak_mb": meter.peak / 2**20, "points_per_image": counter.points}
-    row["point_head_calls"] = counter.calls
-    return row, out
+    return row | {"point_head_calls": counter.calls}, out
 
 
 def _multiply_adds(model: SemanticSegmenter, shape, refine: bool) -> dict:
@@ -218,48 +323,17 @@ def semantic_model_costs(
         "targets": _targets(rows, refinement),
     }
     if log:
-        for line in format_table(result):
-            log(line)
+        for name, row in [*rows.items(), *refinement.items()]:
+            log(
+                f"  {name:<24} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB {row['points_per_image']:6d} points"
+            )
     return result
-
-
-def _mb(value: float) -> str:
-    return f"{value:8.1f}"
-
-
-def format_table(result: dict) -> list[str]:
-    """The figures as plain-text lines (the bench's log and the script's output)."""
-    h, w = result["image"]
-    out = [
-        f"Full models at {h}x{w}, K = {result['num_classes']}, {result['backbone']}, "
-        f"{result['subdivision_num_points']} points a step, median of {result['repeats']}:",
-        f"  {'model':<36} {'time s':>8} {'x coarse':>8} {'peak MB':>8} {'x OS8':>6} "
-        f"{'points':>7} {'mult-adds':>10}",
-    ]
-    for row in result["rows"].values():
-        ratio = f"{row['vs_coarse_model']:8.2f}" if "vs_coarse_model" in row else " " * 8
-        macs = "n/a" if row["multiply_adds"] is None else f"{row['multiply_adds'] / 1e9:.1f}G"
-        out.append(
-            f"  {row['label']:<36} {row['time_s']:8.3f} {ratio} {_mb(row['peak_mb'])} "
-            f"{row['peak_vs_deeplab_os8']:6.2f} {row['points_per_image']:7d} {macs:>10}"
-        )
-    for ours, part in result["refinement"].items():
-        met = result["targets"][ours]
-        out.append(
-            f"  {part['label']} alone: {part['time_s']:.3f} s = "
-            f"{100 * part['over_coarse_model']:.1f}% of the coarse model "
-            f"(target <= {100 * result['max_refinement_share']:.0f}%: "
-            f"{'met' if met['refinement_at_most_25pct_of_coarse'] else 'NOT met'}), "
-            f"peak {part['peak_mb']:.1f} MB; whole-model peak below OS-8's: "
-            f"{'yes' if met['peak_below_deeplab_os8'] else 'NO'}"
-        )
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.semantic_models``: the measurement alone, written to a JSON file."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.semantic_models",
+        prog="python -m benchmarks.semantic",
         description="full semantic models with and without PointRend",
     )
     parser.add_argument("--threads", type=int, default=1)
@@ -285,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         num_points=args.num_points,
         log=log,
     )
-    info = {"command": command_line("benchmarks.semantic_models", argv), "machine": machine_info()}
+    info = {"command": command_line("benchmarks.semantic", argv), "machine": machine_info()}
     log(f"wrote {write_json({**info, **result}, args.out)}")
 
 
