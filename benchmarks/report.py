@@ -214,13 +214,12 @@ def per_box_md(results: dict) -> list[str]:
             b = c["boundary_iou"]
             return f"{b['value']:.1f} ± {b['se']:.1f} ({c['points_per_box']})"
 
-        k = "3.5" if "3.5" in budget["by_size"][next(iter(budget["by_size"]))]["per_box"] else None
         rules = ["per_box", "final_side", "step_side"]
         rows = [
             [
                 m,
                 cell(r["fixed224"]),
-                *(cell(r[rule][k or next(iter(r[rule]))]) for rule in rules),
+                *(cell(r[rule].get("3.5") or next(iter(r[rule].values()))) for rule in rules),
                 num(r["no_refinement"]["boundary_iou"]["value"]),
             ]
             for m, r in budget["by_size"].items()
