@@ -7,17 +7,16 @@ import copy
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from benchmarks import run
-from benchmarks.__main__ import main
 from benchmarks.common import PeakMemory, store_section
 from benchmarks.learning import boundary_iou, star_images, star_mask
 from benchmarks.resolution import FACTORS, ROWS
+from benchmarks.run import main
 from benchmarks.semantic import dense_point_head, semantic_renderer
 
 
@@ -82,9 +81,8 @@ def test_one_section_is_measured_again_and_the_others_kept(quick_bench, tmp_path
     shutil.copytree(source, out)
     figures = copy.deepcopy(before["sections"]["semantic"])
     figures["rows"]["pointrend"]["time_s"] = 12.345
-    monkeypatch.setattr(run, "_semantic_cost", lambda sizes: figures)
-    for name in ("_cost", "_accuracy", "_inference_ablation", "_training_ablation", "_learning"):
-        monkeypatch.setattr(run, name, lambda *args, name=name: pytest.fail(f"{name} ran"))
+    runners = {k: lambda *args, k=k: pytest.fail(f"{k} ran") for k in run.RUNNERS}
+    monkeypatch.setattr(run, "RUNNERS", runners | {"semantic": lambda *args: figures})
     store_section(out / "results.json", "frozen_norm_speed", {"kept": 1})
     assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
     after = json.loads((out / "results.json").read_text())
@@ -103,12 +101,10 @@ def test_section_names_and_an_unknown_one(tmp_path, capsys):
 
 
 def test_a_quick_run_never_replaces_the_stored_figures(monkeypatch):
-    import benchmarks.__main__ as cli
-
     asked = []
-    monkeypatch.setattr(cli, "run_bench", asked.append)
-    assert cli.main(["--quick", "--sections", "cost"]) == 0 and cli.main([]) == 0
-    assert [o.out for o in asked] == [Path("outputs/bench-quick"), Path("benchmarks/results")]
+    monkeypatch.setattr(run, "run_bench", lambda args, parts, command: asked.append(args.out))
+    assert main(["--quick", "--sections", "cost"]) == 0 and main([]) == 0
+    assert asked == ["outputs/bench-quick", "benchmarks/results"]
 
 
 def test_peak_memory_counts_live_intermediates_only():
