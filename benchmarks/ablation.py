@@ -25,15 +25,6 @@ from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
 from .common import PointCounter, alternate, count_call
 from .scoring import instance_scores, mask_settings, validation_set
 
-__all__ = [
-    "OUTPUT_SIZES",
-    "POINTS_PER_STEP",
-    "TRAINING_VARIANTS",
-    "render_inputs",
-    "inference_ablation",
-    "training_ablation",
-]
-
 OUTPUT_SIZES = (28, 56, 112, 224)
 POINTS_PER_STEP = (14, 28, 56, 112)  # squared
 TRAINING_VARIANTS = {

@@ -23,8 +23,6 @@ from torchvision.models.detection.transform import resize_boxes
 from pointrend.evaluation.boundary import boundary_distance, boundary_region
 from pointrend.instance import maskrcnn, pointrend_maskrcnn
 
-__all__ = ["star_mask", "star_images", "boundary_iou", "train_and_score", "boundary_learning"]
-
 # Gradient clipping keeps a few dozen steps from scratch from being chaotic: without it a
 # rounding-level change in the point head (1e-7 relative) moved PointRend's mask IoU between
 # 0.67 and 0.90.

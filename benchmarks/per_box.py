@@ -59,7 +59,7 @@ from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.points import calculate_uncertainty
 from pointrend.render import shortcut_steps, subdivision_inference, subdivision_sizes
 
-from .accuracy import INSTANCE, shipped_model
+from .accuracy import FACTORS, INSTANCE, shipped_model
 from .common import (
     RESULTS,
     ModuleSeconds,
@@ -79,7 +79,6 @@ from .cost import (
     render_as_the_model_does,
 )
 from .plots import plot_boundary_crop
-from .resolution import FACTORS
 from .scoring import (
     VAL_SEED,
     mask_settings,

@@ -27,11 +27,17 @@ from pointrend.demo import WEIGHTS_DIR
 
 from . import cost, semantic
 from .ablation import inference_ablation, training_ablation
-from .accuracy import INSTANCE, ModelSource, instance_accuracy, obtain_model, semantic_accuracy
+from .accuracy import (
+    INSTANCE,
+    ModelSource,
+    instance_accuracy,
+    obtain_model,
+    resolution_table,
+    semantic_accuracy,
+)
 from .common import machine_info, read_json
 from .learning import boundary_learning
 from .report import write_report
-from .resolution import resolution_table
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
 PARTS = ("cost", "semantic", "accuracy", "ablation.inference", "ablation.training", "learning")

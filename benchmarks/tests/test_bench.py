@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import run
+from benchmarks.accuracy import FACTORS, ROWS
 from benchmarks.common import PeakMemory, store_section
 from benchmarks.learning import boundary_iou, star_images, star_mask
-from benchmarks.resolution import FACTORS, ROWS
 from benchmarks.run import main
 from benchmarks.semantic import dense_point_head, semantic_renderer
 
