@@ -99,7 +99,7 @@ def _cost(s: dict, source: ModelSource) -> dict:
 def _semantic(s: dict, source: ModelSource) -> dict:
     (h, w), repeats = s["semantic_image"], max(2, s["repeats"] - 2)
     log(f"semantic: {h} x {w}, then whole models at {s['semantic_models_image']}")
-    result = semantic.semantic_costs(h, w, 19, s["semantic_points"], repeats, log=log)
+    result = semantic.semantic_costs(h, w, 19, s["semantic_points"], repeats)
     h, w = s["semantic_models_image"]
     points, backbone = s["semantic_models_points"], s["semantic_models_backbone"]
     result["full_models"] = semantic.semantic_model_costs(h, w, 19, repeats, backbone, points, log)

@@ -57,16 +57,16 @@ def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegme
     config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
     each = config.pointrend.coarse_pred_each_layer
     head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
-    return SemanticSegmenter(
+    strides = {"coarse_stride": STRIDE, "fine_index": 0, "fine_stride": STRIDE}
+    model = SemanticSegmenter(
         nn.Identity(),
         nn.Identity(),
         num_classes=num_classes,
-        coarse_stride=STRIDE,
-        fine_index=0,
-        fine_stride=STRIDE,
+        **strides,
         point_head=head,
         config=config,
-    ).eval()
+    )
+    return model.eval()
 
 
 def dense_point_head(
@@ -87,20 +87,15 @@ def dense_point_head(
     return torch.cat(bands, dim=2).view(coarse.shape[0], -1, H, W)
 
 
-def _inputs(height: int, width: int, num_classes: int, device="cpu") -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(0)
-    h, w = height // STRIDE, width // STRIDE
-    fine = torch.randn(1, CHANNELS, h, w, generator=g).to(device)
-    coarse = torch.randn(1, num_classes, h, w, generator=g).to(device)
-    return fine, coarse
-
-
-def _contenders(model, fine, coarse, rows_per_band: int) -> dict[str, Callable[[], Tensor]]:
-    size = (STRIDE * coarse.shape[-2], STRIDE * coarse.shape[-1])
+def _contenders(num_classes, num_points, height, width, rows_per_band, device="cpu") -> dict:
+    """The three ways to full-resolution logits, on one image's random inputs on ``device``."""
+    model = semantic_renderer(num_classes, num_points).to(device)
+    g, size = torch.Generator().manual_seed(0), (height // STRIDE, width // STRIDE)
+    fine = torch.randn(1, CHANNELS, *size, generator=g).to(device)
+    coarse = torch.randn(1, num_classes, *size, generator=g).to(device)
+    up = functools.partial(nn.functional.interpolate, size=(height, width), mode="bilinear")
     return {
-        "upsampled": lambda: nn.functional.interpolate(
-            coarse, size=size, mode="bilinear", align_corners=False
-        ),
+        "upsampled": lambda: up(coarse, align_corners=False),
         "pointrend": lambda: model.render(fine, coarse),
         "dense_point_head": lambda: dense_point_head(model, fine, coarse, rows_per_band),
     }
@@ -109,9 +104,8 @@ def _contenders(model, fine, coarse, rows_per_band: int) -> dict[str, Callable[[
 def _coarse_head_macs(height: int, width: int, num_classes: int) -> float:
     """Multiply-adds of the Semantic FPN head (P2-P5 -> stride-4 logits), on the meta device."""
     head = SemanticFPNHead(CHANNELS, num_classes).to("meta").eval()
-    levels = [
-        torch.empty(1, CHANNELS, height // s, width // s, device="meta") for s in (4, 8, 16, 32)
-    ]
+    shapes = [(1, CHANNELS, height // s, width // s) for s in (4, 8, 16, 32)]
+    levels = [torch.empty(shape, device="meta") for shape in shapes]
     return count_call(lambda: head(levels), ActivationCounter())
 
 
@@ -122,17 +116,12 @@ def semantic_costs(
     num_points: int = 8192,
     repeats: int = 3,
     rows_per_band: int = 32,
-    log: Log | None = print,
 ) -> dict:
     """The full-resolution cost table (one image); see the module docstring."""
     torch.manual_seed(0)
-    model = semantic_renderer(num_classes, num_points)
-    fine, coarse = _inputs(height, width, num_classes)
-    contenders = _contenders(model, fine, coarse, rows_per_band)
+    contenders = _contenders(num_classes, num_points, height, width, rows_per_band)
+    meta = _contenders(num_classes, num_points, height, width, rows_per_band, "meta")
     rows: dict[str, dict] = {}
-    meta_model = semantic_renderer(num_classes, num_points).to("meta")
-    meta_fine, meta_coarse = _inputs(height, width, num_classes, device="meta")
-    meta = _contenders(meta_model, meta_fine, meta_coarse, rows_per_band)
     for name, fn in contenders.items():
         counter = ActivationCounter()
         try:  # shapes only: the dense head's ~0.4 T multiply-adds need not run twice more
@@ -151,12 +140,10 @@ def semantic_costs(
         }
     samples = alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
-        rows[name]["time_s"] = statistics.median(times)
-        rows[name]["samples_s"] = times
-    pointrend = rows["pointrend"]["time_s"]
+        rows[name] |= {"time_s": statistics.median(times), "samples_s": times}
     for row in rows.values():
-        row["time_vs_pointrend"] = row["time_s"] / pointrend
-    result = {
+        row["time_vs_pointrend"] = row["time_s"] / rows["pointrend"]["time_s"]
+    return {
         "image": [height, width],
         "num_classes": num_classes,
         "coarse_stride": STRIDE,
@@ -167,14 +154,6 @@ def semantic_costs(
         "semantic_fpn_head_multiply_adds": _coarse_head_macs(height, width, num_classes),
         "rows": rows,
     }
-    if log:
-        for name, row in rows.items():
-            log(
-                f"  {name:<17} {row['multiply_adds'] / 1e9:8.2f} G mult-adds "
-                f"{row['activations'] / 1e6:8.1f} M act. {row['peak_mb']:8.1f} MB "
-                f"{row['time_s']:8.3f} s ({row['time_vs_pointrend']:.2f}x PointRend)"
-            )
-    return result
 
 
 LABELS = {
@@ -192,17 +171,16 @@ MAX_REFINEMENT_SHARE = 0.25
 def build_models(backbone: str, num_classes: int, num_points: int) -> dict[str, SemanticSegmenter]:
     """The five contenders (:data:`LABELS`), eval mode, random weights shared where they can be."""
     torch.manual_seed(0)
-    options = {"weights_backbone": None}
+    plain, ours = (
+        {"weights_backbone": None},
+        {"weights_backbone": None, "subdivision_num_points": num_points},
+    )
     models = {
-        "fpn": semantic_fpn(backbone, num_classes, **options),
-        "fpn_pointrend": pointrend_semantic_fpn(
-            backbone, num_classes, subdivision_num_points=num_points, **options
-        ),
-        "deeplab_os16": deeplabv3(backbone, num_classes, **options),
-        "deeplab_os16_pointrend": pointrend_deeplabv3(
-            backbone, num_classes, subdivision_num_points=num_points, **options
-        ),
-        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **options),
+        "fpn": semantic_fpn(backbone, num_classes, **plain),
+        "fpn_pointrend": pointrend_semantic_fpn(backbone, num_classes, **ours),
+        "deeplab_os16": deeplabv3(backbone, num_classes, **plain),
+        "deeplab_os16_pointrend": pointrend_deeplabv3(backbone, num_classes, **ours),
+        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **plain),
     }
     for ours, plain in PAIRS.items():
         keys = models[ours].load_state_dict(models[plain].state_dict(), strict=False)
@@ -220,15 +198,12 @@ def refinement_inputs(model: SemanticSegmenter, image: Tensor) -> tuple[Tensor, 
     return features[model.fine_index], coarse
 
 
-def _output(out) -> Tensor:
-    return out["out"] if isinstance(out, dict) else out
-
-
 def _measure(fn: Callable[[], object], model: SemanticSegmenter) -> tuple[dict, Tensor]:
     """One call (the timing's warm-up too): peak MB of live tensors and the points predicted."""
     meter, counter = PeakMemory(), PointCounter(model.point_head)
     with torch.no_grad(), counter, meter:
-        out = _output(fn())
+        out = fn()
+    out = out["out"] if isinstance(out, dict) else out
     row = {"peak_mb": meter.peak / 2**20, "points_per_image": counter.points}
     return row | {"point_head_calls": counter.calls}, out
 
@@ -237,29 +212,14 @@ def _multiply_adds(model: SemanticSegmenter, shape, refine: bool) -> dict:
     """Multiply-adds and activations (elements written by conv / linear layers), on ``meta``."""
     meta = copy.deepcopy(model).to("meta")
     image = torch.empty(shape, device="meta")
-    if refine:
-        fine, coarse = refinement_inputs(meta, image)
-        run = lambda: meta.render(fine, coarse)  # noqa: E731
-    else:
-        run = lambda: meta(image)  # noqa: E731
+    inputs = refinement_inputs(meta, image) if refine else None
+    run = (lambda: meta.render(*inputs)) if refine else (lambda: meta(image))
     counter = ActivationCounter()
     try:
         macs = count_call(run, counter)
     except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
         return {"multiply_adds": None, "activations": None}
     return {"multiply_adds": macs, "activations": sum(counter.counts.values())}
-
-
-def _targets(rows: dict, refinement: dict) -> dict:
-    os8 = rows["deeplab_os8"]["peak_mb"]
-    out = {}
-    for ours in PAIRS:
-        share = refinement[ours]["over_coarse_model"]
-        out[ours] = {
-            "refinement_at_most_25pct_of_coarse": share <= MAX_REFINEMENT_SHARE,
-            "peak_below_deeplab_os8": rows[ours]["peak_mb"] < os8,
-        }
-    return out
 
 
 def semantic_model_costs(
@@ -269,7 +229,7 @@ def semantic_model_costs(
     repeats: int = 3,
     backbone: str = "resnet50",
     num_points: int = 8192,
-    log: Log | None = print,
+    log: Log = print,
 ) -> dict:
     """Time, peak memory, points per image (and multiply-adds) of the five contenders.
 
@@ -285,14 +245,10 @@ def semantic_model_costs(
     rows: dict[str, dict] = {}
     for name, fn in contenders.items():
         model = models[name.split(".")[0]]
-        if log:
-            log(f"  measuring {name} (peak memory, points, multiply-adds)")
         row, out = _measure(fn, model)
         assert out.shape == (1, num_classes, height, width), (name, tuple(out.shape))
         rows[name] = {**row, **_multiply_adds(model, image.shape, name.endswith(".refinement"))}
         rows[name]["coarse_stride"] = model.coarse_stride
-    if log:
-        log(f"  timing {len(contenders)} contenders, {repeats} alternated rounds")
     samples = alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name].update(time_s=statistics.median(times), samples_s=times)
@@ -320,18 +276,21 @@ def semantic_model_costs(
         "max_refinement_share": MAX_REFINEMENT_SHARE,
         "rows": rows,
         "refinement": refinement,
-        "targets": _targets(rows, refinement),
+        "targets": {
+            ours: {
+                "refinement_at_most_25pct_of_coarse": part["over_coarse_model"]
+                <= MAX_REFINEMENT_SHARE,
+                "peak_below_deeplab_os8": rows[ours]["peak_mb"] < rows["deeplab_os8"]["peak_mb"],
+            }
+            for ours, part in refinement.items()
+        },
     }
-    if log:
-        for name, row in [*rows.items(), *refinement.items()]:
-            log(
-                f"  {name:<24} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB {row['points_per_image']:6d} points"
-            )
+    for name, row in [*rows.items(), *refinement.items()]:
+        log(f"  {name:<24} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB")
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m benchmarks.semantic_models``: the measurement alone, written to a JSON file."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.semantic",
         description="full semantic models with and without PointRend",
@@ -348,19 +307,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
-    log = functools.partial(print, flush=True)
-    log(f"Semantic models at {args.height} x {args.width} ({args.threads} thread(s), K = 19)")
-    result = semantic_model_costs(
-        args.height,
-        args.width,
-        19,
-        repeats=args.repeats,
-        backbone=args.backbone,
-        num_points=args.num_points,
-        log=log,
-    )
+    size, options = (args.height, args.width), (args.repeats, args.backbone, args.num_points)
+    result = semantic_model_costs(*size, 19, *options, functools.partial(print, flush=True))
     info = {"command": command_line("benchmarks.semantic", argv), "machine": machine_info()}
-    log(f"wrote {write_json({**info, **result}, args.out)}")
+    print(f"wrote {write_json(info | result, args.out)}")
 
 
 if __name__ == "__main__":
