@@ -28,17 +28,7 @@ from pointrend.engine.config import load_config
 from pointrend.engine.inference import load_trained_model
 from pointrend.engine.train import train
 
-from .scoring import (
-    VAL_SEED,
-    ValSet,
-    instance_scores,
-    mask_settings,
-    oracle_scores,
-    predict_at_sizes,
-    score_results,
-    semantic_scores,
-    validation_set,
-)
+from . import scoring
 
 INSTANCE = {
     "pointrend": "synthetic_instance_pointrend_r18",
@@ -141,23 +131,23 @@ def shipped_model(name: str, log=print) -> TrainedModel:
         return obtain_model(name, ModelSource(WEIGHTS_DIR, Path(work), None, log=log))
 
 
-def _model_rows(model, vals: dict[int, ValSet]) -> dict[int, dict]:
+def _model_rows(model, vals: dict[int, scoring.ValSet]) -> dict[int, dict]:
     """``{size: scores}`` of one model's predictions, made once, pasted at every size."""
-    results = predict_at_sizes(model, vals[min(vals)].dataset, sorted(vals))
-    return {size: score_results(vals[size], results[size]) for size in vals}
+    results = scoring.predict_at_sizes(model, vals[min(vals)].dataset, sorted(vals))
+    return {size: scoring.score_results(vals[size], results[size]) for size in vals}
 
 
-def by_resolution(pointrend, baseline, vals: dict[int, ValSet], log=print) -> dict:
+def by_resolution(pointrend, baseline, vals: dict[int, scoring.ValSet], log=print) -> dict:
     """Every row of :data:`ROWS` at every evaluation size (``vals``: the validation set with
     its ground truth rendered at each size): ``{"sizes", "rows": {size: {row: scores}}, ...}``."""
     rows: dict[int, dict] = {size: {} for size in vals}
     for size in vals:
-        rows[size] |= {f"oracle{m}": oracle_scores(vals[size], m) for m in MASK_SIZES}
+        rows[size] |= {f"oracle{m}": scoring.oracle_scores(vals[size], m) for m in MASK_SIZES}
     for size, scores in _model_rows(baseline, vals).items():
         rows[size]["maskrcnn"] = scores
     settings = {f"pointrend{m}": {"output_size": m} for m in MASK_SIZES}
     for name, changes in (settings | {"pointrend_box": {"mask_resolution": "box"}}).items():
-        with mask_settings(pointrend, **changes):
+        with scoring.mask_settings(pointrend, **changes):
             for size, scores in _model_rows(pointrend, vals).items():
                 rows[size][name] = scores
     for size in sorted(vals):
@@ -192,24 +182,25 @@ def instance_accuracy(
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
     base = pointrend.image_size
-    val = validation_set("instance", num_images, base, folds)
-    rows = {"Mask R-CNN 4x conv, 28x28": instance_scores(baseline.model, val)}
+    val = scoring.validation_set("instance", num_images, base, folds)
+    rows = {"Mask R-CNN 4x conv, 28x28": scoring.instance_scores(baseline.model, val)}
     for size in (28, 224):
-        with mask_settings(pointrend.model, output_size=size):
-            rows[f"PointRend, {size}x{size}"] = instance_scores(pointrend.model, val)
+        with scoring.mask_settings(pointrend.model, output_size=size):
+            rows[f"PointRend, {size}x{size}"] = scoring.instance_scores(pointrend.model, val)
     for size in (28, 224):
-        rows[f"oracle: ground truth at {size}x{size}"] = oracle_scores(val, size)
+        rows[f"oracle: ground truth at {size}x{size}"] = scoring.oracle_scores(val, size)
     for name, row in rows.items():
         source.log(
             f"  {name:<34} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}"
         )
     vals = {
-        base * f: validation_set("instance", num_images, base, folds, base * f) for f in FACTORS[1:]
+        base * f: scoring.validation_set("instance", num_images, base, folds, base * f)
+        for f in FACTORS[1:]
     }
     config = pointrend.model.roi_heads.mask_branch.config
     result = {
         "val_images": num_images,
-        "val_seed": VAL_SEED,
+        "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
         "image_size": base,
         "models": {"pointrend": pointrend.describe(), "maskrcnn": baseline.describe()},
@@ -226,12 +217,12 @@ def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
     """Coarse Semantic FPN upsampled vs + PointRend: mIoU, boundary F and IoU (percent)."""
     models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
     size = models["pointrend"].image_size
-    val = validation_set("semantic", num_images, size, folds)
+    val = scoring.validation_set("semantic", num_images, size, folds)
     labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
-    rows = {labels[key]: semantic_scores(models[key].model, val) for key in labels}
+    rows = {labels[key]: scoring.semantic_scores(models[key].model, val) for key in labels}
     return {
         "val_images": num_images,
-        "val_seed": VAL_SEED,
+        "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
         "image_size": size,
         "coarse_stride": getattr(models["pointrend"].model, "coarse_stride", None),

@@ -29,16 +29,7 @@ from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
 from pointrend.settings import replace_options
 
-from .common import (
-    ActivationCounter,
-    PointCounter,
-    alternate,
-    command_line,
-    count_call,
-    machine_info,
-    peak_bytes,
-    write_json,
-)
+from . import common
 
 PAPER = {"4x conv 28": (0.5e9, 0.5e6), "4x conv 224": (34e9, 33e6), "PointRend 224": (0.9e9, 0.7e6)}
 K = 80
@@ -93,15 +84,15 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
         torch.manual_seed(0)
         if name.startswith("PointRend"):
             branch = pointrend_branch(output).eval()
-            counter = PointCounter(branch.point_head)
+            counter = common.PointCounter(branch.point_head)
 
             def run(branch=branch):
                 return branch.render(features, 4.0, boxes, labels)
 
         else:
-            counter = ActivationCounter()
+            counter = common.ActivationCounter()
             run = _dense_runner(output, features, boxes, image_size, labels, device="meta")
-        macs = count_call(run, counter) / n
+        macs = common.count_call(run, counter) / n
         peak = max(counter.counts.values())  # the largest phase (PointRend: coarse or a step)
         total = sum(counter.counts.values())
         with_inputs = {k: v + counter.inputs.get(k, 0) for k, v in counter.counts.items()}
@@ -134,16 +125,16 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
     for size in sizes:
         torch.manual_seed(0)
         branch = pointrend_branch(size).eval()
-        counter = PointCounter(branch.point_head)
+        counter = common.PointCounter(branch.point_head)
 
         def render(branch=branch):
             return branch.render(fine, 4.0, boxes, labels)
 
-        pr_macs = count_call(render, counter) / n
+        pr_macs = common.count_call(render, counter) / n
         pr_total, pr_peak = sum(counter.counts.values()) / n, max(counter.counts.values()) / n
-        dense_counter = ActivationCounter()
+        dense_counter = common.ActivationCounter()
         meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
-        dense_macs = count_call(meta, dense_counter) / n
+        dense_macs = common.count_call(meta, dense_counter) / n
         dense = _dense_runner(size, features, boxes, image_size, labels)
         rows[str(size)] = {
             "pointrend_multiply_adds_per_box": pr_macs,
@@ -152,8 +143,8 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
             "pointrend_activations_peak_per_box": pr_peak,
             "dense_activations_per_box": sum(dense_counter.counts.values()) / n,
             "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": peak_bytes(dense) / n / 2**20,
+            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
+            "dense_peak_mb_per_box": common.peak_bytes(dense) / n / 2**20,
             "memory_boxes": n,
         }
     return rows
@@ -191,7 +182,7 @@ def branch_times(
         branch = pointrend_branch(size).eval()
         dense = DenseMaskHead(size).eval()
         n = min(dense_boxes.get(size, boxes_total), boxes_total)
-        samples = alternate(
+        samples = common.alternate(
             {
                 "pointrend": lambda b=branch: render_as_the_model_does(
                     b, features, [all_boxes], labels
@@ -239,7 +230,7 @@ def forced_times(models: dict, image, boxes, labels, repeats: int) -> dict[str, 
     with torch.no_grad():
         for model in models.values():  # the boxes went through
             assert model([image])[0]["masks"].shape == (len(boxes), 1, *image.shape[-2:])
-    return alternate({k: lambda m=m: m([image]) for k, m in models.items()}, repeats)
+    return common.alternate({k: lambda m=m: m([image]) for k, m in models.items()}, repeats)
 
 
 def end_to_end(repeats: int, boxes_total: int = 100, log: Log | None = print) -> dict:
@@ -271,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<14} {row['multiply_adds_per_box'] / 1e9:6.2f}B multiply-adds per box")
     sizes = [28, 56] if args.quick else [28, 56, 112, 224, 448]
     result = {
-        "command": command_line("benchmarks.cost", argv),
-        "machine": machine_info(),
+        "command": common.command_line("benchmarks.cost", argv),
+        "machine": common.machine_info(),
         "threads": args.threads,
         "repeats": repeats,
         "num_classes": K,
@@ -280,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         "mask_branch_100_boxes": branch_times(features, (800, 1333), sizes, repeats),
         "end_to_end_r50_fpn_800x1333_100_boxes": end_to_end(repeats),
     }
-    print(f"wrote {write_json(result, args.out)}")
+    print(f"wrote {common.write_json(result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,26 @@
-"""Per-box mask resolution (``mask_resolution="box"``): three studies, each one key of
-``results.json`` and a part of the report's per-box section. One thread, contenders alternated
-(medians of ``--rounds``).
+"""Per-box mask resolution (``mask_resolution="box"``): three studies, each writing one key of
+``results.json`` (and the report's per-box section); one thread, contenders alternated.
 
-``python -m benchmarks.per_box cost [--rounds 3] [--accuracy N]`` (key ``per_box_resolution``):
-100 boxes, each side log-uniform from 16 to 600 pixels, on an 800 x 1333 image (random P2,
-K = 80, untrained heads: the cost depends on the points, not the weights). Mask branch time and
-peak memory of live tensors: per-box, per-box with ``points_per_side`` 1.75, fixed 224 and
-torchvision's 28 x 28 head (masks box-relative); end to end, ResNet-50-FPN with the same boxes
-forced through three mask branches, pasted at image size. ``--accuracy N``: the shipped model on
-N validation images, fixed 224 vs per-box, scored at 1x, 2x, 4x its input size against exact
-ground truth (Boundary AP and mask AP ± one standard error over folds).
+``cost`` (key ``per_box_resolution``): 100 boxes with sides log-uniform from 16 to 600 pixels
+on an 800 x 1333 image (random P2, K = 80, untrained heads: the cost depends on the points).
+Mask branch time and peak memory: per-box (also with ``points_per_side`` 1.75), fixed 224,
+torchvision's 28 x 28 head; end to end, ResNet-50-FPN with the boxes forced through three mask
+branches. ``--accuracy N``: the shipped model on N validation images, fixed 224 vs per-box,
+scored at 1x, 2x, 4x its input size against exact ground truth (± s.e. over folds).
 
-``python -m benchmarks.per_box budget [--k ...]`` (key ``point_budget``): how many points per
-step a grid of side M needs, with an oracle instead of the point head. Random shapes stretched to
-fill the box ``[0, 1]^2``; their coverage of each cell (``4 x 4`` samples a cell at the largest
-side, averaged down) gives the 7 x 7 coarse logits and the oracle's prediction at a step's cell
-centres (the clamped logit of that cell's coverage at the step's side). Rules for the points a
-step predicts: ``final_side`` ``k * M``; ``step_side`` ``k * s`` at a step of side ``s``;
-``per_box`` the per-box mode's rule (:func:`~pointrend.instance.box_resolution.step_points`);
-``dense`` every cell (exact: checked); ``fixed224`` rendered at 224 and resampled to M;
-``no_refinement`` the coarse logits upsampled. Scores: Boundary IoU and mask IoU against the
-exact mask, in points, mean and standard error over shapes; ``points_per_box`` checked against
-the oracle's count.
+``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle in
+place of the point head. Random shapes fill the box; their coverage of each cell gives the 7 x 7
+coarse logits and the oracle's prediction at a step's cell centres (the clamped logit of that
+cell's coverage). Rules: ``final_side`` ``k * M`` a step; ``step_side`` ``k * s`` at a step of
+side ``s``; ``per_box`` the per-box mode's rule; ``dense`` every cell (exact: checked);
+``fixed224`` rendered at 224, resampled to M; ``no_refinement``. Boundary IoU and mask IoU
+against the exact mask (points; mean and s.e. over shapes), and the points per box.
 
-``python -m benchmarks.per_box scale [--rounds 3]`` (key ``per_box_scale`` and
-``per_box_scale.png``): the shipped model (160 px input) on one 160 x 120 synthetic scene (the
-first of seed 7000 with an object 60 to 65 % of the width across), its detections pasted at
-4000 x 3000 in both modes and compared with ground truth rendered exactly there: the big
-object's grid, mask IoU and Boundary IoU, the time split into detector / render / paste (forward
-hooks), peak memory, all detections and those scoring above 0.5; the ground truth itself through
-a grid of each side; a 100 % crop of the object's boundary (fixed | per-box | ground truth).
+``scale`` (key ``per_box_scale``, ``per_box_scale.png``): the shipped model (160 px input) on a
+160 x 120 scene (the first of seed 7000 with an object 60-65 % of the width across), detections
+pasted at 4000 x 3000 in both modes against exact ground truth: the object's grid, mask and
+Boundary IoU, time (detector / render / paste), peak memory, all detections and those scoring
+above 0.5; the ground truth through a grid of each side; a 100 % crop of the object's boundary.
 """
 
 from __future__ import annotations
@@ -59,34 +50,9 @@ from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.points import calculate_uncertainty
 from pointrend.render import shortcut_steps, subdivision_inference, subdivision_sizes
 
+from . import common, cost, scoring
 from .accuracy import FACTORS, INSTANCE, shipped_model
-from .common import (
-    RESULTS,
-    ModuleSeconds,
-    alternate,
-    medians,
-    peak_bytes,
-    standard_error,
-    store_section,
-)
-from .cost import (
-    CHANNELS,
-    DenseMaskHead,
-    K,
-    forced_times,
-    pointrend_branch,
-    r50_models,
-    render_as_the_model_does,
-)
 from .plots import plot_boundary_crop
-from .scoring import (
-    VAL_SEED,
-    mask_settings,
-    oracle_outputs,
-    predict_at_sizes,
-    score_results,
-    validation_set,
-)
 
 log = functools.partial(print, flush=True)
 
@@ -108,13 +74,13 @@ def log_uniform_boxes(n: int, height: int, width: int, low=16.0, high=600.0, see
 def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
     """Time and peak memory of the mask branches on ``boxes`` (box-relative masks)."""
     torch.manual_seed(0)
-    features = torch.randn(1, CHANNELS, 200, 336)  # P2 of the padded 800 x 1344 image
-    fixed = pointrend_branch(224).eval()
-    box = pointrend_branch(224, mask_resolution="box").eval()
-    sparse = pointrend_branch(224, mask_resolution="box", points_per_side=SPARSE).eval()
+    features = torch.randn(1, cost.CHANNELS, 200, 336)  # P2 of the padded 800 x 1344 image
+    fixed = cost.pointrend_branch(224).eval()
+    box = cost.pointrend_branch(224, mask_resolution="box").eval()
+    sparse = cost.pointrend_branch(224, mask_resolution="box", points_per_side=SPARSE).eval()
     for branch in (box, sparse):
         branch.load_state_dict(fixed.state_dict())
-    dense = DenseMaskHead(28).eval()
+    dense = cost.DenseMaskHead(28).eval()
     fine = features.contiguous(memory_format=torch.channels_last)
     one = torch.ones(1, 2)
     runs = {
@@ -122,15 +88,15 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
         f"box_points_per_side_{SPARSE}": lambda: render_by_box_size(
             sparse, fine, 4.0, [boxes], labels, one
         ),
-        "fixed224": lambda: render_as_the_model_does(fixed, features, [boxes], labels),
+        "fixed224": lambda: cost.render_as_the_model_does(fixed, features, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),
     }
-    samples = alternate(runs, rounds)
+    samples = common.alternate(runs, rounds)
     with torch.no_grad():
         grids = [f"{h}x{w}" for h, w in runs["box"]().sizes().tolist()]
     return {
-        "mask_branch_s": medians(samples),
-        "peak_mb": {k: peak_bytes(run) / 2**20 for k, run in runs.items()},
+        "mask_branch_s": common.medians(samples),
+        "peak_mb": {k: common.peak_bytes(run) / 2**20 for k, run in runs.items()},
         "mask_branch_samples_s": samples,
         "box_grids": {g: grids.count(g) for g in sorted(set(grids), key=grids.index)},
     }
@@ -138,14 +104,14 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
 
 def end_to_end(rounds: int, boxes: Tensor) -> dict:
     """R50-FPN on one 800 x 1333 image, ``boxes`` forced through each mask branch."""
-    models = r50_models()
+    models = cost.r50_models()
     box = pointrend_maskrcnn_resnet50_fpn(num_classes=91, mask_resolution="box").eval()
     box.load_state_dict(models["pointrend"].state_dict())
     models = {"box": box, "fixed224": models["pointrend"], "torchvision28": models["torchvision"]}
     image = torch.rand(3, *IMAGE)
     labels = torch.randint(1, 91, (len(boxes),), generator=torch.Generator().manual_seed(2))
-    samples = forced_times(models, image, boxes, labels, rounds)
-    return {"end_to_end_s": medians(samples), "end_to_end_samples_s": samples}
+    samples = cost.forced_times(models, image, boxes, labels, rounds)
+    return {"end_to_end_s": common.medians(samples), "end_to_end_samples_s": samples}
 
 
 def accuracy(num_images: int, folds: int = 4) -> dict:
@@ -153,24 +119,26 @@ def accuracy(num_images: int, folds: int = 4) -> dict:
     pointrend = shipped_model(INSTANCE["pointrend"], log)
     base = pointrend.image_size
     vals = {
-        base * f: validation_set("instance", num_images, base, folds, base * f if f > 1 else None)
+        base * f: scoring.validation_set(
+            "instance", num_images, base, folds, base * f if f > 1 else None
+        )
         for f in FACTORS
     }
     table = {"boundary_ap": {}, "mask_ap": {}}
     for name, changes in (("fixed224", {"output_size": 224}), ("box", {"mask_resolution": "box"})):
-        with mask_settings(pointrend.model, **changes):
-            results = predict_at_sizes(pointrend.model, vals[base].dataset, sorted(vals))
+        with scoring.mask_settings(pointrend.model, **changes):
+            results = scoring.predict_at_sizes(pointrend.model, vals[base].dataset, sorted(vals))
         for size, val in vals.items():
-            scores = score_results(val, results[size])
+            scores = scoring.score_results(val, results[size])
             for key, metric in (("boundary_ap", "boundary_AP"), ("mask_ap", "mask_AP")):
-                cell = {"value": scores[metric], "se": standard_error(scores, metric)}
+                cell = {"value": scores[metric], "se": common.standard_error(scores, metric)}
                 table[key].setdefault(str(size), {})[name] = cell
     return {**table, "accuracy_val_images": num_images, "accuracy_folds": folds}
 
 
-def cost(args) -> dict:
+def cost_study(args) -> dict:
     boxes = log_uniform_boxes(args.boxes, *IMAGE)
-    labels = torch.randint(1, K, (args.boxes,), generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(1, cost.K, (args.boxes,), generator=torch.Generator().manual_seed(1))
     section = mask_branch(args.rounds, boxes, labels) | end_to_end(args.rounds, boxes)
     if args.accuracy:
         section.update(accuracy(args.accuracy))
@@ -333,7 +301,7 @@ def evaluate_size(maps: dict[int, Tensor], final: int, k_values, batch: int = 20
     return row
 
 
-def budget(args) -> dict:
+def budget_study(args) -> dict:
     """The oracle study on ``args.shapes`` random shapes: ``{"by_size": {str(M): row}}``."""
     bad = [m for m in args.sizes if m not in {COARSE * 2**s for s in range(1, 12)}]
     if bad or args.shapes < 2:
@@ -400,7 +368,7 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
     caught = []
     hook = model.roi_heads.register_forward_hook(lambda m, a, out: caught.append(out[0][0]))
     try:
-        with torch.no_grad(), mask_settings(model, **MODES[mode]):
+        with torch.no_grad(), scoring.mask_settings(model, **MODES[mode]):
             result = predict_pasted(model, [image], [[output]])[0][0]
     finally:
         hook.remove()
@@ -432,14 +400,14 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
     render (the rest of the RoI heads), paste (the rest), ``mask_s`` = render + paste; peak MB."""
     heads = model.roi_heads
     meters = {
-        "features": ModuleSeconds([model.backbone, model.rpn]),
-        "boxes": ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
-        "heads": ModuleSeconds([heads]),
+        "features": common.ModuleSeconds([model.backbone, model.rpn]),
+        "boxes": common.ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
+        "heads": common.ModuleSeconds([heads]),
     }
     seconds = {mode: [] for mode in MODES}
 
     def run(mode: str) -> None:
-        with mask_settings(model, **MODES[mode]), score_threshold(model, threshold):
+        with scoring.mask_settings(model, **MODES[mode]), score_threshold(model, threshold):
             start = time.perf_counter()
             predict_pasted(model, [image], [[output]])
             total = time.perf_counter() - start
@@ -451,7 +419,7 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
 
     runs = {mode: functools.partial(run, mode) for mode in MODES}
     try:
-        alternate(runs, rounds)
+        common.alternate(runs, rounds)
     finally:
         for meter in meters.values():
             meter.remove()
@@ -460,10 +428,10 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
         name: {m: statistics.median(r[i] for r in rows[1:]) for m, rows in seconds.items()}
         for i, name in enumerate(names)  # rows[0]: the warm-up round
     }
-    return table | {"peak_mb": {mode: peak_bytes(run) / 2**20 for mode, run in runs.items()}}
+    return table | {"peak_mb": {mode: common.peak_bytes(run) / 2**20 for mode, run in runs.items()}}
 
 
-def scale(args) -> dict:
+def scale_study(args) -> dict:
     model = shipped_model(INSTANCE["pointrend"], log).model
     output = (args.output[1], args.output[0])  # H, W
     index, instance = find_scene(args.seed)
@@ -479,7 +447,7 @@ def scale(args) -> dict:
     target |= {"boxes": masks_to_boxes(target["masks"]), "image_id": 0}
     ceiling = {}
     for side in sorted({max(modes[m]["grid"]) for m in MODES}):
-        mask = oracle_outputs([(image, target)], side)[0]["masks"][0, 0] > 0.5
+        mask = scoring.oracle_outputs([(image, target)], side)[0]["masks"][0, 0] > 0.5
         ceiling[str(side)] = {"boundary_iou": boundary_iou(truth, mask)}
     section = timing(model, image, output, args.rounds)
     section[f"score_above_{SHOWN_SCORE}"] = timing(model, image, output, args.rounds, SHOWN_SCORE)
@@ -510,7 +478,7 @@ def scale(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.per_box", description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(common.RESULTS))
     sub = parser.add_subparsers(dest="study", required=True)
     p = sub.add_parser("cost", help="mask branch and end to end; --accuracy N images")
     p.add_argument("--rounds", type=int, default=3)
@@ -524,17 +492,21 @@ def main(argv: list[str] | None = None) -> dict:
     p = sub.add_parser("scale", help="one 4000 x 3000 output")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--output", type=int, nargs=2, default=[4000, 3000], metavar=("W", "H"))
-    p.add_argument("--seed", type=int, default=VAL_SEED)
+    p.add_argument("--seed", type=int, default=scoring.VAL_SEED)
     p.add_argument("--picture", default="benchmarks/results/per_box_scale.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    study = {"cost": cost, "budget": budget, "scale": scale}[args.study]
+    study, key = STUDIES[args.study]
     section = study(args) | {"threads": args.threads}
-    key = {"cost": "per_box_resolution", "budget": "point_budget", "scale": "per_box_scale"}
-    log(
-        f"wrote {store_section(Path(args.out), key[args.study], section, 'benchmarks.per_box', argv)}"
-    )
+    log(f"wrote {common.store_section(Path(args.out), key, section, 'benchmarks.per_box', argv)}")
     return section
+
+
+STUDIES = {
+    "cost": (cost_study, "per_box_resolution"),
+    "budget": (budget_study, "point_budget"),
+    "scale": (scale_study, "per_box_scale"),
+}
 
 
 if __name__ == "__main__":

@@ -25,16 +25,8 @@ import torch
 
 from pointrend.demo import WEIGHTS_DIR
 
-from . import cost, semantic
+from . import accuracy, cost, semantic
 from .ablation import inference_ablation, training_ablation
-from .accuracy import (
-    INSTANCE,
-    ModelSource,
-    instance_accuracy,
-    obtain_model,
-    resolution_table,
-    semantic_accuracy,
-)
 from .common import machine_info, read_json
 from .learning import boundary_learning
 from .report import write_report
@@ -78,7 +70,7 @@ def log(*parts) -> None:
     print(*parts, flush=True)
 
 
-def _cost(s: dict, source: ModelSource) -> dict:
+def _cost(s: dict, source: accuracy.ModelSource) -> dict:
     (h, w), sizes = s["cost_image"], s["cost_sizes"]
     torch.manual_seed(0)
     features = torch.randn(1, cost.CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
@@ -96,7 +88,7 @@ def _cost(s: dict, source: ModelSource) -> dict:
     return result
 
 
-def _semantic(s: dict, source: ModelSource) -> dict:
+def _semantic(s: dict, source: accuracy.ModelSource) -> dict:
     (h, w), repeats = s["semantic_image"], max(2, s["repeats"] - 2)
     log(f"semantic: {h} x {w}, then whole models at {s['semantic_models_image']}")
     result = semantic.semantic_costs(h, w, 19, s["semantic_points"], repeats)
@@ -106,18 +98,18 @@ def _semantic(s: dict, source: ModelSource) -> dict:
     return result
 
 
-def _accuracy(s: dict, source: ModelSource) -> dict:
+def _accuracy(s: dict, source: accuracy.ModelSource) -> dict:
     log("accuracy: instances, then semantic (equal training budget)")
-    instance, _ = instance_accuracy(source, s["val_images"], s["folds"])
+    instance, _ = accuracy.instance_accuracy(source, s["val_images"], s["folds"])
     return {
         "instance": instance,
-        "semantic": semantic_accuracy(source, s["val_images"], s["folds"]),
+        "semantic": accuracy.semantic_accuracy(source, s["val_images"], s["folds"]),
     }
 
 
-def _inference_ablation(s: dict, source: ModelSource) -> dict:
+def _inference_ablation(s: dict, source: accuracy.ModelSource) -> dict:
     log("ablation: inference settings on the same PointRend weights")
-    pointrend = obtain_model(INSTANCE["pointrend"], source)
+    pointrend = accuracy.obtain_model(accuracy.INSTANCE["pointrend"], source)
     sizes, points = s["ablation_sizes"], s["ablation_points"]
     result = inference_ablation(
         pointrend, s["val_images"], s["timing_images"], s["repeats"], sizes, points, s["folds"], log
@@ -125,12 +117,12 @@ def _inference_ablation(s: dict, source: ModelSource) -> dict:
     return result | {"model": {"weights": pointrend.weights, "iteration": pointrend.iteration}}
 
 
-def _training_ablation(s: dict, source: ModelSource) -> dict:
+def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
     log(f"ablation: training point selection, {source.train_iters or 'the recipe'} iterations")
     return training_ablation(source, s["val_images"], None, s["folds"])
 
 
-def _learning(s: dict, source: ModelSource) -> dict:
+def _learning(s: dict, source: accuracy.ModelSource) -> dict:
     log(f"learning: both mask branches from scratch, {s['learning_steps']} steps")
     return boundary_learning(s["learning_steps"], s["learning_size"], log=log)
 
@@ -173,7 +165,7 @@ def _merge_and_write(out: Path, quick: bool, settings: dict, measured: dict) -> 
         results = {**old, "machine": machine_info(), "settings": settings, "sections": sections}
         by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
         if by_resolution:  # the table a script reads, at the top level
-            results["accuracy_by_resolution"] = resolution_table(by_resolution)
+            results["accuracy_by_resolution"] = accuracy.resolution_table(by_resolution)
         write_report(results, out)
     return results
 
@@ -186,7 +178,7 @@ def run_bench(args: argparse.Namespace, parts: list[str], command: str) -> dict:
     with contextlib.ExitStack() as stack:
         work = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
         weights = Path(args.weights_dir or WEIGHTS_DIR)
-        source = ModelSource(weights, Path(work), sizes["train_iters"], args.quick, log)
+        source = accuracy.ModelSource(weights, Path(work), sizes["train_iters"], args.quick, log)
         for part in parts:
             started, load = time.perf_counter(), os.getloadavg()[0]
             figures = RUNNERS[part](sizes, source)

@@ -36,16 +36,7 @@ from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
 from pointrend.semantic.fpn_head import SemanticFPNHead
 from pointrend.settings import replace_options
 
-from .common import (
-    ActivationCounter,
-    PeakMemory,
-    PointCounter,
-    alternate,
-    command_line,
-    count_call,
-    machine_info,
-    write_json,
-)
+from . import common
 
 Log = Callable[[str], None]
 CHANNELS = 256
@@ -106,7 +97,7 @@ def _coarse_head_macs(height: int, width: int, num_classes: int) -> float:
     head = SemanticFPNHead(CHANNELS, num_classes).to("meta").eval()
     shapes = [(1, CHANNELS, height // s, width // s) for s in (4, 8, 16, 32)]
     levels = [torch.empty(shape, device="meta") for shape in shapes]
-    return count_call(lambda: head(levels), ActivationCounter())
+    return common.count_call(lambda: head(levels), common.ActivationCounter())
 
 
 def semantic_costs(
@@ -123,13 +114,13 @@ def semantic_costs(
     meta = _contenders(num_classes, num_points, height, width, rows_per_band, "meta")
     rows: dict[str, dict] = {}
     for name, fn in contenders.items():
-        counter = ActivationCounter()
+        counter = common.ActivationCounter()
         try:  # shapes only: the dense head's ~0.4 T multiply-adds need not run twice more
-            macs = count_call(meta[name], counter)
+            macs = common.count_call(meta[name], counter)
         except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
-            counter = ActivationCounter()
-            macs = count_call(fn, counter)
-        meter = PeakMemory()  # also the warm-up run of the timing below
+            counter = common.ActivationCounter()
+            macs = common.count_call(fn, counter)
+        meter = common.PeakMemory()  # also the warm-up run of the timing below
         with torch.no_grad(), meter:
             out = fn()
         assert out.shape == (1, num_classes, height, width), out.shape
@@ -138,7 +129,7 @@ def semantic_costs(
             "activations": sum(counter.counts.values()),
             "peak_mb": meter.peak / 2**20,
         }
-    samples = alternate(contenders, repeats, warmup=False)
+    samples = common.alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name] |= {"time_s": statistics.median(times), "samples_s": times}
     for row in rows.values():
@@ -200,7 +191,7 @@ def refinement_inputs(model: SemanticSegmenter, image: Tensor) -> tuple[Tensor, 
 
 def _measure(fn: Callable[[], object], model: SemanticSegmenter) -> tuple[dict, Tensor]:
     """One call (the timing's warm-up too): peak MB of live tensors and the points predicted."""
-    meter, counter = PeakMemory(), PointCounter(model.point_head)
+    meter, counter = common.PeakMemory(), common.PointCounter(model.point_head)
     with torch.no_grad(), counter, meter:
         out = fn()
     out = out["out"] if isinstance(out, dict) else out
@@ -214,9 +205,9 @@ def _multiply_adds(model: SemanticSegmenter, shape, refine: bool) -> dict:
     image = torch.empty(shape, device="meta")
     inputs = refinement_inputs(meta, image) if refine else None
     run = (lambda: meta.render(*inputs)) if refine else (lambda: meta(image))
-    counter = ActivationCounter()
+    counter = common.ActivationCounter()
     try:
-        macs = count_call(run, counter)
+        macs = common.count_call(run, counter)
     except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
         return {"multiply_adds": None, "activations": None}
     return {"multiply_adds": macs, "activations": sum(counter.counts.values())}
@@ -249,7 +240,7 @@ def semantic_model_costs(
         assert out.shape == (1, num_classes, height, width), (name, tuple(out.shape))
         rows[name] = {**row, **_multiply_adds(model, image.shape, name.endswith(".refinement"))}
         rows[name]["coarse_stride"] = model.coarse_stride
-    samples = alternate(contenders, repeats, warmup=False)
+    samples = common.alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name].update(time_s=statistics.median(times), samples_s=times)
     refinement = {}
@@ -309,8 +300,11 @@ def main(argv: list[str] | None = None) -> None:
         args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
     size, options = (args.height, args.width), (args.repeats, args.backbone, args.num_points)
     result = semantic_model_costs(*size, 19, *options, functools.partial(print, flush=True))
-    info = {"command": command_line("benchmarks.semantic", argv), "machine": machine_info()}
-    print(f"wrote {write_json(info | result, args.out)}")
+    info = {
+        "command": common.command_line("benchmarks.semantic", argv),
+        "machine": common.machine_info(),
+    }
+    print(f"wrote {common.write_json(info | result, args.out)}")
 
 
 if __name__ == "__main__":
