@@ -8,7 +8,8 @@
   here), :func:`peak_bytes`, :func:`alternate` (every contender once per round, several rounds).
 * :func:`machine_info`, :func:`command_line`, :func:`write_json` (strict JSON),
   :func:`store_section` (one key of ``results.json``, the report rendered again).
-* :func:`delta` / :func:`standard_error`: differences and their standard error over folds.
+* :func:`delta` / :func:`standard_error`: differences and their standard error over folds;
+  :func:`batched_iou` of pairs of masks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import Tensor
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -263,6 +265,13 @@ def store_section(path: Path, key: str, section: dict, module: str | None = None
     write_json(results, path)
     write_report(results, Path(path).parent)
     return f"{path} [{key!r}] and {Path(path).parent / 'REPORT.md'}"
+
+
+def batched_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def standard_error(row: dict, key: str) -> float | None:

@@ -256,13 +256,6 @@ def render_rule(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, fina
     return subdivision_inference(coarse, oracle, calculate_uncertainty, None, points, size)
 
 
-def batched_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
-    inter = (a & b).flatten(1).sum(1).double()
-    union = (a | b).flatten(1).sum(1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
 def mean_se(values: Tensor) -> dict:
     """Mean and standard error over shapes, in points (percent)."""
     v = values.double() * 100
@@ -288,7 +281,10 @@ def evaluate_size(maps: dict[int, Tensor], final: int, k_values, batch: int = 20
                 raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points")
             if rule == "dense" and not torch.equal(pred, truth):
                 raise AssertionError(f"dense rendering at M={final} is not the exact mask")
-            iou = (batched_iou(region, boundary_region(pred)), batched_iou(truth, pred))
+            iou = (
+                common.batched_iou(region, boundary_region(pred)),
+                common.batched_iou(truth, pred),
+            )
             scores[rule, k].append(iou)
     row: dict = {rule: {} for rule in RULES}
     for (rule, k), parts in scores.items():
@@ -387,7 +383,7 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
         "detections": len(result["boxes"]),
         f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
         "boxes": result["boxes"].tolist(),
-        "mask_iou": float(batched_iou(pred[None], truth[None])),
+        "mask_iou": float(common.batched_iou(pred[None], truth[None])),
         "boundary_iou": boundary_iou(truth, pred),
     }
     if k < 0 or overlap[k] <= 0 or row["score"] < 0.5 or row["mask_iou"] < 0.5:
