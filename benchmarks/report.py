@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import delta, standard_error, write_json
 
-NAMES = {"box": "per-box", "fixed224": "fixed 224x224", "torchvision28": "torchvision 28x28"}
+RULES = ("per_box", "final_side", "step_side")  # the point-budget rules with a k
 
 
 def num(value, digits: int = 3) -> str:
@@ -28,11 +28,11 @@ def num(value, digits: int = 3) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
 
 
-def pm(d: float, se: float | None) -> str:
-    """A difference and its standard error: ``+2.1 ± 0.4`` (two decimals below 0.1)."""
+def pm(d: float, se: float | None, sign: str = "+") -> str:
+    """A figure and its standard error: ``+2.1 ± 0.4`` (two decimals below 0.1)."""
     if se is None:
-        return f"{d:+.2f}"
-    return f"{d:+.1f} ± {se:.1f}" if se >= 0.1 else f"{d:+.2f} ± {se:.2f}"
+        return f"{d:{sign}.2f}"
+    return f"{d:{sign}.1f} ± {se:.1f}" if se >= 0.1 else f"{d:{sign}.2f} ± {se:.2f}"
 
 
 def with_se(row: dict, key: str) -> str:
@@ -178,27 +178,32 @@ def learning_md(learning: dict) -> list[str]:
     ]
 
 
+def by_mode(section: dict, keys: list[str]) -> list[str]:
+    """A table of figures stored by mode (``section[key][mode]``): a row per mode."""
+    rows = [[m, *(num(section[k].get(m)) for k in keys)] for m in section[keys[0]]]
+    return table(["", *keys], rows)
+
+
 def per_box_md(results: dict) -> list[str]:
     out = ["## Per-box mask resolution", ""]
     cost, budget, scale = (
         results.get(k) for k in ("per_box_resolution", "point_budget", "per_box_scale")
     )
     if cost:
+        out += measured(cost) + by_mode(cost, ["mask_branch_s", "peak_mb", "end_to_end_s"])
         t, e2e = cost["mask_branch_s"], cost["end_to_end_s"]
-        rows = [[k, num(t[k]), num(cost["peak_mb"][k]), num(e2e.get(k))] for k in t]
-        out += measured(cost) + table(["mask branch", "time s", "peak MB", "end to end s"], rows)
         out += [
             f"Per-box / fixed 224 mask branch {t['box'] / t['fixed224']:.2f}x; end to end / "
-            f"torchvision: per-box {e2e['box'] / e2e['torchvision28']:.2f}x, fixed 224 "
-            f"{e2e['fixed224'] / e2e['torchvision28']:.2f}x. {len(cost['box_grids'])} grids: "
-            + ", ".join(f"{g}: {n}" for g, n in cost["box_grids"].items()),
+            f"torchvision 28x28: per-box {e2e['box'] / e2e['torchvision28']:.2f}x, fixed 224 "
+            f"{e2e['fixed224'] / e2e['torchvision28']:.2f}x. {len(cost['box_grids'])} grids "
+            f"(H x W: boxes): {cost['box_grids']}.",
             "",
         ]
         if "boundary_ap" in cost:
             sizes = list(cost["boundary_ap"])
             rows = [
                 [
-                    f"{key}, {NAMES[m]}",
+                    f"{key}, {m}",
                     *(
                         f"{cost[key][s][m]['value']:.2f} ± {cost[key][s][m]['se']:.2f}"
                         for s in sizes
@@ -209,45 +214,30 @@ def per_box_md(results: dict) -> list[str]:
             ]
             out += table(["", *(f"{s} px" for s in sizes)], rows)
     if budget:
-
-        def cell(c: dict) -> str:
-            b = c["boundary_iou"]
-            return f"{b['value']:.1f} ± {b['se']:.1f} ({c['points_per_box']})"
-
-        rules = ["per_box", "final_side", "step_side"]
-        rows = [
-            [
-                m,
-                cell(r["fixed224"]),
-                *(cell(r[rule].get("3.5") or next(iter(r[rule].values()))) for rule in rules),
-                num(r["no_refinement"]["boundary_iou"]["value"]),
+        rules = ["fixed224", "per_box", "final_side", "step_side", "no_refinement"]
+        rows = []
+        for side, r in budget["by_size"].items():
+            cells = [
+                r[rule].get("3.5") or next(iter(r[rule].values())) if rule in RULES else r[rule]
+                for rule in rules
             ]
-            for m, r in budget["by_size"].items()
-        ]
-        out += measured(budget) + ["Oracle point head, Boundary IoU (points per box):", ""]
-        out += table(["M", "fixed 224", *rules, "no refinement"], rows)
+            rows.append(
+                [
+                    side,
+                    *(
+                        f"{pm(c['boundary_iou']['value'], c['boundary_iou']['se'])[1:]} ({c['points_per_box']})"
+                        for c in cells
+                    ),
+                ]
+            )
+        out += measured(budget) + ["Oracle point head: Boundary IoU (points per box), k = 3.5:", ""]
+        out += table(["M", *rules], rows)
     if scale:
-        rows = [
-            [
-                NAMES[m],
-                "x".join(map(str, scale["grid"][m])),
-                num(scale["mask_iou"][m]),
-                num(scale["boundary_iou"][m]),
-                f"{scale['mask_s'][m]:.2f} ({scale['render_s'][m]:.2f} + {scale['paste_s'][m]:.2f})",
-                num(scale["peak_mb"][m]),
-                num(scale["score_above_0.5"]["mask_s"][m]),
-            ]
-            for m in scale["grid"]
-        ]
-        header = [
-            "masks",
-            "grid",
-            "mask IoU",
-            "Boundary IoU",
-            "masks s (render + paste)",
-            "peak MB",
-        ]
-        out += measured(scale) + table([*header, "masks s, score > 0.5"], rows)
+        keys = ["grid", "mask_iou", "boundary_iou", "mask_s", "render_s", "paste_s", "peak_mb"]
+        out += measured(scale) + by_mode(scale, keys)
+        out += ["Detections scoring above 0.5:", ""] + by_mode(
+            scale["score_above_0.5"], ["mask_s", "peak_mb"]
+        )
         ceiling = ", ".join(f"{s}: {r['boundary_iou']:.3f}" for s, r in scale["oracle"].items())
         out += [f"Ground truth through a grid of each side (Boundary IoU): {ceiling}.", ""]
     return out if len(out) > 2 else []
