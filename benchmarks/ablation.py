@@ -95,21 +95,21 @@ def inference_ablation(
 
     renderers = {name: renderer(s) for name, s in settings.items()}
     samples = alternate(renderers, repeats)
-    boxes = max(int(labels.numel()), 1)
+    count = max(int(labels.numel()), 1)
     rows = {}
     for name, s in settings.items():
         counter = PointCounter(branch.point_head)
-        macs = count_call(renderers[name], counter) / boxes
+        macs = count_call(renderers[name], counter) / count
         with mask_settings(model, **s):
             row = rows[name] = instance_scores(model, val) | s
         seconds = statistics.median(samples[name])
-        row |= {"render_s": seconds, "render_ms_per_box": seconds / boxes * 1e3}
+        row |= {"render_s": seconds, "render_ms_per_box": seconds / count * 1e3}
         row |= {"render_samples_s": samples[name], "point_predictions_per_box": counter.points}
         row["multiply_adds_per_box"] = macs
         log(f"  {name:<30} Boundary AP {row['boundary_AP']:5.1f}  {seconds:.3f} s")
     return {
         "val_images": num_images,
-        "timing": {"images": timing_images, "boxes": boxes, "repeats": repeats},
+        "timing": {"images": timing_images, "boxes": count, "repeats": repeats},
         "output_sizes": [f"output {s}x{s}" for s in sizes],
         "points_per_step": [_points_name(p) for p in points],
         "rows": rows,
