@@ -52,10 +52,8 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch rendering ``output_size`` masks, with the paper's defaults
-    (:class:`~pointrend.instance.PointRendMaskConfig`: a 7 x 7 coarse mask, 28 x 28 points a
-    subdivision step, as many steps as ``output_size`` needs); ``options`` are flat config
-    options (:func:`~pointrend.settings.replace_options`)."""
+    """PointRend's mask branch rendering ``output_size`` masks with the paper's defaults (7 x 7
+    coarse mask, 28 x 28 points a step); ``options``: flat config options."""
     config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
@@ -97,26 +95,21 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
         total = sum(counter.counts.values())
         with_inputs = {k: v + counter.inputs.get(k, 0) for k, v in counter.counts.items()}
         paper_macs, paper_acts = PAPER[name]
-        rows[name] = {
-            "multiply_adds_per_box": macs,
-            "paper_multiply_adds": paper_macs,
-            "ratio_to_paper": macs / paper_macs,
-            "activations_total_per_box": total / n,
+        row = {"multiply_adds_per_box": macs, "paper_multiply_adds": paper_macs}
+        row |= {"ratio_to_paper": macs / paper_macs, "activations_total_per_box": total / n}
+        row |= {
             "activations_peak_per_box": peak / n,
             "activations_peak_mb_per_box_fp32": peak / n * 4 / 2**20,
-            "activations_peak_with_sampled_inputs_per_box": max(with_inputs.values()) / n,
-            "paper_activations": paper_acts,
         }
+        row["activations_peak_with_sampled_inputs_per_box"] = max(with_inputs.values()) / n
+        rows[name] = row | {"paper_activations": paper_acts}
     return rows
 
 
 def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
-    """Per box, at every output size: multiply-adds, activations (total / peak) and peak memory.
-
-    Memory is what one call on ``memory_boxes`` boxes allocates at its peak, divided by the
-    boxes (both heads run on the same boxes; the fine features are not counted, nor PointRend's
-    channels-last copy of them, made once per image whatever the number of boxes).
-    """
+    """Per box, at every output size: multiply-adds, activations (total / peak) and the peak
+    memory of one call on ``memory_boxes`` boxes (the fine features and PointRend's
+    channels-last copy of them, made once per image, not counted)."""
     n = memory_boxes
     fine = features.contiguous(memory_format=torch.channels_last)
     boxes = [random_boxes(n, *image_size, seed=2)]
@@ -136,17 +129,19 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
         meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
         dense_macs = common.count_call(meta, dense_counter) / n
         dense = _dense_runner(size, features, boxes, image_size, labels)
-        rows[str(size)] = {
+        row = {
             "pointrend_multiply_adds_per_box": pr_macs,
             "dense_multiply_adds_per_box": dense_macs,
+        }
+        row |= {
             "pointrend_activations_total_per_box": pr_total,
             "pointrend_activations_peak_per_box": pr_peak,
-            "dense_activations_per_box": sum(dense_counter.counts.values()) / n,
-            "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": common.peak_bytes(dense) / n / 2**20,
-            "memory_boxes": n,
         }
+        row["dense_activations_per_box"] = sum(dense_counter.counts.values()) / n
+        row["pointrend_point_predictions_per_box"] = counter.points
+        row["pointrend_peak_mb_per_box"] = common.peak_bytes(render) / n / 2**20
+        row["dense_peak_mb_per_box"] = common.peak_bytes(dense) / n / 2**20
+        rows[str(size)] = row | {"memory_boxes": n}
     return rows
 
 
@@ -160,19 +155,11 @@ DENSE_BOXES = {224: 4, 448: 1}
 
 
 def branch_times(
-    features,
-    image_size,
-    sizes,
-    repeats: int,
-    boxes_total: int = 100,
-    dense_boxes: dict[int, int] | None = None,
-    log: Log | None = print,
+    features, image_size, sizes, repeats: int, boxes_total=100, dense_boxes=None, log: Log = print
 ) -> dict:
-    """Mask branch time on ``boxes_total`` boxes: PointRend vs dense 4x conv, alternating.
-
-    The dense head's cost is exactly per box: at the sizes in ``dense_boxes`` (default 224: 4,
-    448: 1) it is timed on that many boxes and scaled to ``boxes_total``.
-    """
+    """Mask branch time on ``boxes_total`` boxes: PointRend vs dense 4x conv, alternating. The
+    dense head's cost is exactly per box: at the sizes in ``dense_boxes`` (default 224: 4,
+    448: 1) it is timed on that many boxes and scaled to ``boxes_total``."""
     dense_boxes = DENSE_BOXES if dense_boxes is None else dense_boxes
     rows = {}
     all_boxes = random_boxes(boxes_total, *image_size)
@@ -182,33 +169,26 @@ def branch_times(
         branch = pointrend_branch(size).eval()
         dense = DenseMaskHead(size).eval()
         n = min(dense_boxes.get(size, boxes_total), boxes_total)
-        samples = common.alternate(
-            {
-                "pointrend": lambda b=branch: render_as_the_model_does(
-                    b, features, [all_boxes], labels
-                ),
-                "dense": lambda d=dense, n=n: d(
-                    {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
-                ),
-            },
-            repeats,
-        )
+        runs = {
+            "pointrend": lambda b=branch: render_as_the_model_does(
+                b, features, [all_boxes], labels
+            ),
+            "dense": lambda d=dense, n=n: d(
+                {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
+            ),
+        }
+        samples = common.alternate(runs, repeats)
         pointrend = statistics.median(samples["pointrend"])
         dense_t = statistics.median(samples["dense"]) * boxes_total / n
-        rows[str(size)] = {
-            "pointrend_s": pointrend,
-            "dense_4xconv_s": dense_t,
-            "dense_timed_on_boxes": n,
+        row = {"pointrend_s": pointrend, "dense_4xconv_s": dense_t, "dense_timed_on_boxes": n}
+        row |= {
             "speedup_pointrend": dense_t / pointrend,
             "pointrend_samples_s": samples["pointrend"],
-            "dense_samples_s": samples["dense"],
         }
-        if log:
-            scaled = "" if n == boxes_total else f" (timed on {n} boxes, x{boxes_total // n})"
-            log(
-                f"  output {size:>3}: PointRend {pointrend:7.3f} s, dense 4x conv {dense_t:8.3f} s"
-                f"{scaled}, dense / PointRend = {dense_t / pointrend:.1f}"
-            )
+        rows[str(size)] = row | {"dense_samples_s": samples["dense"]}
+        log(
+            f"  output {size}: PointRend {pointrend:.3f} s, dense 4x conv {dense_t:.3f} s (on {n} boxes, scaled)"
+        )
     return rows
 
 
@@ -233,15 +213,14 @@ def forced_times(models: dict, image, boxes, labels, repeats: int) -> dict[str, 
     return common.alternate({k: lambda m=m: m([image]) for k, m in models.items()}, repeats)
 
 
-def end_to_end(repeats: int, boxes_total: int = 100, log: Log | None = print) -> dict:
+def end_to_end(repeats: int, boxes_total: int = 100, log: Log = print) -> dict:
     """ResNet-50-FPN on one 800 x 1333 image, the same boxes forced through both mask branches."""
     models = r50_models()
     image = torch.rand(3, 800, 1333)
     boxes = random_boxes(boxes_total, 800, 1333, seed=1)
     samples = forced_times(models, image, boxes, torch.randint(1, 91, (boxes_total,)), repeats)
     tv, pr = statistics.median(samples["torchvision"]), statistics.median(samples["pointrend"])
-    if log:
-        log(f"  end to end: torchvision {tv:.2f} s, PointRend {pr:.2f} s, ratio {pr / tv:.2f}")
+    log(f"  end to end: torchvision {tv:.2f} s, PointRend {pr:.2f} s, ratio {pr / tv:.2f}")
     result = {"torchvision_s": tv, "pointrend_s": pr, "ratio": pr / tv, "samples": samples}
     return result | {"boxes": boxes_total, "image": [800, 1333]}
 
