@@ -124,11 +124,8 @@ def semantic_costs(
         with torch.no_grad(), meter:
             out = fn()
         assert out.shape == (1, num_classes, height, width), out.shape
-        rows[name] = {
-            "multiply_adds": macs,
-            "activations": sum(counter.counts.values()),
-            "peak_mb": meter.peak / 2**20,
-        }
+        rows[name] = {"multiply_adds": macs, "activations": sum(counter.counts.values())}
+        rows[name]["peak_mb"] = meter.peak / 2**20
     samples = common.alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name] |= {"time_s": statistics.median(times), "samples_s": times}
@@ -162,16 +159,14 @@ MAX_REFINEMENT_SHARE = 0.25
 def build_models(backbone: str, num_classes: int, num_points: int) -> dict[str, SemanticSegmenter]:
     """The five contenders (:data:`LABELS`), eval mode, random weights shared where they can be."""
     torch.manual_seed(0)
-    plain, ours = (
-        {"weights_backbone": None},
-        {"weights_backbone": None, "subdivision_num_points": num_points},
-    )
+    coarse = {"weights_backbone": None}
+    refined = coarse | {"subdivision_num_points": num_points}
     models = {
-        "fpn": semantic_fpn(backbone, num_classes, **plain),
-        "fpn_pointrend": pointrend_semantic_fpn(backbone, num_classes, **ours),
-        "deeplab_os16": deeplabv3(backbone, num_classes, **plain),
-        "deeplab_os16_pointrend": pointrend_deeplabv3(backbone, num_classes, **ours),
-        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **plain),
+        "fpn": semantic_fpn(backbone, num_classes, **coarse),
+        "fpn_pointrend": pointrend_semantic_fpn(backbone, num_classes, **refined),
+        "deeplab_os16": deeplabv3(backbone, num_classes, **coarse),
+        "deeplab_os16_pointrend": pointrend_deeplabv3(backbone, num_classes, **refined),
+        "deeplab_os8": deeplabv3(backbone, num_classes, output_stride=8, **coarse),
     }
     for ours, plain in PAIRS.items():
         keys = models[ours].load_state_dict(models[plain].state_dict(), strict=False)
@@ -256,6 +251,7 @@ def semantic_model_costs(
         part["label"] = f"refinement of {LABELS[ours][:3]}"
     for row in [*rows.values(), *refinement.values()]:
         row["peak_vs_deeplab_os8"] = row["peak_mb"] / rows["deeplab_os8"]["peak_mb"]
+        log(f"  {row['label']:<36} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB")
     result = {
         "image": [height, width],
         "num_classes": num_classes,
@@ -276,8 +272,6 @@ def semantic_model_costs(
             for ours, part in refinement.items()
         },
     }
-    for name, row in [*rows.items(), *refinement.items()]:
-        log(f"  {name:<24} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB")
     return result
 
 
