@@ -16,6 +16,7 @@ benchmarks.cost [--quick]`` writes ``benchmarks/results/instance_cost.json``; th
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 from collections.abc import Callable
 
@@ -73,6 +74,16 @@ def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"
     return lambda: dense(feats, boxes, [image_size], labels)
 
 
+def _counts(run, counter: common.ActivationCounter, n: int) -> dict:
+    """Multiply-adds and activations (total, largest phase, with the sampled inputs) per box
+    of ``run()`` on ``n`` boxes."""
+    macs = common.count_call(run, counter) / n
+    counts = counter.counts
+    with_inputs = [v + counter.inputs.get(k, 0) for k, v in counts.items()]
+    total, peak = sum(counts.values()) / n, max(counts.values()) / n
+    return {"macs": macs, "total": total, "peak": peak, "peak_inputs": max(with_inputs) / n}
+
+
 def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
     """Multiply-adds and activations per box of the three heads of the paper's table."""
     boxes = [random_boxes(n, *image_size)]
@@ -83,26 +94,22 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
         if name.startswith("PointRend"):
             branch = pointrend_branch(output).eval()
             counter = common.PointCounter(branch.point_head)
-
-            def run(branch=branch):
-                return branch.render(features, 4.0, boxes, labels)
-
+            run = functools.partial(branch.render, features, 4.0, boxes, labels)
         else:
             counter = common.ActivationCounter()
             run = _dense_runner(output, features, boxes, image_size, labels, device="meta")
-        macs = common.count_call(run, counter) / n
-        peak = max(counter.counts.values())  # the largest phase (PointRend: coarse or a step)
-        total = sum(counter.counts.values())
-        with_inputs = {k: v + counter.inputs.get(k, 0) for k, v in counter.counts.items()}
+        c = _counts(run, counter, n)
         paper_macs, paper_acts = PAPER[name]
-        row = {"multiply_adds_per_box": macs, "paper_multiply_adds": paper_macs}
-        row |= {"ratio_to_paper": macs / paper_macs, "activations_total_per_box": total / n}
-        row |= {
-            "activations_peak_per_box": peak / n,
-            "activations_peak_mb_per_box_fp32": peak / n * 4 / 2**20,
+        rows[name] = {
+            "multiply_adds_per_box": c["macs"],
+            "paper_multiply_adds": paper_macs,
+            "ratio_to_paper": c["macs"] / paper_macs,
+            "activations_total_per_box": c["total"],
+            "activations_peak_per_box": c["peak"],  # PointRend: the coarse head or a step
+            "activations_peak_mb_per_box_fp32": c["peak"] * 4 / 2**20,
+            "activations_peak_with_sampled_inputs_per_box": c["peak_inputs"],
+            "paper_activations": paper_acts,
         }
-        row["activations_peak_with_sampled_inputs_per_box"] = max(with_inputs.values()) / n
-        rows[name] = row | {"paper_activations": paper_acts}
     return rows
 
 
@@ -119,29 +126,22 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
         torch.manual_seed(0)
         branch = pointrend_branch(size).eval()
         counter = common.PointCounter(branch.point_head)
-
-        def render(branch=branch):
-            return branch.render(fine, 4.0, boxes, labels)
-
-        pr_macs = common.count_call(render, counter) / n
-        pr_total, pr_peak = sum(counter.counts.values()) / n, max(counter.counts.values()) / n
-        dense_counter = common.ActivationCounter()
+        render = functools.partial(branch.render, fine, 4.0, boxes, labels)
+        ours = _counts(render, counter, n)
         meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
-        dense_macs = common.count_call(meta, dense_counter) / n
-        dense = _dense_runner(size, features, boxes, image_size, labels)
-        row = {
-            "pointrend_multiply_adds_per_box": pr_macs,
-            "dense_multiply_adds_per_box": dense_macs,
+        dense = _counts(meta, common.ActivationCounter(), n)
+        run_dense = _dense_runner(size, features, boxes, image_size, labels)
+        rows[str(size)] = {
+            "pointrend_multiply_adds_per_box": ours["macs"],
+            "dense_multiply_adds_per_box": dense["macs"],
+            "pointrend_activations_total_per_box": ours["total"],
+            "pointrend_activations_peak_per_box": ours["peak"],
+            "dense_activations_per_box": dense["total"],
+            "pointrend_point_predictions_per_box": counter.points,
+            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
+            "dense_peak_mb_per_box": common.peak_bytes(run_dense) / n / 2**20,
+            "memory_boxes": n,
         }
-        row |= {
-            "pointrend_activations_total_per_box": pr_total,
-            "pointrend_activations_peak_per_box": pr_peak,
-        }
-        row["dense_activations_per_box"] = sum(dense_counter.counts.values()) / n
-        row["pointrend_point_predictions_per_box"] = counter.points
-        row["pointrend_peak_mb_per_box"] = common.peak_bytes(render) / n / 2**20
-        row["dense_peak_mb_per_box"] = common.peak_bytes(dense) / n / 2**20
-        rows[str(size)] = row | {"memory_boxes": n}
     return rows
 
 
@@ -180,15 +180,15 @@ def branch_times(
         samples = common.alternate(runs, repeats)
         pointrend = statistics.median(samples["pointrend"])
         dense_t = statistics.median(samples["dense"]) * boxes_total / n
-        row = {"pointrend_s": pointrend, "dense_4xconv_s": dense_t, "dense_timed_on_boxes": n}
-        row |= {
+        rows[str(size)] = {
+            "pointrend_s": pointrend,
+            "dense_4xconv_s": dense_t,
+            "dense_timed_on_boxes": n,
             "speedup_pointrend": dense_t / pointrend,
             "pointrend_samples_s": samples["pointrend"],
+            "dense_samples_s": samples["dense"],
         }
-        rows[str(size)] = row | {"dense_samples_s": samples["dense"]}
-        log(
-            f"  output {size}: PointRend {pointrend:.3f} s, dense 4x conv {dense_t:.3f} s (on {n} boxes, scaled)"
-        )
+        log(f"  output {size}: PointRend {pointrend:.3f} s, dense 4x conv {dense_t:.3f} s")
     return rows
 
 
