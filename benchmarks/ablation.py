@@ -1,19 +1,17 @@
-"""Ablations on the synthetic instance data, mirroring the paper's (section 3 of the report).
+"""The paper's ablations on the synthetic instance data.
 
-* Inference, on the SAME trained weights: the output resolution (28 ... 224, 28 x 28 points a
-  step) and the points per subdivision step (14^2 ... 112^2, output 224). Each setting gets its
-  accuracy (mask AP / AP75 / Boundary AP), the mask branch's CPU time on the ground-truth boxes
-  of the validation images (settings alternated, median of the repeats), and its point
-  predictions and multiply-adds per box.
-* Training point selection, each variant trained here from the PointRend recipe for the same
-  number of iterations: a regular grid; uniform (k = 1, beta = 0); mildly biased (k = 3,
-  beta = 0.75, the default); heavily biased (k = 10, beta = 1.0).
+* Inference, on the SAME weights: the output size (28 ... 224, 28 x 28 points a step) and the
+  points per step (14^2 ... 112^2, output 224): accuracy, the mask branch's time on the
+  ground-truth boxes of some validation images (alternated), point predictions and
+  multiply-adds per box.
+* Training point selection, each variant trained from the PointRend recipe for the same number
+  of iterations: regular grid; uniform (k = 1, beta = 0); mildly biased (k = 3, beta = 0.75,
+  the default); heavily biased (k = 10, beta = 1.0).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,42 +19,28 @@ from torch import nn
 from pointrend.engine.inference import load_trained_model
 
 from .accuracy import INSTANCE, ModelSource, TrainedModel, train_model
-from .cost import StepCounter
-from .meters import alternate, count_call
+from .common import PointCounter, alternate, count_call
 from .scoring import instance_scores, mask_settings, validation_set
-
-__all__ = [
-    "OUTPUT_SIZES",
-    "POINTS_PER_STEP",
-    "TRAINING_VARIANTS",
-    "render_inputs",
-    "inference_ablation",
-    "training_ablation",
-]
 
 OUTPUT_SIZES = (28, 56, 112, 224)
 POINTS_PER_STEP = (14, 28, 56, 112)  # squared
-TRAINING_VARIANTS = {
-    "regular grid": {"train_point_sampling": "grid"},
-    "uniform (k=1, beta=0)": {"oversample_ratio": 1, "importance_sample_ratio": 0.0},
-    "mildly biased (k=3, beta=0.75)": {
-        "oversample_ratio": 3,
-        "importance_sample_ratio": 0.75,
-    },
-    "heavily biased (k=10, beta=1.0)": {
-        "oversample_ratio": 10,
-        "importance_sample_ratio": 1.0,
-    },
+TRAINING_VARIANTS = {"regular grid": {"train_point_sampling": "grid"}} | {
+    f"{name} (k={k}, beta={beta})": {
+        "oversample_ratio": k,
+        "importance_sample_ratio": float(beta),
+    }
+    for k, beta, name in (
+        (1, 0, "uniform"),
+        (3, 0.75, "mildly biased"),
+        (10, 1.0, "heavily biased"),
+    )
 }
 
 
 @torch.no_grad()
 def render_inputs(model: nn.Module, dataset, num_images: int):
-    """P2 features, stride, ground-truth boxes (in the model's input pixels) and labels.
-
-    What the mask branch receives when the detector finds exactly the ground truth: the timing
-    then does not depend on how many boxes a model happens to detect.
-    """
+    """P2 features, stride, ground-truth boxes (model input pixels) and labels: what the mask
+    branch receives when the detector finds exactly the ground truth."""
     model.eval()
     samples = [dataset[i] for i in range(min(num_images, len(dataset)))]
     images, targets = model.transform([s[0] for s in samples])
@@ -82,17 +66,6 @@ def _settings(sizes, points) -> dict[str, dict]:
     return out
 
 
-def _renderer(model, inputs, settings: dict) -> Callable[[], torch.Tensor]:
-    fine, stride, boxes, labels = inputs
-    branch = model.roi_heads.mask_branch
-
-    def render():
-        with mask_settings(model, **settings):
-            return branch.render(fine, stride, boxes, labels)
-
-    return render
-
-
 def inference_ablation(
     pointrend: TrainedModel,
     num_images: int,
@@ -103,43 +76,39 @@ def inference_ablation(
     folds: int = 4,
     log=print,
 ) -> dict:
-    """Accuracy, time and cost of each rendering setting on one PointRend model's weights.
-
-    ``sizes``: output sides (28 x 28 points a step); ``points``: sides of the square number of
-    points a step (output 224).
-    """
+    """Accuracy, time and cost of each setting (``sizes``: output sides; ``points``: sides of
+    the square number of points a step at output 224) on one PointRend model's weights."""
     model = pointrend.model
     val = validation_set("instance", num_images, pointrend.image_size, folds)
     settings = _settings(sizes, points)
     inputs = render_inputs(model, val.dataset, timing_images)
-    renderers = {name: _renderer(model, inputs, s) for name, s in settings.items()}
+    fine, stride, boxes, labels = inputs
+    branch = model.roi_heads.mask_branch
+
+    def renderer(changes: dict):
+        def render():
+            with mask_settings(model, **changes):
+                return branch.render(fine, stride, boxes, labels)
+
+        return render
+
+    renderers = {name: renderer(s) for name, s in settings.items()}
     samples = alternate(renderers, repeats)
-    boxes = int(inputs[3].numel())
+    count = max(int(labels.numel()), 1)
     rows = {}
     for name, s in settings.items():
-        counter = StepCounter(model.roi_heads.mask_branch)
-        macs = count_call(renderers[name], counter) / max(boxes, 1)
+        counter = PointCounter(branch.point_head)
+        macs = count_call(renderers[name], counter) / count
         with mask_settings(model, **s):
-            row = instance_scores(model, val)
+            row = rows[name] = instance_scores(model, val) | s
         seconds = statistics.median(samples[name])
-        row.update(
-            {
-                **s,
-                "render_s": seconds,
-                "render_ms_per_box": seconds / max(boxes, 1) * 1e3,
-                "render_samples_s": samples[name],
-                "point_predictions_per_box": counter.points,
-                "multiply_adds_per_box": macs,
-            }
-        )
-        rows[name] = row
-        log(
-            f"  {name:<30} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}  "
-            f"{row['render_ms_per_box']:7.2f} ms/box  {counter.points:6d} points/box"
-        )
+        row |= {"render_s": seconds, "render_ms_per_box": seconds / count * 1e3}
+        row |= {"render_samples_s": samples[name], "point_predictions_per_box": counter.points}
+        row["multiply_adds_per_box"] = macs
+        log(f"  {name:<30} Boundary AP {row['boundary_AP']:5.1f}  {seconds:.3f} s")
     return {
         "val_images": num_images,
-        "timing": {"images": timing_images, "boxes": boxes, "repeats": repeats},
+        "timing": {"images": timing_images, "boxes": count, "repeats": repeats},
         "output_sizes": [f"output {s}x{s}" for s in sizes],
         "points_per_step": [_points_name(p) for p in points],
         "rows": rows,
@@ -165,19 +134,10 @@ def training_ablation(
         if val is None:
             size = image_size or loaded.config.train_data.image_size
             val = validation_set("instance", num_images, size, folds)
-        row = instance_scores(loaded.model.eval(), val)
-        row.update({"options": options, "iteration": loaded.iteration, "weights": str(path)})
-        rows[name] = row
-        source.log(
-            f"  {name:<32} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
-            f"Boundary AP {row['boundary_AP']:5.1f}"
-        )
+        row = rows[name] = instance_scores(loaded.model.eval(), val)
+        row |= {"options": options, "iteration": loaded.iteration, "weights": str(path)}
+        source.log(f"  {name:<32} mask AP {row['mask_AP']:5.1f}")
     schedule = {"max_iter": solver.max_iter, "warmup_iters": solver.warmup_iters}
     schedule.update({"steps": list(solver.steps), "lr": solver.lr, "schedule": solver.schedule})
-    return {
-        "train_iters": solver.max_iter,
-        "schedule": schedule,
-        "val_images": num_images,
-        "image_size": size,
-        "rows": rows,
-    }
+    result = {"train_iters": solver.max_iter, "schedule": schedule, "val_images": num_images}
+    return result | {"image_size": size, "rows": rows}

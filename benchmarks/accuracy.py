@@ -1,18 +1,16 @@
-"""Accuracy at equal training budget on the synthetic high-resolution data (the CPU recipes).
+"""Accuracy at equal training budget on the synthetic data (the CPU recipes).
 
-* Instances (section 2 of the report): torchvision's Mask R-CNN (4x conv head, 28x28 masks) vs
-  PointRend rendered at 28x28 vs PointRend at 224x224. The two PointRend rows are the SAME
-  weights; only the rendering settings change at inference. An oracle row (the ground-truth
-  masks resampled to M x M in their box and pasted back) shows how much a resolution alone can
-  hold on this data. The same predictions are also scored against exact ground truth at 2x and
-  4x the input size, with oracle rows for 28 .. 224 (:mod:`.resolution`).
-* Semantic (section 4): the coarse Semantic FPN upsampled vs the same recipe + PointRend.
+* Instances: torchvision's Mask R-CNN (28x28 masks) vs the SAME PointRend weights rendered at
+  28x28 and 224x224, with oracle rows (the ground truth resampled to M x M in its box and pasted
+  back: what a resolution alone can hold). By evaluation resolution: the same detections pasted
+  at 1x, 2x and 4x the input size and scored against ground truth rendered exactly there (rows
+  :data:`ROWS`: ``oracleM``, ``maskrcnn``, ``pointrendM``, ``pointrend_box`` each mask at about
+  its box's size), where a 28x28 mask cannot follow objects 4x larger.
+* Semantic: the coarse Semantic FPN upsampled vs the same recipe + PointRend.
 
-Models come from checkpoints (``<weights_dir>/<config name>.pt``, or a training output folder
-``<weights_dir>/<config name>/model_final.pt``, else its latest ``model_*.pt``). A missing one is
-trained here from its config (``configs/<config name>.yaml``) for the number of iterations
-given, and the report says so. Evaluation is on a fresh synthetic validation set (its own seed,
-never used for training or the recipes' validation).
+Models come from ``<weights_dir>/<config>.pt`` (or ``<weights_dir>/<config>/model_final.pt``,
+else its latest checkpoint); a missing one is trained here from ``configs/<config>.yaml``.
+Evaluation is on fresh synthetic images (their own seed), in folds for standard errors.
 """
 
 from __future__ import annotations
@@ -26,32 +24,11 @@ from torch import nn
 
 from pointrend.demo import WEIGHTS_DIR
 from pointrend.engine.checkpoint import latest_checkpoint
-from pointrend.engine.config import SolverConfig, load_config
+from pointrend.engine.config import load_config
 from pointrend.engine.inference import load_trained_model
 from pointrend.engine.train import train
 
-from .resolution import FACTORS, by_resolution
-from .scoring import (
-    VAL_SEED,
-    instance_scores,
-    mask_settings,
-    oracle_scores,
-    semantic_scores,
-    validation_set,
-)
-
-__all__ = [
-    "INSTANCE",
-    "SEMANTIC",
-    "ModelSource",
-    "TrainedModel",
-    "find_weights",
-    "find_config",
-    "schedule_overrides",
-    "obtain_model",
-    "instance_accuracy",
-    "semantic_accuracy",
-]
+from . import scoring
 
 INSTANCE = {
     "pointrend": "synthetic_instance_pointrend_r18",
@@ -62,6 +39,10 @@ SEMANTIC = {
     "coarse": "synthetic_semantic_coarse_fpn_r18",
 }
 QUICK_SIZE = 64  # image side of the models trained in --quick mode
+FACTORS = (1, 2, 4)  # evaluation size / model input size
+MASK_SIZES = (28, 56, 112, 224)
+ROWS = [*(f"oracle{m}" for m in MASK_SIZES), "maskrcnn", *(f"pointrend{m}" for m in MASK_SIZES)]
+ROWS.append("pointrend_box")
 
 
 @dataclass
@@ -84,102 +65,64 @@ class TrainedModel:
     iteration: int | None
     trained_here: bool
 
-
-def find_weights(weights_dir: Path, name: str) -> Path | None:
-    """``<dir>/<name>.pt``, else ``<dir>/<name>/model_final.pt``, else its latest checkpoint."""
-    weights_dir = Path(weights_dir)
-    for path in (weights_dir / f"{name}.pt", weights_dir / name / "model_final.pt"):
-        if path.is_file():
-            return path
-    return latest_checkpoint(weights_dir / name)
+    def describe(self) -> dict:
+        return {
+            "weights": self.weights,
+            "iteration": self.iteration,
+            "trained_in_this_run": self.trained_here,
+            "train_image_size": self.image_size,
+        }
 
 
 def find_config(name: str) -> Path:
     """``configs/<name>.yaml`` of the working directory or of the source checkout."""
-    roots = [Path.cwd(), *Path(__file__).resolve().parents]
-    for root in roots:
-        path = root / "configs" / f"{name}.yaml"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"no checkpoint for {name} and no configs/{name}.yaml to train it from (run from the "
-        "repository, or give --weights-dir)"
-    )
-
-
-def schedule_overrides(solver: SolverConfig, iters: int | None) -> list[str]:
-    """The recipe's schedule stretched to ``iters`` iterations (``None``: the recipe's own).
-
-    Warm-up and LR steps move in proportion, so ``iters = solver.max_iter`` is the recipe.
-    """
-    iters = iters or solver.max_iter
-    scale = iters / solver.max_iter
-    steps = ", ".join(str(max(1, round(s * scale))) for s in solver.steps)
-    return [
-        f"solver.max_iter={iters}",
-        f"solver.warmup_iters={max(1, round(solver.warmup_iters * scale))}",
-        f"solver.steps=[{steps}]",
-    ]
-
-
-def _quick_overrides(task: str) -> list[str]:
-    size = QUICK_SIZE
-    common = [f"train_data.image_size={size}", "train_data.num_images=8", "log_period=1"]
-    if task == "instance":  # few detections: the quick evaluations stay short
-        common += [f"model.options.min_size={size}", f"model.options.max_size={size}"]
-        common += ["model.options.box_detections_per_img=5"]
-    return common
+    for root in [Path.cwd(), *Path(__file__).resolve().parents]:
+        if (root / "configs" / f"{name}.yaml").is_file():
+            return root / "configs" / f"{name}.yaml"
+    raise FileNotFoundError(f"no checkpoint for {name} and no configs/{name}.yaml to train it from")
 
 
 def train_model(
-    name: str, source: ModelSource, run_name: str, overrides: list[str] | None = None
+    name: str, source: ModelSource, run: str, overrides: list[str] | None = None
 ) -> Path:
-    """Train ``configs/<name>.yaml`` for ``source.train_iters`` iterations; the final weights.
-
-    Reuses ``<work_dir>/<run_name>/model_final.pt`` when it exists (regenerating a report does
-    not retrain) and resumes an interrupted run.
-    """
-    out = source.work_dir / run_name
-    final = out / "model_final.pt"
-    if final.is_file():
-        source.log(f"  reusing {final}")
-        return final
+    """Train ``configs/<name>.yaml`` for ``source.train_iters`` iterations (the recipe's schedule
+    stretched: warm-up and LR steps move in proportion) into ``<work_dir>/<run>``; the final
+    weights. Reuses a finished run and resumes an interrupted one."""
+    out = source.work_dir / run
+    if (out / "model_final.pt").is_file():
+        return out / "model_final.pt"
     path = find_config(name)
     recipe = load_config(path)
-    extra = _quick_overrides(recipe.model.task) if source.quick else []
-    cfg = load_config(
-        path,
-        [
-            *extra,
-            *schedule_overrides(recipe.solver, source.train_iters),
-            "val_data=null",
-            "checkpoint_period=100",
-            f"output_dir={out}",
-            *(overrides or []),
-        ],
-    )
-    source.log(f"  training {run_name} for {cfg.solver.max_iter} iterations ({path})")
+    solver = recipe.solver
+    iters = source.train_iters or solver.max_iter
+    scale = iters / solver.max_iter
+    steps = ", ".join(str(max(1, round(s * scale))) for s in solver.steps)
+    extra = [f"solver.max_iter={iters}", f"solver.steps=[{steps}]"]
+    extra += [f"solver.warmup_iters={max(1, round(solver.warmup_iters * scale))}"]
+    if source.quick:
+        extra += [f"train_data.image_size={QUICK_SIZE}", "train_data.num_images=8", "log_period=1"]
+        if recipe.model.task == "instance":  # few detections: the quick evaluations stay short
+            extra += [f"model.options.{k}={QUICK_SIZE}" for k in ("min_size", "max_size")]
+            extra += ["model.options.box_detections_per_img=5"]
+    extra += ["val_data=null", "checkpoint_period=100", f"output_dir={out}", *(overrides or [])]
+    source.log(f"  training {run} for {iters} iterations ({path})")
     started = time.perf_counter()
-    # The bench's own work folder: continue a run it left, or clear one killed before its
-    # first checkpoint (only config.yaml / metrics.jsonl there).
-    resume = latest_checkpoint(out) is not None
-    train(cfg, resume=resume, overwrite=not resume, progress=False)
-    source.log(f"  trained {run_name} in {time.perf_counter() - started:.0f} s")
-    return final
+    resume = latest_checkpoint(out) is not None  # continue a run the bench left
+    train(load_config(path, extra), resume=resume, overwrite=not resume, progress=False)
+    source.log(f"  trained {run} in {time.perf_counter() - started:.0f} s")
+    return out / "model_final.pt"
 
 
 def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     """The checkpoint of config ``name`` from ``source.weights_dir``, or one trained here."""
-    path = find_weights(source.weights_dir, name)
+    folder = Path(source.weights_dir)
+    found = [p for p in (folder / f"{name}.pt", folder / name / "model_final.pt") if p.is_file()]
+    path = found[0] if found else latest_checkpoint(folder / name)
     trained_here = path is None
-    if path is None:
-        path = train_model(name, source, name)
-    path = path.resolve()  # name the file itself, not a link to it
+    path = (train_model(name, source, name) if trained_here else path).resolve()
     loaded = load_trained_model(path)
-    data = loaded.config.train_data
-    return TrainedModel(
-        name, loaded.model.eval(), data.image_size, str(path), loaded.iteration, trained_here
-    )
+    size = loaded.config.train_data.image_size
+    return TrainedModel(name, loaded.model.eval(), size, str(path), loaded.iteration, trained_here)
 
 
 def shipped_model(name: str, log=print) -> TrainedModel:
@@ -188,74 +131,101 @@ def shipped_model(name: str, log=print) -> TrainedModel:
         return obtain_model(name, ModelSource(WEIGHTS_DIR, Path(work), None, log=log))
 
 
-def _describe(m: TrainedModel) -> dict:
+def _model_rows(model, vals: dict[int, scoring.ValSet]) -> dict[int, dict]:
+    """``{size: scores}`` of one model's predictions, made once, pasted at every size."""
+    results = scoring.predict_at_sizes(model, vals[min(vals)].dataset, sorted(vals))
+    return {size: scoring.score_results(vals[size], results[size]) for size in vals}
+
+
+def by_resolution(pointrend, baseline, vals: dict[int, scoring.ValSet], log=print) -> dict:
+    """Every row of :data:`ROWS` at every evaluation size (``vals``: the validation set with
+    its ground truth rendered at each size): ``{"sizes", "rows": {size: {row: scores}}, ...}``."""
+    rows: dict[int, dict] = {size: {} for size in vals}
+    for size in vals:
+        rows[size] |= {f"oracle{m}": scoring.oracle_scores(vals[size], m) for m in MASK_SIZES}
+    for size, scores in _model_rows(baseline, vals).items():
+        rows[size]["maskrcnn"] = scores
+    settings = {f"pointrend{m}": {"output_size": m} for m in MASK_SIZES}
+    for name, changes in (settings | {"pointrend_box": {"mask_resolution": "box"}}).items():
+        with scoring.mask_settings(pointrend, **changes):
+            for size, scores in _model_rows(pointrend, vals).items():
+                rows[size][name] = scores
+    for size in sorted(vals):
+        log(
+            f"  Boundary AP at {size} px: "
+            + ", ".join(f"{k} {rows[size][k]['boundary_AP']:.1f}" for k in ROWS)
+        )
+    base = vals[min(vals)]
     return {
-        "weights": m.weights,
-        "iteration": m.iteration,
-        "trained_in_this_run": m.trained_here,
-        "train_image_size": m.image_size,
+        "sizes": sorted(vals),
+        "model_input_size": base.image_size,
+        "val_images": len(base.dataset),
+        "folds": len(base.folds),
+        "rows": {str(size): {k: rows[size][k] for k in ROWS} for size in sorted(vals)},
+    }
+
+
+def resolution_table(section: dict) -> dict:
+    """``{"160": {row: {"mask_ap", "ap75", "boundary_ap"}}, ...}``: the figures a script reads
+    (``results.json``'s ``"accuracy_by_resolution"``); standard errors stay in the section."""
+    keys = {"mask_ap": "mask_AP", "ap75": "mask_AP75", "boundary_ap": "boundary_AP"}
+    return {
+        size: {row: {k: scores[name] for k, name in keys.items()} for row, scores in rows.items()}
+        for size, rows in section["rows"].items()
     }
 
 
 def instance_accuracy(
     source: ModelSource, num_images: int, folds: int = 4
 ) -> tuple[dict, TrainedModel]:
-    """Section 2. Returns the results and the PointRend model (the inference ablation's)."""
+    """The instance figures, and the PointRend model (the inference ablation's)."""
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
-    val = validation_set("instance", num_images, pointrend.image_size, folds)
-    rows = {}
-    source.log(f"  evaluating on {num_images} fresh images of {pointrend.image_size} px")
-    rows["Mask R-CNN 4x conv, 28x28"] = instance_scores(baseline.model, val)
+    base = pointrend.image_size
+    val = scoring.validation_set("instance", num_images, base, folds)
+    rows = {"Mask R-CNN 4x conv, 28x28": scoring.instance_scores(baseline.model, val)}
     for size in (28, 224):
-        with mask_settings(pointrend.model, output_size=size):
-            rows[f"PointRend, {size}x{size}"] = instance_scores(pointrend.model, val)
+        with scoring.mask_settings(pointrend.model, output_size=size):
+            rows[f"PointRend, {size}x{size}"] = scoring.instance_scores(pointrend.model, val)
     for size in (28, 224):
-        rows[f"oracle: ground truth at {size}x{size}"] = oracle_scores(val, size)
+        rows[f"oracle: ground truth at {size}x{size}"] = scoring.oracle_scores(val, size)
     for name, row in rows.items():
         source.log(
-            f"  {name:<34} mask AP {row['mask_AP']:5.1f}  AP75 {row['mask_AP75']:5.1f}  "
-            f"Boundary AP {row['boundary_AP']:5.1f}"
+            f"  {name:<34} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}"
         )
-    base = pointrend.image_size
-    source.log(f"  evaluating at {[base * f for f in FACTORS]} px (exact ground truth)")
     vals = {
-        base * f: validation_set("instance", num_images, base, folds, base * f) for f in FACTORS[1:]
+        base * f: scoring.validation_set("instance", num_images, base, folds, base * f)
+        for f in FACTORS[1:]
     }
-    vals[base] = val
-    resolution = by_resolution(pointrend.model, baseline.model, vals, log=source.log)
     config = pointrend.model.roi_heads.mask_branch.config
     result = {
         "val_images": num_images,
-        "val_seed": VAL_SEED,
+        "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
-        "image_size": pointrend.image_size,
-        "models": {"pointrend": _describe(pointrend), "maskrcnn": _describe(baseline)},
+        "image_size": base,
+        "models": {"pointrend": pointrend.describe(), "maskrcnn": baseline.describe()},
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
-        "by_resolution": resolution,
+        "by_resolution": by_resolution(
+            pointrend.model, baseline.model, {base: val} | vals, source.log
+        ),
     }
     return result, pointrend
 
 
 def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
-    """Section 4: coarse Semantic FPN upsampled vs + PointRend, mIoU and boundary F (percent)."""
+    """Coarse Semantic FPN upsampled vs + PointRend: mIoU, boundary F and IoU (percent)."""
     models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
     size = models["pointrend"].image_size
-    val = validation_set("semantic", num_images, size, folds)
-    rows = {}
+    val = scoring.validation_set("semantic", num_images, size, folds)
     labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
-    for key in ("coarse", "pointrend"):
-        row = rows[labels[key]] = semantic_scores(models[key].model, val)
-        source.log(
-            f"  {labels[key]:<32} mIoU {row['mIoU']:5.1f}  boundary F {row['boundary_F']:5.1f}"
-        )
+    rows = {labels[key]: scoring.semantic_scores(models[key].model, val) for key in labels}
     return {
         "val_images": num_images,
-        "val_seed": VAL_SEED,
+        "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
         "image_size": size,
         "coarse_stride": getattr(models["pointrend"].model, "coarse_stride", None),
-        "models": {key: _describe(m) for key, m in models.items()},
+        "models": {key: m.describe() for key, m in models.items()},
         "rows": rows,
     }

@@ -1,35 +1,19 @@
 """Large photos through ``pointrend predict`` and ``pointrend eval``: peak memory and wall time.
 
-Every figure is one command run in a fresh subprocess; its peak resident memory is the child's
-``ru_maxrss`` (``resource.getrusage(RUSAGE_CHILDREN)``, read by a small wrapper process that runs
-only that command), its wall time the command's, start-up and model loading included.
-
-Runs (shipped instance model ``synthetic_instance_pointrend_r18``, shipped semantic model
-``synthetic_semantic_pointrend_fpn_r18``):
-
-* ``photo_100`` / ``photo_10``: ``predict`` on an 8000 x 6000 JPEG with 100 / 10 detections
-  forced (``--score-thresh 0``, ``box_score_thresh=0``, ``box_detections_per_img`` 100 / 10);
-* ``photo_default``: the same photo at the default settings;
-* ``eval_100`` / ``eval_10``: ``eval`` on 20 synthetic images rendered at 2048 x 2048 (written
-  once in COCO format by :func:`~pointrend.data.write.write_synthetic_dataset`, seed 1000),
-  100 / 10 detections per image;
-* ``semantic_4096x8192``: ``predict`` with the semantic model on a 4096 x 8192 JPEG, and
-  ``semantic_4096x8192_stages``: the peak RSS after each stage of its forward pass (model
-  loaded, image read, backbone and FPN, full-resolution logits), in a separate process
-  (``VmHWM``);
-* ``small_800x1333``: ``predict`` on an 800 x 1333 JPEG at the default settings, the median of
-  ``--rounds`` runs;
-* ``read_6000x4000``: reading a 24-megapixel JPEG (the median of ``--rounds`` reads in one
-  process, after one untimed read).
-
-``--baseline-src DIR`` also runs ``read_6000x4000``, ``photo_default``, ``small_800x1333`` and
-``eval_10`` with
-``PYTHONPATH=DIR`` (e.g. the ``src`` of a ``git worktree`` of an earlier commit), side by side.
-The photos are synthetic scenes (:func:`pointrend.data.synthetic.render_sample`) enlarged with
-Pillow and saved as JPEG (quality 90). Writes ``results.json["big_images"]``.
-
-Run: ``python -m benchmarks.big_images [--rounds 3] [--baseline-src DIR]``;
-``--semantic-stages-only`` measures the semantic stages again into the stored section.
+Each figure is one command in a fresh process: its peak resident memory is the child's
+``ru_maxrss`` (read by a small wrapper process), its wall time the command's, start-up and model
+loading included. Runs (the shipped ``synthetic_instance_pointrend_r18`` and
+``synthetic_semantic_pointrend_fpn_r18``): ``photo_100`` / ``photo_10`` ``predict`` on an
+8000 x 6000 JPEG with 100 / 10 detections forced; ``photo_default`` the same at the defaults;
+``eval_100`` / ``eval_10`` ``eval`` on 20 synthetic 2048 x 2048 images, 100 / 10 detections
+each; ``semantic_4096x8192`` ``predict`` of the semantic model on a 4096 x 8192 JPEG and
+``semantic_4096x8192_stages`` the peak RSS (``VmHWM``) after each stage of its forward pass;
+``small_800x1333`` the median of ``--rounds`` ``predict`` runs on an 800 x 1333 JPEG;
+``read_6000x4000`` the median time to read a 24-megapixel JPEG. ``--baseline-src DIR`` runs
+``read_6000x4000``, ``photo_default``, ``small_800x1333`` and ``eval_10`` again with
+``PYTHONPATH=DIR`` (e.g. the ``src`` of a ``git worktree`` of an earlier commit). The photos
+are synthetic scenes enlarged and saved as JPEG (quality 90). Writes
+``results.json["big_images"]``; ``--semantic-stages-only`` measures the stages again into it.
 """
 
 from __future__ import annotations
@@ -49,10 +33,10 @@ from PIL import Image
 from pointrend.data.synthetic import render_sample
 from pointrend.data.write import write_synthetic_dataset
 
-from .machine import command_line, machine_info
-from .report import store_standalone
+from .common import RESULTS, command_line, store_section
 
 log = functools.partial(print, flush=True)
+MODULE = "benchmarks.big_images"
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "pointrend" / "weights"
 INSTANCE = WEIGHTS / "synthetic_instance_pointrend_r18.pt"
@@ -77,12 +61,16 @@ def write_photo(path: Path, size: tuple[int, int], index: int = 0) -> Path:
     return path
 
 
-def measure(args: list[str], src: Path) -> dict:
-    """``python -m pointrend ARGS`` in a fresh process with ``PYTHONPATH=src``: peak RSS (MB)
-    and wall time (s)."""
+def _child(code: str, args: list[str], src: Path) -> str:
+    """The output of ``python -c code args`` in a fresh process with ``PYTHONPATH=src``."""
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
-    command = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "pointrend", *args]
-    text = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    command = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def measure(args: list[str], src: Path) -> dict:
+    """``python -m pointrend ARGS`` in a fresh process: peak RSS (MB) and wall time (s)."""
+    text = _child(_WRAPPER, [sys.executable, "-m", "pointrend", *args], src)
     rss_kib, wall, code = text.split()
     if int(code) != 0:
         raise RuntimeError(f"pointrend {' '.join(args)} exited with {code}")
@@ -152,20 +140,14 @@ _READ = (
 def read_time(image: Path, src: Path, rounds: int) -> dict:
     """Median seconds to read ``image`` with the tree's reader (``read_pixels`` where it
     exists, else ``read_image``), in a fresh process, after one untimed read."""
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
-    command = [sys.executable, "-c", _READ, str(image), str(rounds + 1)]
-    text = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    seconds, dtype = text.split()
+    seconds, dtype = _child(_READ, [image, rounds + 1], src).split()
     return {"read_s": round(float(seconds), 3), "dtype": dtype}
 
 
 def semantic_stages(image: Path, src: Path) -> dict:
     """Peak RSS (MB) of the semantic model after each stage of its forward pass on ``image``
     (fresh process): what bounds the memory of a large semantic prediction."""
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="2")
-    command = [sys.executable, "-c", _STAGES, str(SEMANTIC), str(image)]
-    text = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(text.strip().splitlines()[-1])
+    return json.loads(_child(_STAGES, [SEMANTIC, image], src).strip().splitlines()[-1])
 
 
 def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
@@ -209,26 +191,20 @@ def _median_run(results: list[dict]) -> dict:
 def checks(runs: dict) -> dict:
     """The done-when figures of the big-images issue, from ``runs``."""
     this, base = runs["this"], runs.get("baseline", {})
+    peak = {key: run["peak_rss_mb"] for key, run in this.items() if "peak_rss_mb" in run}
     out = {
-        "photo_100_peak_mb": this["photo_100"]["peak_rss_mb"],
-        "photo_10_to_100_added_mb": round(
-            this["photo_100"]["peak_rss_mb"] - this["photo_10"]["peak_rss_mb"], 1
-        ),
-        "photo_default_peak_mb": this["photo_default"]["peak_rss_mb"],
-        "eval_100_over_10_peak": round(
-            this["eval_100"]["peak_rss_mb"] / this["eval_10"]["peak_rss_mb"], 3
-        ),
+        "photo_100_peak_mb": peak["photo_100"],
+        "photo_10_to_100_added_mb": round(peak["photo_100"] - peak["photo_10"], 1),
+        "photo_default_peak_mb": peak["photo_default"],
+        "eval_100_over_10_peak": round(peak["eval_100"] / peak["eval_10"], 3),
+        "read_6000x4000_s": this["read_6000x4000"]["read_s"],
     }
-    out["read_6000x4000_s"] = this["read_6000x4000"]["read_s"]
     if "read_6000x4000" in base:
         out["read_6000x4000_s_baseline"] = base["read_6000x4000"]["read_s"]
     for key in ("photo_default", "small_800x1333", "eval_10"):
         if key in base:
-            out[f"{key}_wall_s_this_vs_baseline"] = [this[key]["wall_s"], base[key]["wall_s"]]
-            out[f"{key}_peak_mb_this_vs_baseline"] = [
-                this[key]["peak_rss_mb"],
-                base[key]["peak_rss_mb"],
-            ]
+            for figure, name in (("wall_s", "wall_s"), ("peak_rss_mb", "peak_mb")):
+                out[f"{key}_{name}_this_vs_baseline"] = [this[key][figure], base[key][figure]]
     return out
 
 
@@ -239,9 +215,9 @@ def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
         street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
         stages = semantic_stages(street, REPO / "src")
     section["runs"]["this"]["semantic_4096x8192_stages"] = stages
-    section["semantic_stages_command"] = command_line("benchmarks.big_images", argv)
+    section["semantic_stages_command"] = command_line(MODULE, argv)
     log(f"  semantic_4096x8192_stages {stages}")
-    log(f"wrote {store_standalone(out, 'big_images', section)}")
+    log(f"wrote {store_section(out, 'big_images', section)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs of the 800 x 1333 predict")
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
-    parser.add_argument("--out", default="benchmarks/results/results.json")
+    parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
         "--semantic-stages-only",
         action="store_true",
@@ -268,12 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,
         "rounds": args.rounds,
         "bench_s": round(time.perf_counter() - start, 1),
-        "command": command_line("benchmarks.big_images", argv),
-        "machine": machine_info(),
     }
     for key, value in section["checks"].items():
         log(f"  {key}: {value}")
-    log(f"wrote {store_standalone(Path(args.out), 'big_images', section)}")
+    log(f"wrote {store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
 
 
 if __name__ == "__main__":

@@ -1,87 +1,41 @@
 """Cost of PointRend's instance mask branch vs torchvision's dense 4x conv mask head (CPU).
 
-Measuring functions of ``python -m benchmarks`` (section ``cost``) and of
-``python -m benchmarks.instance_cost``:
+* :func:`head_costs`: multiply-adds and activations per box of the paper's cost table (K = 80):
+  elements written by the heads' conv / linear layers; PointRend's peak is its largest step.
+* :func:`sweep_costs`: the same at every output size, and the peak memory of a call.
+* :func:`branch_times`: both mask branches on 100 boxes, alternated, median; the dense head at
+  224 / 448 is timed on fewer boxes and scaled (its cost is exactly per box).
+* :func:`end_to_end`: ResNet-50-FPN Mask R-CNN vs PointRend Mask R-CNN on one 800 x 1333 image,
+  the same 100 boxes forced through both mask branches, masks pasted at image size.
 
-* :func:`head_costs`: multiply-adds and activations per box of the three heads of the paper's
-  cost table (``FlopCounterMode`` counts 2 FLOPs per multiply-add; halved here, as the paper
-  reports multiply-adds). Activations are the elements written by the heads' conv / linear
-  layers; PointRend runs its steps one after another, so its peak is the largest step.
-* :func:`sweep_costs`: the same per box at every output size, and the peak memory a call
-  allocates (:class:`PeakMemory`), for PointRend vs the dense head.
-* :func:`branch_times`: CPU time of both mask branches on the same boxes, alternating the two,
-  several repeats, median.
-* :func:`end_to_end`: ResNet-50-FPN Mask R-CNN vs PointRend Mask R-CNN on one 800 x 1333 image.
-
-The dense head's counts are taken on the ``meta`` device (shapes only: the same operators and
-the same counts without the arithmetic, which at 448 x 448 costs ~120 G multiply-adds a box).
+The dense head's counts are taken on the ``meta`` device (shapes only). ``python -m
+benchmarks.cost [--quick]`` writes ``benchmarks/results/instance_cost.json``; the bench's
+``cost`` section runs the same functions.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import statistics
 from collections.abc import Callable
 
 import torch
-from torch.nn.modules.module import register_module_forward_pre_hook
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
-from pointrend._fused_head import FusedPointHead
 from pointrend.instance import PointRendMaskBranch, PointRendMaskConfig
 from pointrend.models import pointrend_maskrcnn_resnet50_fpn
 from pointrend.pretrained import load_torchvision_weights
 from pointrend.settings import replace_options
 
-from .meters import ActivationCounter, alternate, count_call, peak_bytes
-
-__all__ = [
-    "PAPER",
-    "K",
-    "CHANNELS",
-    "StepCounter",
-    "DenseMaskHead",
-    "pointrend_branch",
-    "random_boxes",
-    "head_costs",
-    "sweep_costs",
-    "render_as_the_model_does",
-    "branch_times",
-    "end_to_end",
-]
+from . import common
 
 PAPER = {"4x conv 28": (0.5e9, 0.5e6), "4x conv 224": (34e9, 33e6), "PointRend 224": (0.9e9, 0.7e6)}
 K = 80
 CHANNELS = 256
 Log = Callable[[str], None]
-
-
-class StepCounter(ActivationCounter):
-    """Activations of PointRend split by phase: the coarse head, then one phase per point-head call."""
-
-    def __init__(self, branch: PointRendMaskBranch):
-        super().__init__()
-        self.branch = branch
-        self.calls = 0
-        self.points = 0
-
-    def _step(self, module, args):
-        if module is not self.branch.point_head and not isinstance(module, FusedPointHead):
-            return
-        self.calls += 1
-        self.points += args[0].shape[-1]  # point predictions per box in this call
-        self.phase = f"step {self.calls}"
-
-    def __enter__(self):
-        self.phase, self.calls, self.points = "coarse", 0, 0
-        # Every point-head call: the head itself, or its fused copy when rendering without grad.
-        self._hook = register_module_forward_pre_hook(self._step)
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        self._hook.remove()
-        return super().__exit__(*exc)
 
 
 class DenseMaskHead(torch.nn.Module):
@@ -99,10 +53,8 @@ class DenseMaskHead(torch.nn.Module):
 
 
 def pointrend_branch(output_size: int, num_classes: int = K, **options) -> PointRendMaskBranch:
-    """PointRend's mask branch rendering ``output_size`` masks, with the paper's defaults
-    (:class:`~pointrend.instance.PointRendMaskConfig`: a 7 x 7 coarse mask, 28 x 28 points a
-    subdivision step, as many steps as ``output_size`` needs); ``options`` are flat config
-    options (:func:`~pointrend.settings.replace_options`)."""
+    """PointRend's mask branch rendering ``output_size`` masks with the paper's defaults (7 x 7
+    coarse mask, 28 x 28 points a step); ``options``: flat config options."""
     config = replace_options(PointRendMaskConfig(output_size=output_size), **options)
     return PointRendMaskBranch(CHANNELS, num_classes, config)
 
@@ -122,6 +74,16 @@ def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"
     return lambda: dense(feats, boxes, [image_size], labels)
 
 
+def _counts(run, counter: common.ActivationCounter, n: int) -> dict:
+    """Multiply-adds and activations (total, largest phase, with the sampled inputs) per box
+    of ``run()`` on ``n`` boxes."""
+    macs = common.count_call(run, counter) / n
+    counts = counter.counts
+    with_inputs = [v + counter.inputs.get(k, 0) for k, v in counts.items()]
+    total, peak = sum(counts.values()) / n, max(counts.values()) / n
+    return {"macs": macs, "total": total, "peak": peak, "peak_inputs": max(with_inputs) / n}
+
+
 def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
     """Multiply-adds and activations per box of the three heads of the paper's table."""
     boxes = [random_boxes(n, *image_size)]
@@ -131,39 +93,30 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
         torch.manual_seed(0)
         if name.startswith("PointRend"):
             branch = pointrend_branch(output).eval()
-            counter = StepCounter(branch)
-
-            def run(branch=branch):
-                return branch.render(features, 4.0, boxes, labels)
-
+            counter = common.PointCounter(branch.point_head)
+            run = functools.partial(branch.render, features, 4.0, boxes, labels)
         else:
-            counter = ActivationCounter()
+            counter = common.ActivationCounter()
             run = _dense_runner(output, features, boxes, image_size, labels, device="meta")
-        macs = count_call(run, counter) / n
-        peak = max(counter.counts.values())  # the largest phase (PointRend: coarse or a step)
-        total = sum(counter.counts.values())
-        with_inputs = {k: v + counter.inputs.get(k, 0) for k, v in counter.counts.items()}
+        c = _counts(run, counter, n)
         paper_macs, paper_acts = PAPER[name]
         rows[name] = {
-            "multiply_adds_per_box": macs,
+            "multiply_adds_per_box": c["macs"],
             "paper_multiply_adds": paper_macs,
-            "ratio_to_paper": macs / paper_macs,
-            "activations_total_per_box": total / n,
-            "activations_peak_per_box": peak / n,
-            "activations_peak_mb_per_box_fp32": peak / n * 4 / 2**20,
-            "activations_peak_with_sampled_inputs_per_box": max(with_inputs.values()) / n,
+            "ratio_to_paper": c["macs"] / paper_macs,
+            "activations_total_per_box": c["total"],
+            "activations_peak_per_box": c["peak"],  # PointRend: the coarse head or a step
+            "activations_peak_mb_per_box_fp32": c["peak"] * 4 / 2**20,
+            "activations_peak_with_sampled_inputs_per_box": c["peak_inputs"],
             "paper_activations": paper_acts,
         }
     return rows
 
 
 def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
-    """Per box, at every output size: multiply-adds, activations (total / peak) and peak memory.
-
-    Memory is what one call on ``memory_boxes`` boxes allocates at its peak, divided by the
-    boxes (both heads run on the same boxes; the fine features are not counted, nor PointRend's
-    channels-last copy of them, made once per image whatever the number of boxes).
-    """
+    """Per box, at every output size: multiply-adds, activations (total / peak) and the peak
+    memory of one call on ``memory_boxes`` boxes (the fine features and PointRend's
+    channels-last copy of them, made once per image, not counted)."""
     n = memory_boxes
     fine = features.contiguous(memory_format=torch.channels_last)
     boxes = [random_boxes(n, *image_size, seed=2)]
@@ -172,26 +125,21 @@ def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
     for size in sizes:
         torch.manual_seed(0)
         branch = pointrend_branch(size).eval()
-        counter = StepCounter(branch)
-
-        def render(branch=branch):
-            return branch.render(fine, 4.0, boxes, labels)
-
-        pr_macs = count_call(render, counter) / n
-        pr_total, pr_peak = sum(counter.counts.values()) / n, max(counter.counts.values()) / n
-        dense_counter = ActivationCounter()
+        counter = common.PointCounter(branch.point_head)
+        render = functools.partial(branch.render, fine, 4.0, boxes, labels)
+        ours = _counts(render, counter, n)
         meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
-        dense_macs = count_call(meta, dense_counter) / n
-        dense = _dense_runner(size, features, boxes, image_size, labels)
+        dense = _counts(meta, common.ActivationCounter(), n)
+        run_dense = _dense_runner(size, features, boxes, image_size, labels)
         rows[str(size)] = {
-            "pointrend_multiply_adds_per_box": pr_macs,
-            "dense_multiply_adds_per_box": dense_macs,
-            "pointrend_activations_total_per_box": pr_total,
-            "pointrend_activations_peak_per_box": pr_peak,
-            "dense_activations_per_box": sum(dense_counter.counts.values()) / n,
+            "pointrend_multiply_adds_per_box": ours["macs"],
+            "dense_multiply_adds_per_box": dense["macs"],
+            "pointrend_activations_total_per_box": ours["total"],
+            "pointrend_activations_peak_per_box": ours["peak"],
+            "dense_activations_per_box": dense["total"],
             "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": peak_bytes(dense) / n / 2**20,
+            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
+            "dense_peak_mb_per_box": common.peak_bytes(run_dense) / n / 2**20,
             "memory_boxes": n,
         }
     return rows
@@ -207,19 +155,11 @@ DENSE_BOXES = {224: 4, 448: 1}
 
 
 def branch_times(
-    features,
-    image_size,
-    sizes,
-    repeats: int,
-    boxes_total: int = 100,
-    dense_boxes: dict[int, int] | None = None,
-    log: Log | None = print,
+    features, image_size, sizes, repeats: int, boxes_total=100, dense_boxes=None, log: Log = print
 ) -> dict:
-    """Mask branch time on ``boxes_total`` boxes: PointRend vs dense 4x conv, alternating.
-
-    The dense head's cost is exactly per box: at the sizes in ``dense_boxes`` (default 224: 4,
-    448: 1) it is timed on that many boxes and scaled to ``boxes_total``.
-    """
+    """Mask branch time on ``boxes_total`` boxes: PointRend vs dense 4x conv, alternating. The
+    dense head's cost is exactly per box: at the sizes in ``dense_boxes`` (default 224: 4,
+    448: 1) it is timed on that many boxes and scaled to ``boxes_total``."""
     dense_boxes = DENSE_BOXES if dense_boxes is None else dense_boxes
     rows = {}
     all_boxes = random_boxes(boxes_total, *image_size)
@@ -229,17 +169,15 @@ def branch_times(
         branch = pointrend_branch(size).eval()
         dense = DenseMaskHead(size).eval()
         n = min(dense_boxes.get(size, boxes_total), boxes_total)
-        samples = alternate(
-            {
-                "pointrend": lambda b=branch: render_as_the_model_does(
-                    b, features, [all_boxes], labels
-                ),
-                "dense": lambda d=dense, n=n: d(
-                    {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
-                ),
-            },
-            repeats,
-        )
+        runs = {
+            "pointrend": lambda b=branch: render_as_the_model_does(
+                b, features, [all_boxes], labels
+            ),
+            "dense": lambda d=dense, n=n: d(
+                {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
+            ),
+        }
+        samples = common.alternate(runs, repeats)
         pointrend = statistics.median(samples["pointrend"])
         dense_t = statistics.median(samples["dense"]) * boxes_total / n
         rows[str(size)] = {
@@ -250,49 +188,70 @@ def branch_times(
             "pointrend_samples_s": samples["pointrend"],
             "dense_samples_s": samples["dense"],
         }
-        if log:
-            scaled = "" if n == boxes_total else f" (timed on {n} boxes, x{boxes_total // n})"
-            log(
-                f"  output {size:>3}: PointRend {pointrend:7.3f} s, dense 4x conv {dense_t:8.3f} s"
-                f"{scaled}, dense / PointRend = {dense_t / pointrend:.1f}"
-            )
+        log(f"  output {size}: PointRend {pointrend:.3f} s, dense 4x conv {dense_t:.3f} s")
     return rows
 
 
-def end_to_end(repeats: int, boxes_total: int = 100, log: Log | None = print) -> dict:
-    """ResNet-50-FPN on one 800 x 1333 image, the same boxes forced through both mask branches."""
+def r50_models() -> dict[str, torch.nn.Module]:
+    """torchvision's ResNet-50-FPN Mask R-CNN and PointRend's (91 classes) with the same backbone, RPN and box head weights (random, seed 0), eval mode."""
     torch.manual_seed(0)
     baseline = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     ours = pointrend_maskrcnn_resnet50_fpn(num_classes=91).eval()
     load_torchvision_weights(ours, baseline.state_dict(), "maskrcnn")
+    return {"torchvision": baseline, "pointrend": ours}
+
+
+def forced_times(models: dict, image, boxes, labels, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each model on ``image`` (alternated) with its detections replaced by ``boxes``
+    / ``labels``, so that every model renders and pastes the same masks."""
+    scores = torch.linspace(1.0, 0.5, len(boxes))
+    for model in models.values():
+        model.roi_heads.postprocess_detections = lambda *args: ([boxes], [scores], [labels])
+    with torch.no_grad():
+        for model in models.values():  # the boxes went through
+            assert model([image])[0]["masks"].shape == (len(boxes), 1, *image.shape[-2:])
+    return common.alternate({k: lambda m=m: m([image]) for k, m in models.items()}, repeats)
+
+
+def end_to_end(repeats: int, boxes_total: int = 100, log: Log = print) -> dict:
+    """ResNet-50-FPN on one 800 x 1333 image, the same boxes forced through both mask branches."""
+    models = r50_models()
     image = torch.rand(3, 800, 1333)
     boxes = random_boxes(boxes_total, 800, 1333, seed=1)
-    labels = torch.randint(1, 91, (boxes_total,))
-    scores = torch.linspace(1.0, 0.5, boxes_total)
-
-    def forced(class_logits, box_regression, proposals, image_shapes):
-        return [boxes], [scores], [labels]
-
-    for model in (baseline, ours):
-        model.roi_heads.postprocess_detections = forced
-    with torch.no_grad():
-        for model in (baseline, ours):  # check the boxes went through
-            out = model([image])[0]
-            assert out["masks"].shape == (boxes_total, 1, 800, 1333)
-    samples = alternate(
-        {"torchvision": lambda: baseline([image]), "pointrend": lambda: ours([image])}, repeats
-    )
+    samples = forced_times(models, image, boxes, torch.randint(1, 91, (boxes_total,)), repeats)
     tv, pr = statistics.median(samples["torchvision"]), statistics.median(samples["pointrend"])
-    if log:
-        log(
-            f"  torchvision Mask R-CNN {tv:.2f} s, PointRend Mask R-CNN {pr:.2f} s, "
-            f"ratio {pr / tv:.2f} (target <= 1.2)"
-        )
-    return {
-        "torchvision_s": tv,
-        "pointrend_s": pr,
-        "ratio": pr / tv,
-        "samples": samples,
-        "boxes": boxes_total,
-        "image": [800, 1333],
+    log(f"  end to end: torchvision {tv:.2f} s, PointRend {pr:.2f} s, ratio {pr / tv:.2f}")
+    result = {"torchvision_s": tv, "pointrend_s": pr, "ratio": pr / tv, "samples": samples}
+    return result | {"boxes": boxes_total, "image": [800, 1333]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one repeat, outputs 28 and 56")
+    parser.add_argument("--out", default="benchmarks/results/instance_cost.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    repeats = 1 if args.quick else args.repeats
+    torch.manual_seed(0)
+    features = torch.randn(1, CHANNELS, 200, 336)  # P2 of a padded 800 x 1344 image
+    costs = head_costs(features, (800, 1333))
+    for name, row in costs.items():
+        print(f"  {name:<14} {row['multiply_adds_per_box'] / 1e9:6.2f}B multiply-adds per box")
+    sizes = [28, 56] if args.quick else [28, 56, 112, 224, 448]
+    result = {
+        "command": common.command_line("benchmarks.cost", argv),
+        "machine": common.machine_info(),
+        "threads": args.threads,
+        "repeats": repeats,
+        "num_classes": K,
+        "per_box": costs,
+        "mask_branch_100_boxes": branch_times(features, (800, 1333), sizes, repeats),
+        "end_to_end_r50_fpn_800x1333_100_boxes": end_to_end(repeats),
     }
+    print(f"wrote {common.write_json(result, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

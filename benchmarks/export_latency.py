@@ -1,17 +1,12 @@
-"""CPU latency of the exported models: onnxruntime vs eager PyTorch (and TorchScript). Not a test.
+"""CPU latency of the exported models: onnxruntime vs eager PyTorch (and TorchScript).
 
-The two CPU recipes (``configs/synthetic_semantic_pointrend_fpn_r18.yaml`` and
-``configs/synthetic_instance_pointrend_r18.yaml``) are built with seeded random weights and
-exported with :mod:`pointrend.export`; each runtime then runs the same input, one after the
-other in turn (eager, TorchScript, onnxruntime, then the next repeat), and the table reports the
-median time of each. The instance model runs with a score threshold of 0, so every image has
-the config's maximum of 30 detections (the slowest case: 30 masks rendered at 224 x 224 and
-pasted). The largest difference between onnxruntime's and PyTorch's outputs is reported too.
-
-Writes ``benchmarks/results/export_latency.json``.
-
-Run: ``python -m benchmarks.export_latency`` (one thread for both runtimes; ``--threads N`` to
-change, ``--repeats N``, ``--quick`` for a smoke run).
+The two CPU recipes (``configs/synthetic_semantic_pointrend_fpn_r18.yaml``,
+``configs/synthetic_instance_pointrend_r18.yaml``) with seeded random weights, exported with
+:mod:`pointrend.export`; the runtimes run the same input in turn (median of ``--repeats``). The
+instance model runs with a score threshold of 0 (the config's maximum of 30 detections, each
+rendered at 224 x 224 and pasted). The largest difference between onnxruntime's and PyTorch's
+outputs is recorded too. ``python -m benchmarks.export_latency [--quick]`` writes
+``benchmarks/results/export_latency.json``.
 """
 
 from __future__ import annotations
@@ -33,24 +28,19 @@ from pointrend.engine.build import build_model
 from pointrend.engine.config import load_config
 from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
 
-from .machine import command_line, machine_info, write_json
-from .meters import alternate
+from .common import alternate, command_line, machine_info, write_json
 
 log = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [  # (task, config, input shapes); classes: the synthetic datasets'
-    (
-        "semantic",
-        "configs/synthetic_semantic_pointrend_fpn_r18.yaml",
-        [(1, 3, 160, 160), (1, 3, 512, 1024)],
-    ),
-    ("instance", "configs/synthetic_instance_pointrend_r18.yaml", [(3, 160, 160), (3, 480, 640)]),
-]
+CASES = {  # task: (config, input shapes); classes: the synthetic datasets'
+    "semantic": ("synthetic_semantic_pointrend_fpn_r18", [(1, 3, 160, 160), (1, 3, 512, 1024)]),
+    "instance": ("synthetic_instance_pointrend_r18", [(3, 160, 160), (3, 480, 640)]),
+}
 
 
 def build(task: str, config: str) -> torch.nn.Module:
     overrides = ["model.options.box_score_thresh=0.0"] if task == "instance" else []
-    cfg = load_config(ROOT / config, overrides)
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml", overrides)
     num_classes = len(SEMANTIC_CLASSES) if task == "semantic" else len(CATEGORIES) + 1
     torch.manual_seed(0)
     return build_model(cfg.model, num_classes).eval()
@@ -86,13 +76,6 @@ def runners(model, task: str, folder: Path, threads: int) -> dict:
     return {"eager": eager, "torchscript": torchscript, "onnxruntime": ort}
 
 
-def measure(run: dict, x: torch.Tensor, repeats: int) -> dict:
-    """Median milliseconds of each runner on ``x``, the runners alternating within every repeat
-    (after one warm-up round)."""
-    samples = alternate({k: functools.partial(fn, x) for k, fn in run.items()}, repeats)
-    return {k: 1000 * statistics.median(v) for k, v in samples.items()}
-
-
 def max_difference(reference: list, other: list) -> float | None:
     if [r.shape for r in reference] != [o.shape for o in other]:
         return None  # different detections
@@ -113,7 +96,7 @@ def pixels_differing(reference: np.ndarray, other: np.ndarray, tol: float = 1e-4
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.export_latency", description=__doc__.split("\n")[0]
+        prog="python -m benchmarks.export_latency", description=__doc__
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
@@ -126,33 +109,24 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for task, config, shapes in CASES:
+        for task, (config, shapes) in CASES.items():
             model = build(task, config)
             run = runners(model, task, Path(folder), args.threads)
             for shape in shapes[:1] if args.quick else shapes:
                 x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
                 reference = run["eager"](x)
-                ms = measure(run, x, repeats)
-                row = {
-                    "model": Path(config).stem,
-                    "input": "x".join(map(str, shape)),
-                    "detections": len(reference[0]) if task == "instance" else None,
-                    "eager_ms": round(ms["eager"], 1),
-                    "torchscript_ms": round(ms["torchscript"], 1),
-                    "onnxruntime_ms": round(ms["onnxruntime"], 1),
-                    "onnxruntime_speedup": round(ms["eager"] / ms["onnxruntime"], 2),
-                    "max_abs_diff_onnxruntime": max_difference(reference, run["onnxruntime"](x)),
-                }
+                samples = alternate({k: functools.partial(fn, x) for k, fn in run.items()}, repeats)
+                ms = {k: 1000 * statistics.median(v) for k, v in samples.items()}
+                row = {"model": config, "input": "x".join(map(str, shape))}
+                row["detections"] = len(reference[0]) if task == "instance" else None
+                row |= {f"{k}_ms": round(v, 1) for k, v in ms.items()}
+                row["onnxruntime_speedup"] = round(ms["eager"] / ms["onnxruntime"], 2)
+                row["max_abs_diff_onnxruntime"] = max_difference(reference, run["onnxruntime"](x))
                 if task == "semantic":
                     row.update(pixels_differing(reference[0], run["onnxruntime"](x)[0]))
                 rows.append(row)
                 log(json.dumps(row))
 
-    header = ["model", "input", "eager ms", "TorchScript ms", "onnxruntime ms", "ORT speedup"]
-    log("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for r in rows:
-        cells = [r["model"], r["input"], r["eager_ms"], r["torchscript_ms"], r["onnxruntime_ms"]]
-        log("| " + " | ".join(map(str, cells)) + f" | {r['onnxruntime_speedup']}x |")
     result = {
         "command": command_line("benchmarks.export_latency", argv),
         "threads": args.threads,

@@ -1,24 +1,18 @@
 """CPU time of an imported detectron2 PointRend R50-FPN: this checkout next to a baseline commit.
 
 Both sides are the model the importer builds for the zoo config ``pointrend_rcnn_R_50_FPN_1x_coco``
-(80 classes; frozen batch norm, stride in the 1x1 conv, detectron2's resize rule and anchors),
-with the same random weights (seed 0; frozen batch-norm means, variances and shifts drawn away
-from the identity) and a score threshold of 0 so that both return 100
-detections; torchvision's ImageNet mean / std replace detectron2's 0-255 scale, with which random
-weights overflow (the cost is the same). The baseline is the package at ``--baseline`` (a git
-ref, default ``main``), taken with ``git archive`` into a temporary folder and imported under
-another name, so both run in one process. Input: one 800 x 1333 RGB image, which the resize
-rule leaves at its size.
+(frozen batch norm, stride in the 1x1 conv, detectron2's resize rule and anchors), with the same
+random weights (frozen statistics drawn away from the identity) and a score threshold of 0 (100
+detections); torchvision's ImageNet mean / std replace detectron2's 0-255 scale, with which
+random weights overflow (the cost is the same). The baseline is the package at ``--baseline`` (a
+git ref, default ``main``), taken with ``git archive`` and imported under another name, so both
+run in one process, on one 800 x 1333 image that the resize rule leaves as it is.
 
 Timed in CPU seconds of the process (one thread: the work done, little changed by other
-processes sharing the machine, which wall time is not), alternating the two sides, one warm-up
-call each, ``--rounds`` rounds, median and minimum reported: the backbone (ResNet-50 + FPN on the normalised batch), the transform (normalise,
-resize rule, batch) and the whole model (``model([image])``). The backbone's outputs of the
-two sides are compared too (max absolute difference, and relative to each level's largest
-absolute value).
-
-Run: ``python -m benchmarks.frozen_norm_speed [--rounds 3] [--baseline main]``; writes
-``results.json``'s ``"frozen_norm_speed"``.
+processes sharing the machine), the two sides alternated, median and minimum of ``--rounds``:
+the backbone (ResNet-50 + FPN), the transform (normalise, resize rule, batch) and the whole
+model; the backbone outputs of the two sides are compared too. Writes ``results.json``'s
+``"frozen_norm_speed"``: ``python -m benchmarks.frozen_norm_speed [--rounds 3] [--baseline main]``.
 """
 
 from __future__ import annotations
@@ -38,11 +32,27 @@ from pathlib import Path
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detectron2_speed import HEIGHT, WIDTH, imported_options
-from .machine import command_line, machine_info
-from .report import store_standalone
+from .common import RESULTS, alternate, store_section
 
 BASELINE_PACKAGE = "pointrend_baseline"
+ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
+HEIGHT, WIDTH, DETECTIONS = 800, 1333, 100
+
+
+def imported_options(package: str = "pointrend") -> tuple[str, int, dict]:
+    """``(backbone, num_classes, options)`` the importer of ``package`` (this checkout's or the
+    baseline's) gives :data:`ZOO_NAME`, with :data:`DETECTIONS` detections forced. Random
+    weights overflow with detectron2's 0-255 input scale; torchvision's normaliser costs the same."""
+    instance = importlib.import_module(f"{package}.interop.detectron2.instance")
+    zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
+    name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
+    options.update(
+        box_score_thresh=0.0,
+        box_detections_per_img=DETECTIONS,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return name, num_classes, options
 
 
 def resolve(ref: str) -> str:
@@ -53,11 +63,8 @@ def resolve(ref: str) -> str:
 
 def load_baseline(ref: str, folder: Path):
     """The ``pointrend`` package of git ``ref``, imported as :data:`BASELINE_PACKAGE`."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "src/pointrend"],
-        check=True,
-        capture_output=True,
-    ).stdout
+    command = ["git", "archive", "--format=tar", ref, "src/pointrend"]
+    archive = subprocess.run(command, check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     root = folder / "src" / "pointrend"
@@ -68,22 +75,6 @@ def load_baseline(ref: str, folder: Path):
     sys.modules[BASELINE_PACKAGE] = package
     spec.loader.exec_module(package)
     return package
-
-
-def alternate_cpu(contenders: dict, repeats: int) -> dict[str, list[float]]:
-    """CPU seconds of the process (``time.process_time``) of each contender, once per round,
-    ``repeats`` rounds after one warm-up round. With one thread this is the work done, little
-    changed by other processes sharing the machine (wall time is: it waits for them)."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    with torch.no_grad():
-        for fn in contenders.values():
-            fn()
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                start = time.process_time()
-                fn()
-                samples[name].append(time.process_time() - start)
-    return samples
 
 
 def build(package: str, state: dict | None = None) -> torch.nn.Module:
@@ -111,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed calls of each side")
     parser.add_argument("--baseline", default="main", help="git ref of the baseline (main)")
-    parser.add_argument("--out", default="benchmarks/results/results.json")
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
@@ -124,32 +115,27 @@ def main(argv: list[str] | None = None) -> dict:
             batches = {k: m.transform([image])[0].tensors for k, m in sides.items()}
             outputs = {k: m.backbone(batches[k]) for k, m in sides.items()}
             counts = {k: len(m([image])[0]["boxes"]) for k, m in sides.items()}
-        differences = {
-            level: float((outputs["current"][level] - outputs["baseline"][level]).abs().max())
-            for level in outputs["current"]
-        }
+        ours, theirs = outputs["current"], outputs["baseline"]
+        differences = {level: float((ours[level] - theirs[level]).abs().max()) for level in ours}
         difference = max(differences.values())
-        relative = max(
-            differences[level] / float(outputs["baseline"][level].abs().max())
-            for level in differences
-        )
+        relative = max(d / float(theirs[level].abs().max()) for level, d in differences.items())
         parts = {
             "backbone": lambda m, k: m.backbone(batches[k]),
             "transform": lambda m, k: m.transform([image]),
             "whole_model": lambda m, k: m([image]),
         }
-        medians, minima, samples = {}, {}, {}
-        for part, run in parts.items():
-            timed = alternate_cpu(
-                {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()}, args.rounds
+        samples = {
+            part: alternate(
+                {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()},
+                args.rounds,
+                clock=time.process_time,
             )
-            samples[part] = timed
-            medians[part] = {k: statistics.median(v) for k, v in timed.items()}
-            minima[part] = {k: min(v) for k, v in timed.items()}
+            for part, run in parts.items()
+        }
+    medians = {part: {k: statistics.median(v) for k, v in t.items()} for part, t in samples.items()}
+    minima = {part: {k: min(v) for k, v in t.items()} for part, t in samples.items()}
     ratios = {part: m["current"] / m["baseline"] for part, m in medians.items()}
     section = {
-        "command": command_line("benchmarks.frozen_norm_speed", argv),
-        "machine": machine_info(),
         "baseline": args.baseline,
         "baseline_commit": commit,
         "image": [HEIGHT, WIDTH],
@@ -165,16 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         "backbone_max_relative_difference": relative,
     }
     for part, m in medians.items():
-        print(
-            f"{part:12s} current {m['current']:7.3f} s  baseline ({args.baseline}) "
-            f"{m['baseline']:7.3f} s  ratio {ratios[part]:.3f} (CPU s, median; ratio of the "
-            f"minima {minima[part]['current'] / minima[part]['baseline']:.3f})"
-        )
-    print(
-        f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} of the largest "
-        f"|value| of a level); detections {counts}"
-    )
-    print(f"wrote {store_standalone(Path(args.out), 'frozen_norm_speed', section)}")
+        print(f"{part:12s} current {m['current']:.3f} s, baseline {m['baseline']:.3f} s (CPU)")
+    print(f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} relative)")
+    module = "benchmarks.frozen_norm_speed"
+    print(f"wrote {store_section(Path(args.out), 'frozen_norm_speed', section, module, argv)}")
     return section
 
 

@@ -1,26 +1,18 @@
-"""The GPU path in one run: parity with the CPU, speed and memory, AMP training, torchrun.
-
-On one GPU (``--device cuda``, the default; about 5 minutes on an H100):
+"""The GPU path in one run (``--device cuda``; about 5 minutes on an H100), ``gpu.json``:
 
 1. **parity**: the shipped instance model (fixed and per-box masks), the shipped semantic model
-   and the imported detectron2 test fixture run on the device and on the CPU; detections are
-   matched by class and box (box IoU >= 0.999, mask IoU >= 0.99, same count; semantic labels
-   >= 99.9% equal);
-2. **speed**: PointRend R50-FPN (fixed and per-box masks) and torchvision's
-   ``maskrcnn_resnet50_fpn`` on one 800 x 1333 image with 100 detections forced (score threshold
-   0), in float32 and under autocast, alternating, the median of ``--rounds``; the Semantic FPN
-   and DeepLabV3 PointRend models at 1024 x 2048; peak device memory of each; the host reads
-   (``aten::_local_scalar_dense``, a ``.item()`` / ``.tolist()`` each) of one PointRend forward;
+   and the imported detectron2 test fixture on the device against the CPU (same count, box IoU
+   >= 0.999, mask IoU >= 0.99; semantic labels >= 99.9% equal);
+2. **speed**: PointRend R50-FPN (fixed and per-box masks) and torchvision's Mask R-CNN at
+   800 x 1333 with 100 detections forced, float32 and autocast, median of ``--rounds``; the
+   Semantic FPN and DeepLabV3 PointRend models at 1024 x 2048; peak device memory of each; the
+   host reads (``aten::_local_scalar_dense``) of one PointRend forward (random weights);
 3. **train**: ``--train-iters`` AMP iterations of the synthetic instance recipe;
-4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through ``--torchrun-iters``
-   iterations and a checkpoint.
+4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through iterations and a
+   checkpoint.
 
-Weights of the speed models are random (seed 0): their time does not depend on the values once
-the number of detections is fixed. ``--quick`` (small sizes, ResNet-18, a few iterations) with
-``--device cpu`` is the smoke test the test suite runs, so that the script cannot rot.
-
-Run: ``python -m benchmarks.gpu_check [--device cuda] [--quick] [--out benchmarks/results/gpu.json]``
-(or ``bash scripts/gpu_check.sh``, which installs the checkout first).
+``--quick --device cpu`` (small sizes) is the smoke test the test suite runs. Run: ``python -m
+benchmarks.gpu_check [--device cuda] [--quick]`` or ``bash scripts/gpu_check.sh``.
 """
 
 from __future__ import annotations
@@ -37,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import command_line, machine_info, write_json
+from benchmarks.common import alternate, command_line, machine_info, write_json
 from pointrend.engine.distributed import resolve_amp, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,28 +51,26 @@ class Sizes:
 QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _timed(model, inputs, device: torch.device, sizes: Sizes) -> dict:
+    """Median seconds (after a warm-up call) and peak device memory of ``model(inputs)`` in
+    float32 and under autocast: ``{precision: {"seconds", "peak_bytes", "output"}}``."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    out = {}
+    for precision, dtype in (("fp32", None), ("amp", resolve_amp(True, device))):
 
+        def run(dtype=dtype):
+            with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
+                return model(inputs)
 
-def _median_seconds(fn, device: torch.device, rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def _peak_bytes(fn, device: torch.device) -> int | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    return int(torch.cuda.max_memory_allocated(device))
+        output = run()
+        seconds = alternate({"run": run}, sizes.rounds, warmup=False, sync=sync)["run"]
+        out[precision] = {"seconds": statistics.median(seconds), "output": output}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            run()
+        peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+        out[precision]["peak_bytes"] = peak
+    return out
 
 
 # --- 1. parity -----------------------------------------------------------------------------
@@ -183,12 +173,8 @@ def _instance_models(sizes: Sizes) -> dict:
     from pointrend.models import pointrend_maskrcnn
 
     height, width = sizes.instance  # the image is not resized
-    common = dict(
-        box_score_thresh=0.0,
-        box_detections_per_img=sizes.detections,
-        min_size=height,
-        max_size=width,
-    )
+    common = dict(box_score_thresh=0.0, box_detections_per_img=sizes.detections)
+    common |= dict(min_size=height, max_size=width)
     models = {}
     for mode in ("fixed", "box"):
         torch.manual_seed(0)
@@ -218,26 +204,16 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
     image = torch.rand(3, *sizes.instance, device=device)
     result = {"instance": {}, "semantic": {}}
     models = {name: m.to(device).eval() for name, m in _instance_models(sizes).items()}
-    for precision, dtype in (("fp32", None), ("amp", resolve_amp(True, device))):
-        for name, model in models.items():
-
-            def run(model=model, dtype=dtype):
-                with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
-                    return model([image])
-
-            detections = len(run()[0]["boxes"])  # also the warm-up
-            result["instance"][f"{name}_{precision}"] = {
-                "seconds": _median_seconds(run, device, sizes.rounds),
-                "peak_bytes": _peak_bytes(run, device),
-                "detections": detections,
-            }
+    for name, model in models.items():
+        for precision, row in _timed(model, [image], device, sizes).items():
+            row["detections"] = len(row.pop("output")[0]["boxes"])
+            result["instance"][f"{name}_{precision}"] = row
     timing = result["instance"]
-    for mode in ("fixed", "box"):
-        for precision in ("fp32", "amp"):
-            tv = timing[f"torchvision_maskrcnn_{precision}"]["seconds"]
-            timing[f"pointrend_{mode}_{precision}"]["vs_torchvision"] = (
-                timing[f"pointrend_{mode}_{precision}"]["seconds"] / tv
-            )
+    for mode, precision in [(m, p) for m in ("fixed", "box") for p in ("fp32", "amp")]:
+        row = timing[f"pointrend_{mode}_{precision}"]
+        row["vs_torchvision"] = (
+            row["seconds"] / timing[f"torchvision_maskrcnn_{precision}"]["seconds"]
+        )
     result["host_reads_per_forward"] = _host_reads(models["pointrend_fixed"], [image])
     del models
     batch = torch.rand(1, 3, *sizes.semantic, device=device)
@@ -247,17 +223,9 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
     ):
         torch.manual_seed(0)
         model = builder(sizes.backbone, 19).to(device).eval()
-        for precision, dtype in (("fp32", None), ("amp", resolve_amp(True, device))):
-
-            def run(model=model, dtype=dtype):
-                with torch.no_grad(), torch.autocast(device.type, dtype, enabled=bool(dtype)):
-                    return model(batch)
-
-            run()
-            result["semantic"][f"pointrend_{name}_{precision}"] = {
-                "seconds": _median_seconds(run, device, sizes.rounds),
-                "peak_bytes": _peak_bytes(run, device),
-            }
+        for precision, row in _timed(model, batch, device, sizes).items():
+            del row["output"]
+            result["semantic"][f"pointrend_{name}_{precision}"] = row
     return result
 
 
@@ -265,25 +233,10 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
 
 
 def _train_args(out: Path, iters: int, device: torch.device) -> list[str]:
-    return [
-        "train",
-        str(CONFIG),
-        "--out",
-        str(out),
-        "--no-progress",
-        "--device",
-        str(device),
-        "--set",
-        f"solver.max_iter={iters}",
-        "--set",
-        f"checkpoint_period={iters}",
-        "--set",
-        "log_period=1",
-        "--set",
-        "solver.warmup_iters=0",
-        "--set",
-        "val_data=null",
-    ]
+    sets = [f"solver.max_iter={iters}", f"checkpoint_period={iters}", "log_period=1"]
+    sets += ["solver.warmup_iters=0", "val_data=null"]
+    args = ["train", str(CONFIG), "--out", str(out), "--no-progress", "--device", str(device)]
+    return args + [part for s in sets for part in ("--set", s)]
 
 
 def train_amp(device: torch.device, iters: int) -> dict:

@@ -23,7 +23,7 @@ from torchvision.models.detection.transform import resize_boxes
 from pointrend.evaluation.boundary import boundary_distance, boundary_region
 from pointrend.instance import maskrcnn, pointrend_maskrcnn
 
-__all__ = ["star_mask", "star_images", "boundary_iou", "train_and_score", "boundary_learning"]
+from .common import batched_iou
 
 # Gradient clipping keeps a few dozen steps from scratch from being chaotic: without it a
 # rounding-level change in the point head (1e-7 relative) moved PointRend's mask IoU between
@@ -58,11 +58,8 @@ def _star_image(i: int, size: int, g: torch.Generator) -> tuple[Tensor, dict]:
         labels.append(label)
         texture = colours[label][:, None, None] + 0.05 * torch.rand(3, size, size, generator=g)
         image = torch.where(mask, texture, image)
-    target = {
-        "boxes": torch.tensor(boxes, dtype=torch.float32),
-        "labels": torch.tensor(labels),
-        "masks": torch.stack(masks).to(torch.uint8),
-    }
+    target = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)}
+    target["masks"] = torch.stack(masks).to(torch.uint8)
     return image.clamp(0, 1), target
 
 
@@ -90,15 +87,13 @@ class OracleRPN(nn.Module):
 def boundary_iou(pred: Tensor, gt: Tensor, d: int) -> Tensor:
     """``N``: IoU of the ``d``-pixel boundary regions (the published definition, image border
     included: :func:`pointrend.evaluation.boundary_region`) of ``N x H x W`` bool masks."""
-    p, g = boundary_region(pred, distance=d), boundary_region(gt, distance=d)
-    return (p & g).sum((1, 2)) / (p | g).sum((1, 2)).clamp(min=1)
+    return batched_iou(boundary_region(pred, distance=d), boundary_region(gt, distance=d))
 
 
 def _trained(builder: Callable, images, targets, steps: int, size: int) -> nn.Module:
     torch.manual_seed(0)
-    model = builder(
-        "resnet18", 3, box_head_dim=64, min_size=size, max_size=size, box_batch_size_per_image=32
-    )
+    options = {"box_head_dim": 64, "min_size": size, "max_size": size}
+    model = builder("resnet18", 3, **options, box_batch_size_per_image=32)
     model.rpn = OracleRPN()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
@@ -127,20 +122,13 @@ def train_and_score(builder: Callable, images, targets, steps: int, size: int) -
     d = boundary_distance(size, size)
     pred = torch.cat([out["masks"][:, 0] >= 0.5 for out in outputs])  # M x H x W
     gt = torch.cat([t["masks"].bool() for t in targets])
-    ious = (pred & gt).sum((1, 2)) / (pred | gt).sum((1, 2))
-    return {
-        "boundary_iou": boundary_iou(pred, gt, d).mean().item(),
-        "mask_iou": ious.mean().item(),
-    }
+    iou = {"boundary_iou": boundary_iou(pred, gt, d), "mask_iou": batched_iou(pred, gt)}
+    return {key: value.mean().item() for key, value in iou.items()}
 
 
-def boundary_learning(steps: int = 40, size: int = 128, log: Callable | None = print) -> dict:
+def boundary_learning(steps: int = 40, size: int = 128, log: Callable = print) -> dict:
     """Both models trained and scored on the same star images (see the module's docstring)."""
     images, targets = star_images(size)
-    rows = {}
-    for name, builder in MODELS.items():
-        rows[name] = train_and_score(builder, images, targets, steps, size)
-        if log:
-            r = rows[name]
-            log(f"  {name}: Boundary IoU {r['boundary_iou']:.3f}, mask IoU {r['mask_iou']:.3f}")
+    rows = {name: train_and_score(b, images, targets, steps, size) for name, b in MODELS.items()}
+    log(f"  {rows}")
     return {"steps": steps, "image_size": size, "images": len(images), "rows": rows}

@@ -1,9 +1,5 @@
-"""The report's figures (PNG, matplotlib's Agg backend: no display needed).
-
-Each ``plot_*`` function but the last takes one section of ``results.json`` and writes one file;
-it returns the file name, or ``None`` when the section has nothing to plot.
-:func:`plot_boundary_crop` draws masks themselves (a crop at 100 %).
-"""
+"""The plots the README shows (PNG, matplotlib's Agg backend: no display needed):
+Boundary AP against evaluation size, and a crop of masks at 100 %."""
 
 from __future__ import annotations
 
@@ -18,19 +14,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from pointrend.evaluation.boundary import boundary_region  # noqa: E402
 
-from .summary import standard_error  # noqa: E402
-
-__all__ = [
-    "plot_cost_vs_resolution",
-    "plot_semantic_cost",
-    "plot_accuracy",
-    "plot_accuracy_by_resolution",
-    "plot_inference_ablation",
-    "plot_training_ablation",
-    "plot_boundary_crop",
-]
-
-COLOURS = {"pointrend": "tab:blue", "dense": "tab:orange", "other": "tab:gray"}
+from .common import standard_error  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
@@ -40,96 +24,13 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def plot_cost_vs_resolution(cost: dict, out: Path) -> str | None:
-    """Time, peak memory and multiply-adds of both mask branches against output size."""
-    rows = cost.get("sweep")
-    if not rows:
-        return None
-    sizes = [int(s) for s in rows]
-    panels = [
-        (f"CPU time, {cost['boxes']} boxes (s)", "pointrend_s", "dense_4xconv_s"),
-        ("peak memory per box (MB)", "pointrend_peak_mb_per_box", "dense_peak_mb_per_box"),
-        (
-            "multiply-adds per box",
-            "pointrend_multiply_adds_per_box",
-            "dense_multiply_adds_per_box",
-        ),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (title, ours, dense) in zip(axes, panels):
-        ax.plot(sizes, [rows[str(s)][ours] for s in sizes], "o-", label="PointRend")
-        ax.plot(sizes, [rows[str(s)][dense] for s in sizes], "s-", label="dense 4x conv")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.set_xlabel("mask output size (side, pixels)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
-    return _save(fig, out / "cost_vs_resolution.png")
-
-
-def plot_semantic_cost(semantic: dict, out: Path) -> str | None:
-    rows = semantic.get("rows")
-    if not rows:
-        return None
-    names = list(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, (key, title) in zip(
-        axes,
-        [
-            ("time_s", "CPU time (s)"),
-            ("peak_mb", "peak memory (MB)"),
-            ("multiply_adds", "mult-adds"),
-        ],
-    ):
-        values = [rows[n][key] for n in names]
-        shown = [v if v > 0 else float("nan") for v in values]  # log scale: no bar for a zero
-        bars = ax.bar(range(len(names)), shown, color=["tab:gray", "tab:blue", "tab:orange"])
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
-        ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
-        ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
-    h, w = semantic["image"]
-    fig.suptitle(f"full-resolution semantic logits, {h} x {w}, K = {semantic['num_classes']}")
-    return _save(fig, out / "semantic_cost.png")
-
-
-def _bars(ax, rows: dict, metrics: list[str], title: str) -> None:
-    names = list(rows)
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        xs = [j + i * width for j in range(len(metrics))]
-        values = [rows[name].get(m) or 0.0 for m in metrics]
-        bars = ax.bar(xs, values, width, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(metrics))], metrics)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(True, axis="y", alpha=0.3)
-
-
-def plot_accuracy(accuracy: dict, out: Path) -> str | None:
-    """Instance (mask AP, AP75, Boundary AP) and semantic (mIoU, boundary F) bars."""
-    instance, semantic = accuracy.get("instance"), accuracy.get("semantic")
-    if not instance and not semantic:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 2]})
-    if instance:
-        models = {k: v for k, v in instance["rows"].items() if not k.startswith("oracle")}
-        _bars(axes[0], models, ["mask_AP", "mask_AP75", "boundary_AP"], "instances (%)")
-    if semantic:
-        _bars(axes[1], semantic["rows"], ["mIoU", "boundary_F"], "semantic (%)")
-    return _save(fig, out / "accuracy.png")
-
-
 RESOLUTION_STYLES = {
     "oracle28": ("k", ":", "oracle 28x28"),
     "oracle56": ("0.45", ":", "oracle 56x56"),
     "oracle224": ("k", "--", "oracle 224x224"),
-    "maskrcnn": (COLOURS["dense"], "-", "Mask R-CNN 28x28"),
+    "maskrcnn": ("tab:orange", "-", "Mask R-CNN 28x28"),
     "pointrend28": ("tab:cyan", "-", "PointRend 28x28"),
-    "pointrend224": (COLOURS["pointrend"], "-", "PointRend 224x224"),
+    "pointrend224": ("tab:blue", "-", "PointRend 224x224"),
     "pointrend_box": ("tab:purple", "--", "PointRend per-box grid"),
 }
 
@@ -157,41 +58,6 @@ def plot_accuracy_by_resolution(section: dict, out: Path) -> str | None:
     axes[0].set_title("ceilings (oracles) and trained models")
     axes[1].set_title("trained models only")
     return _save(fig, out / "accuracy_by_resolution.png")
-
-
-def plot_inference_ablation(inference: dict, out: Path) -> str | None:
-    """Accuracy and time per box against output size and against points per step."""
-    rows = inference.get("rows")
-    if not rows:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    series = [
-        (axes[0], inference["output_sizes"], "output_size", "mask output size (side)"),
-        (axes[1], inference["points_per_step"], "subdivision_num_points", "points per step"),
-    ]
-    for ax, names, key, label in series:
-        xs = [rows[n][key] for n in names]
-        for metric, marker in (("mask_AP", "o-"), ("mask_AP75", "^-"), ("boundary_AP", "s-")):
-            ax.plot(xs, [rows[n][metric] for n in names], marker, label=metric)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel(label)
-        ax.set_ylabel("AP (%)")
-        twin = ax.twinx()
-        twin.plot(xs, [rows[n]["render_ms_per_box"] for n in names], "k--", label="ms per box")
-        twin.set_ylabel("mask branch ms per box (dashed)")
-        ax.legend(fontsize=8, loc="center right")
-        ax.grid(True, alpha=0.3)
-    return _save(fig, out / "inference_ablation.png")
-
-
-def plot_training_ablation(training: dict, out: Path) -> str | None:
-    rows = training.get("rows")
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(10, 4))
-    _bars(ax, rows, ["mask_AP", "mask_AP75", "boundary_AP"], "training point selection (%)")
-    return _save(fig, out / "training_ablation.png")
 
 
 def contour(mask: torch.Tensor) -> torch.Tensor:

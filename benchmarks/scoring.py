@@ -27,18 +27,6 @@ from pointrend.evaluation import InstanceEvaluator, predictions_to_coco
 from pointrend.instance.paste import paste_masks
 from pointrend.settings import replace_options
 
-__all__ = [
-    "VAL_SEED",
-    "ValSet",
-    "validation_set",
-    "predict_at_sizes",
-    "score_results",
-    "instance_scores",
-    "oracle_scores",
-    "semantic_scores",
-    "mask_settings",
-]
-
 VAL_SEED = 7000  # the recipes train on seed 0 and validate on seed 1000
 
 
@@ -75,12 +63,6 @@ class ValSet:
     def image_size(self) -> int:
         return int(self.dataset[0][0].shape[-1])
 
-    @property
-    def gt_size(self) -> int:
-        """Side of the ground truth (the image's, or larger for exact ground truth at 2x, 4x)."""
-        target = self.dataset[0][1]
-        return int(target["masks"].shape[-1]) if self.task == "instance" else self.image_size
-
 
 def _fold_coco(gt: COCO, image_ids: set[int]) -> COCO:
     data = gt.dataset
@@ -98,14 +80,8 @@ def validation_set(
 ) -> ValSet:
     """``num_images`` fresh synthetic images (seed :data:`VAL_SEED`) in ``folds`` equal parts;
     with ``gt_size``, instance ground truth rendered exactly at that size (kept in memory)."""
-    cfg = DatasetConfig(
-        format="synthetic",
-        num_images=num_images,
-        image_size=image_size,
-        seed=VAL_SEED,
-        flip=False,
-        gt_size=gt_size,
-    )
+    options = {"num_images": num_images, "image_size": image_size, "gt_size": gt_size}
+    cfg = DatasetConfig(format="synthetic", seed=VAL_SEED, flip=False, **options)
     dataset = build_dataset(cfg, task, train=False, field="val_data")
     if gt_size is not None:
         dataset = _Part(dataset, range(num_images), rendered=True)
@@ -118,28 +94,21 @@ def validation_set(
     return ValSet(task, dataset, parts, gt, [_fold_coco(gt, s) for s in ids])
 
 
+PICK = {"mask_AP": ("segm", "AP"), "mask_AP50": ("segm", "AP50"), "mask_AP75": ("segm", "AP75")}
+PICK |= {"boundary_AP": ("boundary", "AP"), "boundary_AP75": ("boundary", "AP75")}
+PICK |= {"box_AP": ("bbox", "AP")}
+
+
 def _pick(metrics: dict) -> dict:
-    segm, boundary = metrics["segm"], metrics["boundary"]
-    return {
-        "mask_AP": segm["AP"],
-        "mask_AP50": segm["AP50"],
-        "mask_AP75": segm["AP75"],
-        "boundary_AP": boundary["AP"],
-        "boundary_AP75": boundary["AP75"],
-        "box_AP": metrics["bbox"]["AP"],
-    }
+    return {key: metrics[kind][name] for key, (kind, name) in PICK.items()}
 
 
 def score_results(val: ValSet, results: list[dict]) -> dict:
     """The scores of COCO result dicts against ``val``'s ground truth, overall and per fold."""
     scores = _pick(InstanceEvaluator(val.gt).evaluate(results))
-    scores["folds"] = []
-    for gt in val.fold_gts:
-        ids = set(gt.imgs)
-        part = [r for r in results if r["image_id"] in ids]
-        scores["folds"].append(_pick(InstanceEvaluator(gt).evaluate(part)))
-    scores["images"] = len(val.dataset)
-    return scores
+    parts = [(gt, [r for r in results if r["image_id"] in gt.imgs]) for gt in val.fold_gts]
+    scores["folds"] = [_pick(InstanceEvaluator(gt).evaluate(part)) for gt, part in parts]
+    return scores | {"images": len(val.dataset)}
 
 
 @torch.no_grad()
@@ -210,18 +179,14 @@ def oracle_outputs(dataset, size: int) -> list[dict]:
 
 def oracle_scores(val: ValSet, size: int) -> dict:
     """The scores of :func:`oracle_outputs`: the ceiling of a ``size x size`` mask."""
-    results = []
-    for output in oracle_outputs(val.dataset, size):
-        results += predictions_to_coco(output["image_id"], output)
-    return score_results(val, results)
+    outputs = oracle_outputs(val.dataset, size)
+    return score_results(val, [r for o in outputs for r in predictions_to_coco(o["image_id"], o)])
 
 
 def _semantic_row(metrics: dict) -> dict:
-    return {
-        "mIoU": metrics["mIoU"],
-        "boundary_F": metrics["boundary_f"],
-        "boundary_IoU": metrics["boundary_iou"],
-        "pixel_accuracy": metrics["pixel_accuracy"],
+    names = {"mIoU": "mIoU", "boundary_F": "boundary_f", "boundary_IoU": "boundary_iou"}
+    return {key: metrics[name] for key, name in names.items()} | {
+        "pixel_accuracy": metrics["pixel_accuracy"]
     }
 
 
@@ -230,8 +195,6 @@ def semantic_scores(model: nn.Module, val: ValSet) -> dict:
     started = time.perf_counter()
     scores = _semantic_row(evaluate_semantic(model, val.dataset))
     scores["eval_s_per_image"] = (time.perf_counter() - started) / len(val.dataset)
-    scores["folds"] = [
-        _semantic_row(evaluate_semantic(model, _Part(val.dataset, part))) for part in val.folds
-    ]
-    scores["images"] = len(val.dataset)
-    return scores
+    parts = [_Part(val.dataset, part) for part in val.folds]
+    scores["folds"] = [_semantic_row(evaluate_semantic(model, part)) for part in parts]
+    return scores | {"images": len(val.dataset)}

@@ -20,11 +20,7 @@ from pointrend.data.synthetic import SyntheticSemanticDataset
 from pointrend.engine.inference import load_trained_model
 from pointrend.evaluation import SemanticEvaluator
 
-ROWS = {
-    "baseline (coarse, upsampled)": "baseline",
-    "PointRend, rendered": "rendered",
-    "PointRend's own coarse, upsampled": "own coarse",
-}
+ROWS = ("baseline", "rendered", "own coarse")  # the coarse model; PointRend; its coarse logits
 
 
 @torch.no_grad()
@@ -34,7 +30,7 @@ def rendering_gain(baseline: str, pointrend: str, images: int, size: int, seed: 
     base = load_trained_model(baseline).model
     ours = load_trained_model(pointrend).model
     dataset = SyntheticSemanticDataset(images, size, seed)
-    scores = {name: SemanticEvaluator(dataset.num_classes, 255) for name in ROWS.values()}
+    scores = {name: SemanticEvaluator(dataset.num_classes, 255) for name in ROWS}
     for i in range(len(dataset)):
         image, labels = dataset[i]
         x = image[None]
@@ -49,7 +45,7 @@ def rendering_gain(baseline: str, pointrend: str, images: int, size: int, seed: 
         }
         for name, logits in predictions.items():
             scores[name].update(labels[None], logits.argmax(1))
-    return {name: scores[name].evaluate() for name in ROWS.values()}
+    return {name: scores[name].evaluate() for name in ROWS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,10 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     metrics = rendering_gain(args.baseline, args.pointrend, args.images, args.size, args.seed)
     print(f"{args.images} images of {args.size}x{args.size}, seed {args.seed}")
-    print(f"{'':<40}{'mIoU':>8}{'boundary F':>12}")
-    for label, name in ROWS.items():
-        m = metrics[name]
-        print(f"{label:<40}{m['mIoU']:>8.1f}{m['boundary_f']:>12.1f}")
+    for name, m in metrics.items():
+        print(f"{name:<12} mIoU {m['mIoU']:5.1f}  boundary F {m['boundary_f']:5.1f}")
 
 
 if __name__ == "__main__":

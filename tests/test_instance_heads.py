@@ -69,7 +69,9 @@ def test_the_mask_feature_stride_comes_from_the_backbone():
     with pytest.raises(ValueError, match="feature_key '3' is not a backbone output"):
         feature_stride(backbone, "3")
     torch.manual_seed(0)
-    model = pointrend_maskrcnn("resnet18", 3, box_head_dim=16, coarse_head_fc_dim=16, fpn_channels=8)
+    model = pointrend_maskrcnn(
+        "resnet18", 3, box_head_dim=16, coarse_head_fc_dim=16, fpn_channels=8
+    )
     assert model.roi_heads.mask_stride == 4.0 == model.backbone.strides[0]
 
 

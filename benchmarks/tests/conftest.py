@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from benchmarks.__main__ import main
+from benchmarks.run import main
 
 
 @pytest.fixture(scope="session")
