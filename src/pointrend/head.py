@@ -15,9 +15,11 @@ class PointHead(nn.Module):
 
     * The MLP is written as 1x1 ``Conv1d`` layers, so that it runs on ``N x C x P`` point
       features with the same weights for every point: ``num_fc`` hidden layers of ``fc_dim``
-      channels, each followed by ReLU, then a linear predictor (no activation). The layers
-      hold the parameters; ``forward`` applies their weights as matrix products over all
-      points (hooks on the head fire, hooks on its layers do not).
+      channels, each followed by ReLU, then a linear predictor (no activation). ``forward``
+      calls the layers on every point of every region at once, as one sequence of ``N * P``
+      points (``1 x channels x NP``): each layer is then one matrix product over all points,
+      which CPUs run faster than N of them, backward included. Forward hooks on the layers see
+      that layout.
     * The first layer's input is the fine-grained features followed by the coarse logits at the
       points: ``[fine; coarse]``, ``C + K`` channels.
     * With ``coarse_pred_each_layer`` the coarse logits are concatenated again after every
@@ -90,18 +92,21 @@ class PointHead(nn.Module):
                 f"coarse_features of shape {tuple(coarse_features.shape)}"
             )
         (N, C, P), K = fine_grained_features.shape, self.coarse_channels
-        # Channels x (every point of every region): each 1x1 Conv1d is then one matrix product
-        # over all points at once, the Conv1d's result (CPUs run it faster, backward included).
-        coarse = coarse_features.to(fine_grained_features.dtype).transpose(0, 1).reshape(K, N * P)
-        x = torch.cat([fine_grained_features.transpose(0, 1).reshape(C, N * P), coarse])
+        points = N * P
+        fine = fine_grained_features.transpose(0, 1).reshape(1, C, points)
+        coarse = coarse_features.to(fine.dtype).transpose(0, 1).reshape(1, K, points)
+        x = torch.cat([fine, coarse], dim=1)
         for layer in self.fc_layers:
-            x = _pointwise(layer, x).relu_()
+            x = torch.relu(_on_points(layer, x))
             if self.coarse_pred_each_layer:
-                x = torch.cat([x, coarse])
-        out = _pointwise(self.predictor, x)  # K' x NP (K' = K)
+                x = torch.cat([x, coarse], dim=1)
+        out = _on_points(self.predictor, x)  # 1 x K' x NP (K' = K)
         return out.view(K, N, P).transpose(0, 1).contiguous()
 
 
-def _pointwise(layer: nn.Conv1d, x: Tensor) -> Tensor:
-    """A 1x1 ``Conv1d`` on ``C_in x M`` features of M points -> ``C_out x M``."""
-    return torch.addmm(layer.bias[:, None], layer.weight[:, :, 0], x)
+def _on_points(layer: nn.Conv1d, x: Tensor) -> Tensor:
+    """``layer`` on the features of M points as one sequence: ``1 x C x M`` -> ``1 x C' x M``
+    (no points: as a batch of none, since ``Conv1d`` takes no empty sequence)."""
+    if x.shape[-1] == 0:
+        return layer(x.reshape(0, x.shape[1], 1)).reshape(1, layer.out_channels, 0)
+    return layer(x)

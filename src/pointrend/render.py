@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._tracing import is_tracing
 from .points import as_size, get_uncertain_point_coords_on_grid, grid_cell_centres
 
 __all__ = [
@@ -143,7 +144,7 @@ def subdivision_inference(
         predictions = point_predictor(coords).to(logits.dtype)
         flat = logits.reshape(R, K, h * w)
         index = indices.unsqueeze(1).expand(-1, K, -1)
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
+        if torch.is_grad_enabled() or is_tracing():
             flat = flat.scatter(2, index, predictions)
         else:  # the upsampled map is this step's own: write into it (one full map, not two)
             flat.scatter_(2, index, predictions)
