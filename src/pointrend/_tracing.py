@@ -31,6 +31,12 @@ def symbolic_size(value) -> int | Tensor:
     return value if isinstance(value, Tensor) else int(value)
 
 
+def any_symbolic(sizes: list[tuple]) -> bool:
+    """Whether any of ``sizes`` (``(H, W)`` pairs) is a traced size, e.g. of a semantic model
+    exported for any image size (an instance model's mask sizes are fixed numbers)."""
+    return any(isinstance(v, Tensor) for size in sizes for v in size)
+
+
 def capped_count(count, cap: int) -> int | Tensor:
     """``min(count, cap)``, symbolic when ``count`` is a traced size (Python's ``min`` would make
     the comparison a constant of the traced input: a model exported at one image size would pick
