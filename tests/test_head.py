@@ -92,7 +92,7 @@ def test_fused_head_equals_the_plain_head(each, num_fc):
     with torch.no_grad():
         expected = head(fine, coarse)
         picked = expected.gather(1, classes.view(3, 1, 1).expand(-1, 1, 13))
-        fused = FusedPointHead.from_head(head)
+        fused = FusedPointHead(head)
         torch.testing.assert_close(fused(fine, coarse), expected)
         torch.testing.assert_close(fused(fine, coarse, classes), picked)
         if num_fc:
@@ -137,7 +137,27 @@ def test_inference_head_is_fused_only_without_autograd_and_tracing():
         assert isinstance(inference_point_head(head), FusedPointHead)
         traced = torch.jit.trace(_Predictor(head), (fine, coarse))
         torch.testing.assert_close(traced(fine, coarse), head(fine, coarse))
-    assert "aten::addmm" in str(traced.inlined_graph)  # the plain head was traced
+    assert "aten::_convolution" in str(traced.inlined_graph)  # the plain head was traced
+
+
+def test_forward_hooks_fire_on_the_head_and_its_layers():
+    """Training and reference calls go through the Conv1d layers (their hooks see every point
+    of every region as one sequence, ``1 x channels x NP``)."""
+    head = PointHead(6, 4, fc_dim=8, num_fc=2).train()
+    seen = []
+    for name, layer in head.named_modules():
+        if isinstance(layer, torch.nn.Conv1d):
+            layer.register_forward_hook(lambda m, args, out, name=name: seen.append((name, out)))
+    fine = torch.randn(2, 6, 5, requires_grad=True)
+    out = head(fine, torch.randn(2, 4, 5))
+    assert [(name, tuple(y.shape)) for name, y in seen] == [
+        ("fc_layers.0", (1, 8, 10)),
+        ("fc_layers.1", (1, 8, 10)),
+        ("predictor", (1, 4, 10)),
+    ]
+    torch.testing.assert_close(seen[-1][1].view(4, 2, 5).transpose(0, 1), out)
+    out.sum().backward()
+    assert fine.grad is not None
 
 
 def test_forward_hooks_fire_on_the_plain_head():
@@ -169,15 +189,13 @@ def test_compiled_head_equals_eager():
 def test_no_regions_and_projection_needs_hidden_layers():
     head = PointHead(6, 4, fc_dim=8)
     with torch.no_grad():
-        fused = FusedPointHead.from_head(head)
+        fused = FusedPointHead(head)
         assert head(torch.randn(0, 6, 5), torch.randn(0, 4, 5)).shape == (0, 4, 5)
         assert fused(torch.randn(0, 6, 5), torch.randn(0, 4, 5)).shape == (0, 4, 5)
         out = fused(torch.randn(0, 6, 5), torch.randn(0, 4, 5), torch.zeros(0, dtype=torch.long))
         assert out.shape == (0, 1, 5)
     with pytest.raises(ValueError, match="hidden layers"):
-        FusedPointHead.from_head(PointHead(6, 4, num_fc=0)).project_fine_features(
-            torch.randn(1, 6, 3, 3)
-        )
+        FusedPointHead(PointHead(6, 4, num_fc=0)).project_fine_features(torch.randn(1, 6, 3, 3))
     with pytest.raises(ValueError, match="coarse channels"):
         fused(torch.randn(1, 6, 5), torch.randn(1, 3, 5))
 
@@ -186,10 +204,55 @@ def test_no_regions_and_projection_needs_hidden_layers():
 def test_fused_workspace_reuse_across_calls_gives_the_same_logits(fc_dim):
     head = _random_head(True, num_fc=3, fc_dim=fc_dim)
     with torch.no_grad():
-        fused = FusedPointHead.from_head(head)
+        fused = FusedPointHead(head)
         for _ in range(3):
             fine, coarse = torch.randn(2, 6, 9), torch.randn(2, 4, 9)
             torch.testing.assert_close(fused(fine, coarse), _conv1d_reference(head, fine, coarse))
         assert {"input", "hidden"} <= set(fused.workspace)
         fused(torch.randn(3, 6, 5), torch.randn(3, 4, 5))  # new size
         assert fused.workspace["input"].shape == (6 + 4 + 1, 3, 5)
+
+
+def _fused_equals_reference(head, fine, coarse):
+    with torch.no_grad():
+        fused = inference_point_head(head)
+        assert isinstance(fused, FusedPointHead)
+        torch.testing.assert_close(fused(fine, coarse), _conv1d_reference(head, fine, coarse))
+
+
+def test_fused_head_follows_the_heads_dtype_and_loaded_weights():
+    """The fused head reads the head's parameters: after ``.to(float64)`` and after loading other
+    weights it still equals the reference (a stale copy of the weights would not)."""
+    head = _random_head(True, num_fc=2)
+    fused = FusedPointHead(head)
+    fine, coarse = torch.randn(2, 6, 9), torch.randn(2, 4, 9)
+    with torch.no_grad():
+        before = fused(fine, coarse)
+    head.to(torch.float64)
+    fine64, coarse64 = fine.double(), coarse.double()
+    _fused_equals_reference(head, fine64, coarse64)
+    with torch.no_grad():  # the same wrapper (its float32 buffers replaced), float64 weights
+        torch.testing.assert_close(
+            fused(fine64, coarse64), _conv1d_reference(head, fine64, coarse64)
+        )
+
+    other = PointHead(6, 4, fc_dim=8, num_fc=2).double()
+    for p in other.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    head.load_state_dict(other.state_dict())
+    _fused_equals_reference(head, fine64, coarse64)
+    with torch.no_grad():
+        after = fused(fine64, coarse64)
+        torch.testing.assert_close(after, _conv1d_reference(other, fine64, coarse64))
+    assert not torch.allclose(after, before.double())
+
+
+def test_fused_head_holds_no_copy_of_the_weights():
+    head = _random_head(False, num_fc=1)
+    fused = FusedPointHead(head)
+    assert fused.state_dict().keys() == {f"head.{k}" for k in head.state_dict()}
+    assert list(fused.parameters()) == list(head.parameters())
+    with torch.no_grad():
+        head.predictor.bias.add_(1.0)  # an in-place change is seen at the next call
+        fine, coarse = torch.randn(1, 6, 4), torch.randn(1, 4, 4)
+        torch.testing.assert_close(fused(fine, coarse), _conv1d_reference(head, fine, coarse))

@@ -1,12 +1,13 @@
-"""The point head for inference without autograd: a fused copy of a :class:`PointHead`.
+"""The point head for inference without autograd: :class:`FusedPointHead`, a faster forward.
 
 The renderers predict thousands of points per step for every region. Without autograd they use
 :class:`FusedPointHead` instead of calling the head; it gives the head's values (up to float
-rounding) with these differences in how they are computed:
+rounding) from the head's own parameters, read at every call (it holds no copy of them), with
+these differences in how they are computed:
 
-* Layout: channels x (every point of every region). Each layer is one matrix product
-  ``[W | b] @ [x; coarse; 1]`` over all points (the row of ones adds the bias inside the
-  product), where the head's ``Conv1d`` would run once per region.
+* Bias inside the product: each layer is one matrix product ``[W | b] @ [x; coarse; 1]`` over
+  all points (the row of ones adds the bias). ``[W | b]`` is concatenated from the layer's
+  ``weight`` and ``bias`` at every call, a copy far smaller than the products.
 * No concatenation: each product is written into the top rows of a buffer whose bottom rows
   already hold ``[coarse; 1]``; two buffers serve in turn, and they are kept in
   :attr:`FusedPointHead.workspace` for the next call of the same size (the steps of one
@@ -25,16 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._tracing import is_tracing
 from .head import PointHead
 
 __all__ = ["FusedPointHead", "inference_point_head"]
 
 
 class FusedPointHead(nn.Module):
-    """A :class:`PointHead`'s weights as ``[W | b]`` matrices, for inference only.
+    """A :class:`PointHead`'s forward for inference only, on its ``[W | b]`` matrices.
 
-    Build it with :meth:`from_head` (a copy: later changes to the head's weights are not seen).
-    It writes into reused buffers: use it without autograd.
+    It reads ``head``'s parameters at every call (the head is its only submodule: ``.to()``,
+    ``state_dict`` and ``load_state_dict`` reach the weights it uses). It writes into reused
+    buffers: use it without autograd.
 
     Shapes:
         ``forward(fine N x C x P, coarse N x K x P) -> N x K' x P``; with ``classes`` (``N``
@@ -42,25 +45,24 @@ class FusedPointHead(nn.Module):
         :meth:`project_fine_features` (``N x fc_dim x P``).
     """
 
-    def __init__(self, weights: list[Tensor], coarse_channels: int, coarse_pred_each_layer: bool):
+    def __init__(self, head: PointHead):
         super().__init__()
-        self.weights = weights  # [W | b] of each hidden layer, then of the predictor
-        self.coarse_channels = coarse_channels
-        self.coarse_pred_each_layer = coarse_pred_each_layer
+        self.head = head
         self.workspace: dict[str, Tensor] = {}
 
-    @classmethod
-    def from_head(cls, head: PointHead) -> FusedPointHead:
-        with torch.no_grad():
-            weights = [
-                torch.cat([layer.weight[:, :, 0], layer.bias[:, None]], dim=1)
-                for layer in [*head.fc_layers, head.predictor]
-            ]
-        return cls(weights, head.coarse_channels, head.coarse_pred_each_layer)
+    @property
+    def coarse_channels(self) -> int:
+        return self.head.coarse_channels
 
     @property
     def num_hidden(self) -> int:
-        return len(self.weights) - 1
+        return len(self.head.fc_layers)
+
+    def weights(self) -> list[Tensor]:
+        """``[W | b]`` of each hidden layer, then of the predictor: ``C_out x (C_in + 1)``."""
+        layers = [*self.head.fc_layers, self.head.predictor]
+        with torch.no_grad():
+            return [torch.cat([layer.weight[:, :, 0], layer.bias[:, None]], 1) for layer in layers]
 
     def project_fine_features(self, features: Tensor) -> Tensor:
         """The first layer's fine-feature product over a whole map: ``N x C x H x W`` ->
@@ -68,10 +70,9 @@ class FusedPointHead(nn.Module):
         reads fastest)."""
         if not self.num_hidden:
             raise ValueError("project_fine_features needs a point head with hidden layers")
-        weight = self.weights[0]
-        width = weight.shape[1] - self.coarse_channels - 1
+        weight = self.head.fc_layers[0].weight[:, : -self.coarse_channels, 0]
         rows = features.permute(0, 2, 3, 1)  # N x H x W x C
-        return F.linear(rows, weight[:, :width].to(features.dtype)).permute(0, 3, 1, 2)
+        return F.linear(rows, weight.to(features.dtype)).permute(0, 3, 1, 2)
 
     def forward(
         self,
@@ -87,7 +88,7 @@ class FusedPointHead(nn.Module):
             )
         N, _, P = fine.shape
         K = coarse.shape[1]
-        weights = self.weights
+        weights = self.weights()
         if fine_projected:  # the first layer's fine columns are already applied
             if not self.num_hidden:
                 raise ValueError("fine_projected needs a point head with hidden layers")
@@ -125,11 +126,11 @@ class FusedPointHead(nn.Module):
         if fine_projected and weights:  # x[:C] is W_fine @ fine already: add the rest in place
             x[:C].addmm_(weights[0], x[C:]).relu_()
             weights = weights[1:]
-            if not self.coarse_pred_each_layer:  # later layers take [x; 1] only
+            if not self.head.coarse_pred_each_layer:  # later layers take [x; 1] only
                 x = torch.cat([x[:C], x[-1:]])
         if not weights:
             return x
-        fixed = x[C:] if self.coarse_pred_each_layer else x[-1:]
+        fixed = x[C:] if self.head.coarse_pred_each_layer else x[-1:]
         dim = weights[0].shape[0]
         buffers = [self._buffer("hidden", (dim + fixed.shape[0], N * P), x)]
         buffers[0][dim:] = fixed
@@ -149,15 +150,17 @@ class FusedPointHead(nn.Module):
     def _buffer(self, key: str, shape: tuple, like: Tensor) -> Tensor:
         """An uninitialised tensor of ``shape``: ``workspace[key]`` again when it fits, else new."""
         buffer = self.workspace.get(key)
-        if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype:
+        fits = buffer is not None and buffer.shape == shape
+        if not fits or buffer.dtype != like.dtype or buffer.device != like.device:
             buffer = self.workspace[key] = like.new_empty(shape)
         return buffer
 
 
 def inference_point_head(head: PointHead) -> PointHead | FusedPointHead:
-    """What a renderer predicts points with: a :class:`FusedPointHead` built from ``head`` when
-    autograd is off and nothing is being traced, else ``head`` itself (gradients, export,
-    ``torch.compile`` and module hooks then see the plain module)."""
-    if torch.is_grad_enabled() or torch.jit.is_tracing():
+    """What a renderer predicts points with: a :class:`FusedPointHead` of ``head`` (its buffers
+    serve the steps of one rendering) when autograd is off and nothing is being traced, else
+    ``head`` itself (gradients, export, ``torch.compile`` and module hooks then see the plain
+    module)."""
+    if torch.is_grad_enabled() or is_tracing():
         return head
-    return FusedPointHead.from_head(head)
+    return FusedPointHead(head)

@@ -10,6 +10,8 @@ point where it hands over to a function here, and otherwise reads as plain eager
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+from torchvision.ops.poolers import _onnx_merge_levels
 
 __all__ = ["is_tracing"]
 
@@ -17,6 +19,53 @@ __all__ = ["is_tracing"]
 def is_tracing() -> bool:
     """True while ``torch.jit.trace`` (and so the TorchScript-based ONNX exporter) records."""
     return torch.jit.is_tracing()
+
+
+# Core
+
+
+def symbolic_size(value) -> int | Tensor:
+    """A size read from a shape, kept as the traced 0-dim tensor it is under tracing (``int()``
+    would freeze it to the traced input's value, so an exported model follows its input size);
+    other values as ``int``."""
+    return value if isinstance(value, Tensor) else int(value)
+
+
+def any_symbolic(sizes: list[tuple]) -> bool:
+    """Whether any of ``sizes`` (``(H, W)`` pairs) is a traced size, e.g. of a semantic model
+    exported for any image size (an instance model's mask sizes are fixed numbers)."""
+    return any(isinstance(v, Tensor) for size in sizes for v in size)
+
+
+def capped_count(count, cap: int) -> int | Tensor:
+    """``min(count, cap)``, symbolic when ``count`` is a traced size (Python's ``min`` would make
+    the comparison a constant of the traced input: a model exported at one image size would pick
+    the wrong number of points at another)."""
+    return torch.clamp(count, max=cap) if isinstance(count, Tensor) else min(count, cap)
+
+
+def stacked_sizes(sizes: list, device: torch.device) -> Tensor:
+    """Sizes read from traced shapes (0-dim tensors, e.g. each image's number of boxes) as one
+    tensor that stays symbolic, so that an exported model takes any number of detections."""
+    return torch.stack(sizes).to(device)
+
+
+def merge_roi_levels(levels: Tensor, pooled: list[Tensor]) -> Tensor:
+    """Each box's RoIAlign result from its level's (``pooled[l]``: the boxes with ``levels == l``,
+    in order) -> ``R x C x S x S`` in box order, without the in-place index writes the exporter
+    cannot express (torchvision's merge for ONNX)."""
+    return _onnx_merge_levels(levels, pooled)
+
+
+def check_no_test_resize(test_min_size: int) -> None:
+    """Refuse to trace a semantic model that resizes its test images (the traced graph would keep
+    the one resized size of the traced input)."""
+    if test_min_size and is_tracing():
+        raise RuntimeError(
+            f"a model with test_min_size={test_min_size} cannot be exported (the traced "
+            "graph would keep one resized size): export it with "
+            "model.options.test_min_size=0 and resize the images before"
+        )
 
 
 # Instance models

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._tracing import is_tracing
+
 __all__ = ["PointHead"]
 
 
@@ -15,9 +17,12 @@ class PointHead(nn.Module):
 
     * The MLP is written as 1x1 ``Conv1d`` layers, so that it runs on ``N x C x P`` point
       features with the same weights for every point: ``num_fc`` hidden layers of ``fc_dim``
-      channels, each followed by ReLU, then a linear predictor (no activation). The layers
-      hold the parameters; ``forward`` applies their weights as matrix products over all
-      points (hooks on the head fire, hooks on its layers do not).
+      channels, each followed by ReLU, then a linear predictor (no activation). ``forward``
+      calls the layers on the points of all regions as one sequence (``1 x channels x NP``):
+      each layer is then one matrix product over every point, which CPUs run faster than N of
+      them, backward included. Forward hooks on the layers see that layout; without regions
+      and under tracing they see ``N x channels x P`` (each region a batch entry: an exported
+      graph then takes no regions, which ``Conv`` does not as an empty sequence).
     * The first layer's input is the fine-grained features followed by the coarse logits at the
       points: ``[fine; coarse]``, ``C + K`` channels.
     * With ``coarse_pred_each_layer`` the coarse logits are concatenated again after every
@@ -89,19 +94,24 @@ class PointHead(nn.Module):
                 f"PointHead expects {self.coarse_channels} coarse channels, got "
                 f"coarse_features of shape {tuple(coarse_features.shape)}"
             )
-        (N, C, P), K = fine_grained_features.shape, self.coarse_channels
-        # Channels x (every point of every region): each 1x1 Conv1d is then one matrix product
-        # over all points at once, the Conv1d's result (CPUs run it faster, backward included).
-        coarse = coarse_features.to(fine_grained_features.dtype).transpose(0, 1).reshape(K, N * P)
-        x = torch.cat([fine_grained_features.transpose(0, 1).reshape(C, N * P), coarse])
+        fine = fine_grained_features
+        coarse = coarse_features.to(fine.dtype)
+        N, _, P = fine.shape
+        if N == 0 or is_tracing():  # each region a batch entry (Conv takes no empty sequence)
+            return self._layers(fine, coarse)
+        out = self._layers(_one_sequence(fine), _one_sequence(coarse))  # 1 x K' x NP
+        return out.view(-1, N, P).transpose(0, 1).contiguous()
+
+    def _layers(self, fine: Tensor, coarse: Tensor) -> Tensor:
+        """The layers on ``B x C x L`` fine and ``B x K x L`` coarse features -> ``B x K' x L``."""
+        x = torch.cat([fine, coarse], dim=1)
         for layer in self.fc_layers:
-            x = _pointwise(layer, x).relu_()
+            x = torch.relu(layer(x))
             if self.coarse_pred_each_layer:
-                x = torch.cat([x, coarse])
-        out = _pointwise(self.predictor, x)  # K' x NP (K' = K)
-        return out.view(K, N, P).transpose(0, 1).contiguous()
+                x = torch.cat([x, coarse], dim=1)
+        return self.predictor(x)
 
 
-def _pointwise(layer: nn.Conv1d, x: Tensor) -> Tensor:
-    """A 1x1 ``Conv1d`` on ``C_in x M`` features of M points -> ``C_out x M``."""
-    return torch.addmm(layer.bias[:, None], layer.weight[:, :, 0], x)
+def _one_sequence(features: Tensor) -> Tensor:
+    """The points of all regions as one sequence: ``N x C x P`` -> ``1 x C x NP``."""
+    return features.transpose(0, 1).flatten(1).unsqueeze(0)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._tracing import is_tracing
+
 __all__ = ["check_image_tensor", "check_images", "as_model_dtype", "RANGE_TOLERANCE"]
 
 RANGE_TOLERANCE = 1e-3
@@ -59,7 +61,7 @@ def _dtype_problem(image: Tensor) -> str | None:
 
 
 def _skip_values(image: Tensor) -> bool:
-    return image.is_meta or torch.jit.is_tracing() or torch.compiler.is_compiling()
+    return image.is_meta or is_tracing() or torch.compiler.is_compiling()
 
 
 def check_images(images: Sequence[Tensor], names: Sequence[str], batched: bool = False) -> None:

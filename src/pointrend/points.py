@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._tracing import capped_count, is_tracing, stacked_sizes, symbolic_size
+
 __all__ = [
     "point_sample",
     "generate_regular_grid_point_coords",
@@ -211,30 +213,14 @@ def get_uncertain_point_coords_on_grid(
         centres ``R x P x 2`` (float32), ``P = min(H * W, num_points)``, in ``torch.topk`` order.
     """
     H, W = uncertainty_map.shape[-2:]
-    P = _capped_count(H * W, num_points)
+    P = capped_count(H * W, num_points) if is_tracing() else min(H * W, num_points)
     indices = torch.topk(uncertainty_map.flatten(1), k=P, dim=1).indices
     return indices, flat_indices_to_cell_centres(indices, H, W)
 
 
 def as_size(value) -> int | Tensor:
-    """``int(value)`` for a size; under tracing a traced 0-dim size is returned as it is.
-
-    Under ``torch.jit.trace`` / ONNX export, ``tensor.shape`` gives 0-dim tensors; ``int()`` would
-    freeze them to the traced input's value. Sizes passed on as they are stay symbolic.
-    """
-    return value if torch.jit.is_tracing() and isinstance(value, Tensor) else int(value)
-
-
-def _capped_count(count, cap: int):
-    """``min(count, cap)``, kept symbolic when ``count`` is a traced size.
-
-    Under ``torch.jit.trace`` / ONNX export, sizes read from ``tensor.shape`` are 0-dim tensors;
-    Python's ``min`` would turn the comparison into a constant of the traced input, so a model
-    exported at one image size would pick the wrong number of points at another.
-    """
-    if isinstance(count, Tensor):
-        return torch.clamp(count, max=cap)
-    return min(count, cap)
+    """``int(value)`` of a size read from a shape (traced sizes: :func:`.symbolic_size`)."""
+    return symbolic_size(value) if is_tracing() else int(value)
 
 
 def select_class(logits: Tensor, classes: Tensor) -> Tensor:
@@ -317,7 +303,7 @@ def image_to_feature_coords(
     multiple of the largest stride, so all images of a batch share one padded size).
     """
     H, W = as_size(feature_size[0]), as_size(feature_size[1])
-    one = image_coords.new_ones(())  # tensor arithmetic: traced sizes stay symbolic
+    one = image_coords.new_ones(())  # tensor arithmetic (traced sizes stay symbolic)
     scale = torch.stack([one * W * stride, one * H * stride])
     return image_coords / scale
 
@@ -364,18 +350,14 @@ def point_sample_fine_grained_features(
     image_coords = box_to_image_coords(all_boxes.to(torch.float32), point_coords.to(torch.float32))
     channels = sum(f.shape[1] for f in features_list)
     ref = features_list[0]
-    if R == 0 and not torch.jit.is_tracing():  # traced: no branch on the number of boxes
+    if R == 0 and not is_tracing():  # traced: no branch on the number of boxes
         return ref.new_zeros(0, channels, P), image_coords
 
     device = point_coords.device
-    # Box counts as a tensor from the shapes (symbolic under tracing, so that an exported model
-    # takes any number of detections); each box's image is the number of images ending before it.
     sizes = [b.shape[0] for b in boxes]
-    if torch.jit.is_tracing():
-        counts = torch.stack(sizes).to(device)
-    else:
-        counts = torch.tensor(sizes, device=device)
+    counts = stacked_sizes(sizes, device) if is_tracing() else torch.tensor(sizes, device=device)
     ends = torch.cumsum(counts, 0)
+    # Each box's image is the number of images whose boxes end before it.
     box_index = torch.arange(R, device=device)
     image_index = (box_index[:, None] >= ends[None, :]).sum(1)
     slot = box_index - (ends - counts)[image_index]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._tracing import any_symbolic, is_tracing
 from .points import as_size, get_uncertain_point_coords_on_grid, grid_cell_centres
 
 __all__ = [
@@ -123,10 +124,9 @@ def subdivision_inference(
     history: list[SubdivisionStep] = []
 
     first = 0
-    # The shortcut is chosen from the map sizes in Python. With traced (symbolic) sizes, as when
-    # exporting a semantic model for any image size, the plain loop runs instead: it picks every
-    # cell of those steps by itself (P = min(H * W, num_points)), so the result is the same.
-    if shortcut and all(isinstance(v, int) for size in sizes for v in size):
+    # The shortcut is chosen from the map sizes in Python: with symbolic sizes (traced) the plain
+    # loop picks every cell of those steps itself (P = min(H * W, num_points)), the same result.
+    if shortcut and not (is_tracing() and any_symbolic(sizes)):
         first = shortcut_steps(sizes, points)
         if first:
             h, w = sizes[first - 1]
@@ -143,7 +143,7 @@ def subdivision_inference(
         predictions = point_predictor(coords).to(logits.dtype)
         flat = logits.reshape(R, K, h * w)
         index = indices.unsqueeze(1).expand(-1, K, -1)
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
+        if torch.is_grad_enabled() or is_tracing():
             flat = flat.scatter(2, index, predictions)
         else:  # the upsampled map is this step's own: write into it (one full map, not two)
             flat.scatter_(2, index, predictions)

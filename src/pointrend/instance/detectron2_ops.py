@@ -19,12 +19,9 @@ from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign, roi_align
-from torchvision.ops.poolers import (
-    _convert_to_roi_format,
-    _filter_input,
-    _onnx_merge_levels,
-    _setup_scales,
-)
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+from .._tracing import is_tracing, merge_roi_levels
 
 __all__ = ["NominalStrideAnchorGenerator", "AlignedMultiScaleRoIAlign", "ANCHOR_RULES"]
 
@@ -93,16 +90,15 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
         if len(levels_in) == 1:
             return roi_align(levels_in[0], rois, spatial_scale=self.scales[0], **options)
         levels = self.map_levels(boxes)
+        indices = [torch.where(levels == level)[0] for level in range(len(levels_in))]
+        pooled = [
+            roi_align(features, rois[index], spatial_scale=scale, **options)
+            for features, scale, index in zip(levels_in, self.scales, indices)
+        ]
+        if is_tracing():
+            return merge_roi_levels(levels, pooled)
         shape = (rois.shape[0], levels_in[0].shape[1], *self.output_size)
         result = levels_in[0].new_zeros(shape)
-        per_level = []
-        for level, (features, scale) in enumerate(zip(levels_in, self.scales)):
-            index = torch.where(levels == level)[0]
-            pooled = roi_align(features, rois[index], spatial_scale=scale, **options)
-            if torch.jit.is_tracing():
-                per_level.append(pooled)
-            else:
-                result[index] = pooled.to(result.dtype)
-        if torch.jit.is_tracing():
-            return _onnx_merge_levels(levels, per_level)
+        for index, level_result in zip(indices, pooled):
+            result[index] = level_result.to(result.dtype)
         return result

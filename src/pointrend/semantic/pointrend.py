@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._fused_head import inference_point_head
 from .._scripting import NotScriptable
+from .._tracing import check_no_test_resize
 from ..head import PointHead
 from ..image_checks import as_model_dtype, check_image_tensor
 from ..points import (
@@ -261,12 +262,7 @@ class SemanticSegmenter(NotScriptable, nn.Module):
         """Eval logits ``N x K x H x W``, through the test-time resize when it is set."""
         if not self.test_min_size:
             return self._logits(images)
-        if torch.jit.is_tracing():
-            raise RuntimeError(
-                f"a model with test_min_size={self.test_min_size} cannot be exported (the traced "
-                "graph would keep one resized size): export it with "
-                "model.options.test_min_size=0 and resize the images before"
-            )
+        check_no_test_resize(self.test_min_size)
         H, W = images.shape[-2:]
         size = shortest_edge_size(H, W, self.test_min_size, self.test_max_size)
         if size == (H, W):
