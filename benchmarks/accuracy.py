@@ -175,10 +175,9 @@ def resolution_table(section: dict) -> dict:
     }
 
 
-def instance_accuracy(
-    source: ModelSource, num_images: int, folds: int = 4
-) -> tuple[dict, TrainedModel]:
-    """The instance figures, and the PointRend model (the inference ablation's)."""
+def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
+    """Mask R-CNN vs the same PointRend weights at 28 and 224, the oracles, and all by
+    evaluation resolution."""
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
     base = pointrend.image_size
@@ -198,7 +197,7 @@ def instance_accuracy(
         for f in FACTORS[1:]
     }
     config = pointrend.model.roi_heads.mask_branch.config
-    result = {
+    return {
         "val_images": num_images,
         "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
@@ -210,7 +209,6 @@ def instance_accuracy(
             pointrend.model, baseline.model, {base: val} | vals, source.log
         ),
     }
-    return result, pointrend
 
 
 def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:

@@ -2,7 +2,6 @@
 
 * :func:`head_costs`: multiply-adds and activations per box of the paper's cost table (K = 80):
   elements written by the heads' conv / linear layers; PointRend's peak is its largest step.
-* :func:`sweep_costs`: the same at every output size, and the peak memory of a call.
 * :func:`branch_times`: both mask branches on 100 boxes, alternated, median; the dense head at
   224 / 448 is timed on fewer boxes and scaled (its cost is exactly per box).
 * :func:`end_to_end`: ResNet-50-FPN Mask R-CNN vs PointRend Mask R-CNN on one 800 x 1333 image,
@@ -15,7 +14,6 @@ benchmarks.cost [--quick]`` writes ``benchmarks/results/instance_cost.json``; th
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Callable
@@ -113,38 +111,6 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
     return rows
 
 
-def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
-    """Per box, at every output size: multiply-adds, activations (total / peak) and the peak
-    memory of one call on ``memory_boxes`` boxes (the fine features and PointRend's
-    channels-last copy of them, made once per image, not counted)."""
-    n = memory_boxes
-    fine = features.contiguous(memory_format=torch.channels_last)
-    boxes = [random_boxes(n, *image_size, seed=2)]
-    labels = torch.randint(1, K, (n,), generator=torch.Generator().manual_seed(2))
-    rows = {}
-    for size in sizes:
-        torch.manual_seed(0)
-        branch = pointrend_branch(size).eval()
-        counter = common.PointCounter(branch.point_head)
-        render = functools.partial(branch.render, fine, 4.0, boxes, labels)
-        ours = _counts(render, counter, n)
-        meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
-        dense = _counts(meta, common.ActivationCounter(), n)
-        run_dense = _dense_runner(size, features, boxes, image_size, labels)
-        rows[str(size)] = {
-            "pointrend_multiply_adds_per_box": ours["macs"],
-            "dense_multiply_adds_per_box": dense["macs"],
-            "pointrend_activations_total_per_box": ours["total"],
-            "pointrend_activations_peak_per_box": ours["peak"],
-            "dense_activations_per_box": dense["total"],
-            "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": common.peak_bytes(run_dense) / n / 2**20,
-            "memory_boxes": n,
-        }
-    return rows
-
-
 def render_as_the_model_does(branch, features, boxes, labels):
     """PointRendRoIHeads: P2 to channels-last (faster point sampling), then subdivision."""
     fine = features.contiguous(memory_format=torch.channels_last)
@@ -226,13 +192,10 @@ def end_to_end(repeats: int, boxes_total: int = 100, log: Log = print) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    out = "benchmarks/results/instance_cost.json"
+    parser = common.arguments("cost", __doc__.split("\n")[0], out, repeats=5)
     parser.add_argument("--quick", action="store_true", help="one repeat, outputs 28 and 56")
-    parser.add_argument("--out", default="benchmarks/results/instance_cost.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = common.parse(parser, argv)
     repeats = 1 if args.quick else args.repeats
     torch.manual_seed(0)
     features = torch.randn(1, CHANNELS, 200, 336)  # P2 of a padded 800 x 1344 image

@@ -3,7 +3,7 @@
 
 ``cost`` (key ``per_box_resolution``): 100 boxes with sides log-uniform from 16 to 600 pixels
 on an 800 x 1333 image (random P2, K = 80, untrained heads: the cost depends on the points).
-Mask branch time and peak memory: per-box (also with ``points_per_side`` 1.75), fixed 224,
+Mask branch time and peak memory: per-box, fixed 224,
 torchvision's 28 x 28 head; end to end, ResNet-50-FPN with the boxes forced through three mask
 branches. ``--accuracy N``: the shipped model on N validation images, fixed 224 vs per-box,
 scored at 1x, 2x, 4x its input size against exact ground truth (± s.e. over folds).
@@ -25,7 +25,6 @@ above 0.5; the ground truth through a grid of each side; a 100 % crop of the obj
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import math
@@ -59,7 +58,6 @@ log = functools.partial(print, flush=True)
 # --- cost and accuracy -------------------------------------------------------------------------
 
 IMAGE = (800, 1333)
-SPARSE = 1.75  # half the default points per step (784 / 224 = 3.5 per grid side)
 
 
 def log_uniform_boxes(n: int, height: int, width: int, low=16.0, high=600.0, seed=0) -> Tensor:
@@ -77,17 +75,11 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
     features = torch.randn(1, cost.CHANNELS, 200, 336)  # P2 of the padded 800 x 1344 image
     fixed = cost.pointrend_branch(224).eval()
     box = cost.pointrend_branch(224, mask_resolution="box").eval()
-    sparse = cost.pointrend_branch(224, mask_resolution="box", points_per_side=SPARSE).eval()
-    for branch in (box, sparse):
-        branch.load_state_dict(fixed.state_dict())
+    box.load_state_dict(fixed.state_dict())
     dense = cost.DenseMaskHead(28).eval()
     fine = features.contiguous(memory_format=torch.channels_last)
-    one = torch.ones(1, 2)
     runs = {
-        "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, one),
-        f"box_points_per_side_{SPARSE}": lambda: sparse.render_by_box_size(
-            fine, 4.0, [boxes], labels, one
-        ),
+        "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, torch.ones(1, 2)),
         "fixed224": lambda: cost.render_as_the_model_does(fixed, features, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),
     }
@@ -391,14 +383,33 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
     return row, pred
 
 
+class ModuleSeconds:
+    """Seconds spent inside the forward of some (not nested) modules, summed until taken."""
+
+    def __init__(self, modules):
+        self.seconds, self.start = 0.0, 0.0
+        self.handles = [m.register_forward_pre_hook(self._enter) for m in modules]
+        self.handles += [m.register_forward_hook(self._leave) for m in modules]
+
+    def _enter(self, *_) -> None:
+        self.start = time.perf_counter()
+
+    def _leave(self, *_) -> None:
+        self.seconds += time.perf_counter() - self.start
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def timing(model, image, output, rounds: int, threshold: float | None = None) -> dict:
     """Medians of alternated runs per mode: end to end, detector (backbone, RPN, box head),
     render (the rest of the RoI heads), paste (the rest), ``mask_s`` = render + paste; peak MB."""
     heads = model.roi_heads
     meters = {
-        "features": common.ModuleSeconds([model.backbone, model.rpn]),
-        "boxes": common.ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
-        "heads": common.ModuleSeconds([heads]),
+        "features": ModuleSeconds([model.backbone, model.rpn]),
+        "boxes": ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
+        "heads": ModuleSeconds([heads]),
     }
     seconds = {mode: [] for mode in MODES}
 
@@ -417,8 +428,8 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
     try:
         common.alternate(runs, rounds)
     finally:
-        for meter in meters.values():
-            meter.remove()
+        for handle in [h for meter in meters.values() for h in meter.handles]:
+            handle.remove()
     names = ("end_to_end_s", "detector_s", "render_s", "paste_s", "mask_s")
     table = {
         name: {m: statistics.median(r[i] for r in rows[1:]) for m, rows in seconds.items()}
@@ -472,9 +483,7 @@ def scale_study(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.per_box", description=__doc__)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(common.RESULTS))
+    parser = common.arguments("per_box", __doc__)
     sub = parser.add_subparsers(dest="study", required=True)
     p = sub.add_parser("cost", help="mask branch and end to end; --accuracy N images")
     p.add_argument("--rounds", type=int, default=3)
@@ -490,8 +499,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", type=int, nargs=2, default=[4000, 3000], metavar=("W", "H"))
     p.add_argument("--seed", type=int, default=scoring.VAL_SEED)
     p.add_argument("--picture", default="benchmarks/results/per_box_scale.png")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = common.parse(parser, argv)
     study, key = STUDIES[args.study]
     section = study(args) | {"threads": args.threads}
     log(f"wrote {common.store_section(Path(args.out), key, section, 'benchmarks.per_box', argv)}")

@@ -26,9 +26,7 @@ from `results.json`. Machine: {cpu}, {logical_cpus} CPUs, torch {torch}.{quick}
 
 {accuracy}## Ablations
 
-{ablation}## Boundaries learned from scratch on a tiny problem
-
-{learning}## Per-box mask resolution
+{ablation}## Per-box mask resolution
 
 {per_box}"""
 QUICK = "\n\n**Quick mode**: tiny sizes; the figures prove the pipeline only."
@@ -102,7 +100,7 @@ def measured(section: dict) -> str:
 
 
 def instance_tables(s: dict) -> dict[str, str]:
-    """The slots of the ``cost``, ``semantic``, ``ablation`` and ``learning`` sections."""
+    """The slots of the ``cost``, ``semantic`` and ``ablation`` sections."""
     out = {}
     if "cost" in s:
         c = s["cost"]
@@ -135,10 +133,6 @@ def instance_tables(s: dict) -> dict[str, str]:
         out["ablation"] = (
             out.get("ablation", "") + measured(abl["training"]) + table(rows, keys, caption)
         )
-    if "learning" in s:
-        caption = f"{s['learning']['steps']} Adam steps on {s['learning']['images']} star images:"
-        out["learning"] = measured(s["learning"])
-        out["learning"] += table(s["learning"]["rows"], "boundary_iou mask_iou", caption)
     return out
 
 
@@ -211,7 +205,7 @@ def per_box_tables(results: dict) -> str:
 def render(results: dict) -> str:
     """``REPORT.md``'s text for ``results`` (the contents of ``results.json``)."""
     sections, machine = results.get("sections", {}), results.get("machine") or {}
-    slots = {k: "" for k in ("cost", "semantic", "accuracy", "ablation", "learning")}
+    slots = {k: "" for k in ("cost", "semantic", "accuracy", "ablation")}
     slots |= instance_tables(sections) | {"per_box": per_box_tables(results)}
     if "accuracy" in sections:
         slots["accuracy"] = accuracy_tables(sections["accuracy"])

@@ -1,12 +1,11 @@
 """``python -m benchmarks``: measure the asked sections, keep the others' figures, write the report.
 
 Sections: ``cost`` (instance mask branch per box and against output size, end to end),
-``semantic`` (full-resolution refinement alone, then whole models), ``accuracy`` (instance and
+``semantic`` (whole models at full resolution, and their refinement alone), ``accuracy`` (instance and
 semantic at equal training budget, and by evaluation resolution), ``ablation`` (its parts
 ``ablation.inference``: rendering settings on the same weights; ``ablation.training``: training
-point selection, trained here) and ``learning`` (both mask branches learned from scratch on a
-tiny problem). Sections not asked for keep their figures from ``results.json`` in the output
-folder (of the same mode), and so do the stand-alone modules' keys.
+point selection, trained here). Sections not asked for keep their figures from ``results.json``
+in the output folder (of the same mode), and so do the stand-alone modules' keys.
 """
 
 from __future__ import annotations
@@ -28,11 +27,10 @@ from pointrend.demo import WEIGHTS_DIR
 from . import accuracy, cost, semantic
 from .ablation import inference_ablation, training_ablation
 from .common import machine_info, read_json
-from .learning import boundary_learning
 from .report import write_report
 
-SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
-PARTS = ("cost", "semantic", "accuracy", "ablation.inference", "ablation.training", "learning")
+SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+PARTS = ("cost", "semantic", "accuracy", "ablation.inference", "ablation.training")
 RESULTS, QUICK_RESULTS = "benchmarks/results", "outputs/bench-quick"
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
@@ -53,16 +51,11 @@ def bench_sizes(args: argparse.Namespace) -> dict:
         "cost_sizes": [28, 56, 112] if q else [28, 56, 112, 224, 448],
         "cost_boxes": 8 if q else 100,
         "dense_boxes": {56: 2, 112: 1} if q else {224: 4, 448: 1},
-        "memory_boxes": 2 if q else 4,
         "table_boxes": 1 if q else 4,
         "end_to_end": not q,
-        "semantic_image": [128, 256] if q else [1024, 2048],
-        "semantic_points": 2048 if q else 8192,
-        "semantic_models_image": [64, 96] if q else [1024, 2048],
-        "semantic_models_points": 1000 if q else 8192,
-        "semantic_models_backbone": "resnet18" if q else "resnet50",
-        "learning_steps": 2 if q else 40,
-        "learning_size": 64 if q else 128,
+        "semantic_image": [64, 96] if q else [1024, 2048],
+        "semantic_points": 1000 if q else 8192,
+        "semantic_backbone": "resnet18" if q else "resnet50",
     }
 
 
@@ -75,14 +68,14 @@ def _cost(s: dict, source: accuracy.ModelSource) -> dict:
     torch.manual_seed(0)
     features = torch.randn(1, cost.CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
     log(f"cost: per box, then the mask branch on {s['cost_boxes']} boxes at {sizes}")
-    per_box = cost.head_costs(features, (h, w), n=s["table_boxes"])
-    times = cost.branch_times(
+    result = {"image": [h, w], "num_classes": cost.K, "boxes": s["cost_boxes"]}
+    result |= {
+        "repeats": s["repeats"],
+        "per_box": cost.head_costs(features, (h, w), s["table_boxes"]),
+    }
+    result["sweep"] = cost.branch_times(
         features, (h, w), sizes, s["repeats"], s["cost_boxes"], s["dense_boxes"], log=log
     )
-    costs = cost.sweep_costs(features, (h, w), sizes, s["memory_boxes"])
-    result = {"image": [h, w], "num_classes": cost.K, "boxes": s["cost_boxes"]}
-    result |= {"repeats": s["repeats"], "per_box": per_box}
-    result["sweep"] = {size: {**times[size], **costs[size]} for size in times}
     if s["end_to_end"]:
         result["end_to_end"] = cost.end_to_end(max(3, s["repeats"] - 2), log=log)
     return result
@@ -90,20 +83,16 @@ def _cost(s: dict, source: accuracy.ModelSource) -> dict:
 
 def _semantic(s: dict, source: accuracy.ModelSource) -> dict:
     (h, w), repeats = s["semantic_image"], max(2, s["repeats"] - 2)
-    log(f"semantic: {h} x {w}, then whole models at {s['semantic_models_image']}")
-    result = semantic.semantic_costs(h, w, 19, s["semantic_points"], repeats)
-    h, w = s["semantic_models_image"]
-    points, backbone = s["semantic_models_points"], s["semantic_models_backbone"]
-    result["full_models"] = semantic.semantic_model_costs(h, w, 19, repeats, backbone, points, log)
-    return result
+    log(f"semantic: whole models at {h} x {w}")
+    points, backbone = s["semantic_points"], s["semantic_backbone"]
+    return {"full_models": semantic.semantic_model_costs(h, w, 19, repeats, backbone, points, log)}
 
 
 def _accuracy(s: dict, source: accuracy.ModelSource) -> dict:
     log("accuracy: instances, then semantic (equal training budget)")
-    instance, _ = accuracy.instance_accuracy(source, s["val_images"], s["folds"])
-    return {
-        "instance": instance,
-        "semantic": accuracy.semantic_accuracy(source, s["val_images"], s["folds"]),
+    instance = accuracy.instance_accuracy(source, s["val_images"], s["folds"])
+    return {"instance": instance} | {
+        "semantic": accuracy.semantic_accuracy(source, s["val_images"], s["folds"])
     }
 
 
@@ -122,19 +111,8 @@ def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
     return training_ablation(source, s["val_images"], None, s["folds"])
 
 
-def _learning(s: dict, source: accuracy.ModelSource) -> dict:
-    log(f"learning: both mask branches from scratch, {s['learning_steps']} steps")
-    return boundary_learning(s["learning_steps"], s["learning_size"], log=log)
-
-
-RUNNERS = {
-    "cost": _cost,
-    "semantic": _semantic,
-    "accuracy": _accuracy,
-    "ablation.inference": _inference_ablation,
-    "ablation.training": _training_ablation,
-    "learning": _learning,
-}
+RUNNERS = {"cost": _cost, "semantic": _semantic, "accuracy": _accuracy}
+RUNNERS |= {"ablation.inference": _inference_ablation, "ablation.training": _training_ablation}
 
 
 def _parts(sections) -> list[str]:
