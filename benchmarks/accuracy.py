@@ -43,6 +43,13 @@ FACTORS = (1, 2, 4)  # evaluation size / model input size
 MASK_SIZES = (28, 56, 112, 224)
 ROWS = [*(f"oracle{m}" for m in MASK_SIZES), "maskrcnn", *(f"pointrend{m}" for m in MASK_SIZES)]
 ROWS.append("pointrend_box")
+ROW_NAMES = {  # the rows of the accuracy table at the models' input size
+    "Mask R-CNN 4x conv, 28x28": "maskrcnn",
+    "PointRend, 28x28": "pointrend28",
+    "PointRend, 224x224": "pointrend224",
+    "oracle: ground truth at 28x28": "oracle28",
+    "oracle: ground truth at 224x224": "oracle224",
+}
 
 
 @dataclass
@@ -165,37 +172,19 @@ def by_resolution(pointrend, baseline, vals: dict[int, scoring.ValSet], log=prin
     }
 
 
-def resolution_table(section: dict) -> dict:
-    """``{"160": {row: {"mask_ap", "ap75", "boundary_ap"}}, ...}``: the figures a script reads
-    (``results.json``'s ``"accuracy_by_resolution"``); standard errors stay in the section."""
-    keys = {"mask_ap": "mask_AP", "ap75": "mask_AP75", "boundary_ap": "boundary_AP"}
-    return {
-        size: {row: {k: scores[name] for k, name in keys.items()} for row, scores in rows.items()}
-        for size, rows in section["rows"].items()
-    }
-
-
 def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
     """Mask R-CNN vs the same PointRend weights at 28 and 224, the oracles, and all by
     evaluation resolution."""
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
     base = pointrend.image_size
-    val = scoring.validation_set("instance", num_images, base, folds)
-    rows = {"Mask R-CNN 4x conv, 28x28": scoring.instance_scores(baseline.model, val)}
-    for size in (28, 224):
-        with scoring.mask_settings(pointrend.model, output_size=size):
-            rows[f"PointRend, {size}x{size}"] = scoring.instance_scores(pointrend.model, val)
-    for size in (28, 224):
-        rows[f"oracle: ground truth at {size}x{size}"] = scoring.oracle_scores(val, size)
-    for name, row in rows.items():
-        source.log(
-            f"  {name:<34} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}"
-        )
     vals = {
         base * f: scoring.validation_set("instance", num_images, base, folds, base * f)
         for f in FACTORS[1:]
     }
+    val = scoring.validation_set("instance", num_images, base, folds)
+    table = by_resolution(pointrend.model, baseline.model, {base: val} | vals, source.log)
+    rows = {label: table["rows"][str(base)][row] for label, row in ROW_NAMES.items()}
     config = pointrend.model.roi_heads.mask_branch.config
     return {
         "val_images": num_images,
@@ -205,9 +194,7 @@ def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
         "models": {"pointrend": pointrend.describe(), "maskrcnn": baseline.describe()},
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
-        "by_resolution": by_resolution(
-            pointrend.model, baseline.model, {base: val} | vals, source.log
-        ),
+        "by_resolution": table,
     }
 
 

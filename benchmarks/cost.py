@@ -101,10 +101,7 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
         rows[name] = {
             "multiply_adds_per_box": c["macs"],
             "paper_multiply_adds": paper_macs,
-            "ratio_to_paper": c["macs"] / paper_macs,
-            "activations_total_per_box": c["total"],
             "activations_peak_per_box": c["peak"],  # PointRend: the coarse head or a step
-            "activations_peak_mb_per_box_fp32": c["peak"] * 4 / 2**20,
             "activations_peak_with_sampled_inputs_per_box": c["peak_inputs"],
             "paper_activations": paper_acts,
         }

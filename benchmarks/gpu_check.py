@@ -80,8 +80,7 @@ def match_instances(ref: dict, other: dict) -> dict:
     """Same count; each reference detection's best same-class box IoU and mask IoU."""
     from torchvision.ops import box_iou
 
-    ref = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in ref.items()}
-    other = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in other.items()}
+    ref, other = ({k: v.cpu().float() for k, v in d.items()} for d in (ref, other))
     out = {"count": len(ref["boxes"]), "other_count": len(other["boxes"])}
     if not len(ref["boxes"]) or not len(other["boxes"]):
         return out | {"min_box_iou": None, "min_mask_iou": None}
@@ -89,29 +88,18 @@ def match_instances(ref: dict, other: dict) -> dict:
     best, j = iou.max(1)
     a, b = ref["masks"][:, 0] >= 0.5, other["masks"][j, 0] >= 0.5
     masks = (a & b).sum((1, 2)) / (a | b).sum((1, 2)).clamp(min=1)
-    scores = (ref["scores"] - other["scores"][j]).abs().max()
-    return out | {
-        "min_box_iou": float(best.min()),
-        "min_mask_iou": float(masks.min()),
-        "max_score_diff": float(scores),
-    }
+    out |= {"min_box_iou": float(best.min()), "min_mask_iou": float(masks.min())}
+    return out | {"max_score_diff": float((ref["scores"] - other["scores"][j]).abs().max())}
 
 
-def _instance_parity(cpu_model, dev_model, images, device) -> list[dict]:
-    rows = []
+def instance_parity(cpu_model, dev_model, images, device) -> dict:
+    """:func:`match_instances` per image, and whether every image passes."""
     with torch.no_grad():
-        for image in images:
-            ref = cpu_model([image])[0]
-            rows.append(match_instances(ref, dev_model([image.to(device)])[0]))
-    return rows
-
-
-def _passes(rows: list[dict]) -> bool:
-    return all(
-        r["count"] == r["other_count"]
-        and (r["min_box_iou"] is None or (r["min_box_iou"] >= 0.999 and r["min_mask_iou"] >= 0.99))
-        for r in rows
-    )
+        rows = [match_instances(cpu_model([x])[0], dev_model([x.to(device)])[0]) for x in images]
+    close = [r["min_box_iou"] is None or r["min_box_iou"] >= 0.999 for r in rows]
+    close = [c and (r["min_mask_iou"] or 1.0) >= 0.99 for c, r in zip(close, rows)]
+    same = [r["count"] == r["other_count"] for r in rows]
+    return {"images": rows, "pass": all(close) and all(same)}
 
 
 def _detectron2_fixture(folder: Path) -> tuple[Path, list[torch.Tensor]]:
@@ -144,8 +132,8 @@ def parity(device: torch.device, quick: bool) -> dict:
     images = [SyntheticInstanceDataset(n, 256, seed=4321)[i][0] for i in range(n)]
     for mode in ("fixed", "box"):
         option = [f"model.options.mask_resolution={mode}"]
-        rows = _instance_parity(*both(WEIGHTS_DIR / SHIPPED["pointrend"], option), images, device)
-        result[f"shipped_instance_{mode}"] = {"images": rows, "pass": _passes(rows)}
+        models = both(WEIGHTS_DIR / SHIPPED["pointrend"], option)
+        result[f"shipped_instance_{mode}"] = instance_parity(*models, images, device)
     cpu, dev = both(WEIGHTS_DIR / SHIPPED["semantic_pointrend"])
     agree = []
     with torch.no_grad():
@@ -158,8 +146,7 @@ def parity(device: torch.device, quick: bool) -> dict:
     result["shipped_semantic"] = {"label_agreement": agree, "pass": min(agree) >= 0.999}
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         path, d2_images = _detectron2_fixture(Path(work))
-        rows = _instance_parity(*both(path), d2_images, device)
-    result["detectron2_fixture"] = {"images": rows, "pass": _passes(rows)}
+        result["detectron2_fixture"] = instance_parity(*both(path), d2_images, device)
     return result
 
 
@@ -208,18 +195,15 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
         for precision, row in _timed(model, [image], device, sizes).items():
             row["detections"] = len(row.pop("output")[0]["boxes"])
             result["instance"][f"{name}_{precision}"] = row
-    timing = result["instance"]
-    for mode, precision in [(m, p) for m in ("fixed", "box") for p in ("fp32", "amp")]:
-        row = timing[f"pointrend_{mode}_{precision}"]
-        row["vs_torchvision"] = (
-            row["seconds"] / timing[f"torchvision_maskrcnn_{precision}"]["seconds"]
-        )
+    for name, row in result["instance"].items():
+        if name.startswith("pointrend"):
+            baseline = result["instance"]["torchvision_maskrcnn_" + name.split("_")[-1]]
+            row["vs_torchvision"] = row["seconds"] / baseline["seconds"]
     result["host_reads_per_forward"] = _host_reads(models["pointrend_fixed"], [image])
     del models
     batch = torch.rand(1, 3, *sizes.semantic, device=device)
-    for name, builder in (
-        ("semantic_fpn", pointrend_semantic_fpn),
-        ("deeplabv3", pointrend_deeplabv3),
+    for name, builder in zip(
+        ("semantic_fpn", "deeplabv3"), (pointrend_semantic_fpn, pointrend_deeplabv3)
     ):
         torch.manual_seed(0)
         model = builder(sizes.backbone, 19).to(device).eval()
@@ -316,19 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     result = run_check(device, QUICK if args.quick else Sizes(), args.quick, argv)
-    checks = {
-        **{f"parity/{k}": v["pass"] for k, v in result["parity"].items()},
-        "train_amp": result["train_amp"]["pass"],
-        "torchrun": result["torchrun"]["pass"],
-    }
-    result["checks"] = checks
-    path = write_json(result, args.out)
-    print(f"gpu_check: wrote {path}")
+    checks = {f"parity/{k}": v["pass"] for k, v in result["parity"].items()}
+    result["checks"] = checks | {k: result[k]["pass"] for k in ("train_amp", "torchrun")}
+    print(f"gpu_check: wrote {write_json(result, args.out)}")
     for name, value in result["speed"]["instance"].items():
-        ratio = value.get("vs_torchvision")
-        extra = f" ({ratio:.2f}x torchvision)" if ratio else ""
-        print(f"  {name}: {value['seconds'] * 1000:.1f} ms{extra}")
-    failed = [k for k, ok in checks.items() if not ok]
+        ratio = (
+            f" ({value['vs_torchvision']:.2f}x torchvision)" if "vs_torchvision" in value else ""
+        )
+        print(f"  {name}: {value['seconds'] * 1000:.1f} ms{ratio}")
+    failed = [k for k, ok in result["checks"].items() if not ok]
     print("gpu_check: all checks passed" if not failed else f"gpu_check: FAILED {failed}")
     return 1 if failed else 0
 

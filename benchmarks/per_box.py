@@ -3,10 +3,9 @@
 
 ``cost`` (key ``per_box_resolution``): 100 boxes with sides log-uniform from 16 to 600 pixels
 on an 800 x 1333 image (random P2, K = 80, untrained heads: the cost depends on the points).
-Mask branch time and peak memory: per-box, fixed 224,
-torchvision's 28 x 28 head; end to end, ResNet-50-FPN with the boxes forced through three mask
-branches. ``--accuracy N``: the shipped model on N validation images, fixed 224 vs per-box,
-scored at 1x, 2x, 4x its input size against exact ground truth (± s.e. over folds).
+Mask branch time and peak memory: per-box, fixed 224, torchvision's 28 x 28 head; end to end,
+ResNet-50-FPN with the boxes forced through three mask branches. (The accuracy of the two modes:
+``python -m benchmarks --sections accuracy``, rows ``pointrend224`` and ``pointrend_box``.)
 
 ``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle in
 place of the point head. Random shapes fill the box; their coverage of each cell gives the 7 x 7
@@ -50,12 +49,12 @@ from pointrend.points import calculate_uncertainty
 from pointrend.render import shortcut_steps, subdivision_inference, subdivision_sizes
 
 from . import common, cost, scoring
-from .accuracy import FACTORS, INSTANCE, shipped_model
+from .accuracy import INSTANCE, shipped_model
 from .plots import plot_boundary_crop
 
 log = functools.partial(print, flush=True)
 
-# --- cost and accuracy -------------------------------------------------------------------------
+# --- cost -------------------------------------------------------------------------------------
 
 IMAGE = (800, 1333)
 
@@ -106,34 +105,10 @@ def end_to_end(rounds: int, boxes: Tensor) -> dict:
     return {"end_to_end_s": common.medians(samples), "end_to_end_samples_s": samples}
 
 
-def accuracy(num_images: int, folds: int = 4) -> dict:
-    """Boundary AP and mask AP of fixed 224 vs per-box masks at 1x, 2x and 4x the input size."""
-    pointrend = shipped_model(INSTANCE["pointrend"], log)
-    base = pointrend.image_size
-    vals = {
-        base * f: scoring.validation_set(
-            "instance", num_images, base, folds, base * f if f > 1 else None
-        )
-        for f in FACTORS
-    }
-    table = {"boundary_ap": {}, "mask_ap": {}}
-    for name, changes in (("fixed224", {"output_size": 224}), ("box", {"mask_resolution": "box"})):
-        with scoring.mask_settings(pointrend.model, **changes):
-            results = scoring.predict_at_sizes(pointrend.model, vals[base].dataset, sorted(vals))
-        for size, val in vals.items():
-            scores = scoring.score_results(val, results[size])
-            for key, metric in (("boundary_ap", "boundary_AP"), ("mask_ap", "mask_AP")):
-                cell = {"value": scores[metric], "se": common.standard_error(scores, metric)}
-                table[key].setdefault(str(size), {})[name] = cell
-    return {**table, "accuracy_val_images": num_images, "accuracy_folds": folds}
-
-
 def cost_study(args) -> dict:
     boxes = log_uniform_boxes(args.boxes, *IMAGE)
     labels = torch.randint(1, cost.K, (args.boxes,), generator=torch.Generator().manual_seed(1))
     section = mask_branch(args.rounds, boxes, labels) | end_to_end(args.rounds, boxes)
-    if args.accuracy:
-        section.update(accuracy(args.accuracy))
     return section | {"boxes": args.boxes, "image": list(IMAGE), "rounds": args.rounds}
 
 
@@ -485,10 +460,9 @@ def scale_study(args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = common.arguments("per_box", __doc__)
     sub = parser.add_subparsers(dest="study", required=True)
-    p = sub.add_parser("cost", help="mask branch and end to end; --accuracy N images")
+    p = sub.add_parser("cost", help="mask branch and end to end")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--boxes", type=int, default=100)
-    p.add_argument("--accuracy", type=int, default=0, help="validation images (0: skip)")
     p = sub.add_parser("budget", help="points per step, an oracle study")
     p.add_argument("--shapes", type=int, default=80)
     p.add_argument("--sizes", type=int, nargs="+", default=[56, 112, 224, 448, 896])

@@ -180,9 +180,6 @@ def per_box_tables(results: dict) -> str:
         keys = "mask_branch_s peak_mb end_to_end_s"
         out += measured(cost) + table(by_key(cost, keys), keys)
         out += f"Grids (H x W: boxes): {cost['box_grids']}.\n\n"
-        for key in ("boundary_ap", "mask_ap"):
-            sizes = " ".join(cost.get(key, {}))
-            out += table(by_key(cost[key], sizes), sizes, f"{key} at each size:") if sizes else ""
     if "point_budget" in results:
         rules = "fixed224 per_box final_side step_side no_refinement"
         out += measured(results["point_budget"])

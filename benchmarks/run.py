@@ -141,9 +141,6 @@ def _merge_and_write(out: Path, quick: bool, settings: dict, measured: dict) -> 
             else:
                 sections[part] = figures
         results = {**old, "machine": machine_info(), "settings": settings, "sections": sections}
-        by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
-        if by_resolution:  # the table a script reads, at the top level
-            results["accuracy_by_resolution"] = accuracy.resolution_table(by_resolution)
         write_report(results, out)
     return results
 

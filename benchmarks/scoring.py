@@ -9,7 +9,6 @@ set and against each fold's ground truth.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -132,12 +131,7 @@ def predict_at_sizes(
 
 def instance_scores(model: nn.Module, val: ValSet) -> dict:
     """Mask AP / AP50 / AP75, Boundary AP / AP75, box AP (percent), overall and per fold."""
-    started = time.perf_counter()
-    results = predict_at_sizes(model, val.dataset)[val.image_size]
-    seconds = time.perf_counter() - started
-    scores = score_results(val, results)
-    scores["eval_s_per_image"] = seconds / len(val.dataset)
-    return scores
+    return score_results(val, predict_at_sizes(model, val.dataset)[val.image_size])
 
 
 @contextlib.contextmanager
@@ -192,9 +186,7 @@ def _semantic_row(metrics: dict) -> dict:
 
 def semantic_scores(model: nn.Module, val: ValSet) -> dict:
     """mIoU, boundary F, boundary IoU, pixel accuracy (percent), overall and per fold."""
-    started = time.perf_counter()
     scores = _semantic_row(evaluate_semantic(model, val.dataset))
-    scores["eval_s_per_image"] = (time.perf_counter() - started) / len(val.dataset)
     parts = [_Part(val.dataset, part) for part in val.folds]
     scores["folds"] = [_semantic_row(evaluate_semantic(model, part)) for part in parts]
     return scores | {"images": len(val.dataset)}

@@ -14,7 +14,6 @@ the bench's ``semantic`` section runs the same function.
 
 from __future__ import annotations
 
-import copy
 import functools
 import statistics
 from collections.abc import Callable
@@ -77,20 +76,6 @@ def _measure(fn: Callable[[], object], model: SemanticSegmenter) -> tuple[dict, 
     return row | {"point_head_calls": counter.calls}, out
 
 
-def _multiply_adds(model: SemanticSegmenter, shape, refine: bool) -> dict:
-    """Multiply-adds and activations (elements written by conv / linear layers), on ``meta``."""
-    meta = copy.deepcopy(model).to("meta")
-    image = torch.empty(shape, device="meta")
-    inputs = refinement_inputs(meta, image) if refine else None
-    run = (lambda: meta.render(*inputs)) if refine else (lambda: meta(image))
-    counter = common.ActivationCounter()
-    try:
-        macs = common.count_call(run, counter)
-    except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
-        return {"multiply_adds": None, "activations": None}
-    return {"multiply_adds": macs, "activations": sum(counter.counts.values())}
-
-
 def semantic_model_costs(
     height: int = 1024,
     width: int = 2048,
@@ -116,8 +101,7 @@ def semantic_model_costs(
         model = models[name.split(".")[0]]
         row, out = _measure(fn, model)
         assert out.shape == (1, num_classes, height, width), (name, tuple(out.shape))
-        rows[name] = {**row, **_multiply_adds(model, image.shape, name.endswith(".refinement"))}
-        rows[name]["coarse_stride"] = model.coarse_stride
+        rows[name] = row | {"coarse_stride": model.coarse_stride}
     samples = common.alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name].update(time_s=statistics.median(times), samples_s=times)

@@ -57,9 +57,9 @@ def test_quick_bench_figures(quick_bench):
     )
     for row in instance["rows"].values():
         assert all(0 <= row[k] <= 100 for k in ("mask_AP", "mask_AP75", "boundary_AP", "box_AP"))
-    table = results["accuracy_by_resolution"]
-    assert list(table) == [str(instance["image_size"] * f) for f in FACTORS]
-    assert all(list(rows) == ROWS for rows in table.values())
+    by_size = instance["by_resolution"]["rows"]
+    assert list(by_size) == [str(instance["image_size"] * f) for f in FACTORS]
+    assert all(list(rows) == ROWS for rows in by_size.values())
     inference = s["ablation"]["inference"]["rows"]
     assert [r["point_predictions_per_box"] for r in inference.values()] == [784, 3136, 980, 9408]
     assert len(s["ablation"]["training"]["rows"]) == 4
