@@ -3,8 +3,7 @@
 * :class:`ActivationCounter`: elements written by conv / linear operators, per phase;
   :class:`PointCounter`: also the points a point head predicts; :class:`PeakMemory`: the peak
   of live intermediate tensors allocated inside a ``with`` block.
-* :func:`count_call` (multiply-adds: ``FlopCounterMode`` counts 2 FLOPs per multiply-add, halved
-  here), :func:`peak_bytes`, :func:`alternate` (every contender once per round, several rounds).
+* :func:`alternate`: every contender once per round, several rounds.
 * :func:`arguments` / :func:`parse`: the options every stand-alone module has;
   :func:`machine_info`, :func:`command_line`, :func:`write_json` (strict JSON),
   :func:`store_section` (one key of ``results.json``, the report rendered again).
@@ -27,11 +26,9 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import Tensor
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 
 from pointrend._fused_head import FusedPointHead
 
@@ -122,25 +119,6 @@ class PeakMemory(TorchDispatchMode):
             self.live[key][1] += 1
             weakref.finalize(t, self._release, key)
         return out
-
-
-def count_call(run: Callable[[], object], counter: ActivationCounter) -> float:
-    """Run ``run()`` twice (FLOP counter, then ``counter``); return the multiply-adds."""
-    with torch.no_grad():
-        flops = FlopCounterMode(display=False)
-        with flops:
-            run()
-        with counter:
-            run()
-    return flops.get_total_flops() / 2
-
-
-def peak_bytes(run: Callable[[], object]) -> int:
-    """Peak bytes of live intermediate tensors during ``run()`` (no autograd)."""
-    meter = PeakMemory()
-    with torch.no_grad(), meter:
-        run()
-    return meter.peak
 
 
 def alternate(
@@ -250,13 +228,6 @@ def store_section(path: Path, key: str, section: dict, module: str | None = None
     results = read_json(path) | {key: section}
     write_report(results, Path(path).parent)
     return f"{path} [{key!r}] and {Path(path).parent / 'REPORT.md'}"
-
-
-def batched_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
-    inter = (a & b).flatten(1).sum(1).double()
-    union = (a | b).flatten(1).sum(1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def standard_error(row: dict, key: str) -> float | None:

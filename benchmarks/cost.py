@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
@@ -65,6 +66,18 @@ def random_boxes(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor
     return torch.cat([origin, origin + size], dim=1)
 
 
+def count_call(run: Callable[[], object], counter: common.ActivationCounter) -> float:
+    """Run ``run()`` twice (FLOP counter, then ``counter``); return the multiply-adds
+    (``FlopCounterMode`` counts 2 FLOPs per multiply-add)."""
+    with torch.no_grad():
+        flops = FlopCounterMode(display=False)
+        with flops:
+            run()
+        with counter:
+            run()
+    return flops.get_total_flops() / 2
+
+
 def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"):
     dense = DenseMaskHead(output).to(device).eval()
     feats = {"0": features.to(device)}
@@ -75,7 +88,7 @@ def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"
 def _counts(run, counter: common.ActivationCounter, n: int) -> dict:
     """Multiply-adds and activations (total, largest phase, with the sampled inputs) per box
     of ``run()`` on ``n`` boxes."""
-    macs = common.count_call(run, counter) / n
+    macs = count_call(run, counter) / n
     counts = counter.counts
     with_inputs = [v + counter.inputs.get(k, 0) for k, v in counts.items()]
     total, peak = sum(counts.values()) / n, max(counts.values()) / n

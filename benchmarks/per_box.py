@@ -29,7 +29,7 @@ import functools
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,21 @@ log = functools.partial(print, flush=True)
 # --- cost -------------------------------------------------------------------------------------
 
 IMAGE = (800, 1333)
+
+
+def peak_bytes(run: Callable[[], object]) -> int:
+    """Peak bytes of live intermediate tensors during ``run()`` (no autograd)."""
+    meter = common.PeakMemory()
+    with torch.no_grad(), meter:
+        run()
+    return meter.peak
+
+
+def batched_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def log_uniform_boxes(n: int, height: int, width: int, low=16.0, high=600.0, seed=0) -> Tensor:
@@ -87,7 +102,7 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
         grids = [f"{h}x{w}" for h, w in runs["box"]().sizes().tolist()]
     return {
         "mask_branch_s": common.medians(samples),
-        "peak_mb": {k: common.peak_bytes(run) / 2**20 for k, run in runs.items()},
+        "peak_mb": {k: peak_bytes(run) / 2**20 for k, run in runs.items()},
         "mask_branch_samples_s": samples,
         "box_grids": {g: grids.count(g) for g in sorted(set(grids), key=grids.index)},
     }
@@ -249,8 +264,8 @@ def evaluate_size(maps: dict[int, Tensor], final: int, k_values, batch: int = 20
             if rule == "dense" and not torch.equal(pred, truth):
                 raise AssertionError(f"dense rendering at M={final} is not the exact mask")
             iou = (
-                common.batched_iou(region, boundary_region(pred)),
-                common.batched_iou(truth, pred),
+                batched_iou(region, boundary_region(pred)),
+                batched_iou(truth, pred),
             )
             scores[rule, k].append(iou)
     row: dict = {rule: {} for rule in RULES}
@@ -350,7 +365,7 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
         "detections": len(result["boxes"]),
         f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
         "boxes": result["boxes"].tolist(),
-        "mask_iou": float(common.batched_iou(pred[None], truth[None])),
+        "mask_iou": float(batched_iou(pred[None], truth[None])),
         "boundary_iou": boundary_iou(truth, pred),
     }
     if k < 0 or overlap[k] <= 0 or row["score"] < 0.5 or row["mask_iou"] < 0.5:
@@ -410,7 +425,7 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
         name: {m: statistics.median(r[i] for r in rows[1:]) for m, rows in seconds.items()}
         for i, name in enumerate(names)  # rows[0]: the warm-up round
     }
-    return table | {"peak_mb": {mode: common.peak_bytes(run) / 2**20 for mode, run in runs.items()}}
+    return table | {"peak_mb": {mode: peak_bytes(run) / 2**20 for mode, run in runs.items()}}
 
 
 def scale_study(args) -> dict:

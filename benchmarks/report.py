@@ -100,7 +100,7 @@ def measured(section: dict) -> str:
 
 
 def instance_tables(s: dict) -> dict[str, str]:
-    """The slots of the ``cost``, ``semantic`` and ``ablation`` sections."""
+    """The slots of the ``cost``, ``semantic`` and ``ablation`` sections (``s``: the sections)."""
     out = {}
     if "cost" in s:
         c = s["cost"]
@@ -118,21 +118,13 @@ def instance_tables(s: dict) -> dict[str, str]:
         keys = "time_s vs_coarse_model over_coarse_model peak_mb points_per_image"
         caption = f"Full models, {full['backbone']}, {full['image']}:"
         out["semantic"] = measured(s["semantic"]) + table(rows, keys, caption)
-    abl = s.get("ablation", {})
-    if "inference" in abl:
-        keys = "mask_AP boundary_AP render_ms_per_box point_predictions_per_box"
-        caption = "Inference settings, same weights:"
-        out["ablation"] = measured(abl["inference"]) + table(
-            abl["inference"]["rows"], keys, caption
-        )
-    if "training" in abl:
-        rows, keys = abl["training"]["rows"], "mask_AP mask_AP75 boundary_AP box_AP"
+    training = s.get("ablation", {}).get("training")
+    if training:
+        rows, keys = training["rows"], "mask_AP mask_AP75 boundary_AP box_AP"
         ref = next(n for n in rows if n.startswith("mildly"))
         rows = rows | differences(rows, [(n, ref) for n in rows if n != ref], keys)
-        caption = f"Training point selection, {abl['training']['train_iters']} iterations each:"
-        out["ablation"] = (
-            out.get("ablation", "") + measured(abl["training"]) + table(rows, keys, caption)
-        )
+        caption = f"Training point selection, {training['train_iters']} iterations each:"
+        out["ablation"] = measured(training) + table(rows, keys, caption)
     return out
 
 

@@ -1,11 +1,11 @@
 """``python -m benchmarks``: measure the asked sections, keep the others' figures, write the report.
 
 Sections: ``cost`` (instance mask branch per box and against output size, end to end),
-``semantic`` (whole models at full resolution, and their refinement alone), ``accuracy`` (instance and
-semantic at equal training budget, and by evaluation resolution), ``ablation`` (its parts
-``ablation.inference``: rendering settings on the same weights; ``ablation.training``: training
-point selection, trained here). Sections not asked for keep their figures from ``results.json``
-in the output folder (of the same mode), and so do the stand-alone modules' keys.
+``semantic`` (whole models at full resolution, and their refinement alone), ``accuracy``
+(instance and semantic at equal training budget, and by evaluation resolution) and ``ablation``
+(its part ``ablation.training``: training point selection, trained here). Sections not asked for
+keep their figures from ``results.json`` in the output folder (of the same mode), and so do the
+stand-alone modules' keys.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch
 from pointrend.demo import WEIGHTS_DIR
 
 from . import accuracy, cost, semantic
-from .ablation import inference_ablation, training_ablation
+from .ablation import training_ablation
 from .common import machine_info, read_json
 from .report import write_report
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation")
-PARTS = ("cost", "semantic", "accuracy", "ablation.inference", "ablation.training")
+PARTS = ("cost", "semantic", "accuracy", "ablation.training")
 RESULTS, QUICK_RESULTS = "benchmarks/results", "outputs/bench-quick"
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
@@ -43,10 +43,7 @@ def bench_sizes(args: argparse.Namespace) -> dict:
         "train_iters": args.train_iters or (2 if q else None),  # None: the recipes' own
         "val_images": args.val_images or (2 if q else 100),
         "repeats": args.repeats or (3 if q else 5),
-        "timing_images": 2 if q else 8,
         "folds": 2 if q else 4,
-        "ablation_sizes": [28, 224] if q else [28, 56, 112, 224],
-        "ablation_points": [14, 56] if q else [14, 28, 56, 112],
         "cost_image": [200, 336] if q else [800, 1333],
         "cost_sizes": [28, 56, 112] if q else [28, 56, 112, 224, 448],
         "cost_boxes": 8 if q else 100,
@@ -96,27 +93,17 @@ def _accuracy(s: dict, source: accuracy.ModelSource) -> dict:
     }
 
 
-def _inference_ablation(s: dict, source: accuracy.ModelSource) -> dict:
-    log("ablation: inference settings on the same PointRend weights")
-    pointrend = accuracy.obtain_model(accuracy.INSTANCE["pointrend"], source)
-    sizes, points = s["ablation_sizes"], s["ablation_points"]
-    result = inference_ablation(
-        pointrend, s["val_images"], s["timing_images"], s["repeats"], sizes, points, s["folds"], log
-    )
-    return result | {"model": {"weights": pointrend.weights, "iteration": pointrend.iteration}}
-
-
 def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
     log(f"ablation: training point selection, {source.train_iters or 'the recipe'} iterations")
     return training_ablation(source, s["val_images"], None, s["folds"])
 
 
 RUNNERS = {"cost": _cost, "semantic": _semantic, "accuracy": _accuracy}
-RUNNERS |= {"ablation.inference": _inference_ablation, "ablation.training": _training_ablation}
+RUNNERS["ablation.training"] = _training_ablation
 
 
 def _parts(sections) -> list[str]:
-    """``--sections`` names -> the parts to measure (``ablation`` is both of its parts)."""
+    """``--sections`` names -> the parts to measure (``ablation``: all its parts)."""
     unknown = [n for n in sections if n not in SECTIONS + PARTS]
     if unknown:
         raise ValueError(

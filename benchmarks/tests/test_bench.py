@@ -60,8 +60,6 @@ def test_quick_bench_figures(quick_bench):
     by_size = instance["by_resolution"]["rows"]
     assert list(by_size) == [str(instance["image_size"] * f) for f in FACTORS]
     assert all(list(rows) == ROWS for rows in by_size.values())
-    inference = s["ablation"]["inference"]["rows"]
-    assert [r["point_predictions_per_box"] for r in inference.values()] == [784, 3136, 980, 9408]
     assert len(s["ablation"]["training"]["rows"]) == 4
 
 
@@ -84,7 +82,7 @@ def test_one_section_is_measured_again_and_the_others_kept(quick_bench, tmp_path
 
 
 def test_section_names_and_an_unknown_one(tmp_path, capsys):
-    assert run._parts(["ablation"]) == ["ablation.inference", "ablation.training"]
+    assert run._parts(["ablation"]) == ["ablation.training"]
     assert run._parts(["ablation.training", "cost"]) == ["cost", "ablation.training"]
     assert main(["--quick", "--out", str(tmp_path), "--sections", "cost,speed"]) == 1
     assert "speed" in capsys.readouterr().err
