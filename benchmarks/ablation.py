@@ -41,7 +41,7 @@ def training_ablation(
         solver = loaded.config.solver
         if val is None:
             size = image_size or loaded.config.train_data.image_size
-            val = validation_set("instance", num_images, size, folds)
+            val = validation_set(num_images, size, folds)
         row = rows[name] = instance_scores(loaded.model.eval(), val)
         row |= {"options": options, "iteration": loaded.iteration, "weights": str(path)}
         source.log(f"  {name:<32} mask AP {row['mask_AP']:5.1f}")

@@ -34,10 +34,6 @@ INSTANCE = {
     "pointrend": "synthetic_instance_pointrend_r18",
     "maskrcnn": "synthetic_instance_maskrcnn_r18",
 }
-SEMANTIC = {
-    "pointrend": "synthetic_semantic_pointrend_fpn_r18",
-    "coarse": "synthetic_semantic_coarse_fpn_r18",
-}
 QUICK_SIZE = 64  # image side of the models trained in --quick mode
 FACTORS = (1, 2, 4)  # evaluation size / model input size
 MASK_SIZES = (28, 56, 112, 224)
@@ -179,10 +175,9 @@ def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
     base = pointrend.image_size
     vals = {
-        base * f: scoring.validation_set("instance", num_images, base, folds, base * f)
-        for f in FACTORS[1:]
+        base * f: scoring.validation_set(num_images, base, folds, base * f) for f in FACTORS[1:]
     }
-    val = scoring.validation_set("instance", num_images, base, folds)
+    val = scoring.validation_set(num_images, base, folds)
     table = by_resolution(pointrend.model, baseline.model, {base: val} | vals, source.log)
     rows = {label: table["rows"][str(base)][row] for label, row in ROW_NAMES.items()}
     config = pointrend.model.roi_heads.mask_branch.config
@@ -195,22 +190,4 @@ def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
         "by_resolution": table,
-    }
-
-
-def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
-    """Coarse Semantic FPN upsampled vs + PointRend: mIoU, boundary F and IoU (percent)."""
-    models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
-    size = models["pointrend"].image_size
-    val = scoring.validation_set("semantic", num_images, size, folds)
-    labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
-    rows = {labels[key]: scoring.semantic_scores(models[key].model, val) for key in labels}
-    return {
-        "val_images": num_images,
-        "val_seed": scoring.VAL_SEED,
-        "folds": len(val.folds),
-        "image_size": size,
-        "coarse_stride": getattr(models["pointrend"].model, "coarse_stride", None),
-        "models": {key: m.describe() for key, m in models.items()},
-        "rows": rows,
     }

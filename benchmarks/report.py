@@ -129,8 +129,8 @@ def instance_tables(s: dict) -> dict[str, str]:
 
 
 def accuracy_tables(acc: dict) -> str:
-    """The ``accuracy`` slot: instances (and by evaluation resolution), then semantic."""
-    out, inst, sem = measured(acc), acc.get("instance"), acc.get("semantic")
+    """The ``accuracy`` slot: instances, and by evaluation resolution."""
+    out, inst = measured(acc), acc.get("instance")
     if inst:
         rows, keys = inst["rows"], "mask_AP mask_AP75 boundary_AP boundary_AP75 box_AP"
         out += table(rows, keys, f"{inst['val_images']} images of {inst['image_size']} px:")
@@ -150,10 +150,6 @@ def accuracy_tables(acc: dict) -> str:
             }
             out += table(grid, columns, "Boundary AP differences:")
             out += "![Boundary AP by evaluation resolution](accuracy_by_resolution.png)\n\n"
-    if sem:
-        (base, _), (ours, _) = sem["rows"].items()
-        rows = sem["rows"] | differences(sem["rows"], [(ours, base)], "mIoU boundary_F")
-        out += table(rows, "mIoU boundary_F", "Semantic:")
     return out
 
 

@@ -2,7 +2,7 @@
 
 Sections: ``cost`` (instance mask branch per box and against output size, end to end),
 ``semantic`` (whole models at full resolution, and their refinement alone), ``accuracy``
-(instance and semantic at equal training budget, and by evaluation resolution) and ``ablation``
+(instances at equal training budget, and by evaluation resolution) and ``ablation``
 (its part ``ablation.training``: training point selection, trained here). Sections not asked for
 keep their figures from ``results.json`` in the output folder (of the same mode), and so do the
 stand-alone modules' keys.
@@ -86,11 +86,8 @@ def _semantic(s: dict, source: accuracy.ModelSource) -> dict:
 
 
 def _accuracy(s: dict, source: accuracy.ModelSource) -> dict:
-    log("accuracy: instances, then semantic (equal training budget)")
-    instance = accuracy.instance_accuracy(source, s["val_images"], s["folds"])
-    return {"instance": instance} | {
-        "semantic": accuracy.semantic_accuracy(source, s["val_images"], s["folds"])
-    }
+    log("accuracy: instances at equal training budget, and by evaluation resolution")
+    return {"instance": accuracy.instance_accuracy(source, s["val_images"], s["folds"])}
 
 
 def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
