@@ -18,7 +18,6 @@ are synthetic scenes enlarged and saved as JPEG (quality 90). Writes
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -33,7 +32,7 @@ from PIL import Image
 from pointrend.data.synthetic import render_sample
 from pointrend.data.write import write_synthetic_dataset
 
-from .common import RESULTS, command_line, store_section
+from . import common
 
 log = functools.partial(print, flush=True)
 MODULE = "benchmarks.big_images"
@@ -215,24 +214,17 @@ def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
         street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
         stages = semantic_stages(street, REPO / "src")
     section["runs"]["this"]["semantic_4096x8192_stages"] = stages
-    section["semantic_stages_command"] = command_line(MODULE, argv)
+    section["semantic_stages_command"] = common.command_line(MODULE, argv)
     log(f"  semantic_4096x8192_stages {stages}")
-    log(f"wrote {store_section(out, 'big_images', section)}")
+    log(f"wrote {common.store_section(out, 'big_images', section)}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.big_images", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="runs of the 800 x 1333 predict")
+    parser = common.arguments("big_images", __doc__.split("\n")[0], rounds=3)
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument(
-        "--semantic-stages-only",
-        action="store_true",
-        help="measure only semantic_4096x8192_stages, into the stored big_images section",
-    )
-    args = parser.parse_args(argv)
+    stages = "measure only semantic_4096x8192_stages, into the stored big_images section"
+    parser.add_argument("--semantic-stages-only", action="store_true", help=stages)
+    args = common.parse(parser, argv)
     if args.semantic_stages_only:
         return _semantic_stages_only(Path(args.out), argv)
     start = time.perf_counter()
@@ -247,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     for key, value in section["checks"].items():
         log(f"  {key}: {value}")
-    log(f"wrote {store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
+    log(f"wrote {common.store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
   the same 100 boxes forced through both mask branches, masks pasted at image size.
 
 The dense head's counts are taken on the ``meta`` device (shapes only). ``python -m
-benchmarks.cost [--quick]`` writes ``benchmarks/results/instance_cost.json``; the bench's
-``cost`` section runs the same functions.
+benchmarks.cost [--quick]`` writes :func:`measure` to ``benchmarks/results/instance_cost.json``;
+the bench's ``cost`` section is the same function.
 """
 
 from __future__ import annotations
@@ -201,28 +201,40 @@ def end_to_end(repeats: int, boxes_total: int = 100, log: Log = print) -> dict:
     return result | {"boxes": boxes_total, "image": [800, 1333]}
 
 
+def measure(
+    image_size,
+    sizes,
+    repeats: int,
+    boxes=100,
+    dense_boxes=None,
+    per_box_boxes=4,
+    end_to_end_repeats: int | None = None,
+    log: Log = print,
+) -> dict:
+    """The whole cost section: :func:`head_costs`, :func:`branch_times` (``sweep``) on a random P2
+    of an ``image_size`` image and, with ``end_to_end_repeats``, :func:`end_to_end`."""
+    (h, w) = image_size
+    torch.manual_seed(0)
+    features = torch.randn(1, CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
+    log(f"cost: per box, then the mask branch on {boxes} boxes at {sizes}")
+    result = {"image": [h, w], "num_classes": K, "boxes": boxes, "repeats": repeats}
+    result["per_box"] = head_costs(features, (h, w), per_box_boxes)
+    result["sweep"] = branch_times(features, (h, w), sizes, repeats, boxes, dense_boxes, log)
+    if end_to_end_repeats:
+        result["end_to_end"] = end_to_end(end_to_end_repeats, log=log)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     out = "benchmarks/results/instance_cost.json"
     parser = common.arguments("cost", __doc__.split("\n")[0], out, repeats=5)
     parser.add_argument("--quick", action="store_true", help="one repeat, outputs 28 and 56")
     args = common.parse(parser, argv)
     repeats = 1 if args.quick else args.repeats
-    torch.manual_seed(0)
-    features = torch.randn(1, CHANNELS, 200, 336)  # P2 of a padded 800 x 1344 image
-    costs = head_costs(features, (800, 1333))
-    for name, row in costs.items():
-        print(f"  {name:<14} {row['multiply_adds_per_box'] / 1e9:6.2f}B multiply-adds per box")
     sizes = [28, 56] if args.quick else [28, 56, 112, 224, 448]
-    result = {
-        "command": common.command_line("benchmarks.cost", argv),
-        "machine": common.machine_info(),
-        "threads": args.threads,
-        "repeats": repeats,
-        "num_classes": K,
-        "per_box": costs,
-        "mask_branch_100_boxes": branch_times(features, (800, 1333), sizes, repeats),
-        "end_to_end_r50_fpn_800x1333_100_boxes": end_to_end(repeats),
-    }
+    result = {"command": common.command_line("benchmarks.cost", argv)}
+    result |= {"machine": common.machine_info(), "threads": args.threads}
+    result |= measure((800, 1333), sizes, repeats, end_to_end_repeats=repeats)
     print(f"wrote {common.write_json(result, args.out)}")
 
 

@@ -46,9 +46,10 @@ class Sizes:
     rounds: int = 3
     train_iters: int = 50
     torchrun_iters: int = 20
+    parity_images: int = 6
 
 
-QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
+QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2, 2)
 
 
 def _timed(model, inputs, device: torch.device, sizes: Sizes) -> dict:
@@ -118,7 +119,7 @@ def _detectron2_fixture(folder: Path) -> tuple[Path, list[torch.Tensor]]:
     return out, [read_image(p) for p in sorted(INSTANCE.glob("image_*.png"))]
 
 
-def parity(device: torch.device, quick: bool) -> dict:
+def parity(device: torch.device, sizes: Sizes) -> dict:
     from pointrend.data.synthetic import SyntheticInstanceDataset, SyntheticSemanticDataset
     from pointrend.demo import SHIPPED, WEIGHTS_DIR
     from pointrend.engine.inference import load_trained_model
@@ -127,22 +128,19 @@ def parity(device: torch.device, quick: bool) -> dict:
         cpu = load_trained_model(path, None, list(overrides), "cpu").model
         return cpu, load_trained_model(path, None, list(overrides), device).model
 
-    result = {}
-    n = 2 if quick else 6
+    result, n = {}, sizes.parity_images
     images = [SyntheticInstanceDataset(n, 256, seed=4321)[i][0] for i in range(n)]
     for mode in ("fixed", "box"):
         option = [f"model.options.mask_resolution={mode}"]
         models = both(WEIGHTS_DIR / SHIPPED["pointrend"], option)
         result[f"shipped_instance_{mode}"] = instance_parity(*models, images, device)
     cpu, dev = both(WEIGHTS_DIR / SHIPPED["semantic_pointrend"])
-    agree = []
+    data = SyntheticSemanticDataset(n, 256, seed=4321)
     with torch.no_grad():
-        for i in range(n):
-            image = SyntheticSemanticDataset(n, 256, seed=4321)[i][0][None]
-            ref = cpu(image)["out"].argmax(1)
-            agree.append(
-                float((dev(image.to(device))["out"].argmax(1).cpu() == ref).float().mean())
-            )
+        labels = [(cpu(x[None]), dev(x[None].to(device))) for x in (data[i][0] for i in range(n))]
+    agree = [
+        float((a["out"].argmax(1) == b["out"].argmax(1).cpu()).float().mean()) for a, b in labels
+    ]
     result["shipped_semantic"] = {"label_agreement": agree, "pass": min(agree) >= 0.999}
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         path, d2_images = _detectron2_fixture(Path(work))
@@ -223,11 +221,12 @@ def _train_args(out: Path, iters: int, device: torch.device) -> list[str]:
     return args + [part for s in sets for part in ("--set", s)]
 
 
-def train_amp(device: torch.device, iters: int) -> dict:
+def train_amp(device: torch.device, sizes: Sizes) -> dict:
     import json
 
     from pointrend.cli import main
 
+    iters = sizes.train_iters
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         out = Path(work) / "run"
         start = time.perf_counter()
@@ -248,7 +247,8 @@ def train_amp(device: torch.device, iters: int) -> dict:
     }
 
 
-def torchrun_one_process(device: torch.device, iters: int) -> dict:
+def torchrun_one_process(device: torch.device, sizes: Sizes) -> dict:
+    iters = sizes.torchrun_iters
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         out = Path(work) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
@@ -270,7 +270,7 @@ def torchrun_one_process(device: torch.device, iters: int) -> dict:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def run_check(device: torch.device, sizes: Sizes, quick: bool, argv: list[str]) -> dict:
+def run_check(device: torch.device, sizes: Sizes, argv: list[str]) -> dict:
     result = {
         "command": command_line("benchmarks.gpu_check", argv),
         "machine": machine_info(),
@@ -279,14 +279,10 @@ def run_check(device: torch.device, sizes: Sizes, quick: bool, argv: list[str]) 
         "cuda": torch.version.cuda,
         "sizes": sizes.__dict__,
     }
-    for name, section in (
-        ("parity", lambda: parity(device, quick)),
-        ("speed", lambda: speed(device, sizes)),
-        ("train_amp", lambda: train_amp(device, sizes.train_iters)),
-        ("torchrun", lambda: torchrun_one_process(device, sizes.torchrun_iters)),
-    ):
+    sections = {"parity": parity, "speed": speed, "train_amp": train_amp}
+    for name, section in (sections | {"torchrun": torchrun_one_process}).items():
         start = time.perf_counter()
-        result[name] = section()
+        result[name] = section(device, sizes)
         print(f"gpu_check: {name} done in {time.perf_counter() - start:.1f} s", flush=True)
     return result
 
@@ -299,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    result = run_check(device, QUICK if args.quick else Sizes(), args.quick, argv)
+    result = run_check(device, QUICK if args.quick else Sizes(), argv)
     checks = {f"parity/{k}": v["pass"] for k, v in result["parity"].items()}
     result["checks"] = checks | {k: result[k]["pass"] for k in ("train_amp", "torchrun")}
     print(f"gpu_check: wrote {write_json(result, args.out)}")

@@ -61,21 +61,11 @@ def log(*parts) -> None:
 
 
 def _cost(s: dict, source: accuracy.ModelSource) -> dict:
-    (h, w), sizes = s["cost_image"], s["cost_sizes"]
-    torch.manual_seed(0)
-    features = torch.randn(1, cost.CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
-    log(f"cost: per box, then the mask branch on {s['cost_boxes']} boxes at {sizes}")
-    result = {"image": [h, w], "num_classes": cost.K, "boxes": s["cost_boxes"]}
-    result |= {
-        "repeats": s["repeats"],
-        "per_box": cost.head_costs(features, (h, w), s["table_boxes"]),
-    }
-    result["sweep"] = cost.branch_times(
-        features, (h, w), sizes, s["repeats"], s["cost_boxes"], s["dense_boxes"], log=log
+    e2e = max(3, s["repeats"] - 2) if s["end_to_end"] else None
+    sizes, boxes = s["cost_sizes"], s["cost_boxes"]
+    return cost.measure(
+        s["cost_image"], sizes, s["repeats"], boxes, s["dense_boxes"], s["table_boxes"], e2e, log
     )
-    if s["end_to_end"]:
-        result["end_to_end"] = cost.end_to_end(max(3, s["repeats"] - 2), log=log)
-    return result
 
 
 def _semantic(s: dict, source: accuracy.ModelSource) -> dict:
