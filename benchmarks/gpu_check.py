@@ -4,11 +4,11 @@
    and the imported detectron2 test fixture on the device against the CPU (same count, box IoU
    >= 0.999, mask IoU >= 0.99; semantic labels >= 99.9% equal);
 2. **speed**: PointRend R50-FPN (fixed and per-box masks) and torchvision's Mask R-CNN at
-   800 x 1333 with 100 detections forced, float32 and autocast, median of ``--rounds``; the
+   800 x 1333 with 100 detections forced, float32 and autocast, median of 3 calls; the
    Semantic FPN and DeepLabV3 PointRend models at 1024 x 2048; peak device memory of each; the
    host reads (``aten::_local_scalar_dense``) of one PointRend forward (random weights);
-3. **train**: ``--train-iters`` AMP iterations of the synthetic instance recipe;
-4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through iterations and a
+3. **train**: 50 AMP iterations of the synthetic instance recipe;
+4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through 20 iterations and a
    checkpoint.
 
 ``--quick --device cpu`` (small sizes) is the smoke test the test suite runs. Run: ``python -m
@@ -183,7 +183,7 @@ def _host_reads(model, images) -> int:
 
 
 def speed(device: torch.device, sizes: Sizes) -> dict:
-    from pointrend.models import pointrend_deeplabv3, pointrend_semantic_fpn
+    from pointrend import models as builders
 
     torch.manual_seed(0)
     image = torch.rand(3, *sizes.instance, device=device)
@@ -200,11 +200,9 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
     result["host_reads_per_forward"] = _host_reads(models["pointrend_fixed"], [image])
     del models
     batch = torch.rand(1, 3, *sizes.semantic, device=device)
-    for name, builder in zip(
-        ("semantic_fpn", "deeplabv3"), (pointrend_semantic_fpn, pointrend_deeplabv3)
-    ):
+    for name in ("semantic_fpn", "deeplabv3"):
         torch.manual_seed(0)
-        model = builder(sizes.backbone, 19).to(device).eval()
+        model = getattr(builders, f"pointrend_{name}")(sizes.backbone, 19).to(device).eval()
         for precision, row in _timed(model, batch, device, sizes).items():
             del row["output"]
             result["semantic"][f"pointrend_{name}_{precision}"] = row

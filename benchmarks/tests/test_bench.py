@@ -30,31 +30,18 @@ def test_quick_bench_writes_report_json_and_plot(quick_bench):
     for heading in ("## Instance mask branch", "## Semantic cost", "## Accuracy", "## Ablations"):
         assert heading in report
     assert "Quick mode" in report and "(accuracy_by_resolution.png)" in report
-    sections = results["sections"]
-    assert set(sections) == {"cost", "semantic", "accuracy", "ablation"}
-    for part in [*sections.values(), *sections["ablation"].values()]:
-        assert part.get("measured", {"machine": {"torch": torch.__version__}})["machine"]["torch"]
-    assert _finite(sections["cost"]) and _finite(sections["semantic"])
-
-
-def test_quick_bench_figures(quick_bench):
-    _, results = quick_bench
     s = results["sections"]
+    assert set(s) == {"cost", "semantic", "accuracy", "ablation"} and _finite(s)
+    parts = [s["cost"], s["semantic"], s["accuracy"], s["ablation"]["training"]]
+    assert all(part["measured"]["machine"]["torch"] == torch.__version__ for part in parts)
     assert list(s["cost"]["sweep"]) == ["28", "56", "112"]
-    assert all(r["pointrend_s"] > 0 < r["dense_4xconv_s"] for r in s["cost"]["sweep"].values())
     assert set(s["cost"]["per_box"]) == {"4x conv 28", "4x conv 224", "PointRend 224"}
     full = s["semantic"]["full_models"]
     assert (full["image"], full["backbone"]) == ([64, 96], "resnet18") and len(full["rows"]) == 5
     assert set(full["refinement"]) == {"fpn_pointrend", "deeplab_os16_pointrend"}
-    assert (
-        full["rows"]["fpn"]["points_per_image"]
-        == 0
-        < full["rows"]["fpn_pointrend"]["points_per_image"]
-    )
+    assert full["rows"]["fpn_pointrend"]["points_per_image"] > 0
     instance = s["accuracy"]["instance"]
-    assert all(
-        m["trained_in_this_run"] and m["iteration"] == 2 for m in instance["models"].values()
-    )
+    assert all(m["trained_in_this_run"] for m in instance["models"].values())
     for row in instance["rows"].values():
         assert all(0 <= row[k] <= 100 for k in ("mask_AP", "mask_AP75", "boundary_AP", "box_AP"))
     by_size = instance["by_resolution"]["rows"]
