@@ -10,16 +10,11 @@ from pointrend.engine.inference import load_trained_model
 from .accuracy import INSTANCE, ModelSource, train_model
 from .scoring import instance_scores, validation_set
 
-TRAINING_VARIANTS = {"regular grid": {"train_point_sampling": "grid"}} | {
-    f"{name} (k={k}, beta={beta})": {
-        "oversample_ratio": k,
-        "importance_sample_ratio": float(beta),
-    }
-    for k, beta, name in (
-        (1, 0, "uniform"),
-        (3, 0.75, "mildly biased"),
-        (10, 1.0, "heavily biased"),
-    )
+TRAINING_VARIANTS = {  # name: the model options it trains with
+    "regular grid": {"train_point_sampling": "grid"},
+    "uniform (k=1, beta=0)": {"oversample_ratio": 1, "importance_sample_ratio": 0.0},
+    "mildly biased (k=3, beta=0.75)": {"oversample_ratio": 3, "importance_sample_ratio": 0.75},
+    "heavily biased (k=10, beta=1.0)": {"oversample_ratio": 10, "importance_sample_ratio": 1.0},
 }
 
 

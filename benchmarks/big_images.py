@@ -13,7 +13,7 @@ each; ``semantic_4096x8192`` ``predict`` of the semantic model on a 4096 x 8192 
 ``read_6000x4000``, ``photo_default``, ``small_800x1333`` and ``eval_10`` again with
 ``PYTHONPATH=DIR`` (e.g. the ``src`` of a ``git worktree`` of an earlier commit). The photos
 are synthetic scenes enlarged and saved as JPEG (quality 90). Writes
-``results.json["big_images"]``; ``--semantic-stages-only`` measures the stages again into it.
+``results.json["big_images"]``.
 """
 
 from __future__ import annotations
@@ -207,26 +207,10 @@ def checks(runs: dict) -> dict:
     return out
 
 
-def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
-    """Measure the semantic stages again into the stored section (its other runs kept)."""
-    section = json.loads(out.read_text())["big_images"]
-    with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
-        street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
-        stages = semantic_stages(street, REPO / "src")
-    section["runs"]["this"]["semantic_4096x8192_stages"] = stages
-    section["semantic_stages_command"] = common.command_line(MODULE, argv)
-    log(f"  semantic_4096x8192_stages {stages}")
-    log(f"wrote {common.store_section(out, 'big_images', section)}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = common.arguments("big_images", __doc__.split("\n")[0], rounds=3)
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
-    stages = "measure only semantic_4096x8192_stages, into the stored big_images section"
-    parser.add_argument("--semantic-stages-only", action="store_true", help=stages)
     args = common.parse(parser, argv)
-    if args.semantic_stages_only:
-        return _semantic_stages_only(Path(args.out), argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
         runs = run_all(Path(work), args.rounds, args.baseline_src)
