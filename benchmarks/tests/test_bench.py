@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -23,8 +22,14 @@ def _finite(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def test_quick_bench_writes_report_json_and_plot(quick_bench):
-    out, results = quick_bench
+def test_quick_bench_then_one_section_again(tmp_path, monkeypatch):
+    """The whole pipeline at tiny sizes, every model trained here (no weights in the weights
+    folder); then one section measured again: the others' figures and other keys are kept."""
+    (tmp_path / "none").mkdir()
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--weights-dir", str(tmp_path / "none")]
+    assert main([*argv, "--work-dir", str(tmp_path / "work")]) == 0
+    results = json.loads((out / "results.json").read_text())
     assert (out / "accuracy_by_resolution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "REPORT.md").read_text()
     for heading in ("## Instance mask branch", "## Semantic cost", "## Accuracy", "## Ablations"):
@@ -49,20 +54,14 @@ def test_quick_bench_writes_report_json_and_plot(quick_bench):
     assert all(list(rows) == ROWS for rows in by_size.values())
     assert len(s["ablation"]["training"]["rows"]) == 4
 
-
-def test_one_section_is_measured_again_and_the_others_kept(quick_bench, tmp_path, monkeypatch):
-    source, before = quick_bench
-    out = tmp_path / "out"
-    shutil.copytree(source, out)
-    figures = copy.deepcopy(before["sections"]["semantic"])
+    figures = copy.deepcopy(s["semantic"])
     figures["full_models"]["rows"]["fpn"]["time_s"] = 12.345
     runners = {k: lambda *args, k=k: pytest.fail(f"{k} ran") for k in run.RUNNERS}
     monkeypatch.setattr(run, "RUNNERS", runners | {"semantic": lambda *args: figures})
     store_section(out / "results.json", "frozen_norm_speed", {"kept": 1})
     assert main(["--quick", "--out", str(out), "--sections", "semantic"]) == 0
     after = json.loads((out / "results.json").read_text())
-    for name in ("cost", "accuracy", "ablation"):
-        assert after["sections"][name] == before["sections"][name]
+    assert all(after["sections"][k] == s[k] for k in ("cost", "accuracy", "ablation"))
     assert after["sections"]["semantic"]["full_models"]["rows"]["fpn"]["time_s"] == 12.345
     assert after["frozen_norm_speed"] == {"kept": 1}
     assert "| 12.3 |" in (out / "REPORT.md").read_text()
