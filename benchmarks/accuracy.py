@@ -1,12 +1,9 @@
-"""Accuracy at equal training budget on the synthetic data (the CPU recipes).
+"""Instance accuracy at equal training budget on the synthetic data (the CPU recipes).
 
-* Instances: torchvision's Mask R-CNN (28x28 masks) vs the SAME PointRend weights rendered at
-  28x28 and 224x224, with oracle rows (the ground truth resampled to M x M in its box and pasted
-  back: what a resolution alone can hold). By evaluation resolution: the same detections pasted
-  at 1x, 2x and 4x the input size and scored against ground truth rendered exactly there (rows
-  :data:`ROWS`: ``oracleM``, ``maskrcnn``, ``pointrendM``, ``pointrend_box`` each mask at about
-  its box's size), where a 28x28 mask cannot follow objects 4x larger.
-* Semantic: the coarse Semantic FPN upsampled vs the same recipe + PointRend.
+torchvision's Mask R-CNN (28x28 masks) vs the SAME PointRend weights rendered at each of
+:data:`MASK_SIZES` and per box, with oracle rows (the ground truth resampled to M x M in its box
+and pasted back: what a resolution alone can hold), the same detections pasted at 1x, 2x and 4x
+the input size and scored against ground truth rendered exactly there (rows :data:`ROWS`).
 
 Models come from ``<weights_dir>/<config>.pt`` (or ``<weights_dir>/<config>/model_final.pt``,
 else its latest checkpoint); a missing one is trained here from ``configs/<config>.yaml``.
@@ -61,20 +58,9 @@ class ModelSource:
 
 @dataclass
 class TrainedModel:
-    name: str
     model: nn.Module
-    image_size: int
-    weights: str
-    iteration: int | None
-    trained_here: bool
-
-    def describe(self) -> dict:
-        return {
-            "weights": self.weights,
-            "iteration": self.iteration,
-            "trained_in_this_run": self.trained_here,
-            "train_image_size": self.image_size,
-        }
+    image_size: int  # of its training images
+    facts: dict  # weights, iteration, trained_in_this_run, train_image_size
 
 
 def find_config(name: str) -> Path:
@@ -104,9 +90,8 @@ def train_model(
     extra += [f"solver.warmup_iters={max(1, round(solver.warmup_iters * scale))}"]
     if source.quick:
         extra += [f"train_data.image_size={QUICK_SIZE}", "train_data.num_images=8", "log_period=1"]
-        if recipe.model.task == "instance":  # few detections: the quick evaluations stay short
-            extra += [f"model.options.{k}={QUICK_SIZE}" for k in ("min_size", "max_size")]
-            extra += ["model.options.box_detections_per_img=5"]
+        extra += [f"model.options.{k}={QUICK_SIZE}" for k in ("min_size", "max_size")]
+        extra += ["model.options.box_detections_per_img=5"]  # the quick evaluations stay short
     extra += ["val_data=null", "checkpoint_period=100", f"output_dir={out}", *(overrides or [])]
     source.log(f"  training {run} for {iters} iterations ({path})")
     started = time.perf_counter()
@@ -125,7 +110,9 @@ def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     path = (train_model(name, source, name) if trained_here else path).resolve()
     loaded = load_trained_model(path)
     size = loaded.config.train_data.image_size
-    return TrainedModel(name, loaded.model.eval(), size, str(path), loaded.iteration, trained_here)
+    facts = {"weights": str(path), "iteration": loaded.iteration}
+    facts |= {"trained_in_this_run": trained_here, "train_image_size": size}
+    return TrainedModel(loaded.model.eval(), size, facts)
 
 
 def shipped_model(name: str, log=print) -> TrainedModel:
@@ -186,7 +173,7 @@ def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> d
         "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
         "image_size": base,
-        "models": {"pointrend": pointrend.describe(), "maskrcnn": baseline.describe()},
+        "models": {"pointrend": pointrend.facts, "maskrcnn": baseline.facts},
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
         "by_resolution": table,

@@ -7,9 +7,8 @@
 * :func:`end_to_end`: ResNet-50-FPN Mask R-CNN vs PointRend Mask R-CNN on one 800 x 1333 image,
   the same 100 boxes forced through both mask branches, masks pasted at image size.
 
-The dense head's counts are taken on the ``meta`` device (shapes only). ``python -m
-benchmarks.cost [--quick]`` writes :func:`measure` to ``benchmarks/results/instance_cost.json``;
-the bench's ``cost`` section is the same function.
+The dense head's counts are taken on the ``meta`` device. ``python -m benchmarks.cost`` writes
+:func:`measure` to ``benchmarks/results/instance_cost.json``; the bench's ``cost`` section too.
 """
 
 from __future__ import annotations
@@ -121,13 +120,12 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
     return rows
 
 
-def render_as_the_model_does(branch, features, boxes, labels):
-    """PointRendRoIHeads: P2 to channels-last (faster point sampling), then subdivision."""
-    fine = features.contiguous(memory_format=torch.channels_last)
-    return branch.render(fine, 4.0, boxes, labels)
-
-
 DENSE_BOXES = {224: 4, 448: 1}
+
+
+def last(features: torch.Tensor) -> torch.Tensor:
+    """``features`` channels-last: how the RoI heads give P2 to the mask branch."""
+    return features.contiguous(memory_format=torch.channels_last)
 
 
 def branch_times(
@@ -146,9 +144,8 @@ def branch_times(
         dense = DenseMaskHead(size).eval()
         n = min(dense_boxes.get(size, boxes_total), boxes_total)
         runs = {
-            "pointrend": lambda b=branch: render_as_the_model_does(
-                b, features, [all_boxes], labels
-            ),
+            # P2 made channels-last in the timed call, as PointRendRoIHeads does per image
+            "pointrend": lambda b=branch: b.render(last(features), 4.0, [all_boxes], labels),
             "dense": lambda d=dense, n=n: d(
                 {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
             ),

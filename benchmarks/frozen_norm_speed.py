@@ -45,12 +45,8 @@ def imported_options(package: str = "pointrend") -> tuple[str, int, dict]:
     instance = importlib.import_module(f"{package}.interop.detectron2.instance")
     zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
     name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
-    options.update(
-        box_score_thresh=0.0,
-        box_detections_per_img=DETECTIONS,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
+    options |= {"box_score_thresh": 0.0, "box_detections_per_img": DETECTIONS}
+    options |= {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
     return name, num_classes, options
 
 

@@ -234,15 +234,12 @@ def train_amp(device: torch.device, sizes: Sizes) -> dict:
     records = [json.loads(line) for line in lines]
     losses = [r["loss"] for r in records if "loss" in r]
     start = next((r for r in records if r.get("event") == "start"), {})
-    return {
-        "exit_code": code,
-        "iterations": len(losses),
+    out = {"exit_code": code, "iterations": len(losses), "precision": start.get("precision")}
+    out |= {
         "seconds_per_iter": seconds / max(len(losses), 1),
-        "precision": start.get("precision"),
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
         "pass": code == 0 and len(losses) == iters,
     }
+    return out | {"first_loss": (losses or [None])[0], "last_loss": (losses or [None])[-1]}
 
 
 def torchrun_one_process(device: torch.device, sizes: Sizes) -> dict:
@@ -255,14 +252,10 @@ def torchrun_one_process(device: torch.device, sizes: Sizes) -> dict:
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         checkpoint = (out / f"model_{iters:07d}.pt").is_file()
-    return {
-        "backend": "nccl" if device.type == "cuda" else "gloo",
-        "exit_code": done.returncode,
-        "seconds": time.perf_counter() - start,
-        "checkpoint_written": checkpoint,
-        "stderr_tail": done.stderr[-800:],
-        "pass": done.returncode == 0 and checkpoint and "world size 1" in done.stderr,
-    }
+    out = {"backend": "nccl" if device.type == "cuda" else "gloo", "exit_code": done.returncode}
+    out |= {"seconds": time.perf_counter() - start, "checkpoint_written": checkpoint}
+    out["pass"] = done.returncode == 0 and checkpoint and "world size 1" in done.stderr
+    return out | {"stderr_tail": done.stderr[-800:]}
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -7,13 +7,11 @@ Mask branch time and peak memory: per-box, fixed 224, torchvision's 28 x 28 head
 ResNet-50-FPN with the boxes forced through three mask branches. (The accuracy of the two modes:
 ``python -m benchmarks --sections accuracy``, rows ``pointrend224`` and ``pointrend_box``.)
 
-``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle in
-place of the point head. Random shapes fill the box; their coverage of each cell gives the 7 x 7
-coarse logits and the oracle's prediction at a step's cell centres (the clamped logit of that
-cell's coverage). Rules: ``final_side`` ``k * M`` a step; ``step_side`` ``k * s`` at a step of
-side ``s``; ``per_box`` the per-box mode's rule; ``dense`` every cell (exact: checked);
-``fixed224`` rendered at 224, resampled to M; ``no_refinement``. Boundary IoU and mask IoU
-against the exact mask (points; mean and s.e. over shapes), and the points per box.
+``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle (the
+clamped logit of each cell's coverage by a random shape filling the box) in place of the point
+head. Rules: ``final_side`` ``k * M`` a step; ``step_side`` ``k * s`` at a step of side ``s``;
+``per_box`` the per-box mode's; ``dense`` every cell (exact: checked); ``fixed224`` rendered at
+224, resampled to M; ``no_refinement``. Boundary IoU and mask IoU against the exact mask.
 
 ``scale`` (key ``per_box_scale``, ``per_box_scale.png``): the shipped model (160 px input) on a
 160 x 120 scene (the first of seed 7000 with an object 60-65 % of the width across), detections
@@ -24,7 +22,6 @@ above 0.5; the ground truth through a grid of each side; a 100 % crop of the obj
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import statistics
@@ -91,10 +88,10 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
     box = cost.pointrend_branch(224, mask_resolution="box").eval()
     box.load_state_dict(fixed.state_dict())
     dense = cost.DenseMaskHead(28).eval()
-    fine = features.contiguous(memory_format=torch.channels_last)
+    fine = cost.last(features)
     runs = {
         "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, torch.ones(1, 2)),
-        "fixed224": lambda: cost.render_as_the_model_does(fixed, features, [boxes], labels),
+        "fixed224": lambda: fixed.render(cost.last(features), 4.0, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),
     }
     samples = common.alternate(runs, rounds)
@@ -224,18 +221,12 @@ def render_rule(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, fina
     size, up = (final, final), functools.partial(F.interpolate, mode="bilinear")
     if rule == "no_refinement":
         return up(coarse, size=size, align_corners=False)
+    render = functools.partial(subdivision_inference, coarse, oracle, calculate_uncertainty)
     if rule == "dense":
-        return subdivision_inference(
-            coarse, oracle, calculate_uncertainty, None, final * final, size, False
-        )
+        return render(None, final * final, size, False)
     if rule == "fixed224":
-        fixed = (FIXED_SIDE, FIXED_SIDE)
-        logits = subdivision_inference(
-            coarse, oracle, calculate_uncertainty, 5, FIXED_POINTS, fixed
-        )
-        return up(logits, size=size, align_corners=False)
-    points = schedule(rule, k, final)
-    return subdivision_inference(coarse, oracle, calculate_uncertainty, None, points, size)
+        return up(render(5, FIXED_POINTS, (FIXED_SIDE, FIXED_SIDE)), size=size, align_corners=False)
+    return render(None, schedule(rule, k, final), size)
 
 
 def mean_se(values: Tensor) -> dict:
@@ -263,11 +254,9 @@ def evaluate_size(maps: dict[int, Tensor], final: int, k_values, batch: int = 20
                 raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points")
             if rule == "dense" and not torch.equal(pred, truth):
                 raise AssertionError(f"dense rendering at M={final} is not the exact mask")
-            iou = (
-                batched_iou(region, boundary_region(pred)),
-                batched_iou(truth, pred),
+            scores[rule, k].append(
+                (batched_iou(region, boundary_region(pred)), batched_iou(truth, pred))
             )
-            scores[rule, k].append(iou)
     row: dict = {rule: {} for rule in RULES}
     for (rule, k), parts in scores.items():
         cell = {
@@ -319,17 +308,6 @@ def find_scene(seed: int, limit: int = 1000) -> tuple[int, int]:
             if len(hits):
                 return index, int(hits[0])
     raise RuntimeError(f"no object of {OBJECT_FRACTION} of the width in {limit} images")
-
-
-@contextlib.contextmanager
-def score_threshold(model, threshold: float | None):
-    """Keep only detections scoring above ``threshold`` inside the block (``None``: unchanged)."""
-    saved = model.roi_heads.score_thresh
-    model.roi_heads.score_thresh = saved if threshold is None else threshold
-    try:
-        yield
-    finally:
-        model.roi_heads.score_thresh = saved
 
 
 def grid_shapes(masks) -> Tensor:
@@ -404,7 +382,7 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
     seconds = {mode: [] for mode in MODES}
 
     def run(mode: str) -> None:
-        with scoring.mask_settings(model, **MODES[mode]), score_threshold(model, threshold):
+        with scoring.mask_settings(model, threshold, **MODES[mode]):
             start = time.perf_counter()
             predict_pasted(model, [image], [[output]])
             total = time.perf_counter() - start

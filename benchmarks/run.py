@@ -110,10 +110,7 @@ def _merge_and_write(out: Path, quick: bool, settings: dict, measured: dict) -> 
         sections = old.get("sections", {}) if same_mode else {}
         for part, figures in measured.items():
             section, _, sub = part.partition(".")
-            if sub:
-                sections.setdefault(section, {})[sub] = figures
-            else:
-                sections[part] = figures
+            sections[section] = sections.get(section, {}) | {sub: figures} if sub else figures
         results = {**old, "machine": machine_info(), "settings": settings, "sections": sections}
         write_report(results, out)
     return results

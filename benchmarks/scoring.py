@@ -128,15 +128,17 @@ def instance_scores(model: nn.Module, val: ValSet) -> dict:
 
 
 @contextlib.contextmanager
-def mask_settings(model: nn.Module, **changes) -> Iterator[None]:
-    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights)."""
-    branch = model.roi_heads.mask_branch
-    saved = branch.config
-    branch.config = replace_options(saved, **changes)
+def mask_settings(model: nn.Module, score_thresh: float | None = None, **changes) -> Iterator[None]:
+    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights),
+    keeping only detections scoring above ``score_thresh`` when given."""
+    heads = model.roi_heads
+    saved = heads.mask_branch.config, heads.score_thresh
+    heads.mask_branch.config = replace_options(saved[0], **changes)
+    heads.score_thresh = saved[1] if score_thresh is None else score_thresh
     try:
         yield
     finally:
-        branch.config = saved
+        heads.mask_branch.config, heads.score_thresh = saved
 
 
 def oracle_outputs(dataset, size: int) -> list[dict]:
