@@ -210,11 +210,8 @@ def write_json(result: dict, path: str | Path) -> Path:
 
 
 def read_json(path: Path) -> dict:
-    """The JSON object in ``path``, or ``{}`` when missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
+    """The JSON object in ``path``, or ``{}`` when there is none."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
 
 
 def store_section(path: Path, key: str, section: dict, module: str | None = None, argv=None) -> str:

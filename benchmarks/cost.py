@@ -77,25 +77,10 @@ def count_call(run: Callable[[], object], counter: common.ActivationCounter) -> 
     return flops.get_total_flops() / 2
 
 
-def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"):
-    dense = DenseMaskHead(output).to(device).eval()
-    feats = {"0": features.to(device)}
-    boxes, labels = [b.to(device) for b in boxes], labels.to(device)
-    return lambda: dense(feats, boxes, [image_size], labels)
-
-
-def _counts(run, counter: common.ActivationCounter, n: int) -> dict:
-    """Multiply-adds and activations (total, largest phase, with the sampled inputs) per box
-    of ``run()`` on ``n`` boxes."""
-    macs = count_call(run, counter) / n
-    counts = counter.counts
-    with_inputs = [v + counter.inputs.get(k, 0) for k, v in counts.items()]
-    total, peak = sum(counts.values()) / n, max(counts.values()) / n
-    return {"macs": macs, "total": total, "peak": peak, "peak_inputs": max(with_inputs) / n}
-
-
 def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
-    """Multiply-adds and activations per box of the three heads of the paper's table."""
+    """Multiply-adds and activations per box of the three heads of the paper's table; the
+    dense head's on the ``meta`` device (shapes only). Activations: the largest phase (PointRend:
+    the coarse head or a step), alone and with the features sampled for it."""
     boxes = [random_boxes(n, *image_size)]
     labels = torch.randint(1, K, (n,))
     rows = {}
@@ -106,17 +91,15 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
             counter = common.PointCounter(branch.point_head)
             run = functools.partial(branch.render, features, 4.0, boxes, labels)
         else:
-            counter = common.ActivationCounter()
-            run = _dense_runner(output, features, boxes, image_size, labels, device="meta")
-        c = _counts(run, counter, n)
-        paper_macs, paper_acts = PAPER[name]
-        rows[name] = {
-            "multiply_adds_per_box": c["macs"],
-            "paper_multiply_adds": paper_macs,
-            "activations_peak_per_box": c["peak"],  # PointRend: the coarse head or a step
-            "activations_peak_with_sampled_inputs_per_box": c["peak_inputs"],
-            "paper_activations": paper_acts,
-        }
+            counter, dense = common.ActivationCounter(), DenseMaskHead(output).to("meta").eval()
+            meta = {"0": features.to("meta")}, [b.to("meta") for b in boxes], [image_size]
+            run = functools.partial(dense, *meta, labels.to("meta"))
+        macs = count_call(run, counter) / n
+        inputs = [v + counter.inputs.get(k, 0) for k, v in counter.counts.items()]
+        rows[name] = {"multiply_adds_per_box": macs, "paper_multiply_adds": PAPER[name][0]}
+        rows[name]["activations_peak_per_box"] = max(counter.counts.values()) / n
+        rows[name]["activations_peak_with_sampled_inputs_per_box"] = max(inputs) / n
+        rows[name]["paper_activations"] = PAPER[name][1]
     return rows
 
 

@@ -272,9 +272,7 @@ def budget_study(args) -> dict:
     """The oracle study on ``args.shapes`` random shapes: ``{"by_size": {str(M): row}}``."""
     bad = [m for m in args.sizes if m not in {COARSE * 2**s for s in range(1, 12)}]
     if bad or args.shapes < 2:
-        raise SystemExit(
-            f"--sizes must be 7 * 2**s and --shapes at least 2, got {bad}, {args.shapes}"
-        )
+        raise SystemExit(f"--sizes must be 7 * 2**s and --shapes at least 2: {bad}, {args.shapes}")
     rng = np.random.default_rng(args.seed)
     shapes = [random_shape(rng, 256, 256) for _ in range(args.shapes)]
     largest = max(*args.sizes, FIXED_SIDE)  # the fixed mode's 224 grid is rendered at every M

@@ -93,10 +93,8 @@ def measured(section: dict) -> str:
     """When, by which command and under what load a section was measured."""
     m = section.get("measured") or section
     load = m.get("load_average_at_start", (m.get("machine") or {}).get("load_average", [None])[0])
-    return (
-        f"_Measured{' ' + m['at'] if 'at' in m else ''} by `{m.get('command')}` "
-        f"(load average {num(load, 2)})._\n\n"
-    )
+    at = f" {m['at']}" if "at" in m else ""
+    return f"_Measured{at} by `{m.get('command')}` (load average {num(load, 2)})._\n\n"
 
 
 def instance_tables(s: dict) -> dict[str, str]:

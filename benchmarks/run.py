@@ -91,11 +91,9 @@ RUNNERS["ablation.training"] = _training_ablation
 
 def _parts(sections) -> list[str]:
     """``--sections`` names -> the parts to measure (``ablation``: all its parts)."""
-    unknown = [n for n in sections if n not in SECTIONS + PARTS]
+    known, unknown = SECTIONS + PARTS, [n for n in sections if n not in SECTIONS + PARTS]
     if unknown:
-        raise ValueError(
-            f"unknown bench section {unknown[0]!r}; known: {', '.join(SECTIONS + PARTS)}"
-        )
+        raise ValueError(f"unknown bench section {unknown[0]!r}; known: {', '.join(known)}")
     return [p for p in PARTS if p in sections or p.split(".")[0] in sections]
 
 
