@@ -308,14 +308,6 @@ def find_scene(seed: int, limit: int = 1000) -> tuple[int, int]:
     raise RuntimeError(f"no object of {OBJECT_FRACTION} of the width in {limit} images")
 
 
-def grid_shapes(masks) -> Tensor:
-    """``R x 2`` ``(height, width)`` of each detection's grid: from ``R x 1 x M x M`` mask
-    logits or masks grouped by size (``MasksBySize``)."""
-    if isinstance(masks, Tensor):
-        return torch.tensor(masks.shape[-2:]).expand(masks.shape[0], 2).clone()
-    return masks.sizes()
-
-
 def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tuple[dict, Tensor]:
     """One run in ``mode``: the figures of the big object's detection (of its class, the largest
     box IoU with ``truth``) and its binary mask at ``output``."""
@@ -326,7 +318,9 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
             result = predict_pasted(model, [image], [[output]])[0][0]
     finally:
         hook.remove()
-    grids = grid_shapes(caught[0]["masks"])
+    masks = caught[0]["masks"]  # R x 1 x M x M mask logits, or masks grouped by size
+    fixed = isinstance(masks, Tensor)
+    grids = torch.tensor(masks.shape[-2:]).repeat(len(masks), 1) if fixed else masks.sizes()
     gt_box = masks_to_boxes(truth[None]) + torch.tensor([0.0, 0.0, 1.0, 1.0])
     overlap = box_iou(result["boxes"], gt_box)[:, 0]
     overlap[result["labels"] != label] = -1.0
