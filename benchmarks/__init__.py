@@ -1,7 +1,7 @@
 """Benchmarks of the paper's claims and of this library's speed (not installed with the package).
 
 ``python -m benchmarks`` (``make bench``; sections ``cost``, ``semantic``, ``accuracy``,
-``ablation``, ``learning``) writes ``results.json``, ``REPORT.md`` (:mod:`.report`) and the plot
+``ablation``) writes ``results.json``, ``REPORT.md`` (:mod:`.report`) and the plot
 the README shows. Stand-alone measurements, each with its own command and JSON (a key of
 ``results.json`` or its own file): ``python -m benchmarks.cost`` (``instance_cost.json``),
 ``benchmarks.semantic`` (``semantic_models.json``), ``benchmarks.per_box cost | budget | scale``,

@@ -1,12 +1,9 @@
-"""Accuracy at equal training budget on the synthetic data (the CPU recipes).
+"""Instance accuracy at equal training budget on the synthetic data (the CPU recipes).
 
-* Instances: torchvision's Mask R-CNN (28x28 masks) vs the SAME PointRend weights rendered at
-  28x28 and 224x224, with oracle rows (the ground truth resampled to M x M in its box and pasted
-  back: what a resolution alone can hold). By evaluation resolution: the same detections pasted
-  at 1x, 2x and 4x the input size and scored against ground truth rendered exactly there (rows
-  :data:`ROWS`: ``oracleM``, ``maskrcnn``, ``pointrendM``, ``pointrend_box`` each mask at about
-  its box's size), where a 28x28 mask cannot follow objects 4x larger.
-* Semantic: the coarse Semantic FPN upsampled vs the same recipe + PointRend.
+torchvision's Mask R-CNN (28x28 masks) vs the SAME PointRend weights rendered at each of
+:data:`MASK_SIZES` and per box, with oracle rows (the ground truth resampled to M x M in its box
+and pasted back: what a resolution alone can hold), the same detections pasted at 1x, 2x and 4x
+the input size and scored against ground truth rendered exactly there (rows :data:`ROWS`).
 
 Models come from ``<weights_dir>/<config>.pt`` (or ``<weights_dir>/<config>/model_final.pt``,
 else its latest checkpoint); a missing one is trained here from ``configs/<config>.yaml``.
@@ -34,15 +31,18 @@ INSTANCE = {
     "pointrend": "synthetic_instance_pointrend_r18",
     "maskrcnn": "synthetic_instance_maskrcnn_r18",
 }
-SEMANTIC = {
-    "pointrend": "synthetic_semantic_pointrend_fpn_r18",
-    "coarse": "synthetic_semantic_coarse_fpn_r18",
-}
 QUICK_SIZE = 64  # image side of the models trained in --quick mode
 FACTORS = (1, 2, 4)  # evaluation size / model input size
 MASK_SIZES = (28, 56, 112, 224)
 ROWS = [*(f"oracle{m}" for m in MASK_SIZES), "maskrcnn", *(f"pointrend{m}" for m in MASK_SIZES)]
 ROWS.append("pointrend_box")
+ROW_NAMES = {  # the rows of the accuracy table at the models' input size
+    "Mask R-CNN 4x conv, 28x28": "maskrcnn",
+    "PointRend, 28x28": "pointrend28",
+    "PointRend, 224x224": "pointrend224",
+    "oracle: ground truth at 28x28": "oracle28",
+    "oracle: ground truth at 224x224": "oracle224",
+}
 
 
 @dataclass
@@ -58,20 +58,9 @@ class ModelSource:
 
 @dataclass
 class TrainedModel:
-    name: str
     model: nn.Module
-    image_size: int
-    weights: str
-    iteration: int | None
-    trained_here: bool
-
-    def describe(self) -> dict:
-        return {
-            "weights": self.weights,
-            "iteration": self.iteration,
-            "trained_in_this_run": self.trained_here,
-            "train_image_size": self.image_size,
-        }
+    image_size: int  # of its training images
+    facts: dict  # weights, iteration, trained_in_this_run, train_image_size
 
 
 def find_config(name: str) -> Path:
@@ -101,9 +90,8 @@ def train_model(
     extra += [f"solver.warmup_iters={max(1, round(solver.warmup_iters * scale))}"]
     if source.quick:
         extra += [f"train_data.image_size={QUICK_SIZE}", "train_data.num_images=8", "log_period=1"]
-        if recipe.model.task == "instance":  # few detections: the quick evaluations stay short
-            extra += [f"model.options.{k}={QUICK_SIZE}" for k in ("min_size", "max_size")]
-            extra += ["model.options.box_detections_per_img=5"]
+        extra += [f"model.options.{k}={QUICK_SIZE}" for k in ("min_size", "max_size")]
+        extra += ["model.options.box_detections_per_img=5"]  # the quick evaluations stay short
     extra += ["val_data=null", "checkpoint_period=100", f"output_dir={out}", *(overrides or [])]
     source.log(f"  training {run} for {iters} iterations ({path})")
     started = time.perf_counter()
@@ -122,7 +110,9 @@ def obtain_model(name: str, source: ModelSource) -> TrainedModel:
     path = (train_model(name, source, name) if trained_here else path).resolve()
     loaded = load_trained_model(path)
     size = loaded.config.train_data.image_size
-    return TrainedModel(name, loaded.model.eval(), size, str(path), loaded.iteration, trained_here)
+    facts = {"weights": str(path), "iteration": loaded.iteration}
+    facts |= {"trained_in_this_run": trained_here, "train_image_size": size}
+    return TrainedModel(loaded.model.eval(), size, facts)
 
 
 def shipped_model(name: str, log=print) -> TrainedModel:
@@ -165,67 +155,26 @@ def by_resolution(pointrend, baseline, vals: dict[int, scoring.ValSet], log=prin
     }
 
 
-def resolution_table(section: dict) -> dict:
-    """``{"160": {row: {"mask_ap", "ap75", "boundary_ap"}}, ...}``: the figures a script reads
-    (``results.json``'s ``"accuracy_by_resolution"``); standard errors stay in the section."""
-    keys = {"mask_ap": "mask_AP", "ap75": "mask_AP75", "boundary_ap": "boundary_AP"}
-    return {
-        size: {row: {k: scores[name] for k, name in keys.items()} for row, scores in rows.items()}
-        for size, rows in section["rows"].items()
-    }
-
-
-def instance_accuracy(
-    source: ModelSource, num_images: int, folds: int = 4
-) -> tuple[dict, TrainedModel]:
-    """The instance figures, and the PointRend model (the inference ablation's)."""
+def instance_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
+    """Mask R-CNN vs the same PointRend weights at 28 and 224, the oracles, and all by
+    evaluation resolution."""
     pointrend = obtain_model(INSTANCE["pointrend"], source)
     baseline = obtain_model(INSTANCE["maskrcnn"], source)
     base = pointrend.image_size
-    val = scoring.validation_set("instance", num_images, base, folds)
-    rows = {"Mask R-CNN 4x conv, 28x28": scoring.instance_scores(baseline.model, val)}
-    for size in (28, 224):
-        with scoring.mask_settings(pointrend.model, output_size=size):
-            rows[f"PointRend, {size}x{size}"] = scoring.instance_scores(pointrend.model, val)
-    for size in (28, 224):
-        rows[f"oracle: ground truth at {size}x{size}"] = scoring.oracle_scores(val, size)
-    for name, row in rows.items():
-        source.log(
-            f"  {name:<34} mask AP {row['mask_AP']:5.1f}  Boundary AP {row['boundary_AP']:5.1f}"
-        )
     vals = {
-        base * f: scoring.validation_set("instance", num_images, base, folds, base * f)
-        for f in FACTORS[1:]
+        base * f: scoring.validation_set(num_images, base, folds, base * f) for f in FACTORS[1:]
     }
+    val = scoring.validation_set(num_images, base, folds)
+    table = by_resolution(pointrend.model, baseline.model, {base: val} | vals, source.log)
+    rows = {label: table["rows"][str(base)][row] for label, row in ROW_NAMES.items()}
     config = pointrend.model.roi_heads.mask_branch.config
-    result = {
+    return {
         "val_images": num_images,
         "val_seed": scoring.VAL_SEED,
         "folds": len(val.folds),
         "image_size": base,
-        "models": {"pointrend": pointrend.describe(), "maskrcnn": baseline.describe()},
+        "models": {"pointrend": pointrend.facts, "maskrcnn": baseline.facts},
         "pointrend_settings": {"subdivision_num_points": config.pointrend.subdivision_num_points},
         "rows": rows,
-        "by_resolution": by_resolution(
-            pointrend.model, baseline.model, {base: val} | vals, source.log
-        ),
-    }
-    return result, pointrend
-
-
-def semantic_accuracy(source: ModelSource, num_images: int, folds: int = 4) -> dict:
-    """Coarse Semantic FPN upsampled vs + PointRend: mIoU, boundary F and IoU (percent)."""
-    models = {key: obtain_model(name, source) for key, name in SEMANTIC.items()}
-    size = models["pointrend"].image_size
-    val = scoring.validation_set("semantic", num_images, size, folds)
-    labels = {"coarse": "Semantic FPN, coarse upsampled", "pointrend": "Semantic FPN + PointRend"}
-    rows = {labels[key]: scoring.semantic_scores(models[key].model, val) for key in labels}
-    return {
-        "val_images": num_images,
-        "val_seed": scoring.VAL_SEED,
-        "folds": len(val.folds),
-        "image_size": size,
-        "coarse_stride": getattr(models["pointrend"].model, "coarse_stride", None),
-        "models": {key: m.describe() for key, m in models.items()},
-        "rows": rows,
+        "by_resolution": table,
     }

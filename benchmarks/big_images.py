@@ -13,12 +13,11 @@ each; ``semantic_4096x8192`` ``predict`` of the semantic model on a 4096 x 8192 
 ``read_6000x4000``, ``photo_default``, ``small_800x1333`` and ``eval_10`` again with
 ``PYTHONPATH=DIR`` (e.g. the ``src`` of a ``git worktree`` of an earlier commit). The photos
 are synthetic scenes enlarged and saved as JPEG (quality 90). Writes
-``results.json["big_images"]``; ``--semantic-stages-only`` measures the stages again into it.
+``results.json["big_images"]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -33,7 +32,7 @@ from PIL import Image
 from pointrend.data.synthetic import render_sample
 from pointrend.data.write import write_synthetic_dataset
 
-from .common import RESULTS, command_line, store_section
+from . import common
 
 log = functools.partial(print, flush=True)
 MODULE = "benchmarks.big_images"
@@ -189,65 +188,26 @@ def _median_run(results: list[dict]) -> dict:
 
 
 def checks(runs: dict) -> dict:
-    """The done-when figures of the big-images issue, from ``runs``."""
-    this, base = runs["this"], runs.get("baseline", {})
-    peak = {key: run["peak_rss_mb"] for key, run in this.items() if "peak_rss_mb" in run}
-    out = {
-        "photo_100_peak_mb": peak["photo_100"],
-        "photo_10_to_100_added_mb": round(peak["photo_100"] - peak["photo_10"], 1),
-        "photo_default_peak_mb": peak["photo_default"],
-        "eval_100_over_10_peak": round(peak["eval_100"] / peak["eval_10"], 3),
-        "read_6000x4000_s": this["read_6000x4000"]["read_s"],
-    }
-    if "read_6000x4000" in base:
-        out["read_6000x4000_s_baseline"] = base["read_6000x4000"]["read_s"]
-    for key in ("photo_default", "small_800x1333", "eval_10"):
-        if key in base:
-            for figure, name in (("wall_s", "wall_s"), ("peak_rss_mb", "peak_mb")):
-                out[f"{key}_{name}_this_vs_baseline"] = [this[key][figure], base[key][figure]]
-    return out
-
-
-def _semantic_stages_only(out: Path, argv: list[str] | None) -> None:
-    """Measure the semantic stages again into the stored section (its other runs kept)."""
-    section = json.loads(out.read_text())["big_images"]
-    with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
-        street = write_photo(Path(work) / "street_4096x8192.jpg", (4096, 8192), index=1)
-        stages = semantic_stages(street, REPO / "src")
-    section["runs"]["this"]["semantic_4096x8192_stages"] = stages
-    section["semantic_stages_command"] = command_line(MODULE, argv)
-    log(f"  semantic_4096x8192_stages {stages}")
-    log(f"wrote {store_section(out, 'big_images', section)}")
+    """The figures derived from ``runs``: the peak added by 90 more detections in ``predict``,
+    and ``eval``'s peak at 100 detections over its peak at 10 (the runs hold the rest)."""
+    peak = {key: run.get("peak_rss_mb") for key, run in runs["this"].items()}
+    added, ratio = peak["photo_100"] - peak["photo_10"], peak["eval_100"] / peak["eval_10"]
+    return {"photo_10_to_100_added_mb": round(added, 1), "eval_100_over_10_peak": round(ratio, 3)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.big_images", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="runs of the 800 x 1333 predict")
+    parser = common.arguments("big_images", __doc__.split("\n")[0], rounds=3)
     parser.add_argument("--baseline-src", type=Path, help="src/ of the code to compare with")
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument(
-        "--semantic-stages-only",
-        action="store_true",
-        help="measure only semantic_4096x8192_stages, into the stored big_images section",
-    )
-    args = parser.parse_args(argv)
-    if args.semantic_stages_only:
-        return _semantic_stages_only(Path(args.out), argv)
+    args = common.parse(parser, argv)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pointrend-big-") as work:
         runs = run_all(Path(work), args.rounds, args.baseline_src)
-    section = {
-        "runs": runs,
-        "checks": checks(runs),
-        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
-        "rounds": args.rounds,
-        "bench_s": round(time.perf_counter() - start, 1),
-    }
+    section = {"runs": runs, "checks": checks(runs), "rounds": args.rounds}
+    section["baseline_src"] = str(args.baseline_src) if args.baseline_src else None
+    section["bench_s"] = round(time.perf_counter() - start, 1)
     for key, value in section["checks"].items():
         log(f"  {key}: {value}")
-    log(f"wrote {store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
+    log(f"wrote {common.store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,17 @@
-"""What every benchmark shares: meters, alternated timing, machine info, JSON, fold statistics.
+"""What two or more benchmarks share: meters, alternated timing, the command line, JSON.
 
 * :class:`ActivationCounter`: elements written by conv / linear operators, per phase;
-  :class:`PeakMemory`: the peak of live intermediate tensors allocated inside a ``with`` block;
-  :class:`ModuleSeconds`: seconds spent inside some modules' forward; :class:`PointCounter`:
-  the points a point head predicts.
-* :func:`count_call` (multiply-adds: ``FlopCounterMode`` counts 2 FLOPs per multiply-add, halved
-  here), :func:`peak_bytes`, :func:`alternate` (every contender once per round, several rounds).
-* :func:`machine_info`, :func:`command_line`, :func:`write_json` (strict JSON),
+  :class:`PointCounter`: also the points a point head predicts; :class:`PeakMemory`: the peak
+  of live intermediate tensors allocated inside a ``with`` block.
+* :func:`alternate`: every contender once per round, several rounds.
+* :func:`arguments` / :func:`parse`: the options every stand-alone module has;
+  :func:`machine_info`, :func:`command_line`, :func:`write_json` (strict JSON),
   :func:`store_section` (one key of ``results.json``, the report rendered again).
-* :func:`delta` / :func:`standard_error`: differences and their standard error over folds;
-  :func:`batched_iou` of pairs of masks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -28,11 +26,9 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import Tensor
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
 
 from pointrend._fused_head import FusedPointHead
 
@@ -125,48 +121,6 @@ class PeakMemory(TorchDispatchMode):
         return out
 
 
-class ModuleSeconds:
-    """Seconds spent inside the forward of some (not nested) modules, summed until taken."""
-
-    def __init__(self, modules):
-        self.seconds, self._start = 0.0, 0.0
-        self.handles = [m.register_forward_pre_hook(self._enter) for m in modules]
-        self.handles += [m.register_forward_hook(self._leave) for m in modules]
-
-    def _enter(self, module, args) -> None:
-        self._start = time.perf_counter()
-
-    def _leave(self, module, args, output) -> None:
-        self.seconds += time.perf_counter() - self._start
-
-    def take(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def count_call(run: Callable[[], object], counter: ActivationCounter) -> float:
-    """Run ``run()`` twice (FLOP counter, then ``counter``); return the multiply-adds."""
-    with torch.no_grad():
-        flops = FlopCounterMode(display=False)
-        with flops:
-            run()
-        with counter:
-            run()
-    return flops.get_total_flops() / 2
-
-
-def peak_bytes(run: Callable[[], object]) -> int:
-    """Peak bytes of live intermediate tensors during ``run()`` (no autograd)."""
-    meter = PeakMemory()
-    with torch.no_grad(), meter:
-        run()
-    return meter.peak
-
-
 def alternate(
     contenders: dict[str, Callable[[], object]],
     repeats: int,
@@ -195,21 +149,34 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def arguments(
+    module: str, doc: str, out: Path | str = RESULTS, **counts
+) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks.<module>``: ``--out``, ``--threads`` (default 1) and
+    an ``int`` option per ``counts`` item (``rounds=3``: ``--rounds``, default 3)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=doc)
+    parser.add_argument("--out", default=str(out), help=f"where the figures go (default {out})")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    for name, default in counts.items():
+        parser.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed arguments, with torch set to ``--threads`` threads."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def machine_info() -> dict:
     """Where the figures were measured: platform, CPU model, threads, library versions."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": names[0] if names else platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -231,9 +198,7 @@ def clean_json(value):
         return {str(k): clean_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [clean_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def write_json(result: dict, path: str | Path) -> Path:
@@ -245,11 +210,8 @@ def write_json(result: dict, path: str | Path) -> Path:
 
 
 def read_json(path: Path) -> dict:
-    """The JSON object in ``path``, or ``{}`` when missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    """The JSON object in ``path``, or ``{}`` when there is none."""
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
 
 
 def store_section(path: Path, key: str, section: dict, module: str | None = None, argv=None) -> str:
@@ -260,18 +222,9 @@ def store_section(path: Path, key: str, section: dict, module: str | None = None
 
     if module:
         section = {**section, "command": command_line(module, argv), "machine": machine_info()}
-    results = read_json(path)
-    results[key] = section
-    write_json(results, path)
+    results = read_json(path) | {key: section}
     write_report(results, Path(path).parent)
     return f"{path} [{key!r}] and {Path(path).parent / 'REPORT.md'}"
-
-
-def batched_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
-    inter = (a & b).flatten(1).sum(1).double()
-    union = (a | b).flatten(1).sum(1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def standard_error(row: dict, key: str) -> float | None:
@@ -280,9 +233,3 @@ def standard_error(row: dict, key: str) -> float | None:
     if len(values) < 2 or not all(math.isfinite(v) for v in values):
         return None
     return statistics.stdev(values) / math.sqrt(len(values))
-
-
-def delta(a: dict, b: dict, key: str) -> tuple[float, float | None]:
-    """``a[key] - b[key]`` and the standard error of the per-fold differences (or ``None``)."""
-    folds = [{key: fa[key] - fb[key]} for fa, fb in zip(a.get("folds") or [], b.get("folds") or [])]
-    return a[key] - b[key], standard_error({"folds": folds}, key)

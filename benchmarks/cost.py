@@ -2,25 +2,23 @@
 
 * :func:`head_costs`: multiply-adds and activations per box of the paper's cost table (K = 80):
   elements written by the heads' conv / linear layers; PointRend's peak is its largest step.
-* :func:`sweep_costs`: the same at every output size, and the peak memory of a call.
 * :func:`branch_times`: both mask branches on 100 boxes, alternated, median; the dense head at
   224 / 448 is timed on fewer boxes and scaled (its cost is exactly per box).
 * :func:`end_to_end`: ResNet-50-FPN Mask R-CNN vs PointRend Mask R-CNN on one 800 x 1333 image,
   the same 100 boxes forced through both mask branches, masks pasted at image size.
 
-The dense head's counts are taken on the ``meta`` device (shapes only). ``python -m
-benchmarks.cost [--quick]`` writes ``benchmarks/results/instance_cost.json``; the bench's
-``cost`` section runs the same functions.
+The dense head's counts are taken on the ``meta`` device. ``python -m benchmarks.cost`` writes
+:func:`measure` to ``benchmarks/results/instance_cost.json``; the bench's ``cost`` section too.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
@@ -67,25 +65,22 @@ def random_boxes(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor
     return torch.cat([origin, origin + size], dim=1)
 
 
-def _dense_runner(output: int, features, boxes, image_size, labels, device="cpu"):
-    dense = DenseMaskHead(output).to(device).eval()
-    feats = {"0": features.to(device)}
-    boxes, labels = [b.to(device) for b in boxes], labels.to(device)
-    return lambda: dense(feats, boxes, [image_size], labels)
-
-
-def _counts(run, counter: common.ActivationCounter, n: int) -> dict:
-    """Multiply-adds and activations (total, largest phase, with the sampled inputs) per box
-    of ``run()`` on ``n`` boxes."""
-    macs = common.count_call(run, counter) / n
-    counts = counter.counts
-    with_inputs = [v + counter.inputs.get(k, 0) for k, v in counts.items()]
-    total, peak = sum(counts.values()) / n, max(counts.values()) / n
-    return {"macs": macs, "total": total, "peak": peak, "peak_inputs": max(with_inputs) / n}
+def count_call(run: Callable[[], object], counter: common.ActivationCounter) -> float:
+    """Run ``run()`` twice (FLOP counter, then ``counter``); return the multiply-adds
+    (``FlopCounterMode`` counts 2 FLOPs per multiply-add)."""
+    with torch.no_grad():
+        flops = FlopCounterMode(display=False)
+        with flops:
+            run()
+        with counter:
+            run()
+    return flops.get_total_flops() / 2
 
 
 def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
-    """Multiply-adds and activations per box of the three heads of the paper's table."""
+    """Multiply-adds and activations per box of the three heads of the paper's table; the
+    dense head's on the ``meta`` device (shapes only). Activations: the largest phase (PointRend:
+    the coarse head or a step), alone and with the features sampled for it."""
     boxes = [random_boxes(n, *image_size)]
     labels = torch.randint(1, K, (n,))
     rows = {}
@@ -96,62 +91,24 @@ def head_costs(features: torch.Tensor, image_size, n: int = 4) -> dict:
             counter = common.PointCounter(branch.point_head)
             run = functools.partial(branch.render, features, 4.0, boxes, labels)
         else:
-            counter = common.ActivationCounter()
-            run = _dense_runner(output, features, boxes, image_size, labels, device="meta")
-        c = _counts(run, counter, n)
-        paper_macs, paper_acts = PAPER[name]
-        rows[name] = {
-            "multiply_adds_per_box": c["macs"],
-            "paper_multiply_adds": paper_macs,
-            "ratio_to_paper": c["macs"] / paper_macs,
-            "activations_total_per_box": c["total"],
-            "activations_peak_per_box": c["peak"],  # PointRend: the coarse head or a step
-            "activations_peak_mb_per_box_fp32": c["peak"] * 4 / 2**20,
-            "activations_peak_with_sampled_inputs_per_box": c["peak_inputs"],
-            "paper_activations": paper_acts,
-        }
+            counter, dense = common.ActivationCounter(), DenseMaskHead(output).to("meta").eval()
+            meta = {"0": features.to("meta")}, [b.to("meta") for b in boxes], [image_size]
+            run = functools.partial(dense, *meta, labels.to("meta"))
+        macs = count_call(run, counter) / n
+        inputs = [v + counter.inputs.get(k, 0) for k, v in counter.counts.items()]
+        rows[name] = {"multiply_adds_per_box": macs, "paper_multiply_adds": PAPER[name][0]}
+        rows[name]["activations_peak_per_box"] = max(counter.counts.values()) / n
+        rows[name]["activations_peak_with_sampled_inputs_per_box"] = max(inputs) / n
+        rows[name]["paper_activations"] = PAPER[name][1]
     return rows
-
-
-def sweep_costs(features, image_size, sizes, memory_boxes: int = 4) -> dict:
-    """Per box, at every output size: multiply-adds, activations (total / peak) and the peak
-    memory of one call on ``memory_boxes`` boxes (the fine features and PointRend's
-    channels-last copy of them, made once per image, not counted)."""
-    n = memory_boxes
-    fine = features.contiguous(memory_format=torch.channels_last)
-    boxes = [random_boxes(n, *image_size, seed=2)]
-    labels = torch.randint(1, K, (n,), generator=torch.Generator().manual_seed(2))
-    rows = {}
-    for size in sizes:
-        torch.manual_seed(0)
-        branch = pointrend_branch(size).eval()
-        counter = common.PointCounter(branch.point_head)
-        render = functools.partial(branch.render, fine, 4.0, boxes, labels)
-        ours = _counts(render, counter, n)
-        meta = _dense_runner(size, features, boxes, image_size, labels, device="meta")
-        dense = _counts(meta, common.ActivationCounter(), n)
-        run_dense = _dense_runner(size, features, boxes, image_size, labels)
-        rows[str(size)] = {
-            "pointrend_multiply_adds_per_box": ours["macs"],
-            "dense_multiply_adds_per_box": dense["macs"],
-            "pointrend_activations_total_per_box": ours["total"],
-            "pointrend_activations_peak_per_box": ours["peak"],
-            "dense_activations_per_box": dense["total"],
-            "pointrend_point_predictions_per_box": counter.points,
-            "pointrend_peak_mb_per_box": common.peak_bytes(render) / n / 2**20,
-            "dense_peak_mb_per_box": common.peak_bytes(run_dense) / n / 2**20,
-            "memory_boxes": n,
-        }
-    return rows
-
-
-def render_as_the_model_does(branch, features, boxes, labels):
-    """PointRendRoIHeads: P2 to channels-last (faster point sampling), then subdivision."""
-    fine = features.contiguous(memory_format=torch.channels_last)
-    return branch.render(fine, 4.0, boxes, labels)
 
 
 DENSE_BOXES = {224: 4, 448: 1}
+
+
+def last(features: torch.Tensor) -> torch.Tensor:
+    """``features`` channels-last: how the RoI heads give P2 to the mask branch."""
+    return features.contiguous(memory_format=torch.channels_last)
 
 
 def branch_times(
@@ -170,9 +127,8 @@ def branch_times(
         dense = DenseMaskHead(size).eval()
         n = min(dense_boxes.get(size, boxes_total), boxes_total)
         runs = {
-            "pointrend": lambda b=branch: render_as_the_model_does(
-                b, features, [all_boxes], labels
-            ),
+            # P2 made channels-last in the timed call, as PointRendRoIHeads does per image
+            "pointrend": lambda b=branch: b.render(last(features), 4.0, [all_boxes], labels),
             "dense": lambda d=dense, n=n: d(
                 {"0": features}, [all_boxes[:n]], [image_size], labels[:n]
             ),
@@ -225,31 +181,40 @@ def end_to_end(repeats: int, boxes_total: int = 100, log: Log = print) -> dict:
     return result | {"boxes": boxes_total, "image": [800, 1333]}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cost", description=__doc__)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="one repeat, outputs 28 and 56")
-    parser.add_argument("--out", default="benchmarks/results/instance_cost.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    repeats = 1 if args.quick else args.repeats
+def measure(
+    image_size,
+    sizes,
+    repeats: int,
+    boxes=100,
+    dense_boxes=None,
+    per_box_boxes=4,
+    end_to_end_repeats: int | None = None,
+    log: Log = print,
+) -> dict:
+    """The whole cost section: :func:`head_costs`, :func:`branch_times` (``sweep``) on a random P2
+    of an ``image_size`` image and, with ``end_to_end_repeats``, :func:`end_to_end`."""
+    (h, w) = image_size
     torch.manual_seed(0)
-    features = torch.randn(1, CHANNELS, 200, 336)  # P2 of a padded 800 x 1344 image
-    costs = head_costs(features, (800, 1333))
-    for name, row in costs.items():
-        print(f"  {name:<14} {row['multiply_adds_per_box'] / 1e9:6.2f}B multiply-adds per box")
+    features = torch.randn(1, CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
+    log(f"cost: per box, then the mask branch on {boxes} boxes at {sizes}")
+    result = {"image": [h, w], "num_classes": K, "boxes": boxes, "repeats": repeats}
+    result["per_box"] = head_costs(features, (h, w), per_box_boxes)
+    result["sweep"] = branch_times(features, (h, w), sizes, repeats, boxes, dense_boxes, log)
+    if end_to_end_repeats:
+        result["end_to_end"] = end_to_end(end_to_end_repeats, log=log)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    out = "benchmarks/results/instance_cost.json"
+    parser = common.arguments("cost", __doc__.split("\n")[0], out, repeats=5)
+    parser.add_argument("--quick", action="store_true", help="one repeat, outputs 28 and 56")
+    args = common.parse(parser, argv)
+    repeats = 1 if args.quick else args.repeats
     sizes = [28, 56] if args.quick else [28, 56, 112, 224, 448]
-    result = {
-        "command": common.command_line("benchmarks.cost", argv),
-        "machine": common.machine_info(),
-        "threads": args.threads,
-        "repeats": repeats,
-        "num_classes": K,
-        "per_box": costs,
-        "mask_branch_100_boxes": branch_times(features, (800, 1333), sizes, repeats),
-        "end_to_end_r50_fpn_800x1333_100_boxes": end_to_end(repeats),
-    }
+    result = {"command": common.command_line("benchmarks.cost", argv)}
+    result |= {"machine": common.machine_info(), "threads": args.threads}
+    result |= measure((800, 1333), sizes, repeats, end_to_end_repeats=repeats)
     print(f"wrote {common.write_json(result, args.out)}")
 
 

@@ -11,7 +11,6 @@ outputs is recorded too. ``python -m benchmarks.export_latency [--quick]`` write
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import statistics
@@ -28,7 +27,7 @@ from pointrend.engine.build import build_model
 from pointrend.engine.config import load_config
 from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
 
-from .common import alternate, command_line, machine_info, write_json
+from . import common
 
 log = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,16 +94,11 @@ def pixels_differing(reference: np.ndarray, other: np.ndarray, tol: float = 1e-4
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.export_latency", description=__doc__
-    )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=7)
+    out = ROOT / "benchmarks/results/export_latency.json"
+    parser = common.arguments("export_latency", __doc__.split("\n")[0], out, repeats=7)
     parser.add_argument("--quick", action="store_true", help="2 repeats, small inputs only")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/export_latency.json"))
-    args = parser.parse_args(argv)
+    args = common.parse(parser, argv)
     repeats = 2 if args.quick else args.repeats
-    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated (still works)
 
     rows = []
@@ -115,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             for shape in shapes[:1] if args.quick else shapes:
                 x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
                 reference = run["eager"](x)
-                samples = alternate({k: functools.partial(fn, x) for k, fn in run.items()}, repeats)
+                samples = common.alternate(
+                    {k: functools.partial(fn, x) for k, fn in run.items()}, repeats
+                )
                 ms = {k: 1000 * statistics.median(v) for k, v in samples.items()}
                 row = {"model": config, "input": "x".join(map(str, shape))}
                 row["detections"] = len(reference[0]) if task == "instance" else None
@@ -127,15 +123,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
                 log(json.dumps(row))
 
-    result = {
-        "command": command_line("benchmarks.export_latency", argv),
-        "threads": args.threads,
-        "repeats": repeats,
-        "machine": machine_info(),
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-        "rows": rows,
-    }
-    log(f"written to {write_json(result, args.out)}")
+    result = {"command": common.command_line("benchmarks.export_latency", argv)}
+    result |= {"threads": args.threads, "repeats": repeats, "machine": common.machine_info()}
+    result["versions"] = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    log(f"written to {common.write_json(result | {'rows': rows}, args.out)}")
 
 
 if __name__ == "__main__":

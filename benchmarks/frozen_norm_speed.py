@@ -17,11 +17,10 @@ model; the backbone outputs of the two sides are compared too. Writes ``results.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import importlib
 import importlib.util
 import io
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .common import RESULTS, alternate, store_section
+from . import common
 
 BASELINE_PACKAGE = "pointrend_baseline"
 ZOO_NAME = "pointrend_rcnn_R_50_FPN_1x_coco"
@@ -46,12 +45,8 @@ def imported_options(package: str = "pointrend") -> tuple[str, int, dict]:
     instance = importlib.import_module(f"{package}.interop.detectron2.instance")
     zoo = importlib.import_module(f"{package}.interop.detectron2.zoo")
     name, num_classes, options = instance.instance_options(zoo.zoo_config(ZOO_NAME))
-    options.update(
-        box_score_thresh=0.0,
-        box_detections_per_img=DETECTIONS,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
+    options |= {"box_score_thresh": 0.0, "box_detections_per_img": DETECTIONS}
+    options |= {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
     return name, num_classes, options
 
 
@@ -97,14 +92,9 @@ def build(package: str, state: dict | None = None) -> torch.nn.Module:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.frozen_norm_speed", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="timed calls of each side")
+    parser = common.arguments("frozen_norm_speed", __doc__.splitlines()[0], rounds=3)
     parser.add_argument("--baseline", default="main", help="git ref of the baseline (main)")
-    parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    args = common.parse(parser, argv)
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
     commit = resolve(args.baseline)
     with tempfile.TemporaryDirectory() as folder:
@@ -115,46 +105,40 @@ def main(argv: list[str] | None = None) -> dict:
             batches = {k: m.transform([image])[0].tensors for k, m in sides.items()}
             outputs = {k: m.backbone(batches[k]) for k, m in sides.items()}
             counts = {k: len(m([image])[0]["boxes"]) for k, m in sides.items()}
-        ours, theirs = outputs["current"], outputs["baseline"]
-        differences = {level: float((ours[level] - theirs[level]).abs().max()) for level in ours}
-        difference = max(differences.values())
-        relative = max(d / float(theirs[level].abs().max()) for level, d in differences.items())
         parts = {
             "backbone": lambda m, k: m.backbone(batches[k]),
             "transform": lambda m, k: m.transform([image]),
             "whole_model": lambda m, k: m([image]),
         }
         samples = {
-            part: alternate(
-                {k: (lambda m=m, k=k, run=run: run(m, k)) for k, m in sides.items()},
+            part: common.alternate(
+                {k: functools.partial(run, m, k) for k, m in sides.items()},
                 args.rounds,
                 clock=time.process_time,
             )
             for part, run in parts.items()
         }
-    medians = {part: {k: statistics.median(v) for k, v in t.items()} for part, t in samples.items()}
+    ours, theirs = outputs["current"], outputs["baseline"]
+    differences = {level: float((ours[level] - theirs[level]).abs().max()) for level in ours}
+    relative = max(d / float(theirs[level].abs().max()) for level, d in differences.items())
+    medians = {part: common.medians(t) for part, t in samples.items()}
     minima = {part: {k: min(v) for k, v in t.items()} for part, t in samples.items()}
-    ratios = {part: m["current"] / m["baseline"] for part, m in medians.items()}
-    section = {
-        "baseline": args.baseline,
-        "baseline_commit": commit,
-        "image": [HEIGHT, WIDTH],
-        "threads": 1,
-        "rounds": args.rounds,
-        "detections": counts,
-        "cpu_seconds": samples,
-        "median_cpu_seconds": medians,
-        "min_cpu_seconds": minima,
-        "current_over_baseline": ratios,
-        "current_over_baseline_min": {p: m["current"] / m["baseline"] for p, m in minima.items()},
-        "backbone_max_abs_difference": difference,
-        "backbone_max_relative_difference": relative,
+    section = {"baseline": args.baseline, "baseline_commit": commit, "image": [HEIGHT, WIDTH]}
+    section |= {"threads": args.threads, "rounds": args.rounds, "detections": counts}
+    section |= {"cpu_seconds": samples, "median_cpu_seconds": medians, "min_cpu_seconds": minima}
+    section["current_over_baseline"] = {p: m["current"] / m["baseline"] for p, m in medians.items()}
+    section["current_over_baseline_min"] = {
+        p: m["current"] / m["baseline"] for p, m in minima.items()
     }
+    section["backbone_max_abs_difference"] = max(differences.values())
+    section["backbone_max_relative_difference"] = relative
     for part, m in medians.items():
         print(f"{part:12s} current {m['current']:.3f} s, baseline {m['baseline']:.3f} s (CPU)")
-    print(f"backbone outputs: max |difference| {difference:.2e} ({relative:.1e} relative)")
+    print(f"backbone outputs: max |difference| {max(differences.values()):.2e} ({relative:.1e})")
     module = "benchmarks.frozen_norm_speed"
-    print(f"wrote {store_section(Path(args.out), 'frozen_norm_speed', section, module, argv)}")
+    print(
+        f"wrote {common.store_section(Path(args.out), 'frozen_norm_speed', section, module, argv)}"
+    )
     return section
 
 

@@ -4,11 +4,11 @@
    and the imported detectron2 test fixture on the device against the CPU (same count, box IoU
    >= 0.999, mask IoU >= 0.99; semantic labels >= 99.9% equal);
 2. **speed**: PointRend R50-FPN (fixed and per-box masks) and torchvision's Mask R-CNN at
-   800 x 1333 with 100 detections forced, float32 and autocast, median of ``--rounds``; the
+   800 x 1333 with 100 detections forced, float32 and autocast, median of 3 calls; the
    Semantic FPN and DeepLabV3 PointRend models at 1024 x 2048; peak device memory of each; the
    host reads (``aten::_local_scalar_dense``) of one PointRend forward (random weights);
-3. **train**: ``--train-iters`` AMP iterations of the synthetic instance recipe;
-4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through iterations and a
+3. **train**: 50 AMP iterations of the synthetic instance recipe;
+4. **torchrun**: ``torchrun --nproc_per_node=1`` (NCCL on CUDA) through 20 iterations and a
    checkpoint.
 
 ``--quick --device cpu`` (small sizes) is the smoke test the test suite runs. Run: ``python -m
@@ -46,9 +46,10 @@ class Sizes:
     rounds: int = 3
     train_iters: int = 50
     torchrun_iters: int = 20
+    parity_images: int = 6
 
 
-QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2)
+QUICK = Sizes((128, 192), (128, 256), 10, 4, "resnet18", 1, 2, 2, 2)
 
 
 def _timed(model, inputs, device: torch.device, sizes: Sizes) -> dict:
@@ -80,8 +81,7 @@ def match_instances(ref: dict, other: dict) -> dict:
     """Same count; each reference detection's best same-class box IoU and mask IoU."""
     from torchvision.ops import box_iou
 
-    ref = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in ref.items()}
-    other = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in other.items()}
+    ref, other = ({k: v.cpu().float() for k, v in d.items()} for d in (ref, other))
     out = {"count": len(ref["boxes"]), "other_count": len(other["boxes"])}
     if not len(ref["boxes"]) or not len(other["boxes"]):
         return out | {"min_box_iou": None, "min_mask_iou": None}
@@ -89,29 +89,18 @@ def match_instances(ref: dict, other: dict) -> dict:
     best, j = iou.max(1)
     a, b = ref["masks"][:, 0] >= 0.5, other["masks"][j, 0] >= 0.5
     masks = (a & b).sum((1, 2)) / (a | b).sum((1, 2)).clamp(min=1)
-    scores = (ref["scores"] - other["scores"][j]).abs().max()
-    return out | {
-        "min_box_iou": float(best.min()),
-        "min_mask_iou": float(masks.min()),
-        "max_score_diff": float(scores),
-    }
+    out |= {"min_box_iou": float(best.min()), "min_mask_iou": float(masks.min())}
+    return out | {"max_score_diff": float((ref["scores"] - other["scores"][j]).abs().max())}
 
 
-def _instance_parity(cpu_model, dev_model, images, device) -> list[dict]:
-    rows = []
+def instance_parity(cpu_model, dev_model, images, device) -> dict:
+    """:func:`match_instances` per image, and whether every image passes."""
     with torch.no_grad():
-        for image in images:
-            ref = cpu_model([image])[0]
-            rows.append(match_instances(ref, dev_model([image.to(device)])[0]))
-    return rows
-
-
-def _passes(rows: list[dict]) -> bool:
-    return all(
-        r["count"] == r["other_count"]
-        and (r["min_box_iou"] is None or (r["min_box_iou"] >= 0.999 and r["min_mask_iou"] >= 0.99))
-        for r in rows
-    )
+        rows = [match_instances(cpu_model([x])[0], dev_model([x.to(device)])[0]) for x in images]
+    close = [r["min_box_iou"] is None or r["min_box_iou"] >= 0.999 for r in rows]
+    close = [c and (r["min_mask_iou"] or 1.0) >= 0.99 for c, r in zip(close, rows)]
+    same = [r["count"] == r["other_count"] for r in rows]
+    return {"images": rows, "pass": all(close) and all(same)}
 
 
 def _detectron2_fixture(folder: Path) -> tuple[Path, list[torch.Tensor]]:
@@ -130,7 +119,7 @@ def _detectron2_fixture(folder: Path) -> tuple[Path, list[torch.Tensor]]:
     return out, [read_image(p) for p in sorted(INSTANCE.glob("image_*.png"))]
 
 
-def parity(device: torch.device, quick: bool) -> dict:
+def parity(device: torch.device, sizes: Sizes) -> dict:
     from pointrend.data.synthetic import SyntheticInstanceDataset, SyntheticSemanticDataset
     from pointrend.demo import SHIPPED, WEIGHTS_DIR
     from pointrend.engine.inference import load_trained_model
@@ -139,27 +128,23 @@ def parity(device: torch.device, quick: bool) -> dict:
         cpu = load_trained_model(path, None, list(overrides), "cpu").model
         return cpu, load_trained_model(path, None, list(overrides), device).model
 
-    result = {}
-    n = 2 if quick else 6
+    result, n = {}, sizes.parity_images
     images = [SyntheticInstanceDataset(n, 256, seed=4321)[i][0] for i in range(n)]
     for mode in ("fixed", "box"):
         option = [f"model.options.mask_resolution={mode}"]
-        rows = _instance_parity(*both(WEIGHTS_DIR / SHIPPED["pointrend"], option), images, device)
-        result[f"shipped_instance_{mode}"] = {"images": rows, "pass": _passes(rows)}
+        models = both(WEIGHTS_DIR / SHIPPED["pointrend"], option)
+        result[f"shipped_instance_{mode}"] = instance_parity(*models, images, device)
     cpu, dev = both(WEIGHTS_DIR / SHIPPED["semantic_pointrend"])
-    agree = []
+    data = SyntheticSemanticDataset(n, 256, seed=4321)
     with torch.no_grad():
-        for i in range(n):
-            image = SyntheticSemanticDataset(n, 256, seed=4321)[i][0][None]
-            ref = cpu(image)["out"].argmax(1)
-            agree.append(
-                float((dev(image.to(device))["out"].argmax(1).cpu() == ref).float().mean())
-            )
+        labels = [(cpu(x[None]), dev(x[None].to(device))) for x in (data[i][0] for i in range(n))]
+    agree = [
+        float((a["out"].argmax(1) == b["out"].argmax(1).cpu()).float().mean()) for a, b in labels
+    ]
     result["shipped_semantic"] = {"label_agreement": agree, "pass": min(agree) >= 0.999}
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         path, d2_images = _detectron2_fixture(Path(work))
-        rows = _instance_parity(*both(path), d2_images, device)
-    result["detectron2_fixture"] = {"images": rows, "pass": _passes(rows)}
+        result["detectron2_fixture"] = instance_parity(*both(path), d2_images, device)
     return result
 
 
@@ -198,7 +183,7 @@ def _host_reads(model, images) -> int:
 
 
 def speed(device: torch.device, sizes: Sizes) -> dict:
-    from pointrend.models import pointrend_deeplabv3, pointrend_semantic_fpn
+    from pointrend import models as builders
 
     torch.manual_seed(0)
     image = torch.rand(3, *sizes.instance, device=device)
@@ -208,21 +193,16 @@ def speed(device: torch.device, sizes: Sizes) -> dict:
         for precision, row in _timed(model, [image], device, sizes).items():
             row["detections"] = len(row.pop("output")[0]["boxes"])
             result["instance"][f"{name}_{precision}"] = row
-    timing = result["instance"]
-    for mode, precision in [(m, p) for m in ("fixed", "box") for p in ("fp32", "amp")]:
-        row = timing[f"pointrend_{mode}_{precision}"]
-        row["vs_torchvision"] = (
-            row["seconds"] / timing[f"torchvision_maskrcnn_{precision}"]["seconds"]
-        )
+    for name, row in result["instance"].items():
+        if name.startswith("pointrend"):
+            baseline = result["instance"]["torchvision_maskrcnn_" + name.split("_")[-1]]
+            row["vs_torchvision"] = row["seconds"] / baseline["seconds"]
     result["host_reads_per_forward"] = _host_reads(models["pointrend_fixed"], [image])
     del models
     batch = torch.rand(1, 3, *sizes.semantic, device=device)
-    for name, builder in (
-        ("semantic_fpn", pointrend_semantic_fpn),
-        ("deeplabv3", pointrend_deeplabv3),
-    ):
+    for name in ("semantic_fpn", "deeplabv3"):
         torch.manual_seed(0)
-        model = builder(sizes.backbone, 19).to(device).eval()
+        model = getattr(builders, f"pointrend_{name}")(sizes.backbone, 19).to(device).eval()
         for precision, row in _timed(model, batch, device, sizes).items():
             del row["output"]
             result["semantic"][f"pointrend_{name}_{precision}"] = row
@@ -239,11 +219,12 @@ def _train_args(out: Path, iters: int, device: torch.device) -> list[str]:
     return args + [part for s in sets for part in ("--set", s)]
 
 
-def train_amp(device: torch.device, iters: int) -> dict:
+def train_amp(device: torch.device, sizes: Sizes) -> dict:
     import json
 
     from pointrend.cli import main
 
+    iters = sizes.train_iters
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         out = Path(work) / "run"
         start = time.perf_counter()
@@ -253,18 +234,16 @@ def train_amp(device: torch.device, iters: int) -> dict:
     records = [json.loads(line) for line in lines]
     losses = [r["loss"] for r in records if "loss" in r]
     start = next((r for r in records if r.get("event") == "start"), {})
-    return {
-        "exit_code": code,
-        "iterations": len(losses),
+    out = {"exit_code": code, "iterations": len(losses), "precision": start.get("precision")}
+    out |= {
         "seconds_per_iter": seconds / max(len(losses), 1),
-        "precision": start.get("precision"),
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
         "pass": code == 0 and len(losses) == iters,
     }
+    return out | {"first_loss": (losses or [None])[0], "last_loss": (losses or [None])[-1]}
 
 
-def torchrun_one_process(device: torch.device, iters: int) -> dict:
+def torchrun_one_process(device: torch.device, sizes: Sizes) -> dict:
+    iters = sizes.torchrun_iters
     with tempfile.TemporaryDirectory(prefix="pointrend-gpu-check-") as work:
         out = Path(work) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
@@ -273,20 +252,16 @@ def torchrun_one_process(device: torch.device, iters: int) -> dict:
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         checkpoint = (out / f"model_{iters:07d}.pt").is_file()
-    return {
-        "backend": "nccl" if device.type == "cuda" else "gloo",
-        "exit_code": done.returncode,
-        "seconds": time.perf_counter() - start,
-        "checkpoint_written": checkpoint,
-        "stderr_tail": done.stderr[-800:],
-        "pass": done.returncode == 0 and checkpoint and "world size 1" in done.stderr,
-    }
+    out = {"backend": "nccl" if device.type == "cuda" else "gloo", "exit_code": done.returncode}
+    out |= {"seconds": time.perf_counter() - start, "checkpoint_written": checkpoint}
+    out["pass"] = done.returncode == 0 and checkpoint and "world size 1" in done.stderr
+    return out | {"stderr_tail": done.stderr[-800:]}
 
 
 # --- the run ---------------------------------------------------------------------------------
 
 
-def run_check(device: torch.device, sizes: Sizes, quick: bool, argv: list[str]) -> dict:
+def run_check(device: torch.device, sizes: Sizes, argv: list[str]) -> dict:
     result = {
         "command": command_line("benchmarks.gpu_check", argv),
         "machine": machine_info(),
@@ -295,14 +270,10 @@ def run_check(device: torch.device, sizes: Sizes, quick: bool, argv: list[str]) 
         "cuda": torch.version.cuda,
         "sizes": sizes.__dict__,
     }
-    for name, section in (
-        ("parity", lambda: parity(device, quick)),
-        ("speed", lambda: speed(device, sizes)),
-        ("train_amp", lambda: train_amp(device, sizes.train_iters)),
-        ("torchrun", lambda: torchrun_one_process(device, sizes.torchrun_iters)),
-    ):
+    sections = {"parity": parity, "speed": speed, "train_amp": train_amp}
+    for name, section in (sections | {"torchrun": torchrun_one_process}).items():
         start = time.perf_counter()
-        result[name] = section()
+        result[name] = section(device, sizes)
         print(f"gpu_check: {name} done in {time.perf_counter() - start:.1f} s", flush=True)
     return result
 
@@ -315,20 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu.json"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    result = run_check(device, QUICK if args.quick else Sizes(), args.quick, argv)
-    checks = {
-        **{f"parity/{k}": v["pass"] for k, v in result["parity"].items()},
-        "train_amp": result["train_amp"]["pass"],
-        "torchrun": result["torchrun"]["pass"],
-    }
-    result["checks"] = checks
-    path = write_json(result, args.out)
-    print(f"gpu_check: wrote {path}")
+    result = run_check(device, QUICK if args.quick else Sizes(), argv)
+    checks = {f"parity/{k}": v["pass"] for k, v in result["parity"].items()}
+    result["checks"] = checks | {k: result[k]["pass"] for k in ("train_amp", "torchrun")}
+    print(f"gpu_check: wrote {write_json(result, args.out)}")
     for name, value in result["speed"]["instance"].items():
-        ratio = value.get("vs_torchvision")
-        extra = f" ({ratio:.2f}x torchvision)" if ratio else ""
-        print(f"  {name}: {value['seconds'] * 1000:.1f} ms{extra}")
-    failed = [k for k, ok in checks.items() if not ok]
+        ratio = (
+            f" ({value['vs_torchvision']:.2f}x torchvision)" if "vs_torchvision" in value else ""
+        )
+        print(f"  {name}: {value['seconds'] * 1000:.1f} ms{ratio}")
+    failed = [k for k, ok in result["checks"].items() if not ok]
     print("gpu_check: all checks passed" if not failed else f"gpu_check: FAILED {failed}")
     return 1 if failed else 0
 

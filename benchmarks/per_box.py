@@ -3,18 +3,15 @@
 
 ``cost`` (key ``per_box_resolution``): 100 boxes with sides log-uniform from 16 to 600 pixels
 on an 800 x 1333 image (random P2, K = 80, untrained heads: the cost depends on the points).
-Mask branch time and peak memory: per-box (also with ``points_per_side`` 1.75), fixed 224,
-torchvision's 28 x 28 head; end to end, ResNet-50-FPN with the boxes forced through three mask
-branches. ``--accuracy N``: the shipped model on N validation images, fixed 224 vs per-box,
-scored at 1x, 2x, 4x its input size against exact ground truth (± s.e. over folds).
+Mask branch time and peak memory: per-box, fixed 224, torchvision's 28 x 28 head; end to end,
+ResNet-50-FPN with the boxes forced through three mask branches. (The accuracy of the two modes:
+``python -m benchmarks --sections accuracy``, rows ``pointrend224`` and ``pointrend_box``.)
 
-``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle in
-place of the point head. Random shapes fill the box; their coverage of each cell gives the 7 x 7
-coarse logits and the oracle's prediction at a step's cell centres (the clamped logit of that
-cell's coverage). Rules: ``final_side`` ``k * M`` a step; ``step_side`` ``k * s`` at a step of
-side ``s``; ``per_box`` the per-box mode's rule; ``dense`` every cell (exact: checked);
-``fixed224`` rendered at 224, resampled to M; ``no_refinement``. Boundary IoU and mask IoU
-against the exact mask (points; mean and s.e. over shapes), and the points per box.
+``budget`` (key ``point_budget``): the points per step a grid of side M needs, an oracle (the
+clamped logit of each cell's coverage by a random shape filling the box) in place of the point
+head. Rules: ``final_side`` ``k * M`` a step; ``step_side`` ``k * s`` at a step of side ``s``;
+``per_box`` the per-box mode's; ``dense`` every cell (exact: checked); ``fixed224`` rendered at
+224, resampled to M; ``no_refinement``. Boundary IoU and mask IoU against the exact mask.
 
 ``scale`` (key ``per_box_scale``, ``per_box_scale.png``): the shipped model (160 px input) on a
 160 x 120 scene (the first of seed 7000 with an object 60-65 % of the width across), detections
@@ -25,13 +22,11 @@ above 0.5; the ground truth through a grid of each side; a 100 % crop of the obj
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,15 +46,29 @@ from pointrend.points import calculate_uncertainty
 from pointrend.render import shortcut_steps, subdivision_inference, subdivision_sizes
 
 from . import common, cost, scoring
-from .accuracy import FACTORS, INSTANCE, shipped_model
+from .accuracy import INSTANCE, shipped_model
 from .plots import plot_boundary_crop
 
 log = functools.partial(print, flush=True)
 
-# --- cost and accuracy -------------------------------------------------------------------------
+# --- cost -------------------------------------------------------------------------------------
 
 IMAGE = (800, 1333)
-SPARSE = 1.75  # half the default points per step (784 / 224 = 3.5 per grid side)
+
+
+def peak_bytes(run: Callable[[], object]) -> int:
+    """Peak bytes of live intermediate tensors during ``run()`` (no autograd)."""
+    meter = common.PeakMemory()
+    with torch.no_grad(), meter:
+        run()
+    return meter.peak
+
+
+def batched_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of each pair of ``R x H x W`` bool masks -> ``R`` float64 (1 where both are empty)."""
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 def log_uniform_boxes(n: int, height: int, width: int, low=16.0, high=600.0, seed=0) -> Tensor:
@@ -77,18 +86,12 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
     features = torch.randn(1, cost.CHANNELS, 200, 336)  # P2 of the padded 800 x 1344 image
     fixed = cost.pointrend_branch(224).eval()
     box = cost.pointrend_branch(224, mask_resolution="box").eval()
-    sparse = cost.pointrend_branch(224, mask_resolution="box", points_per_side=SPARSE).eval()
-    for branch in (box, sparse):
-        branch.load_state_dict(fixed.state_dict())
+    box.load_state_dict(fixed.state_dict())
     dense = cost.DenseMaskHead(28).eval()
-    fine = features.contiguous(memory_format=torch.channels_last)
-    one = torch.ones(1, 2)
+    fine = cost.last(features)
     runs = {
-        "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, one),
-        f"box_points_per_side_{SPARSE}": lambda: sparse.render_by_box_size(
-            fine, 4.0, [boxes], labels, one
-        ),
-        "fixed224": lambda: cost.render_as_the_model_does(fixed, features, [boxes], labels),
+        "box": lambda: box.render_by_box_size(fine, 4.0, [boxes], labels, torch.ones(1, 2)),
+        "fixed224": lambda: fixed.render(cost.last(features), 4.0, [boxes], labels),
         "torchvision28": lambda: dense({"0": features}, [boxes], [IMAGE], labels),
     }
     samples = common.alternate(runs, rounds)
@@ -96,7 +99,7 @@ def mask_branch(rounds: int, boxes: Tensor, labels: Tensor) -> dict:
         grids = [f"{h}x{w}" for h, w in runs["box"]().sizes().tolist()]
     return {
         "mask_branch_s": common.medians(samples),
-        "peak_mb": {k: common.peak_bytes(run) / 2**20 for k, run in runs.items()},
+        "peak_mb": {k: peak_bytes(run) / 2**20 for k, run in runs.items()},
         "mask_branch_samples_s": samples,
         "box_grids": {g: grids.count(g) for g in sorted(set(grids), key=grids.index)},
     }
@@ -114,34 +117,10 @@ def end_to_end(rounds: int, boxes: Tensor) -> dict:
     return {"end_to_end_s": common.medians(samples), "end_to_end_samples_s": samples}
 
 
-def accuracy(num_images: int, folds: int = 4) -> dict:
-    """Boundary AP and mask AP of fixed 224 vs per-box masks at 1x, 2x and 4x the input size."""
-    pointrend = shipped_model(INSTANCE["pointrend"], log)
-    base = pointrend.image_size
-    vals = {
-        base * f: scoring.validation_set(
-            "instance", num_images, base, folds, base * f if f > 1 else None
-        )
-        for f in FACTORS
-    }
-    table = {"boundary_ap": {}, "mask_ap": {}}
-    for name, changes in (("fixed224", {"output_size": 224}), ("box", {"mask_resolution": "box"})):
-        with scoring.mask_settings(pointrend.model, **changes):
-            results = scoring.predict_at_sizes(pointrend.model, vals[base].dataset, sorted(vals))
-        for size, val in vals.items():
-            scores = scoring.score_results(val, results[size])
-            for key, metric in (("boundary_ap", "boundary_AP"), ("mask_ap", "mask_AP")):
-                cell = {"value": scores[metric], "se": common.standard_error(scores, metric)}
-                table[key].setdefault(str(size), {})[name] = cell
-    return {**table, "accuracy_val_images": num_images, "accuracy_folds": folds}
-
-
 def cost_study(args) -> dict:
     boxes = log_uniform_boxes(args.boxes, *IMAGE)
     labels = torch.randint(1, cost.K, (args.boxes,), generator=torch.Generator().manual_seed(1))
     section = mask_branch(args.rounds, boxes, labels) | end_to_end(args.rounds, boxes)
-    if args.accuracy:
-        section.update(accuracy(args.accuracy))
     return section | {"boxes": args.boxes, "image": list(IMAGE), "rounds": args.rounds}
 
 
@@ -242,18 +221,12 @@ def render_rule(rule: str, k: float | None, coarse: Tensor, oracle: Oracle, fina
     size, up = (final, final), functools.partial(F.interpolate, mode="bilinear")
     if rule == "no_refinement":
         return up(coarse, size=size, align_corners=False)
+    render = functools.partial(subdivision_inference, coarse, oracle, calculate_uncertainty)
     if rule == "dense":
-        return subdivision_inference(
-            coarse, oracle, calculate_uncertainty, None, final * final, size, False
-        )
+        return render(None, final * final, size, False)
     if rule == "fixed224":
-        fixed = (FIXED_SIDE, FIXED_SIDE)
-        logits = subdivision_inference(
-            coarse, oracle, calculate_uncertainty, 5, FIXED_POINTS, fixed
-        )
-        return up(logits, size=size, align_corners=False)
-    points = schedule(rule, k, final)
-    return subdivision_inference(coarse, oracle, calculate_uncertainty, None, points, size)
+        return up(render(5, FIXED_POINTS, (FIXED_SIDE, FIXED_SIDE)), size=size, align_corners=False)
+    return render(None, schedule(rule, k, final), size)
 
 
 def mean_se(values: Tensor) -> dict:
@@ -281,11 +254,9 @@ def evaluate_size(maps: dict[int, Tensor], final: int, k_values, batch: int = 20
                 raise AssertionError(f"{rule} k={k} M={final}: {oracle.points} points")
             if rule == "dense" and not torch.equal(pred, truth):
                 raise AssertionError(f"dense rendering at M={final} is not the exact mask")
-            iou = (
-                common.batched_iou(region, boundary_region(pred)),
-                common.batched_iou(truth, pred),
+            scores[rule, k].append(
+                (batched_iou(region, boundary_region(pred)), batched_iou(truth, pred))
             )
-            scores[rule, k].append(iou)
     row: dict = {rule: {} for rule in RULES}
     for (rule, k), parts in scores.items():
         cell = {
@@ -301,9 +272,7 @@ def budget_study(args) -> dict:
     """The oracle study on ``args.shapes`` random shapes: ``{"by_size": {str(M): row}}``."""
     bad = [m for m in args.sizes if m not in {COARSE * 2**s for s in range(1, 12)}]
     if bad or args.shapes < 2:
-        raise SystemExit(
-            f"--sizes must be 7 * 2**s and --shapes at least 2, got {bad}, {args.shapes}"
-        )
+        raise SystemExit(f"--sizes must be 7 * 2**s and --shapes at least 2: {bad}, {args.shapes}")
     rng = np.random.default_rng(args.seed)
     shapes = [random_shape(rng, 256, 256) for _ in range(args.shapes)]
     largest = max(*args.sizes, FIXED_SIDE)  # the fixed mode's 224 grid is rendered at every M
@@ -339,25 +308,6 @@ def find_scene(seed: int, limit: int = 1000) -> tuple[int, int]:
     raise RuntimeError(f"no object of {OBJECT_FRACTION} of the width in {limit} images")
 
 
-@contextlib.contextmanager
-def score_threshold(model, threshold: float | None):
-    """Keep only detections scoring above ``threshold`` inside the block (``None``: unchanged)."""
-    saved = model.roi_heads.score_thresh
-    model.roi_heads.score_thresh = saved if threshold is None else threshold
-    try:
-        yield
-    finally:
-        model.roi_heads.score_thresh = saved
-
-
-def grid_shapes(masks) -> Tensor:
-    """``R x 2`` ``(height, width)`` of each detection's grid: from ``R x 1 x M x M`` mask
-    logits or masks grouped by size (``MasksBySize``)."""
-    if isinstance(masks, Tensor):
-        return torch.tensor(masks.shape[-2:]).expand(masks.shape[0], 2).clone()
-    return masks.sizes()
-
-
 def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tuple[dict, Tensor]:
     """One run in ``mode``: the figures of the big object's detection (of its class, the largest
     box IoU with ``truth``) and its binary mask at ``output``."""
@@ -368,7 +318,9 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
             result = predict_pasted(model, [image], [[output]])[0][0]
     finally:
         hook.remove()
-    grids = grid_shapes(caught[0]["masks"])
+    masks = caught[0]["masks"]  # R x 1 x M x M mask logits, or masks grouped by size
+    fixed = isinstance(masks, Tensor)
+    grids = torch.tensor(masks.shape[-2:]).repeat(len(masks), 1) if fixed else masks.sizes()
     gt_box = masks_to_boxes(truth[None]) + torch.tensor([0.0, 0.0, 1.0, 1.0])
     overlap = box_iou(result["boxes"], gt_box)[:, 0]
     overlap[result["labels"] != label] = -1.0
@@ -383,7 +335,7 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
         "detections": len(result["boxes"]),
         f"detections_above_{SHOWN_SCORE}": int((result["scores"] > SHOWN_SCORE).sum()),
         "boxes": result["boxes"].tolist(),
-        "mask_iou": float(common.batched_iou(pred[None], truth[None])),
+        "mask_iou": float(batched_iou(pred[None], truth[None])),
         "boundary_iou": boundary_iou(truth, pred),
     }
     if k < 0 or overlap[k] <= 0 or row["score"] < 0.5 or row["mask_iou"] < 0.5:
@@ -391,19 +343,38 @@ def big_object(model, image, truth: Tensor, label: int, output, mode: str) -> tu
     return row, pred
 
 
+class ModuleSeconds:
+    """Seconds spent inside the forward of some (not nested) modules, summed until taken."""
+
+    def __init__(self, modules):
+        self.seconds, self.start = 0.0, 0.0
+        self.handles = [m.register_forward_pre_hook(self._enter) for m in modules]
+        self.handles += [m.register_forward_hook(self._leave) for m in modules]
+
+    def _enter(self, *_) -> None:
+        self.start = time.perf_counter()
+
+    def _leave(self, *_) -> None:
+        self.seconds += time.perf_counter() - self.start
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 def timing(model, image, output, rounds: int, threshold: float | None = None) -> dict:
     """Medians of alternated runs per mode: end to end, detector (backbone, RPN, box head),
     render (the rest of the RoI heads), paste (the rest), ``mask_s`` = render + paste; peak MB."""
     heads = model.roi_heads
     meters = {
-        "features": common.ModuleSeconds([model.backbone, model.rpn]),
-        "boxes": common.ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
-        "heads": common.ModuleSeconds([heads]),
+        "features": ModuleSeconds([model.backbone, model.rpn]),
+        "boxes": ModuleSeconds([heads.box_roi_pool, heads.box_head, heads.box_predictor]),
+        "heads": ModuleSeconds([heads]),
     }
     seconds = {mode: [] for mode in MODES}
 
     def run(mode: str) -> None:
-        with scoring.mask_settings(model, **MODES[mode]), score_threshold(model, threshold):
+        with scoring.mask_settings(model, threshold, **MODES[mode]):
             start = time.perf_counter()
             predict_pasted(model, [image], [[output]])
             total = time.perf_counter() - start
@@ -417,14 +388,14 @@ def timing(model, image, output, rounds: int, threshold: float | None = None) ->
     try:
         common.alternate(runs, rounds)
     finally:
-        for meter in meters.values():
-            meter.remove()
+        for handle in [h for meter in meters.values() for h in meter.handles]:
+            handle.remove()
     names = ("end_to_end_s", "detector_s", "render_s", "paste_s", "mask_s")
     table = {
         name: {m: statistics.median(r[i] for r in rows[1:]) for m, rows in seconds.items()}
         for i, name in enumerate(names)  # rows[0]: the warm-up round
     }
-    return table | {"peak_mb": {mode: common.peak_bytes(run) / 2**20 for mode, run in runs.items()}}
+    return table | {"peak_mb": {mode: peak_bytes(run) / 2**20 for mode, run in runs.items()}}
 
 
 def scale_study(args) -> dict:
@@ -472,14 +443,11 @@ def scale_study(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.per_box", description=__doc__)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(common.RESULTS))
+    parser = common.arguments("per_box", __doc__)
     sub = parser.add_subparsers(dest="study", required=True)
-    p = sub.add_parser("cost", help="mask branch and end to end; --accuracy N images")
+    p = sub.add_parser("cost", help="mask branch and end to end")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--boxes", type=int, default=100)
-    p.add_argument("--accuracy", type=int, default=0, help="validation images (0: skip)")
     p = sub.add_parser("budget", help="points per step, an oracle study")
     p.add_argument("--shapes", type=int, default=80)
     p.add_argument("--sizes", type=int, nargs="+", default=[56, 112, 224, 448, 896])
@@ -490,8 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", type=int, nargs=2, default=[4000, 3000], metavar=("W", "H"))
     p.add_argument("--seed", type=int, default=scoring.VAL_SEED)
     p.add_argument("--picture", default="benchmarks/results/per_box_scale.png")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = common.parse(parser, argv)
     study, key = STUDIES[args.study]
     section = study(args) | {"threads": args.threads}
     log(f"wrote {common.store_section(Path(args.out), key, section, 'benchmarks.per_box', argv)}")

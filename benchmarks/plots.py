@@ -16,14 +16,6 @@ from pointrend.evaluation.boundary import boundary_region  # noqa: E402
 
 from .common import standard_error  # noqa: E402
 
-
-def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 RESOLUTION_STYLES = {
     "oracle28": ("k", ":", "oracle 28x28"),
     "oracle56": ("0.45", ":", "oracle 56x56"),
@@ -57,7 +49,10 @@ def plot_accuracy_by_resolution(section: dict, out: Path) -> str | None:
         ax.legend(fontsize=8)
     axes[0].set_title("ceilings (oracles) and trained models")
     axes[1].set_title("trained models only")
-    return _save(fig, out / "accuracy_by_resolution.png")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_by_resolution.png", dpi=110)
+    plt.close(fig)
+    return "accuracy_by_resolution.png"
 
 
 def contour(mask: torch.Tensor) -> torch.Tensor:

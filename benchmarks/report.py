@@ -1,8 +1,9 @@
-"""``REPORT.md`` from ``results.json``: one template, a table per measurement.
+"""``REPORT.md`` from ``results.json``: one template whose slots are tables of the figures.
 
-The report states what was measured and the figures, nothing more: differences between models
-come with the standard error of their per-fold values (the validation set in equal parts), a
-rough guide to what a difference is worth. Sections missing from the results are left out.
+The report states what was measured and the figures, nothing more: a figure over validation
+folds (the validation set in equal parts) comes with its standard error, and so do differences
+between models, a rough guide to what a difference is worth. A section missing from the results
+reads "Not measured.".
 """
 
 from __future__ import annotations
@@ -10,14 +11,33 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .common import delta, standard_error, write_json
+from .common import standard_error, write_json
 
-RULES = ("per_box", "final_side", "step_side")  # the point-budget rules with a k
+TEMPLATE = """# PointRend benchmarks
+
+Written by `python -m benchmarks` and the stand-alone modules (each section names its command)
+from `results.json`. Machine: {cpu}, {logical_cpus} CPUs, torch {torch}.{quick}
+
+## Instance mask branch cost
+
+{cost}## Semantic cost at full resolution
+
+{semantic}## Accuracy at equal training budget
+
+{accuracy}## Ablations
+
+{ablation}## Per-box mask resolution
+
+{per_box}"""
+QUICK = "\n\n**Quick mode**: tiny sizes; the figures prove the pipeline only."
+AP = "mask_AP mask_AP75 boundary_AP".split()
+PAIRS = [("pointrend224", "maskrcnn"), ("pointrend224", "pointrend28")]
+PAIRS.append(("pointrend_box", "pointrend224"))
 
 
 def num(value, digits: int = 3) -> str:
     """A figure: ``n/a`` when missing, 33.9B / 29.7M from a million, else ``digits``
-    significant digits (whole numbers from 100)."""
+    significant digits (whole numbers from 100); anything else as ``str``."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -28,246 +48,151 @@ def num(value, digits: int = 3) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
 
 
-def pm(d: float, se: float | None, sign: str = "+") -> str:
-    """A figure and its standard error: ``+2.1 ± 0.4`` (two decimals below 0.1)."""
-    if se is None:
-        return f"{d:{sign}.2f}"
-    return f"{d:{sign}.1f} ± {se:.1f}" if se >= 0.1 else f"{d:{sign}.2f} ± {se:.2f}"
+def cell(row: dict, key: str) -> str:
+    """``row[key]`` with its standard error where it has one: ``{"value", "se"}``, or over
+    ``row["folds"]``."""
+    value = row.get(key)
+    if isinstance(value, dict) and "value" in value:
+        value, se = value["value"], value["se"]
+    else:
+        se = standard_error(row, key) if key in (row.get("folds") or [{}])[0] else None
+    return num(value) if se is None else f"{value:.2f} ± {se:.2f}"
 
 
-def with_se(row: dict, key: str) -> str:
-    se = standard_error(row, key)
-    return f"{row[key]:.1f}" + (f" ± {se:.1f}" if se is not None else "")
+def table(rows: dict[str, dict], keys: str | list[str], caption: str = "") -> str:
+    """A Markdown table: a row per item of ``rows``, a column per key (``keys``: a list, or
+    names separated by spaces), after ``caption``."""
+    keys = keys.split() if isinstance(keys, str) else keys
+    lines = [caption, ""] if caption else []
+    lines += ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {n} | " + " | ".join(cell(r, k) for k in keys) + " |" for n, r in rows.items()]
+    return "\n".join(lines) + "\n\n"
 
 
-def table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows] + [""]
+def differences(rows: dict, pairs: list[tuple[str, str]], keys: str) -> dict:
+    """``{"a minus b": {key: "+d ± se"}}``: the standard error is of the per-fold differences."""
+    out = {}
+    for a, b in pairs:
+        folds = [
+            {k: x[k] - y[k] for k in keys.split()}
+            for x, y in zip(*(rows[a]["folds"], rows[b]["folds"]))
+        ]
+        diff = {k: rows[a][k] - rows[b][k] for k in keys.split()} | {"folds": folds}
+        se = {k: standard_error(diff, k) or 0.0 for k in keys.split()}
+        out[f"{a} minus {b}"] = {k: f"{diff[k]:+.2f} ± {se[k]:.2f}" for k in keys.split()}
+    return out
 
 
-def measured(section: dict) -> list[str]:
-    """When, by which command and on what load a section was measured."""
+def by_key(section: dict, keys: str) -> dict:
+    """Figures stored by key, then by row (``section[key][row]``), as rows."""
+    keys = keys.split()
+    return {row: {k: section[k].get(row) for k in keys} for row in section[keys[0]]}
+
+
+def measured(section: dict) -> str:
+    """When, by which command and under what load a section was measured."""
     m = section.get("measured") or section
     load = m.get("load_average_at_start", (m.get("machine") or {}).get("load_average", [None])[0])
     at = f" {m['at']}" if "at" in m else ""
-    return [f"_Measured{at} by `{m.get('command', '?')}` (load average {num(load, 2)})._", ""]
+    return f"_Measured{at} by `{m.get('command')}` (load average {num(load, 2)})._\n\n"
 
 
-def rows_table(rows: dict, keys: list[str], digits: int = 3) -> list[str]:
-    return table(
-        ["", *keys], [[n, *(num(r.get(k), digits) for k in keys)] for n, r in rows.items()]
-    )
-
-
-def differences(rows: dict, pairs: list[tuple[str, str]], keys: list[str]) -> list[str]:
-    """``a minus b`` per key with its standard error over folds, one row per pair."""
-    cells = [[f"{a} minus {b}", *(pm(*delta(rows[a], rows[b], k)) for k in keys)] for a, b in pairs]
-    return table(["difference (± s.e. over folds)", *keys], cells)
-
-
-def cost_md(cost: dict) -> list[str]:
-    per_box = cost["per_box"]
-    out = ["## Instance mask branch cost", "", *measured(cost)]
-    keys = ["multiply_adds_per_box", "paper_multiply_adds", "activations_peak_per_box"]
-    out += rows_table(per_box, [*keys, "activations_peak_with_sampled_inputs_per_box"])
-    sweep = cost["sweep"]
-    keys = ["pointrend_s", "dense_4xconv_s", "speedup_pointrend", "pointrend_peak_mb_per_box"]
-    keys += ["dense_peak_mb_per_box", "pointrend_point_predictions_per_box"]
-    out += [f"Mask branch on {cost['boxes']} boxes, by output side:", ""] + rows_table(sweep, keys)
-    e2e = cost.get("end_to_end")
-    if e2e:
-        out += [
-            f"End to end, ResNet-50-FPN, {e2e['image']}, {e2e['boxes']} boxes forced: torchvision "
-            f"{e2e['torchvision_s']:.2f} s, PointRend {e2e['pointrend_s']:.2f} s, ratio "
-            f"{e2e['ratio']:.2f}.",
-            "",
-        ]
-    return out
-
-
-def semantic_cost_md(sem: dict) -> list[str]:
-    out = ["## Semantic cost at full resolution", "", *measured(sem)]
-    keys = ["multiply_adds", "activations", "peak_mb", "time_s", "time_vs_pointrend"]
-    out += [
-        f"Logits of {sem['image']}, K = {sem['num_classes']}:",
-        "",
-        *rows_table(sem["rows"], keys),
-    ]
-    full = sem.get("full_models")
-    if full:
+def instance_tables(s: dict) -> dict[str, str]:
+    """The slots of the ``cost``, ``semantic`` and ``ablation`` sections (``s``: the sections)."""
+    out = {}
+    if "cost" in s:
+        c = s["cost"]
+        keys = "multiply_adds_per_box paper_multiply_adds activations_peak_per_box"
+        keys += " activations_peak_with_sampled_inputs_per_box"
+        out["cost"] = measured(c) + table(c["per_box"], keys, "Per box:")
+        caption = f"Mask branch on {c['boxes']} boxes, by output side:"
+        out["cost"] += table(c["sweep"], "pointrend_s dense_4xconv_s speedup_pointrend", caption)
+        if "end_to_end" in c:
+            rows = {f"R50-FPN, {c['end_to_end']['image']}": c["end_to_end"]}
+            out["cost"] += table(rows, "torchvision_s pointrend_s ratio", "End to end:")
+    if "semantic" in s:
+        full = s["semantic"]["full_models"]
         rows = {r["label"]: r for r in [*full["rows"].values(), *full["refinement"].values()]}
-        keys = ["time_s", "vs_coarse_model", "over_coarse_model", "peak_mb", "peak_vs_deeplab_os8"]
-        out += [f"Full models, {full['backbone']}, {full['image']}:", ""]
-        out += rows_table(rows, [*keys, "points_per_image", "multiply_adds"])
+        keys = "time_s vs_coarse_model over_coarse_model peak_mb points_per_image"
+        caption = f"Full models, {full['backbone']}, {full['image']}:"
+        out["semantic"] = measured(s["semantic"]) + table(rows, keys, caption)
+    training = s.get("ablation", {}).get("training")
+    if training:
+        rows, keys = training["rows"], "mask_AP mask_AP75 boundary_AP box_AP"
+        ref = next(n for n in rows if n.startswith("mildly"))
+        rows = rows | differences(rows, [(n, ref) for n in rows if n != ref], keys)
+        caption = f"Training point selection, {training['train_iters']} iterations each:"
+        out["ablation"] = measured(training) + table(rows, keys, caption)
     return out
 
 
-def accuracy_md(acc: dict) -> list[str]:
-    inst, sem = acc.get("instance"), acc.get("semantic")
-    out = ["## Accuracy at equal training budget", "", *measured(acc)]
+def accuracy_tables(acc: dict) -> str:
+    """The ``accuracy`` slot: instances, and by evaluation resolution."""
+    out, inst = measured(acc), acc.get("instance")
     if inst:
-        rows, base = inst["rows"], "Mask R-CNN 4x conv, 28x28"
-        keys = ["mask_AP", "mask_AP50", "mask_AP75", "boundary_AP", "boundary_AP75", "box_AP"]
-        models = ", ".join(
-            f"{k}: `{m['weights']}` ({m['iteration']} it.)" for k, m in inst["models"].items()
-        )
-        out += [f"{inst['val_images']} synthetic images of {inst['image_size']} px; {models}.", ""]
-        out += rows_table(rows, keys)
-        pairs = [(n, base) for n in rows if n.startswith("PointRend")]
-        out += differences(rows, [*pairs, ("PointRend, 224x224", "PointRend, 28x28")], keys)
-        if inst.get("by_resolution"):
-            out += resolution_md(inst["by_resolution"])
-    if sem:
-        (base, _), (ours, _) = sem["rows"].items()
-        keys = ["mIoU", "boundary_F", "boundary_IoU"]
-        out += ["### Semantic", "", *rows_table(sem["rows"], keys)]
-        out += differences(sem["rows"], [(ours, base)], keys)
+        rows, keys = inst["rows"], "mask_AP mask_AP75 boundary_AP boundary_AP75 box_AP"
+        out += table(rows, keys, f"{inst['val_images']} images of {inst['image_size']} px:")
+        pairs = [(n, "Mask R-CNN 4x conv, 28x28") for n in rows if n.startswith("PointRend")]
+        pairs.append(("PointRend, 224x224", "PointRend, 28x28"))
+        out += table(differences(rows, pairs, keys), keys)
+        res = inst.get("by_resolution") or {}
+        sizes, rows = [str(s) for s in res.get("sizes", [])], res.get("rows")
+        columns = [f"{s} px" for s in sizes]
+        for key in AP if res else ():
+            grid = {n: {f"{s} px": cell(rows[s][n], key) for s in sizes} for n in rows[sizes[0]]}
+            out += table(grid, columns, f"{key} by evaluation resolution:")
+        if res:
+            diff = {s: differences(rows[s], PAIRS, "boundary_AP") for s in sizes}
+            grid = {
+                n: {f"{s} px": diff[s][n]["boundary_AP"] for s in sizes} for n in diff[sizes[0]]
+            }
+            out += table(grid, columns, "Boundary AP differences:")
+            out += "![Boundary AP by evaluation resolution](accuracy_by_resolution.png)\n\n"
     return out
 
 
-def resolution_md(section: dict) -> list[str]:
-    sizes, rows = [str(s) for s in section["sizes"]], section["rows"]
-    out = [
-        "### Accuracy by evaluation resolution",
-        "",
-        f"The same detections (models fed {section['model_input_size']} px) pasted at each size, "
-        "scored against ground truth rendered exactly there; `oracleM`: the ground truth through "
-        "M x M in its box (the ceiling of an M x M mask); ± one standard error over folds.",
-        "",
-    ]
-    for key in ("mask_AP", "mask_AP75", "boundary_AP"):
-        cells = [[n, *(with_se(rows[s][n], key) for s in sizes)] for n in rows[sizes[0]]]
-        out += [f"{key}:", "", *table(["row", *(f"{s} px" for s in sizes)], cells)]
-    pairs = [("pointrend224", "maskrcnn"), ("pointrend224", "pointrend28")]
-    pairs += [("pointrend_box", "pointrend224")] if "pointrend_box" in rows[sizes[0]] else []
-    cells = [
-        [f"{a} minus {b}", *(pm(*delta(rows[s][a], rows[s][b], "boundary_AP")) for s in sizes)]
-        for a, b in pairs
-    ]
-    out += table(["Boundary AP difference", *(f"{s} px" for s in sizes)], cells)
-    return out + ["![Boundary AP by evaluation resolution](accuracy_by_resolution.png)", ""]
+def at_k(figures: dict) -> dict:
+    """A point-budget rule's figures: at k = 3.5 (else its first k) for a rule with a k."""
+    return figures if "boundary_iou" in figures else figures.get("3.5") or [*figures.values()][0]
 
 
-def ablation_md(abl: dict) -> list[str]:
-    out = ["## Ablations", ""]
-    inf, tr = abl.get("inference"), abl.get("training")
-    if inf:
-        keys = ["output_size", "subdivision_num_points", "mask_AP", "mask_AP75", "boundary_AP"]
-        keys += ["render_ms_per_box", "point_predictions_per_box", "multiply_adds_per_box"]
-        out += ["### Inference settings, same weights", "", *measured(inf)]
-        out += rows_table(inf["rows"], keys)
-    if tr:
-        keys = ["mask_AP", "mask_AP75", "boundary_AP", "box_AP"]
-        out += ["### Training point selection", "", *measured(tr)]
-        out += [f"Each variant trained {tr['train_iters']} iterations, scored at 224x224.", ""]
-        out += rows_table(tr["rows"], keys)
-        ref = next(n for n in tr["rows"] if n.startswith("mildly"))
-        out += differences(tr["rows"], [(n, ref) for n in tr["rows"] if n != ref], keys)
-    return out
-
-
-def learning_md(learning: dict) -> list[str]:
-    return [
-        "## Boundaries learned from scratch on a tiny problem",
-        "",
-        *measured(learning),
-        f"{learning['steps']} Adam steps on {learning['images']} star images of "
-        f"{learning['image_size']} px, ground-truth boxes as detections:",
-        "",
-        *rows_table(learning["rows"], ["boundary_iou", "mask_iou"]),
-    ]
-
-
-def by_mode(section: dict, keys: list[str]) -> list[str]:
-    """A table of figures stored by mode (``section[key][mode]``): a row per mode."""
-    rows = [[m, *(num(section[k].get(m)) for k in keys)] for m in section[keys[0]]]
-    return table(["", *keys], rows)
-
-
-def per_box_md(results: dict) -> list[str]:
-    out = ["## Per-box mask resolution", ""]
-    cost, budget, scale = (
-        results.get(k) for k in ("per_box_resolution", "point_budget", "per_box_scale")
-    )
+def per_box_tables(results: dict) -> str:
+    """The ``per_box`` slot: the three studies of :mod:`.per_box`."""
+    out, cost = "", results.get("per_box_resolution")
     if cost:
-        out += measured(cost) + by_mode(cost, ["mask_branch_s", "peak_mb", "end_to_end_s"])
-        t, e2e = cost["mask_branch_s"], cost["end_to_end_s"]
-        out += [
-            f"Per-box / fixed 224 mask branch {t['box'] / t['fixed224']:.2f}x; end to end / "
-            f"torchvision 28x28: per-box {e2e['box'] / e2e['torchvision28']:.2f}x, fixed 224 "
-            f"{e2e['fixed224'] / e2e['torchvision28']:.2f}x. {len(cost['box_grids'])} grids "
-            f"(H x W: boxes): {cost['box_grids']}.",
-            "",
-        ]
-        if "boundary_ap" in cost:
-            sizes = list(cost["boundary_ap"])
-            rows = [
-                [
-                    f"{key}, {m}",
-                    *(
-                        f"{cost[key][s][m]['value']:.2f} ± {cost[key][s][m]['se']:.2f}"
-                        for s in sizes
-                    ),
-                ]
-                for key in ("boundary_ap", "mask_ap")
-                for m in ("fixed224", "box")
-            ]
-            out += table(["", *(f"{s} px" for s in sizes)], rows)
-    if budget:
-        rules = ["fixed224", "per_box", "final_side", "step_side", "no_refinement"]
-        rows = []
-        for side, r in budget["by_size"].items():
-            cells = [
-                r[rule].get("3.5") or next(iter(r[rule].values())) if rule in RULES else r[rule]
-                for rule in rules
-            ]
-            rows.append(
-                [
-                    side,
-                    *(
-                        f"{pm(c['boundary_iou']['value'], c['boundary_iou']['se'])[1:]} ({c['points_per_box']})"
-                        for c in cells
-                    ),
-                ]
-            )
-        out += measured(budget) + ["Oracle point head: Boundary IoU (points per box), k = 3.5:", ""]
-        out += table(["M", *rules], rows)
+        keys = "mask_branch_s peak_mb end_to_end_s"
+        out += measured(cost) + table(by_key(cost, keys), keys)
+        out += f"Grids (H x W: boxes): {cost['box_grids']}.\n\n"
+    if "point_budget" in results:
+        rules = "fixed224 per_box final_side step_side no_refinement"
+        out += measured(results["point_budget"])
+        for key in ("boundary_iou", "points_per_box"):
+            rows = {
+                side: {rule: at_k(row[rule])[key] for rule in rules.split()}
+                for side, row in results["point_budget"]["by_size"].items()
+            }
+            out += table(rows, rules, f"Oracle point head, {key} (k = 3.5) by grid side M:")
+    scale = results.get("per_box_scale")
     if scale:
-        keys = ["grid", "mask_iou", "boundary_iou", "mask_s", "render_s", "paste_s", "peak_mb"]
-        out += measured(scale) + by_mode(scale, keys)
-        out += ["Detections scoring above 0.5:", ""] + by_mode(
-            scale["score_above_0.5"], ["mask_s", "peak_mb"]
-        )
-        ceiling = ", ".join(f"{s}: {r['boundary_iou']:.3f}" for s, r in scale["oracle"].items())
-        out += [f"Ground truth through a grid of each side (Boundary IoU): {ceiling}.", ""]
-    return out if len(out) > 2 else []
+        keys = "grid mask_iou boundary_iou mask_s render_s paste_s peak_mb"
+        out += measured(scale) + table(by_key(scale, keys), keys)
+        above = by_key(scale["score_above_0.5"], "mask_s peak_mb")
+        out += table(above, "mask_s peak_mb", "Detections scoring above 0.5:")
+        out += table(scale["oracle"], "boundary_iou", "Ground truth through a grid of each side:")
+    return out
 
 
 def render(results: dict) -> str:
-    sections = results.get("sections", {})
-    m = results.get("machine") or {}
-    out = [
-        "# PointRend benchmarks",
-        "",
-        "Written by `python -m benchmarks` (and the stand-alone modules, each section names its "
-        "command) from `results.json`.",
-        "",
-        f"Machine: {m.get('cpu')}, {m.get('logical_cpus')} CPUs, torch {m.get('torch')}.",
-        "",
-    ]
-    if results.get("settings", {}).get("quick"):
-        out += ["**Quick mode**: tiny sizes; the figures prove the pipeline only.", ""]
-    parts = [
-        (cost_md, sections.get("cost")),
-        (semantic_cost_md, sections.get("semantic")),
-        (accuracy_md, sections.get("accuracy")),
-        (ablation_md, sections.get("ablation")),
-        (learning_md, sections.get("learning")),
-        (per_box_md, results),
-    ]
-    for write, part in parts:
-        out += write(part) if part else []
-    return "\n".join(out).rstrip() + "\n"
+    """``REPORT.md``'s text for ``results`` (the contents of ``results.json``)."""
+    sections, machine = results.get("sections", {}), results.get("machine") or {}
+    slots = {k: "" for k in ("cost", "semantic", "accuracy", "ablation")}
+    slots |= instance_tables(sections) | {"per_box": per_box_tables(results)}
+    if "accuracy" in sections:
+        slots["accuracy"] = accuracy_tables(sections["accuracy"])
+    slots = {k: v or "Not measured.\n\n" for k, v in slots.items()}
+    quick = QUICK if results.get("settings", {}).get("quick") else ""
+    facts = {k: machine.get(k) for k in ("cpu", "logical_cpus", "torch")}
+    return TEMPLATE.format(**facts, **slots, quick=quick).rstrip() + "\n"
 
 
 def write_report(results: dict, out: Path) -> None:

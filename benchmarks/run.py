@@ -1,12 +1,11 @@
 """``python -m benchmarks``: measure the asked sections, keep the others' figures, write the report.
 
 Sections: ``cost`` (instance mask branch per box and against output size, end to end),
-``semantic`` (full-resolution refinement alone, then whole models), ``accuracy`` (instance and
-semantic at equal training budget, and by evaluation resolution), ``ablation`` (its parts
-``ablation.inference``: rendering settings on the same weights; ``ablation.training``: training
-point selection, trained here) and ``learning`` (both mask branches learned from scratch on a
-tiny problem). Sections not asked for keep their figures from ``results.json`` in the output
-folder (of the same mode), and so do the stand-alone modules' keys.
+``semantic`` (whole models at full resolution, and their refinement alone), ``accuracy``
+(instances at equal training budget, and by evaluation resolution) and ``ablation``
+(its part ``ablation.training``: training point selection, trained here). Sections not asked for
+keep their figures from ``results.json`` in the output folder (of the same mode), and so do the
+stand-alone modules' keys.
 """
 
 from __future__ import annotations
@@ -26,13 +25,12 @@ import torch
 from pointrend.demo import WEIGHTS_DIR
 
 from . import accuracy, cost, semantic
-from .ablation import inference_ablation, training_ablation
+from .ablation import training_ablation
 from .common import machine_info, read_json
-from .learning import boundary_learning
 from .report import write_report
 
-SECTIONS = ("cost", "semantic", "accuracy", "ablation", "learning")
-PARTS = ("cost", "semantic", "accuracy", "ablation.inference", "ablation.training", "learning")
+SECTIONS = ("cost", "semantic", "accuracy", "ablation")
+PARTS = ("cost", "semantic", "accuracy", "ablation.training")
 RESULTS, QUICK_RESULTS = "benchmarks/results", "outputs/bench-quick"
 # what Boundary AP / IoU meant when a section was measured (recorded with its figures)
 BOUNDARY_DEFINITION = "published: zero-padded before the erosions, the image border is a contour"
@@ -45,24 +43,16 @@ def bench_sizes(args: argparse.Namespace) -> dict:
         "train_iters": args.train_iters or (2 if q else None),  # None: the recipes' own
         "val_images": args.val_images or (2 if q else 100),
         "repeats": args.repeats or (3 if q else 5),
-        "timing_images": 2 if q else 8,
         "folds": 2 if q else 4,
-        "ablation_sizes": [28, 224] if q else [28, 56, 112, 224],
-        "ablation_points": [14, 56] if q else [14, 28, 56, 112],
         "cost_image": [200, 336] if q else [800, 1333],
         "cost_sizes": [28, 56, 112] if q else [28, 56, 112, 224, 448],
         "cost_boxes": 8 if q else 100,
         "dense_boxes": {56: 2, 112: 1} if q else {224: 4, 448: 1},
-        "memory_boxes": 2 if q else 4,
         "table_boxes": 1 if q else 4,
         "end_to_end": not q,
-        "semantic_image": [128, 256] if q else [1024, 2048],
-        "semantic_points": 2048 if q else 8192,
-        "semantic_models_image": [64, 96] if q else [1024, 2048],
-        "semantic_models_points": 1000 if q else 8192,
-        "semantic_models_backbone": "resnet18" if q else "resnet50",
-        "learning_steps": 2 if q else 40,
-        "learning_size": 64 if q else 128,
+        "semantic_image": [64, 96] if q else [1024, 2048],
+        "semantic_points": 1000 if q else 8192,
+        "semantic_backbone": "resnet18" if q else "resnet50",
     }
 
 
@@ -71,50 +61,23 @@ def log(*parts) -> None:
 
 
 def _cost(s: dict, source: accuracy.ModelSource) -> dict:
-    (h, w), sizes = s["cost_image"], s["cost_sizes"]
-    torch.manual_seed(0)
-    features = torch.randn(1, cost.CHANNELS, -(-h // 32) * 8, -(-w // 32) * 8)  # P2, padded
-    log(f"cost: per box, then the mask branch on {s['cost_boxes']} boxes at {sizes}")
-    per_box = cost.head_costs(features, (h, w), n=s["table_boxes"])
-    times = cost.branch_times(
-        features, (h, w), sizes, s["repeats"], s["cost_boxes"], s["dense_boxes"], log=log
+    e2e = max(3, s["repeats"] - 2) if s["end_to_end"] else None
+    sizes, boxes = s["cost_sizes"], s["cost_boxes"]
+    return cost.measure(
+        s["cost_image"], sizes, s["repeats"], boxes, s["dense_boxes"], s["table_boxes"], e2e, log
     )
-    costs = cost.sweep_costs(features, (h, w), sizes, s["memory_boxes"])
-    result = {"image": [h, w], "num_classes": cost.K, "boxes": s["cost_boxes"]}
-    result |= {"repeats": s["repeats"], "per_box": per_box}
-    result["sweep"] = {size: {**times[size], **costs[size]} for size in times}
-    if s["end_to_end"]:
-        result["end_to_end"] = cost.end_to_end(max(3, s["repeats"] - 2), log=log)
-    return result
 
 
 def _semantic(s: dict, source: accuracy.ModelSource) -> dict:
     (h, w), repeats = s["semantic_image"], max(2, s["repeats"] - 2)
-    log(f"semantic: {h} x {w}, then whole models at {s['semantic_models_image']}")
-    result = semantic.semantic_costs(h, w, 19, s["semantic_points"], repeats)
-    h, w = s["semantic_models_image"]
-    points, backbone = s["semantic_models_points"], s["semantic_models_backbone"]
-    result["full_models"] = semantic.semantic_model_costs(h, w, 19, repeats, backbone, points, log)
-    return result
+    log(f"semantic: whole models at {h} x {w}")
+    points, backbone = s["semantic_points"], s["semantic_backbone"]
+    return {"full_models": semantic.semantic_model_costs(h, w, 19, repeats, backbone, points, log)}
 
 
 def _accuracy(s: dict, source: accuracy.ModelSource) -> dict:
-    log("accuracy: instances, then semantic (equal training budget)")
-    instance, _ = accuracy.instance_accuracy(source, s["val_images"], s["folds"])
-    return {
-        "instance": instance,
-        "semantic": accuracy.semantic_accuracy(source, s["val_images"], s["folds"]),
-    }
-
-
-def _inference_ablation(s: dict, source: accuracy.ModelSource) -> dict:
-    log("ablation: inference settings on the same PointRend weights")
-    pointrend = accuracy.obtain_model(accuracy.INSTANCE["pointrend"], source)
-    sizes, points = s["ablation_sizes"], s["ablation_points"]
-    result = inference_ablation(
-        pointrend, s["val_images"], s["timing_images"], s["repeats"], sizes, points, s["folds"], log
-    )
-    return result | {"model": {"weights": pointrend.weights, "iteration": pointrend.iteration}}
+    log("accuracy: instances at equal training budget, and by evaluation resolution")
+    return {"instance": accuracy.instance_accuracy(source, s["val_images"], s["folds"])}
 
 
 def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
@@ -122,28 +85,15 @@ def _training_ablation(s: dict, source: accuracy.ModelSource) -> dict:
     return training_ablation(source, s["val_images"], None, s["folds"])
 
 
-def _learning(s: dict, source: accuracy.ModelSource) -> dict:
-    log(f"learning: both mask branches from scratch, {s['learning_steps']} steps")
-    return boundary_learning(s["learning_steps"], s["learning_size"], log=log)
-
-
-RUNNERS = {
-    "cost": _cost,
-    "semantic": _semantic,
-    "accuracy": _accuracy,
-    "ablation.inference": _inference_ablation,
-    "ablation.training": _training_ablation,
-    "learning": _learning,
-}
+RUNNERS = {"cost": _cost, "semantic": _semantic, "accuracy": _accuracy}
+RUNNERS["ablation.training"] = _training_ablation
 
 
 def _parts(sections) -> list[str]:
-    """``--sections`` names -> the parts to measure (``ablation`` is both of its parts)."""
-    unknown = [n for n in sections if n not in SECTIONS + PARTS]
+    """``--sections`` names -> the parts to measure (``ablation``: all its parts)."""
+    known, unknown = SECTIONS + PARTS, [n for n in sections if n not in SECTIONS + PARTS]
     if unknown:
-        raise ValueError(
-            f"unknown bench section {unknown[0]!r}; known: {', '.join(SECTIONS + PARTS)}"
-        )
+        raise ValueError(f"unknown bench section {unknown[0]!r}; known: {', '.join(known)}")
     return [p for p in PARTS if p in sections or p.split(".")[0] in sections]
 
 
@@ -158,14 +108,8 @@ def _merge_and_write(out: Path, quick: bool, settings: dict, measured: dict) -> 
         sections = old.get("sections", {}) if same_mode else {}
         for part, figures in measured.items():
             section, _, sub = part.partition(".")
-            if sub:
-                sections.setdefault(section, {})[sub] = figures
-            else:
-                sections[part] = figures
+            sections[section] = sections.get(section, {}) | {sub: figures} if sub else figures
         results = {**old, "machine": machine_info(), "settings": settings, "sections": sections}
-        by_resolution = sections.get("accuracy", {}).get("instance", {}).get("by_resolution")
-        if by_resolution:  # the table a script reads, at the top level
-            results["accuracy_by_resolution"] = accuracy.resolution_table(by_resolution)
         write_report(results, out)
     return results
 

@@ -1,4 +1,4 @@
-"""Scoring on a fresh synthetic validation set, overall and per fold.
+"""Scoring instances on a fresh synthetic validation set, overall and per fold.
 
 The folds (disjoint, equal parts of the validation set) give a rough idea of how much a
 difference between two models is worth: the report shows each difference with the standard
@@ -9,7 +9,6 @@ set and against each fold's ground truth.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from torchvision.ops import roi_align
 from pointrend.data.coco import make_coco
 from pointrend.engine.build import build_dataset
 from pointrend.engine.config import DatasetConfig
-from pointrend.engine.evaluate import coco_ground_truth, evaluate_semantic, predict_pasted
+from pointrend.engine.evaluate import coco_ground_truth, predict_pasted
 from pointrend.evaluation import InstanceEvaluator, predictions_to_coco
 from pointrend.instance.paste import paste_masks
 from pointrend.settings import replace_options
@@ -30,34 +29,30 @@ from pointrend.settings import replace_options
 VAL_SEED = 7000  # the recipes train on seed 0 and validate on seed 1000
 
 
-class _Part(Dataset):
-    """Some items of a dataset, with its class facts (what the evaluators ask of a dataset);
-    ``rendered=True`` keeps the items in memory (data slow to render, read several times)."""
+class _Rendered(Dataset):
+    """A dataset's items kept in memory (data slow to render, read several times), with its
+    class facts (what the evaluators ask of a dataset)."""
 
-    def __init__(self, dataset, indices: list[int], rendered: bool = False):
-        self.dataset, self.indices = dataset, list(indices)
-        self.items = [dataset[i] for i in self.indices] if rendered else None
-        for name in ("num_classes", "categories", "classes", "ignore_index"):
-            if hasattr(dataset, name):
-                setattr(self, name, getattr(dataset, name))
+    def __init__(self, dataset):
+        self.items = [dataset[i] for i in range(len(dataset))]
+        self.num_classes, self.categories = dataset.num_classes, dataset.categories
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.items)
 
     def __getitem__(self, i: int):
-        return self.items[i] if self.items is not None else self.dataset[self.indices[i]]
+        return self.items[i]
 
 
 @dataclass
 class ValSet:
-    """A validation set, its folds (lists of indices) and, for instances, the COCO ground truth
-    of the whole set and of each fold."""
+    """A validation set of instances, its folds (lists of indices), and the COCO ground truth of
+    the whole set and of each fold."""
 
-    task: str
     dataset: Dataset
     folds: list[list[int]]
-    gt: COCO | None = None
-    fold_gts: list[COCO] | None = None
+    gt: COCO
+    fold_gts: list[COCO]
 
     @property
     def image_size(self) -> int:
@@ -76,22 +71,19 @@ def _fold_coco(gt: COCO, image_ids: set[int]) -> COCO:
 
 
 def validation_set(
-    task: str, num_images: int, image_size: int, folds: int = 4, gt_size: int | None = None
+    num_images: int, image_size: int, folds: int = 4, gt_size: int | None = None
 ) -> ValSet:
-    """``num_images`` fresh synthetic images (seed :data:`VAL_SEED`) in ``folds`` equal parts;
-    with ``gt_size``, instance ground truth rendered exactly at that size (kept in memory)."""
+    """``num_images`` fresh synthetic instance images (seed :data:`VAL_SEED`) in ``folds`` equal
+    parts; with ``gt_size``, their ground truth rendered exactly at that size (kept in memory)."""
     options = {"num_images": num_images, "image_size": image_size, "gt_size": gt_size}
     cfg = DatasetConfig(format="synthetic", seed=VAL_SEED, flip=False, **options)
-    dataset = build_dataset(cfg, task, train=False, field="val_data")
-    if gt_size is not None:
-        dataset = _Part(dataset, range(num_images), rendered=True)
+    dataset = build_dataset(cfg, "instance", train=False, field="val_data")
+    dataset = dataset if gt_size is None else _Rendered(dataset)
     folds = max(1, min(folds, num_images))
     parts = [list(range(k, num_images, folds)) for k in range(folds)]
-    if task != "instance":
-        return ValSet(task, dataset, parts)
     gt, _ = coco_ground_truth(dataset)
     ids = [{int(dataset[i][1]["image_id"]) for i in part} for part in parts]
-    return ValSet(task, dataset, parts, gt, [_fold_coco(gt, s) for s in ids])
+    return ValSet(dataset, parts, gt, [_fold_coco(gt, s) for s in ids])
 
 
 PICK = {"mask_AP": ("segm", "AP"), "mask_AP50": ("segm", "AP50"), "mask_AP75": ("segm", "AP75")}
@@ -132,24 +124,21 @@ def predict_at_sizes(
 
 def instance_scores(model: nn.Module, val: ValSet) -> dict:
     """Mask AP / AP50 / AP75, Boundary AP / AP75, box AP (percent), overall and per fold."""
-    started = time.perf_counter()
-    results = predict_at_sizes(model, val.dataset)[val.image_size]
-    seconds = time.perf_counter() - started
-    scores = score_results(val, results)
-    scores["eval_s_per_image"] = seconds / len(val.dataset)
-    return scores
+    return score_results(val, predict_at_sizes(model, val.dataset)[val.image_size])
 
 
 @contextlib.contextmanager
-def mask_settings(model: nn.Module, **changes) -> Iterator[None]:
-    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights)."""
-    branch = model.roi_heads.mask_branch
-    saved = branch.config
-    branch.config = replace_options(saved, **changes)
+def mask_settings(model: nn.Module, score_thresh: float | None = None, **changes) -> Iterator[None]:
+    """Render with other :class:`PointRendMaskConfig` settings inside the block (same weights),
+    keeping only detections scoring above ``score_thresh`` when given."""
+    heads = model.roi_heads
+    saved = heads.mask_branch.config, heads.score_thresh
+    heads.mask_branch.config = replace_options(saved[0], **changes)
+    heads.score_thresh = saved[1] if score_thresh is None else score_thresh
     try:
         yield
     finally:
-        branch.config = saved
+        heads.mask_branch.config, heads.score_thresh = saved
 
 
 def oracle_outputs(dataset, size: int) -> list[dict]:
@@ -181,20 +170,3 @@ def oracle_scores(val: ValSet, size: int) -> dict:
     """The scores of :func:`oracle_outputs`: the ceiling of a ``size x size`` mask."""
     outputs = oracle_outputs(val.dataset, size)
     return score_results(val, [r for o in outputs for r in predictions_to_coco(o["image_id"], o)])
-
-
-def _semantic_row(metrics: dict) -> dict:
-    names = {"mIoU": "mIoU", "boundary_F": "boundary_f", "boundary_IoU": "boundary_iou"}
-    return {key: metrics[name] for key, name in names.items()} | {
-        "pixel_accuracy": metrics["pixel_accuracy"]
-    }
-
-
-def semantic_scores(model: nn.Module, val: ValSet) -> dict:
-    """mIoU, boundary F, boundary IoU, pixel accuracy (percent), overall and per fold."""
-    started = time.perf_counter()
-    scores = _semantic_row(evaluate_semantic(model, val.dataset))
-    scores["eval_s_per_image"] = (time.perf_counter() - started) / len(val.dataset)
-    parts = [_Part(val.dataset, part) for part in val.folds]
-    scores["folds"] = [_semantic_row(evaluate_semantic(model, part)) for part in parts]
-    return scores | {"images": len(val.dataset)}

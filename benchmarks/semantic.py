@@ -1,148 +1,28 @@
 """Semantic segmentation at full resolution (the paper's 1024 x 2048 Cityscapes frame), CPU.
 
-:func:`semantic_costs`: three ways to ``K x H x W`` logits from the same stride-4 coarse logits
-and fine features (P2): **upsampled** bilinearly; **PointRend** (2 steps of 8192 points, the
-library's renderer); the same point head at **every pixel** (in bands of rows). Multiply-adds
-(``FlopCounterMode``, on ``meta``; interpolation and sampling count 0), activations, peak memory
-of live tensors and time (alternated, median).
-
 :func:`semantic_model_costs`: five whole models (random weights, the library's builders):
 (a) Semantic FPN, stride-4 logits upsampled; (b) (a) + PointRend; (c) DeepLabV3 output stride
 16, upsampled; (d) (c) + PointRend (4 steps); (e) DeepLabV3 at output stride 8. Each PointRend
 model carries its plain model's weights; the refinement alone of (b) and (d) (``render`` on
-precomputed coarse logits and fine features) is timed too, so that "refinement / coarse model"
-is measured. Targets: refinement at most 25% of the coarse model's time; peak memory below
-DeepLabV3-OS-8's; about 32k points per 1024 x 2048 image (the paper).
-
-``python -m benchmarks.semantic [--quick]`` writes ``benchmarks/results/semantic_models.json``
-(the five models); the bench's ``semantic`` section runs both.
+precomputed coarse logits and fine features) is timed too. Targets: refinement at most 25% of
+the coarse model's time; peak memory below DeepLabV3-OS-8's; about 32k points per 1024 x 2048
+image (the paper). ``python -m benchmarks.semantic [--quick]`` writes
+``benchmarks/results/semantic_models.json``; the bench's ``semantic`` section is the same.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import functools
 import statistics
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pointrend.head import PointHead
 from pointrend.models import deeplabv3, pointrend_deeplabv3, pointrend_semantic_fpn, semantic_fpn
-from pointrend.points import grid_cell_centres
-from pointrend.semantic import SemanticPointRendConfig, SemanticSegmenter
-from pointrend.semantic.fpn_head import SemanticFPNHead
-from pointrend.settings import replace_options
+from pointrend.semantic import SemanticSegmenter
 
 from . import common
-
-Log = Callable[[str], None]
-CHANNELS = 256
-STRIDE = 4
-
-
-def semantic_renderer(num_classes: int, num_points: int = 8192) -> SemanticSegmenter:
-    """A PointRend Semantic FPN renderer (no backbone: it is fed features directly)."""
-    config = replace_options(SemanticPointRendConfig(), subdivision_num_points=num_points)
-    each = config.pointrend.point_head_coarse_pred_each_layer
-    head = PointHead(CHANNELS, num_classes, coarse_pred_each_layer=each)
-    strides = {"coarse_stride": STRIDE, "fine_index": 0, "fine_stride": STRIDE}
-    model = SemanticSegmenter(
-        nn.Identity(),
-        nn.Identity(),
-        num_classes=num_classes,
-        **strides,
-        point_head=head,
-        config=config,
-    )
-    return model.eval()
-
-
-def dense_point_head(
-    model: SemanticSegmenter, fine: Tensor, coarse: Tensor, rows_per_band: int = 32
-) -> Tensor:
-    """The point head at the centre of every output pixel: ``N x K x H x W`` logits.
-
-    Works through bands of ``rows_per_band`` rows (one batch of points each) so that the hidden
-    layers of ~2M points never live at once; the result is the same as one batch.
-    """
-    s, (h, w) = model.coarse_stride, coarse.shape[-2:]
-    H, W = s * h, s * w
-    centres = grid_cell_centres(H, W, device=coarse.device).unsqueeze(0)
-    centres = centres.expand(coarse.shape[0], -1, -1)
-    bands = [
-        model._point_logits(fine, coarse, part) for part in centres.split(rows_per_band * W, dim=1)
-    ]
-    return torch.cat(bands, dim=2).view(coarse.shape[0], -1, H, W)
-
-
-def _contenders(num_classes, num_points, height, width, rows_per_band, device="cpu") -> dict:
-    """The three ways to full-resolution logits, on one image's random inputs on ``device``."""
-    model = semantic_renderer(num_classes, num_points).to(device)
-    g, size = torch.Generator().manual_seed(0), (height // STRIDE, width // STRIDE)
-    fine = torch.randn(1, CHANNELS, *size, generator=g).to(device)
-    coarse = torch.randn(1, num_classes, *size, generator=g).to(device)
-    up = functools.partial(nn.functional.interpolate, size=(height, width), mode="bilinear")
-    return {
-        "upsampled": lambda: up(coarse, align_corners=False),
-        "pointrend": lambda: model.render(fine, coarse),
-        "dense_point_head": lambda: dense_point_head(model, fine, coarse, rows_per_band),
-    }
-
-
-def _coarse_head_macs(height: int, width: int, num_classes: int) -> float:
-    """Multiply-adds of the Semantic FPN head (P2-P5 -> stride-4 logits), on the meta device."""
-    head = SemanticFPNHead(CHANNELS, num_classes).to("meta").eval()
-    shapes = [(1, CHANNELS, height // s, width // s) for s in (4, 8, 16, 32)]
-    levels = [torch.empty(shape, device="meta") for shape in shapes]
-    return common.count_call(lambda: head(levels), common.ActivationCounter())
-
-
-def semantic_costs(
-    height: int = 1024,
-    width: int = 2048,
-    num_classes: int = 19,
-    num_points: int = 8192,
-    repeats: int = 3,
-    rows_per_band: int = 32,
-) -> dict:
-    """The full-resolution cost table (one image); see the module docstring."""
-    torch.manual_seed(0)
-    contenders = _contenders(num_classes, num_points, height, width, rows_per_band)
-    meta = _contenders(num_classes, num_points, height, width, rows_per_band, "meta")
-    rows: dict[str, dict] = {}
-    for name, fn in contenders.items():
-        counter = common.ActivationCounter()
-        try:  # shapes only: the dense head's ~0.4 T multiply-adds need not run twice more
-            macs = common.count_call(meta[name], counter)
-        except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
-            counter = common.ActivationCounter()
-            macs = common.count_call(fn, counter)
-        meter = common.PeakMemory()  # also the warm-up run of the timing below
-        with torch.no_grad(), meter:
-            out = fn()
-        assert out.shape == (1, num_classes, height, width), out.shape
-        rows[name] = {"multiply_adds": macs, "activations": sum(counter.counts.values())}
-        rows[name]["peak_mb"] = meter.peak / 2**20
-    samples = common.alternate(contenders, repeats, warmup=False)
-    for name, times in samples.items():
-        rows[name] |= {"time_s": statistics.median(times), "samples_s": times}
-    for row in rows.values():
-        row["time_vs_pointrend"] = row["time_s"] / rows["pointrend"]["time_s"]
-    return {
-        "image": [height, width],
-        "num_classes": num_classes,
-        "coarse_stride": STRIDE,
-        "subdivision_num_points": num_points,
-        "subdivision_steps": 2,
-        "dense_rows_per_band": rows_per_band,
-        "repeats": repeats,
-        "semantic_fpn_head_multiply_adds": _coarse_head_macs(height, width, num_classes),
-        "rows": rows,
-    }
-
 
 LABELS = {
     "fpn": "(a) Semantic FPN, stride 4 upsampled",
@@ -153,7 +33,6 @@ LABELS = {
 }
 PAIRS = {"fpn_pointrend": "fpn", "deeplab_os16_pointrend": "deeplab_os16"}  # ours: its coarse
 PAPER_POINTS = 32 * 1024  # "about 32k" points for a 1024 x 2048 image
-MAX_REFINEMENT_SHARE = 0.25
 
 
 def build_models(backbone: str, num_classes: int, num_points: int) -> dict[str, SemanticSegmenter]:
@@ -194,20 +73,6 @@ def _measure(fn: Callable[[], object], model: SemanticSegmenter) -> tuple[dict, 
     return row | {"point_head_calls": counter.calls}, out
 
 
-def _multiply_adds(model: SemanticSegmenter, shape, refine: bool) -> dict:
-    """Multiply-adds and activations (elements written by conv / linear layers), on ``meta``."""
-    meta = copy.deepcopy(model).to("meta")
-    image = torch.empty(shape, device="meta")
-    inputs = refinement_inputs(meta, image) if refine else None
-    run = (lambda: meta.render(*inputs)) if refine else (lambda: meta(image))
-    counter = common.ActivationCounter()
-    try:
-        macs = common.count_call(run, counter)
-    except (NotImplementedError, RuntimeError):  # an operator without a meta kernel
-        return {"multiply_adds": None, "activations": None}
-    return {"multiply_adds": macs, "activations": sum(counter.counts.values())}
-
-
 def semantic_model_costs(
     height: int = 1024,
     width: int = 2048,
@@ -215,9 +80,9 @@ def semantic_model_costs(
     repeats: int = 3,
     backbone: str = "resnet50",
     num_points: int = 8192,
-    log: Log = print,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """Time, peak memory, points per image (and multiply-adds) of the five contenders.
+    """Time, peak memory and points per image of the five contenders.
 
     See the module docstring. ``rows`` holds the five models; ``refinement`` the render step
     alone of (b) and (d) with its ratio to the coarse model; ``targets`` which targets hold.
@@ -233,8 +98,7 @@ def semantic_model_costs(
         model = models[name.split(".")[0]]
         row, out = _measure(fn, model)
         assert out.shape == (1, num_classes, height, width), (name, tuple(out.shape))
-        rows[name] = {**row, **_multiply_adds(model, image.shape, name.endswith(".refinement"))}
-        rows[name]["coarse_stride"] = model.coarse_stride
+        rows[name] = row | {"coarse_stride": model.coarse_stride}
     samples = common.alternate(contenders, repeats, warmup=False)
     for name, times in samples.items():
         rows[name].update(time_s=statistics.median(times), samples_s=times)
@@ -252,53 +116,32 @@ def semantic_model_costs(
     for row in [*rows.values(), *refinement.values()]:
         row["peak_vs_deeplab_os8"] = row["peak_mb"] / rows["deeplab_os8"]["peak_mb"]
         log(f"  {row['label']:<36} {row['time_s']:8.3f} s {row['peak_mb']:8.1f} MB")
-    result = {
-        "image": [height, width],
-        "num_classes": num_classes,
-        "backbone": backbone,
-        "subdivision_num_points": num_points,
-        "repeats": repeats,
-        "threads": torch.get_num_threads(),
-        "paper_points_per_image": PAPER_POINTS,
-        "max_refinement_share": MAX_REFINEMENT_SHARE,
-        "rows": rows,
-        "refinement": refinement,
-        "targets": {
-            ours: {
-                "refinement_at_most_25pct_of_coarse": part["over_coarse_model"]
-                <= MAX_REFINEMENT_SHARE,
-                "peak_below_deeplab_os8": rows[ours]["peak_mb"] < rows["deeplab_os8"]["peak_mb"],
-            }
-            for ours, part in refinement.items()
-        },
-    }
-    return result
+    targets = {ours: {} for ours in refinement}
+    for ours, part in refinement.items():
+        targets[ours]["refinement_at_most_25pct_of_coarse"] = part["over_coarse_model"] <= 0.25
+        targets[ours]["peak_below_deeplab_os8"] = rows[ours]["peak_vs_deeplab_os8"] < 1
+    result = {"image": [height, width], "num_classes": num_classes, "backbone": backbone}
+    result |= {"subdivision_num_points": num_points, "repeats": repeats}
+    result |= {"threads": torch.get_num_threads(), "paper_points_per_image": PAPER_POINTS}
+    return result | {"rows": rows, "refinement": refinement, "targets": targets}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.semantic",
-        description="full semantic models with and without PointRend",
-    )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="64 x 128, ResNet-18, one round")
-    parser.add_argument("--height", type=int, default=1024)
+    out = "benchmarks/results/semantic_models.json"
+    parser = common.arguments("semantic", __doc__.split("\n")[0], out, repeats=3, height=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--num-points", type=int, default=8192, help="points a subdivision step")
-    parser.add_argument("--out", default="benchmarks/results/semantic_models.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    parser.add_argument("--quick", action="store_true", help="64 x 128, ResNet-18, one round")
+    args = common.parse(parser, argv)
     if args.quick:
         args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
     size, options = (args.height, args.width), (args.repeats, args.backbone, args.num_points)
     result = semantic_model_costs(*size, 19, *options, functools.partial(print, flush=True))
-    info = {
-        "command": common.command_line("benchmarks.semantic", argv),
-        "machine": common.machine_info(),
-    }
-    print(f"wrote {common.write_json(info | result, args.out)}")
+    info = {"command": common.command_line("benchmarks.semantic", argv)}
+    print(
+        f"wrote {common.write_json(info | {'machine': common.machine_info()} | result, args.out)}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ A fixed problem (two 64 x 64 images, a disc and a square each), 20 Adam steps th
 scored before and after on a 14 x 14 grid of points in every ground-truth box: binary
 cross-entropy of its logit of the box's class against the mask at the point, and accuracy. With
 the point loss it must learn the masks; with the point loss zeroed (the control) it must not,
-so the gain is the point loss's. The comparison with torchvision's masks on Boundary IoU is the
-benchmarks' ``learning`` section.
+so the gain is the point loss's.
 """
 
 import pytest
