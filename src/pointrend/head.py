@@ -97,7 +97,7 @@ class PointHead(nn.Module):
         fine = fine_grained_features
         coarse = coarse_features.to(fine.dtype)
         N, _, P = fine.shape
-        if N == 0 or is_tracing():  # each region a batch entry (Conv takes no empty sequence)
+        if is_tracing() or N == 0:  # each region a batch entry (Conv takes no empty sequence)
             return self._layers(fine, coarse)
         out = self._layers(_one_sequence(fine), _one_sequence(coarse))  # 1 x K' x NP
         return out.view(-1, N, P).transpose(0, 1).contiguous()
