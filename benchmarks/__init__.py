@@ -8,6 +8,5 @@ the README shows. Stand-alone measurements, each with its own command and JSON (
 ``benchmarks.big_images``, ``benchmarks.frozen_norm_speed``, ``benchmarks.export_latency``
 (``export_latency.json``), ``benchmarks.semantic_rendering_gain`` (printed) and
 ``benchmarks.gpu_check`` (``gpu.json``). Shared meters and JSON helpers: :mod:`.common`.
+Nothing is imported here, so that ``python -m benchmarks.<module>`` runs that module alone.
 """
-
-# Nothing is imported here: ``python -m benchmarks.<module>`` then runs that module alone.

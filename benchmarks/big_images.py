@@ -34,7 +34,6 @@ from pointrend.data.write import write_synthetic_dataset
 
 from . import common
 
-log = functools.partial(print, flush=True)
 MODULE = "benchmarks.big_images"
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "pointrend" / "weights"
@@ -162,7 +161,7 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
     folders = (work / f"out_{k}" for k in range(1000))
     fresh = functools.partial(next, folders)  # one output folder per run
     for name, tree in trees.items():
-        log(f"[{name}] {tree}")
+        common.log(f"[{name}] {tree}")
         runs[name]["read_6000x4000"] = read_time(phone, tree, rounds)
         runs[name]["photo_default"] = predict_run(photo, fresh(), tree, [])
         runs[name]["small_800x1333"] = _median_run(
@@ -177,7 +176,7 @@ def run_all(work: Path, rounds: int, baseline: Path | None) -> dict:
             runs[name]["semantic_4096x8192"] = predict_run(street, fresh(), tree, [], SEMANTIC)
             runs[name]["semantic_4096x8192_stages"] = semantic_stages(street, tree)
         for key, value in runs[name].items():
-            log(f"  {key:<20} {value}")
+            common.log(f"  {key:<20} {value}")
     return runs
 
 
@@ -206,8 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     section["baseline_src"] = str(args.baseline_src) if args.baseline_src else None
     section["bench_s"] = round(time.perf_counter() - start, 1)
     for key, value in section["checks"].items():
-        log(f"  {key}: {value}")
-    log(f"wrote {common.store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
+        common.log(f"  {key}: {value}")
+    common.log(f"wrote {common.store_section(Path(args.out), 'big_images', section, MODULE, argv)}")
 
 
 if __name__ == "__main__":

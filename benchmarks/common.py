@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -119,6 +120,9 @@ class PeakMemory(TorchDispatchMode):
             self.live[key][1] += 1
             weakref.finalize(t, self._release, key)
         return out
+
+
+log = functools.partial(print, flush=True)  # progress lines, shown as they come
 
 
 def alternate(

@@ -29,7 +29,6 @@ from pointrend.export import INSTANCE_OUTPUTS, export_onnx, export_torchscript
 
 from . import common
 
-log = functools.partial(print, flush=True)
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {  # task: (config, input shapes); classes: the synthetic datasets'
     "semantic": ("synthetic_semantic_pointrend_fpn_r18", [(1, 3, 160, 160), (1, 3, 512, 1024)]),
@@ -121,12 +120,12 @@ def main(argv: list[str] | None = None) -> None:
                 if task == "semantic":
                     row.update(pixels_differing(reference[0], run["onnxruntime"](x)[0]))
                 rows.append(row)
-                log(json.dumps(row))
+                common.log(json.dumps(row))
 
     result = {"command": common.command_line("benchmarks.export_latency", argv)}
     result |= {"threads": args.threads, "repeats": repeats, "machine": common.machine_info()}
     result["versions"] = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
-    log(f"written to {common.write_json(result | {'rows': rows}, args.out)}")
+    common.log(f"written to {common.write_json(result | {'rows': rows}, args.out)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pointrend.demo import WEIGHTS_DIR
 
 from . import accuracy, cost, semantic
 from .ablation import training_ablation
-from .common import machine_info, read_json
+from .common import log, machine_info, read_json
 from .report import write_report
 
 SECTIONS = ("cost", "semantic", "accuracy", "ablation")
@@ -54,10 +54,6 @@ def bench_sizes(args: argparse.Namespace) -> dict:
         "semantic_points": 1000 if q else 8192,
         "semantic_backbone": "resnet18" if q else "resnet50",
     }
-
-
-def log(*parts) -> None:
-    print(*parts, flush=True)
 
 
 def _cost(s: dict, source: accuracy.ModelSource) -> dict:

@@ -12,7 +12,6 @@ image (the paper). ``python -m benchmarks.semantic [--quick]`` writes
 
 from __future__ import annotations
 
-import functools
 import statistics
 from collections.abc import Callable
 
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.height, args.width, args.backbone, args.repeats = 64, 128, "resnet18", 1
     size, options = (args.height, args.width), (args.repeats, args.backbone, args.num_points)
-    result = semantic_model_costs(*size, 19, *options, functools.partial(print, flush=True))
+    result = semantic_model_costs(*size, 19, *options, common.log)
     info = {"command": common.command_line("benchmarks.semantic", argv)}
     print(
         f"wrote {common.write_json(info | {'machine': common.machine_info()} | result, args.out)}"

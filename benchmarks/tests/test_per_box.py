@@ -8,19 +8,24 @@ import json
 import pytest
 
 from benchmarks import per_box as pb
+from benchmarks import point_budget
 
 
 def test_point_counts_follow_each_rule():
-    assert pb.points_per_box("final_side", 3.5, 56) == 196 * 3  # the 14 x 14 step densely
-    assert pb.points_per_box("final_side", 3.5, 224) == 784 * 4
-    assert pb.points_per_box("step_side", 3.5, 56) == 49 + 98 + 196
-    assert pb.points_per_box("step_side", 20.0, 28) == 14 * 14 + 560  # capped at the cells
-    assert pb.points_per_box("dense", None, 56) == 14**2 + 28**2 + 56**2
+    assert point_budget.points_per_box("final_side", 3.5, 56) == 196 * 3  # the 14 x 14 step densely
+    assert point_budget.points_per_box("final_side", 3.5, 224) == 784 * 4
+    assert point_budget.points_per_box("step_side", 3.5, 56) == 49 + 98 + 196
+    assert (
+        point_budget.points_per_box("step_side", 20.0, 28) == 14 * 14 + 560
+    )  # capped at the cells
+    assert point_budget.points_per_box("dense", None, 56) == 14**2 + 28**2 + 56**2
     for final in (56, 112, 224):
-        assert pb.schedule("per_box", 3.5, final) == pb.schedule("final_side", 3.5, final)
-    assert pb.points_per_box("per_box", 3.5, 896) == 784 * 4 + 1568 + 3136
+        assert point_budget.schedule("per_box", 3.5, final) == point_budget.schedule(
+            "final_side", 3.5, final
+        )
+    assert point_budget.points_per_box("per_box", 3.5, 896) == 784 * 4 + 1568 + 3136
     with pytest.raises(ValueError, match="rule must be one of"):
-        pb.schedule("final", 1.0, 56)
+        point_budget.schedule("final", 1.0, 56)
 
 
 def test_budget_study_quick_run(tmp_path):
