@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._tracing import is_tracing
+from ._tracing import is_recording
 from .head import PointHead
 
 __all__ = ["FusedPointHead", "inference_point_head"]
@@ -161,6 +161,6 @@ def inference_point_head(head: PointHead) -> PointHead | FusedPointHead:
     serve the steps of one rendering) when autograd is off and nothing is being traced, else
     ``head`` itself (gradients, export, ``torch.compile`` and module hooks then see the plain
     module)."""
-    if torch.is_grad_enabled() or is_tracing():
+    if is_recording():
         return head
     return FusedPointHead(head)

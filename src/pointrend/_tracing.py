@@ -24,16 +24,22 @@ def is_tracing() -> bool:
 # Core
 
 
-def symbolic_size(value) -> int | Tensor:
-    """A size read from a shape, kept as the traced 0-dim tensor it is under tracing (``int()``
-    would freeze it to the traced input's value, so an exported model follows its input size);
-    other values as ``int``."""
-    return value if isinstance(value, Tensor) else int(value)
+def is_recording() -> bool:
+    """True while autograd or a tracer records the operations: tensors they saw must then not be
+    written in place, and the plain modules (not the fused inference path) must run."""
+    return torch.is_grad_enabled() or is_tracing()
+
+
+def as_size(value) -> int | Tensor:
+    """``int(value)`` of a size read from a shape; under tracing a traced size stays the 0-dim
+    tensor it is (``int()`` would freeze it to the traced input's value, so an exported model
+    follows its input size)."""
+    return value if is_tracing() and isinstance(value, Tensor) else int(value)
 
 
 def any_symbolic(sizes: list[tuple]) -> bool:
     """Whether any of ``sizes`` (``(H, W)`` pairs) is a traced size, e.g. of a semantic model
-    exported for any image size (an instance model's mask sizes are fixed numbers)."""
+    exported for any image size (eager sizes, and an instance model's mask sizes, are numbers)."""
     return any(isinstance(v, Tensor) for size in sizes for v in size)
 
 
@@ -44,10 +50,24 @@ def capped_count(count, cap: int) -> int | Tensor:
     return torch.clamp(count, max=cap) if isinstance(count, Tensor) else min(count, cap)
 
 
-def stacked_sizes(sizes: list, device: torch.device) -> Tensor:
-    """Sizes read from traced shapes (0-dim tensors, e.g. each image's number of boxes) as one
-    tensor that stays symbolic, so that an exported model takes any number of detections."""
-    return torch.stack(sizes).to(device)
+def is_zero(count: int) -> bool:
+    """``count == 0`` for a count read from a shape (e.g. of boxes); always False under tracing,
+    where the graph must not branch on it (an exported model takes any number of boxes)."""
+    return count == 0 and not is_tracing()
+
+
+def may_be_zero(count: int) -> bool:
+    """``count == 0``, or under tracing always True: the traced graph may run with no boxes,
+    so it must take the path that handles them."""
+    return is_tracing() or count == 0
+
+
+def sizes_tensor(sizes: list, device: torch.device) -> Tensor:
+    """Sizes read from shapes (e.g. each image's number of boxes) as one int64 tensor; traced
+    sizes (0-dim tensors) are stacked, so an exported model takes any number of detections."""
+    if is_tracing():
+        return torch.stack(sizes).to(device)
+    return torch.tensor(sizes, device=device)
 
 
 def merge_roi_levels(levels: Tensor, pooled: list[Tensor]) -> Tensor:

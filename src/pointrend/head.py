@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._tracing import is_tracing
+from ._tracing import may_be_zero
 
 __all__ = ["PointHead"]
 
@@ -97,7 +97,7 @@ class PointHead(nn.Module):
         fine = fine_grained_features
         coarse = coarse_features.to(fine.dtype)
         N, _, P = fine.shape
-        if is_tracing() or N == 0:  # each region a batch entry (Conv takes no empty sequence)
+        if may_be_zero(N):  # each region a batch entry (Conv takes no empty sequence)
             return self._layers(fine, coarse)
         out = self._layers(_one_sequence(fine), _one_sequence(coarse))  # 1 x K' x NP
         return out.view(-1, N, P).transpose(0, 1).contiguous()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._tracing import capped_count, is_tracing, stacked_sizes, symbolic_size
+from ._tracing import as_size, capped_count, is_zero, sizes_tensor
 
 __all__ = [
     "point_sample",
@@ -213,14 +213,9 @@ def get_uncertain_point_coords_on_grid(
         centres ``R x P x 2`` (float32), ``P = min(H * W, num_points)``, in ``torch.topk`` order.
     """
     H, W = uncertainty_map.shape[-2:]
-    P = capped_count(H * W, num_points) if is_tracing() else min(H * W, num_points)
+    P = capped_count(H * W, num_points)
     indices = torch.topk(uncertainty_map.flatten(1), k=P, dim=1).indices
     return indices, flat_indices_to_cell_centres(indices, H, W)
-
-
-def as_size(value) -> int | Tensor:
-    """``int(value)`` of a size read from a shape (traced sizes: :func:`.symbolic_size`)."""
-    return symbolic_size(value) if is_tracing() else int(value)
 
 
 def select_class(logits: Tensor, classes: Tensor) -> Tensor:
@@ -350,12 +345,12 @@ def point_sample_fine_grained_features(
     image_coords = box_to_image_coords(all_boxes.to(torch.float32), point_coords.to(torch.float32))
     channels = sum(f.shape[1] for f in features_list)
     ref = features_list[0]
-    if R == 0 and not is_tracing():  # traced: no branch on the number of boxes
+    if is_zero(R):
         return ref.new_zeros(0, channels, P), image_coords
 
     device = point_coords.device
     sizes = [b.shape[0] for b in boxes]
-    counts = stacked_sizes(sizes, device) if is_tracing() else torch.tensor(sizes, device=device)
+    counts = sizes_tensor(sizes, device)
     ends = torch.cumsum(counts, 0)
     # Each box's image is the number of images whose boxes end before it.
     box_index = torch.arange(R, device=device)

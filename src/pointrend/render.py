@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._tracing import any_symbolic, is_tracing
-from .points import as_size, get_uncertain_point_coords_on_grid, grid_cell_centres
+from ._tracing import any_symbolic, as_size, is_recording
+from .points import get_uncertain_point_coords_on_grid, grid_cell_centres
 
 __all__ = [
     "SubdivisionStep",
@@ -126,7 +126,7 @@ def subdivision_inference(
     first = 0
     # The shortcut is chosen from the map sizes in Python: with symbolic sizes (traced) the plain
     # loop picks every cell of those steps itself (P = min(H * W, num_points)), the same result.
-    if shortcut and not (is_tracing() and any_symbolic(sizes)):
+    if shortcut and not any_symbolic(sizes):
         first = shortcut_steps(sizes, points)
         if first:
             h, w = sizes[first - 1]
@@ -143,7 +143,7 @@ def subdivision_inference(
         predictions = point_predictor(coords).to(logits.dtype)
         flat = logits.reshape(R, K, h * w)
         index = indices.unsqueeze(1).expand(-1, K, -1)
-        if torch.is_grad_enabled() or is_tracing():
+        if is_recording():
             flat = flat.scatter(2, index, predictions)
         else:  # the upsampled map is this step's own: write into it (one full map, not two)
             flat.scatter_(2, index, predictions)

@@ -264,7 +264,7 @@ class PointRendMaskBranch(nn.Module):
         """
         cfg, settings = self.config, self.config.pointrend
         coarse = self.coarse_logits(features, stride, boxes)
-        if coarse.shape[0] == 0 and not _tracing.is_tracing():  # traced: no branch on boxes
+        if _tracing.is_zero(coarse.shape[0]):
             return coarse.new_zeros(0, 1, cfg.output_size, cfg.output_size)
         sizes = subdivision_sizes(
             coarse.shape[-2:], settings.subdivision_steps, (cfg.output_size, cfg.output_size)
