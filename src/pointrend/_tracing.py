@@ -3,8 +3,10 @@
 Tracing records one run of the Python code as a graph, so the code must avoid what the graph
 cannot keep: ``int()`` of a size (the traced input's value would be frozen), branches on the
 number of boxes, in-place writes the exporter cannot express. Everything that differs under
-tracing lives in this module: the rest of the library asks :func:`is_tracing` once, at the
-point where it hands over to a function here, and otherwise reads as plain eager PyTorch.
+tracing lives in this module. The core (``points.py``, ``render.py``, ``head.py``) asks its
+questions through the functions here (:func:`as_size`, :func:`is_zero`, ...) and never tests for
+tracing itself; the instance transform, paste and RoIAlign and the input checks ask
+:func:`is_tracing` at the one line where they hand over to a function here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,21 @@ import torch
 from torch import Tensor
 from torchvision.ops.poolers import _onnx_merge_levels
 
-__all__ = ["is_tracing"]
+__all__ = [
+    "is_tracing",
+    "is_recording",
+    "as_size",
+    "any_symbolic",
+    "capped_count",
+    "is_zero",
+    "may_be_zero",
+    "sizes_tensor",
+    "merge_roi_levels",
+    "check_no_test_resize",
+    "resize_to_limits",
+    "resize_shortest_edge",
+    "whole_image_windows",
+]
 
 
 def is_tracing() -> bool:
