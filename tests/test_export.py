@@ -9,12 +9,15 @@ scores within 1e-4, mask probabilities within 1e-3 and every detection's binaris
 (>= 0.5) with IoU >= 0.99 between the two runtimes.
 """
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime
 import pytest
 import torch
 from torch import nn
 
+import pointrend
 from pointrend.cli import main
 from pointrend.engine.config import config_to_dict, load_config
 from pointrend.export import (
@@ -275,3 +278,17 @@ def test_cli_export_errors_name_the_problem(tmp_path, capsys):
     argv = ["export", CONFIGS["semantic"], "--weights", str(weights), "--out", str(tmp_path / "m")]
     assert main(argv + ["--opset", "11"]) == 1
     assert "opset must be >= 16" in capsys.readouterr().err
+
+
+def test_only_the_tracing_module_asks_whether_it_is_traced():
+    """Trace-only code stays behind ``pointrend._tracing``: the core modules never test for
+    tracing themselves, and nothing else calls ``torch.jit.is_tracing`` directly."""
+    src = Path(pointrend.__file__).parent
+    for name in ("points.py", "render.py", "head.py", "_fused_head.py"):
+        assert "is_tracing" not in (src / name).read_text(), name
+    direct = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if "jit.is_tracing" in p.read_text() and p.name != "_tracing.py"
+    ]
+    assert direct == []
