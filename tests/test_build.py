@@ -5,11 +5,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
+import pointrend
 from pointrend import models
 from pointrend.engine import ConfigError, load_config
 from pointrend.engine.build import build_model
 from pointrend.engine.builders import model_builder
+from pointrend.engine.inference import load_trained_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPECTED = {
@@ -64,3 +68,36 @@ def test_a_typo_in_model_options_names_the_file_the_key_and_the_real_options(tmp
     path, cfg = _config(tmp_path, "    weights_backbone: DEFAULT\n")
     with pytest.raises(ConfigError, match="weights_backbone: set model.weights_backbone instead"):
         build_model(cfg.model, 4)
+
+
+def _no_downloads(monkeypatch):
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_a_model_for_a_checkpoint_has_the_pretrained_layout_without_downloading(monkeypatch):
+    """``initial_weights=False`` (what loading a trained checkpoint does) downloads nothing but
+    keeps the layout torchvision's weights give: frozen batch norm in the backbone."""
+    _no_downloads(monkeypatch)
+    cfg = load_config(CONFIGS / "coco_pointrend_r50_fpn_1x.yaml").model
+    assert cfg.weights_backbone and "norm" not in cfg.options
+    model = build_model(cfg, 5, initial_weights=False)
+    norms = [type(m) for m in model.backbone.body.modules() if "Norm" in type(m).__name__]
+    assert norms and all(issubclass(n, FrozenBatchNorm2d) for n in norms)
+
+
+def test_a_checkpoint_trained_from_imagenet_weights_predicts_offline(monkeypatch, tmp_path):
+    shipped = (
+        Path(pointrend.__file__).parent / "weights" / "synthetic_semantic_pointrend_fpn_r18.pt"
+    )
+    ckpt = torch.load(shipped, weights_only=True)
+    ckpt["config"]["model"]["weights_backbone"] = "IMAGENET1K_V1"  # as a real training run's
+    torch.save(ckpt, tmp_path / "run.pt")
+    _no_downloads(monkeypatch)
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = load_trained_model(tmp_path / "run.pt", device="cpu").model(image)["out"]
+        reference = load_trained_model(shipped, device="cpu").model(image)["out"]
+    assert torch.equal(ours, reference)

@@ -144,8 +144,9 @@ def build_model(
     ``model.weights`` may be a pointrend checkpoint (``.pt``, e.g. one written by ``pointrend
     import-detectron2``) to fine-tune from: the model is built from the config, then every
     checkpoint weight of the same key and shape is loaded (class-specific layers of another
-    class count keep their initialisation). ``initial_weights=False`` skips that loading (the
-    caller loads other weights over them).
+    class count keep their initialisation). ``initial_weights=False`` skips that loading and
+    torchvision's (``weights``, ``weights_backbone``: the model has the layout they give, but
+    nothing is downloaded), for a caller that loads a whole checkpoint over them.
     """
     builder = model_builder(cfg)
     where = source or getattr(cfg, "source", None) or "model config"
@@ -153,13 +154,14 @@ def build_model(
         if key in cfg.options:
             raise ConfigError(f"{where}: model.options.{key}: set model.{field} instead")
     from_checkpoint = is_checkpoint_path(cfg.weights)
+    options = dict(cfg.options) if initial_weights else {**cfg.options, "load_weights": False}
     try:
         model = builder(
             cfg.backbone,
             cfg.num_classes or num_classes,
             weights=None if from_checkpoint else cfg.weights,
             weights_backbone=cfg.weights_backbone,
-            **cfg.options,
+            **options,
         )
     except OptionError as error:
         raise ConfigError(error.located(where)) from error

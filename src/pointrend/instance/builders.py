@@ -13,7 +13,8 @@ Options common to both builders (keyword arguments):
 * ``weights``: ``None``, ``"COCO"`` or a ``MaskRCNN_ResNet50_FPN_Weights``
   (ResNet-50 only): torchvision's COCO model into backbone, RPN and box head (box
   predictor when ``num_classes == 91``); ``weights_backbone``: ImageNet weights
-  (ignored with ``weights``).
+  (ignored with ``weights``). ``load_weights=False``: the model those weights make (frozen
+  norm, trainable stages) without downloading or loading them, for a checkpoint loaded next.
 * ``trainable_backbone_layers``, ``norm``: as torchvision (default: 3 stages and
   frozen batch norm when pretrained, else all and batch norm;
   :mod:`pointrend.backbones`).
@@ -193,6 +194,7 @@ def _instance_model(
     rpn_smooth_l1_beta: float = TORCHVISION_BETA,
     box_head_init: str = "torchvision",
     mask_output: str = "dense",
+    load_weights: bool = True,
     **kwargs,
 ) -> MaskRCNN:
     """Mask R-CNN with torchvision's mask branch (``mask_head_dim``) or, when ``pointrend``,
@@ -238,7 +240,7 @@ def _instance_model(
             mask_paste=mask_paste,
             mask_output=mask_output,
         )
-    if load is not None:
+    if load is not None and load_weights:
         load_pretrained(model, *load)
     return model
 

@@ -85,6 +85,7 @@ def _semantic_fpn_model(
     size_divisibility: int = 1,
     test_min_size: int = 0,
     test_max_size: int = 0,
+    load_weights: bool = True,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -132,7 +133,7 @@ def _semantic_fpn_model(
         test_min_size=test_min_size,
         test_max_size=test_max_size,
     )
-    if enum is not None:
+    if enum is not None and load_weights:
         load_pretrained(model, enum, "classification")
     return model
 
@@ -145,7 +146,9 @@ def semantic_fpn(backbone: str = "resnet50", num_classes: int = 19, **options) -
         num_classes: K.
         levels: ``"P2-P5"`` (stride-4 logits) or ``"P3-P5"`` (stride 8).
         weights: none exist for Semantic FPN (an error when given); weights_backbone: ImageNet
-            weights of the backbone (enum or name).
+            weights of the backbone (enum or name). load_weights: ``False`` builds the model
+            those weights make (the norm and trainable stages) without downloading or loading
+            them, for a checkpoint loaded next.
         norm, trainable_backbone_layers: see :mod:`pointrend.backbones`.
         conv_dims: width of the head's towers (128); fpn_channels: of every FPN level (256).
         backbone_returned_layers: ``[1, 2, 3]`` drops ``layer4`` (P2-P4 instead of P2-P5; 3/4 of
@@ -198,6 +201,7 @@ def _deeplabv3_model(
     size_divisibility: int = 1,
     test_min_size: int = 0,
     test_max_size: int = 0,
+    load_weights: bool = True,
     config: SemanticPointRendConfig | None = None,
     **config_overrides,
 ) -> SemanticSegmenter:
@@ -241,7 +245,7 @@ def _deeplabv3_model(
         test_min_size=test_min_size,
         test_max_size=test_max_size,
     )
-    if load is not None:
+    if load is not None and load_weights:
         load_pretrained(model, *load)
     return model
 
