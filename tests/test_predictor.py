@@ -76,6 +76,23 @@ def test_the_predictor_gives_what_predict_writes(photo, tmp_path):
     assert np.array_equal(written, result["masks"].numpy())  # the same order: the model's
 
 
+def test_a_16_bit_array_reads_as_its_file_would(photo, tmp_path):
+    """A uint16 array (a 16-bit photo read by another library) is divided by 65535, as pointrend
+    reads a 16-bit PNG file."""
+    from pointrend.engine.predictor import as_pixels
+
+    _, array = photo
+    grey = array[:, :, 0].astype(np.uint16) * 257  # 8-bit values spread over 16 bits
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    from_file = as_pixels(tmp_path / "grey16.png")
+    from_array = as_pixels(grey)
+    assert from_array.dtype == torch.float32 and from_array.shape == (3, *grey.shape)
+    assert torch.allclose(
+        from_array, from_file.float() / (255 if from_file.dtype == torch.uint8 else 1)
+    )
+    assert torch.equal(from_array[0], torch.from_numpy(array[:, :, 0]).float() / 255)
+
+
 def test_a_semantic_predictor_and_bad_inputs():
     from pointrend import Predictor
 
@@ -90,6 +107,10 @@ def test_a_semantic_predictor_and_bad_inputs():
         predictor(torch.rand(3, 0, 5))
     with pytest.raises(ValueError, match="got dict"):
         predictor({"x": 1})
+    with pytest.raises(
+        ValueError, match="must be uint8, uint16 or floating point, got torch.int32"
+    ):
+        predictor(torch.zeros(3, 4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="masks must be 'dense' or 'compact'"):
         Predictor(INSTANCE, masks="rle")
 

@@ -55,7 +55,7 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
-_SIXTEEN_BIT = 65535.0
+SIXTEEN_BIT = 65535.0
 
 
 class ImageError(ValueError):
@@ -65,18 +65,18 @@ class ImageError(ValueError):
 def _gray_to_float(array: np.ndarray, mode: str, path: Path) -> np.ndarray:
     """``H x W`` pixels of a single-channel mode beyond 8 bits -> float32 in ``[0, 1]``."""
     if mode.startswith("I;16"):
-        return array.astype(np.float32) / _SIXTEEN_BIT
+        return array.astype(np.float32) / SIXTEEN_BIT
     values = array.astype(np.float64)
     if mode == "F" and not np.isfinite(values).all():
         raise ImageError(f"image {path}: float pixels include NaN or infinity")
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if mode == "I":
-        if lo < 0 or hi > _SIXTEEN_BIT:
+        if lo < 0 or hi > SIXTEEN_BIT:
             raise ImageError(
                 f"image {path}: 32-bit integer pixels in [{lo:g}, {hi:g}] do not fit 16 bits; "
                 f"save it as an 8- or 16-bit image"
             )
-        return (values / _SIXTEEN_BIT).astype(np.float32)
+        return (values / SIXTEEN_BIT).astype(np.float32)
     if lo < 0 or hi > 1:
         raise ImageError(
             f"image {path}: float pixels in [{lo:g}, {hi:g}] are outside [0, 1]; "

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.images import read_pixels
+from ..data.images import SIXTEEN_BIT, read_pixels
 from ..instance.compact import paste_compact
 from .inference import TrainedModel, load_trained_model
 from .photos import detect_photo
@@ -33,7 +33,8 @@ __all__ = ["Predictor", "as_pixels"]
 
 def as_pixels(image) -> Tensor:
     """``3 x H x W`` pixels of a path, a PIL image, an ``H x W x 3`` (or ``H x W``) numpy array
-    or a ``3 x H x W`` tensor: uint8 as they are, floating point as float32 in ``[0, 1]``."""
+    or a ``3 x H x W`` tensor: uint8 as they are, uint16 (16-bit photos) and floating point as
+    float32 in ``[0, 1]`` (uint16 divided by 65535, as 16-bit image files are read)."""
     if isinstance(image, str | Path):
         return read_pixels(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
@@ -43,6 +44,8 @@ def as_pixels(image) -> Tensor:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"a numpy image must be H x W x 3 (RGB), got shape {image.shape}")
+        if image.dtype == np.uint16:  # torch has few uint16 kernels: converted here
+            image = image.astype(np.float32) / SIXTEEN_BIT
         image = torch.from_numpy(np.array(image[:, :, :3], copy=True)).permute(2, 0, 1)
     if not torch.is_tensor(image):
         raise ValueError(
@@ -55,8 +58,10 @@ def as_pixels(image) -> Tensor:
         )
     if image.dtype == torch.uint8:
         return image
+    if image.dtype == getattr(torch, "uint16", None):  # torch >= 2.3
+        return image.to(torch.float32) / SIXTEEN_BIT
     if not image.is_floating_point():
-        raise ValueError(f"a tensor image must be uint8 or floating point, got {image.dtype}")
+        raise ValueError(f"an image must be uint8, uint16 or floating point, got {image.dtype}")
     return image.to(torch.float32)
 
 
