@@ -248,7 +248,8 @@ def torchrun_one_process(device: torch.device, sizes: Sizes) -> dict:
         out = Path(work) / "run"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone"]
         cmd += ["-m", "pointrend", *_train_args(out, iters, device)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+        # TMPDIR: torchrun's own scratch folder goes with the rest, not left in /tmp
+        env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), TMPDIR=work)
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         checkpoint = (out / f"model_{iters:07d}.pt").is_file()

@@ -252,7 +252,7 @@ def test_eval_uses_the_model_config_of_the_checkpoint(semantic_run, tmp_path, ca
 def test_torchrun_two_processes_train_the_real_cli(tmp_path):
     """``torchrun --nproc_per_node=2 -m pointrend train`` on gloo: one set of outputs."""
     cfg = _config(tmp_path / "tiny.yaml", [*TINY_SEMANTIC, "val_data=null"])
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))  # torchrun's scratch too
     cmd = [
         sys.executable,
         "-m",
