@@ -169,3 +169,17 @@ def test_import_and_predict_give_detectron2s_detections_on_a_resized_photo(d2_co
     inter = (ours & d2_masks).sum((1, 2))
     union = np.maximum((ours | d2_masks).sum((1, 2)), 1)
     assert (inter / union).min() >= 0.99
+
+
+@pytest.mark.parametrize("rule", ["torchvision", "detectron2"])
+def test_the_traced_resize_gives_the_eager_sizes_at_other_inputs(rule):
+    """Export traces the test resize once; the traced graph must give every input the size eager
+    resizing gives it (torchvision floors each side, detectron2 rounds it)."""
+    transform = PointRendTransform(
+        min_size=48, max_size=80, image_mean=[0.5] * 3, image_std=[0.25] * 3, resize_rule=rule
+    ).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda x: transform.resize(x)[0], torch.rand(3, 60, 90))
+        for h, w in [(60, 90), (37, 101), (200, 150), (31, 29)]:
+            image = torch.rand(3, h, w)
+            assert traced(image).shape == transform.resize(image)[0].shape, (h, w)

@@ -27,7 +27,6 @@ __all__ = [
     "merge_roi_levels",
     "check_no_test_resize",
     "resize_to_limits",
-    "resize_shortest_edge",
     "whole_image_windows",
 ]
 
@@ -107,34 +106,27 @@ def check_no_test_resize(test_min_size: int) -> None:
 # Instance models
 
 
-def resize_to_limits(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
-    """torchvision's resize rule, traced: ``3 x H x W`` -> ``3 x H' x W'``, the short side to
-    ``min_size`` unless the long one would exceed ``max_size``, each side ``floor(side * scale)``.
+def resize_to_limits(
+    image: torch.Tensor, min_size: float, max_size: int, round_half_up: bool = False
+) -> torch.Tensor:
+    """The instance models' test resize, traced: ``3 x H x W`` -> ``3 x H' x W'``, the short side
+    to ``min_size`` unless the long one would exceed ``max_size``, then bilinear to that size.
+
+    Each side is ``floor(side * scale)`` (torchvision's rule), or with ``round_half_up`` rounded
+    to the nearest pixel (detectron2's ``ResizeShortestEdge``; traced, it resamples the
+    normalised float image without antialiasing, which the ONNX exporter lacks, so an exported
+    model's pixels differ a little from eager's 8-bit PIL resize).
 
     Traced, torchvision's resize takes a float32 scale and lets the exported ``Resize`` round
     the output size, which for shrunk images can come out a pixel smaller than in PyTorch
     (e.g. 200 x 150 -> 160 x 119 instead of 160 x 120), and then every pixel is resampled
-    differently. Here the size is ``floor(side * scale)`` in float64, as Python computes it in
-    eager mode, and the interpolation is the same (bilinear to that size).
+    differently. Here the size is computed in float64, as Python computes it in eager mode.
     """
     # 1-d float64 throughout: the exporter casts 0-dim (scalar) arithmetic to float32.
     side = torch.stack(list(image.shape[-2:])).to(torch.float64)  # (H, W)
     limits = torch.tensor([min_size, max_size], dtype=torch.float64)
     scale = (limits / torch.sort(side).values).amin(0, keepdim=True)
-    size = torch.floor(side * scale).to(torch.int64)
-    return torch.nn.functional.interpolate(
-        image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
-    )[0]
-
-
-def resize_shortest_edge(image: torch.Tensor, short: float, max_size: int) -> torch.Tensor:
-    """detectron2's ``ResizeShortestEdge``, traced: ``3 x H x W`` -> ``3 x H' x W'``, each side
-    rounded to the nearest pixel, bilinear on the (normalised) float image without antialiasing
-    (the ONNX exporter has none), so an exported model's pixels differ a little from eager's."""
-    h, w = image.shape[-2:]
-    side = torch.stack([torch.as_tensor(h), torch.as_tensor(w)]).to(torch.float64)
-    scale = torch.minimum(short / side.min(), max_size / side.max())
-    size = torch.floor(side * scale + 0.5).to(torch.int64)
+    size = torch.floor(side * scale + (0.5 if round_half_up else 0.0)).to(torch.int64)
     return torch.nn.functional.interpolate(
         image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False
     )[0]

@@ -181,17 +181,16 @@ class PointRendTransform(GeneralizedRCNNTransform):
         """torchvision's resize (none when the size would not change). With the detectron2
         rule, :meth:`_resize_detectron2` (it also normalises, after resizing the 8-bit pixels).
         Traced in eval mode (export), the same rules without reading a size into Python
-        (:func:`pointrend._tracing.resize_to_limits`, ``resize_shortest_edge``).
+        (:func:`pointrend._tracing.resize_to_limits`).
         """
         if not self.resizes:
             return image, target
         if self.fixed_size is None and not self.training and _tracing.is_tracing():
             if target is not None:
                 raise ValueError("targets are not traced: export the model with images only")
-            if self.resize_rule == "detectron2":
-                short = float(self.min_size[-1])
-                return _tracing.resize_shortest_edge(image, short, self.max_size), None
-            return _tracing.resize_to_limits(image, self.min_size[-1], self.max_size), None
+            half_up = self.resize_rule == "detectron2"
+            resized = _tracing.resize_to_limits(image, self.min_size[-1], self.max_size, half_up)
+            return resized, None
         if self.resize_rule == "detectron2" and self.fixed_size is None:
             return self._resize_detectron2(image, target)
         if self.fixed_size is None and self._keeps_size(image):
